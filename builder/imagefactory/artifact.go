@@ -1,0 +1,86 @@
+package imagefactory
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
+)
+
+// Artifact is the image file the builder made.
+type Artifact struct {
+	Path      string
+	Format    string
+	Size      int64 // virtual size in bytes
+	BaseImage string
+	// StateData carries the generated data and the HCP Packer registry
+	// metadata.
+	StateData map[string]interface{}
+}
+
+func newArtifact(state multistep.StateBag, path string) (*Artifact, error) {
+	cfg := configOf(state)
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	size := fi.Size()
+	if cfg.Format != "raw" {
+		if d, ok := state.GetOk(stateVirtualSize); ok {
+			size = d.(int64)
+		}
+	}
+	a := &Artifact{Path: path, Format: cfg.Format, Size: size, BaseImage: cfg.BaseImage, StateData: map[string]interface{}{}}
+	if gd, ok := state.GetOk("generated_data"); ok {
+		a.StateData["generated_data"] = gd
+	}
+	img, err := registryimage.FromArtifact(a,
+		registryimage.WithProvider("imagefactory"),
+		registryimage.WithSourceID(cfg.BaseImage),
+		registryimage.SetLabels(map[string]interface{}{
+			"format":      cfg.Format,
+			"size":        fmt.Sprint(size),
+			"strategy":    cfg.Strategy,
+			"build_name":  cfg.PackerBuildName,
+			"base_format": fmt.Sprint(state.Get(stateBaseFormat)),
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("HCP Packer registry metadata: %w", err)
+	}
+	a.StateData[registryimage.ArtifactStateURI] = img
+	return a, nil
+}
+
+// BuilderId identifies the builder that made the artifact.
+func (a *Artifact) BuilderId() string { return BuilderID }
+
+// Files is the image file.
+func (a *Artifact) Files() []string { return []string{a.Path} }
+
+// Id is the image's path.
+func (a *Artifact) Id() string { return a.Path }
+
+func (a *Artifact) String() string {
+	return fmt.Sprintf("%s disk image: %s (%s)", a.Format, a.Path, humanBytes(a.Size))
+}
+
+// State returns generated data, registry metadata, and the image's format
+// and size for post-processors ("image_format", "image_size").
+func (a *Artifact) State(name string) interface{} {
+	switch name {
+	case "image_format":
+		return a.Format
+	case "image_size":
+		return a.Size
+	}
+	return a.StateData[name]
+}
+
+// Destroy removes the image file.
+func (a *Artifact) Destroy() error {
+	if err := os.Remove(a.Path); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,224 @@
+//go:generate go tool packer-sdc mapstructure-to-hcl2 -type Config
+//go:generate go tool packer-sdc struct-markdown
+
+package imagefactory
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/hashicorp/packer-plugin-sdk/common"
+	"github.com/hashicorp/packer-plugin-sdk/packer"
+	"github.com/hashicorp/packer-plugin-sdk/template/config"
+	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+)
+
+// Config is the configuration of the imagefactory builder.
+type Config struct {
+	common.PackerConfig `mapstructure:",squash"`
+
+	// The disk image to start from: a local path or a URL (http, https,
+	// file). Raw, qcow2, vmdk, vhdx and vpc are detected by their content,
+	// not by the file name; gzip, xz and zstd compressed images are
+	// decompressed on the way in. The base image itself is never modified.
+	BaseImage string `mapstructure:"base_image" required:"true"`
+	// The checksum of `base_image` in Packer's usual forms: `sha256:...`
+	// (also md5, sha1, sha512), `file:URL-or-path` of a checksum file, or
+	// `none`. Required when `base_image` is a URL.
+	BaseImageChecksum string `mapstructure:"base_image_checksum"`
+	// How provisioners reach the image. `chroot` (the default and, for
+	// now, the only strategy) mounts the image's filesystems through loop
+	// devices and runs every provisioner in a chroot.
+	Strategy string `mapstructure:"strategy"`
+	// Where the result goes; created by the build, and refused if it
+	// exists unless `packer build -force` is used. Defaults to
+	// `output-<build name>`.
+	OutputDirectory string `mapstructure:"output_directory"`
+	// The name of the image file in `output_directory`, without extension.
+	// Defaults to the build name.
+	ImageName string `mapstructure:"image_name"`
+	// The format of the artifact: `raw` (default) or `qcow2`. The working
+	// disk is always raw; a qcow2 artifact is converted at the end.
+	Format string `mapstructure:"format"`
+	// Grow the working disk to this size (`8G`, `8GiB`, `10240M`, or
+	// bytes). The last partition (MBR or GPT, the GPT backup header moved)
+	// and its filesystem (ext4, xfs or btrfs) grow with it. A size
+	// smaller than the base image is an error.
+	DiskSize string `mapstructure:"disk_size"`
+	// The number (1-based, as Linux numbers them) of the partition holding
+	// the root filesystem. By default the root is found by label
+	// (`cloudimg-rootfs`, `img-rootfs`), else by looking for `/etc/fstab`.
+	RootPartition int `mapstructure:"root_partition"`
+	// Mount points from the image's `/etc/fstab` that must be mounted.
+	// Others that cannot be mounted here (vfat, for one, on kernels
+	// without it) are reported and skipped.
+	RequiredMounts []string `mapstructure:"required_mounts"`
+	// Options for mounting the root filesystem, such as `noatime`.
+	MountOptions []string `mapstructure:"mount_options"`
+	// Where the root filesystem is mounted on the host. May use
+	// `{{.BuildName}}`. Defaults to
+	// `/run/imagefactory/mnt/{{.BuildName}}-<random>`.
+	MountPath string `mapstructure:"mount_path"`
+	// Extra or replacement mounts for the chroot, each
+	// `[fstype, source, target]` as in amazon-chroot. The defaults are
+	// proc on `/proc`, sysfs on `/sys`, `/dev` and `/dev/pts` bound from
+	// the host, and a tmpfs on `/run`. An entry with the target of a
+	// default replaces it; an fstype of `none` removes it.
+	ChrootMounts [][]string `mapstructure:"chroot_mounts"`
+	// How the image gets name resolution during the build: `copy`
+	// (default: the host's `/etc/resolv.conf` is copied in and the
+	// image's own file or symlink is put back exactly afterwards), `bind`
+	// (the host's file is bind-mounted over it) or `keep` (untouched).
+	ResolvConf string `mapstructure:"resolv_conf"`
+	// Let packages start services during provisioning. By default a
+	// `policy-rc.d` that refuses every start is put in place on
+	// Debian-family images (and the image's own one restored afterwards).
+	AllowServiceStarts bool `mapstructure:"allow_service_starts"`
+	// Host files copied into the image at the same path before
+	// provisioning, as in amazon-chroot.
+	CopyFiles []string `mapstructure:"copy_files"`
+	// Host commands run before the image's filesystems are mounted.
+	// `{{.Device}}` is the root's loop device, `{{.MountPath}}` the mount
+	// path, `{{.DiskPath}}` the working disk.
+	PreMountCommands []string `mapstructure:"pre_mount_commands"`
+	// Host commands run after everything is mounted, before provisioning.
+	// Same variables as `pre_mount_commands`.
+	PostMountCommands []string `mapstructure:"post_mount_commands"`
+	// Host commands run after provisioning, before anything is unmounted.
+	// Same variables as `pre_mount_commands`.
+	PreUnmountCommands []string `mapstructure:"pre_unmount_commands"`
+	// A template wrapping every command the builder runs on the host,
+	// including the chroot commands of provisioners: `{{.Command}}` is the
+	// command. For example `sudo {{.Command}}`. Defaults to
+	// `{{.Command}}`.
+	CommandWrapper string `mapstructure:"command_wrapper"`
+	// Environment variables for every command run in the chroot. The
+	// chroot does not inherit the host's environment: only `PATH`,
+	// `HOME=/root`, `LANG=C.UTF-8`, `DEBIAN_FRONTEND=noninteractive` and
+	// these.
+	Environment map[string]string `mapstructure:"environment"`
+
+	ctx interpolate.Context
+}
+
+// Strategies the builder knows.
+const (
+	StrategyChroot = "chroot"
+)
+
+// Resolv.conf handling modes.
+const (
+	ResolvCopy = "copy"
+	ResolvBind = "bind"
+	ResolvKeep = "keep"
+)
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Prepare decodes and validates the configuration.
+func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
+	err := config.Decode(c, &config.DecodeOpts{
+		PluginType:         BuilderID,
+		Interpolate:        true,
+		InterpolateContext: &c.ctx,
+		InterpolateFilter: &interpolate.RenderFilter{
+			// Rendered when the values are known, during the build.
+			Exclude: []string{
+				"pre_mount_commands", "post_mount_commands",
+				"pre_unmount_commands", "command_wrapper", "mount_path",
+			},
+		},
+	}, raws...)
+	if err != nil {
+		return nil, err
+	}
+
+	var errs *packer.MultiError
+	add := func(format string, a ...interface{}) {
+		errs = packer.MultiErrorAppend(errs, fmt.Errorf(format, a...))
+	}
+
+	if c.BaseImage == "" {
+		add("base_image is required: a local path or a URL of the disk image to start from")
+	}
+	if isURL(c.BaseImage) && c.BaseImageChecksum == "" {
+		add("base_image_checksum is required when base_image is a URL (%s); use \"none\" to skip the check", c.BaseImage)
+	}
+	if c.Strategy == "" {
+		c.Strategy = StrategyChroot
+	}
+	if c.Strategy != StrategyChroot {
+		add("strategy %q is not supported; use %q", c.Strategy, StrategyChroot)
+	}
+	if c.OutputDirectory == "" {
+		c.OutputDirectory = "output-" + c.PackerBuildName
+	}
+	if c.ImageName == "" {
+		c.ImageName = c.PackerBuildName
+		if c.ImageName == "" {
+			c.ImageName = "image"
+		}
+	}
+	if strings.ContainsRune(c.ImageName, '/') {
+		add("image_name %q must be a file name, not a path", c.ImageName)
+	}
+	switch c.Format {
+	case "":
+		c.Format = "raw"
+	case "raw", "qcow2":
+	default:
+		add("format %q is not supported; use raw or qcow2", c.Format)
+	}
+	if c.DiskSize != "" {
+		if _, err := diskimage.ParseSize(c.DiskSize); err != nil {
+			add("disk_size: %v", err)
+		}
+	}
+	if c.RootPartition < 0 {
+		add("root_partition must be a partition number (1, 2, ...), not %d", c.RootPartition)
+	}
+	for i, m := range c.ChrootMounts {
+		if len(m) != 3 {
+			add("chroot_mounts[%d] must be [fstype, source, target], got %d values", i, len(m))
+		} else if !filepath.IsAbs(m[2]) {
+			add("chroot_mounts[%d]: target %q must be an absolute path inside the image", i, m[2])
+		}
+	}
+	switch c.ResolvConf {
+	case "":
+		c.ResolvConf = ResolvCopy
+	case ResolvCopy, ResolvBind, ResolvKeep:
+	default:
+		add("resolv_conf %q is not supported; use copy, bind or keep", c.ResolvConf)
+	}
+	for _, f := range c.CopyFiles {
+		if !filepath.IsAbs(f) {
+			add("copy_files: %q must be an absolute host path (it is copied to the same path in the image)", f)
+		}
+	}
+	if c.CommandWrapper == "" {
+		c.CommandWrapper = "{{.Command}}"
+	}
+	for k := range c.Environment {
+		if !envName.MatchString(k) {
+			add("environment: %q is not a valid variable name", k)
+		}
+	}
+	if errs != nil && len(errs.Errors) > 0 {
+		return nil, errs
+	}
+	return nil, nil
+}
+
+func isURL(s string) bool {
+	for _, p := range []string{"http://", "https://", "ftp://", "s3::", "gcs::"} {
+		if strings.HasPrefix(strings.ToLower(s), p) {
+			return true
+		}
+	}
+	return false
+}

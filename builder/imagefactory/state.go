@@ -1,0 +1,57 @@
+package imagefactory
+
+import (
+	"fmt"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+)
+
+// Keys of the state bag shared by the steps.
+const (
+	stateBaseImagePath = "base_image_path" // the downloaded or local base image
+	stateDiskPath      = "disk_path"       // the raw working disk
+	stateBaseFormat    = "base_format"     // the base image's detected format
+	stateJournal       = "journal"         // *cleanup.Journal
+	stateGrown         = "grown_partition" // *partition.Partition grown by disk_size, or nil
+	stateMountPath     = "mount_path"      // string, the root's mount point
+	stateArtifactPath  = "artifact_path"   // the final image file
+	stateSession       = "session"         // *session.Session: loops and mounts of the working disk
+	stateVirtualSize   = "virtual_size"    // int64, the working disk's size in bytes
+)
+
+// generatedDataKeys are exposed to provisioners as build.<Key> (HCL2) or
+// {{ build `Key` }}, so that, for example, Ansible's chroot connection can
+// use the mount path.
+var generatedDataKeys = []string{"MountPath", "Device", "RootPartition", "DiskPath"}
+
+// halt records err as the build's error, shows it, and halts.
+func halt(state multistep.StateBag, err error) multistep.StepAction {
+	state.Put("error", err)
+	state.Get("ui").(packersdk.Ui).Error(err.Error())
+	return multistep.ActionHalt
+}
+
+// haltf is halt with a formatted message.
+func haltf(state multistep.StateBag, format string, a ...interface{}) multistep.StepAction {
+	return halt(state, fmt.Errorf(format, a...))
+}
+
+func uiOf(state multistep.StateBag) packersdk.Ui { return state.Get("ui").(packersdk.Ui) }
+func configOf(state multistep.StateBag) *Config  { return state.Get("config").(*Config) }
+func failed(state multistep.StateBag) bool {
+	_, cancelled := state.GetOk(multistep.StateCancelled)
+	_, halted := state.GetOk(multistep.StateHalted)
+	return cancelled || halted
+}
+
+// putGenerated adds a value to the generated data provisioners see.
+func putGenerated(state multistep.StateBag, key string, value interface{}) {
+	data, _ := state.GetOk("generated_data")
+	m, _ := data.(map[string]interface{})
+	if m == nil {
+		m = map[string]interface{}{}
+	}
+	m[key] = value
+	state.Put("generated_data", m)
+}

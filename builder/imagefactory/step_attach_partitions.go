@@ -1,0 +1,58 @@
+package imagefactory
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
+)
+
+// stepAttachPartitions reads the partition table in user space and attaches
+// one loop device per partition, with offset and size limit (the kernel
+// here parses no partition tables). A disk without a table is one
+// filesystem, attached whole.
+type stepAttachPartitions struct {
+	session *session.Session
+}
+
+func (s *stepAttachPartitions) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	cfg := configOf(state)
+	ui := uiOf(state)
+	sess, err := session.Attach(ctx, session.Options{
+		Disk:           state.Get(stateDiskPath).(string),
+		Journal:        journalOf(state),
+		RootPartition:  cfg.RootPartition,
+		MountPath:      state.Get(stateMountPath).(string),
+		MountOptions:   cfg.MountOptions,
+		RequiredMounts: cfg.RequiredMounts,
+		Log:            ui.Say,
+	})
+	if err != nil {
+		return haltf(state, "base image %s: %v", cfg.BaseImage, err)
+	}
+	s.session = sess
+	state.Put(stateSession, sess)
+	ui.Say(fmt.Sprintf("Partitions (%s):\n%s", sess.Table.Kind, sess.Describe()))
+	return multistep.ActionContinue
+}
+
+func (s *stepAttachPartitions) release(state multistep.StateBag) error {
+	if s.session == nil {
+		return nil
+	}
+	sess := s.session
+	s.session = nil
+	return sess.Detach()
+}
+
+func (s *stepAttachPartitions) Cleanup(state multistep.StateBag) {
+	if err := s.release(state); err != nil {
+		uiOf(state).Error(fmt.Sprintf("detaching the loop devices: %v", err))
+	}
+}
+
+func sessionOf(state multistep.StateBag) *session.Session {
+	return state.Get(stateSession).(*session.Session)
+}

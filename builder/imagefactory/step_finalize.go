@@ -1,0 +1,50 @@
+package imagefactory
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+)
+
+// stepFinalize gives the working disk its final name, converting it first
+// when format asks for qcow2. The conversion writes a temporary name, so a
+// failed or cancelled build never leaves a half-written image behind.
+type stepFinalize struct{}
+
+func (s *stepFinalize) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	cfg := configOf(state)
+	ui := uiOf(state)
+	work := state.Get(stateDiskPath).(string)
+	final := cfg.finalPath()
+	if fi, err := os.Stat(work); err == nil {
+		state.Put(stateVirtualSize, fi.Size())
+	}
+
+	switch cfg.Format {
+	case "raw":
+		if err := os.Rename(work, final); err != nil {
+			return haltf(state, "naming the image %s: %v", final, err)
+		}
+	default:
+		ui.Say(fmt.Sprintf("Converting the image to %s...", cfg.Format))
+		start := time.Now()
+		bar := newProgressBar(ui, "conversion to "+cfg.Format, 1000)
+		err := diskimage.Convert(ctx, work, diskimage.Raw, final, diskimage.Format(cfg.Format),
+			diskimage.ConvertOptions{Progress: func(pct float64) { bar.Set(int64(pct * 10)) }})
+		bar.Close()
+		if err != nil {
+			return haltf(state, "converting the image to %s: %v", cfg.Format, err)
+		}
+		ui.Say(fmt.Sprintf("Converted to %s in %s", cfg.Format, time.Since(start).Round(time.Millisecond)))
+		os.Remove(work)
+	}
+	state.Put(stateArtifactPath, final)
+	return multistep.ActionContinue
+}
+
+func (s *stepFinalize) Cleanup(multistep.StateBag) {}

@@ -1,0 +1,45 @@
+package imagefactory
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/partition"
+)
+
+// stepGrowDisk enlarges the working disk to disk_size and its last
+// partition with it; the filesystem follows once it is mounted.
+type stepGrowDisk struct{}
+
+func (s *stepGrowDisk) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	cfg := configOf(state)
+	if cfg.DiskSize == "" {
+		return multistep.ActionContinue
+	}
+	disk := state.Get(stateDiskPath).(string)
+	size, _ := diskimage.ParseSize(cfg.DiskSize) // validated in Prepare
+	if err := diskimage.Grow(disk, size); err != nil {
+		return haltf(state, "disk_size %s: %v", cfg.DiskSize, err)
+	}
+	table, err := partition.Read(disk)
+	if err != nil {
+		return haltf(state, "reading the partition table of the base image: %v", err)
+	}
+	if table.Kind == partition.None {
+		// A whole-disk filesystem: nothing to move, the filesystem grows.
+		state.Put(stateGrown, &partition.Partition{Number: 0, Start: 0, Size: size})
+	} else {
+		grown, err := partition.GrowLast(disk)
+		if err != nil {
+			return haltf(state, "growing the last partition to disk_size %s: %v", cfg.DiskSize, err)
+		}
+		state.Put(stateGrown, &grown)
+	}
+	uiOf(state).Say(fmt.Sprintf("Grew the working disk to %s", humanBytes(size)))
+	return multistep.ActionContinue
+}
+
+func (s *stepGrowDisk) Cleanup(multistep.StateBag) {}

@@ -1,0 +1,56 @@
+package imagefactory
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"strings"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
+)
+
+// stepJournal reaps what killed builds left behind, then opens this
+// build's journal. It is the first step, so its cleanup runs last and
+// releases anything the other steps' cleanups did not (a panic, a bug).
+type stepJournal struct {
+	journal *cleanup.Journal
+}
+
+func (s *stepJournal) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	ui := uiOf(state)
+	cfg := configOf(state)
+	dir := cleanup.DefaultStateDir()
+
+	report, err := cleanup.Reap(dir)
+	if len(report.Released) > 0 {
+		ui.Say(fmt.Sprintf("Released what an earlier, killed build left behind:\n  %s",
+			strings.Join(report.Released, "\n  ")))
+	}
+	if err != nil {
+		return haltf(state, "releasing what an earlier build left behind: %v", err)
+	}
+
+	j, err := cleanup.Open(dir, fmt.Sprintf("build %q, output %s", cfg.PackerBuildName, cfg.OutputDirectory))
+	if err != nil {
+		return haltf(state, "opening the cleanup journal in %s: %v", dir, err)
+	}
+	j.SetLogger(func(msg string) { log.Printf("cleanup: %s", msg) })
+	s.journal = j
+	state.Put(stateJournal, j)
+	return multistep.ActionContinue
+}
+
+func (s *stepJournal) Cleanup(state multistep.StateBag) {
+	if s.journal == nil {
+		return
+	}
+	if err := s.journal.Close(); err != nil {
+		uiOf(state).Error(fmt.Sprintf("releasing what the build held: %v", err))
+	}
+}
+
+func journalOf(state multistep.StateBag) *cleanup.Journal {
+	return state.Get(stateJournal).(*cleanup.Journal)
+}

@@ -1,0 +1,54 @@
+package imagefactory
+
+import (
+	"context"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/chrootprep"
+)
+
+// hostResolvConf is the host's resolver configuration given to the image.
+var hostResolvConf = "/etc/resolv.conf"
+
+// stepResolvConf gives the chroot the host's name resolution (resolv_conf)
+// and puts the image's own configuration back afterwards, exactly.
+type stepResolvConf struct {
+	restore chrootprep.Restore
+}
+
+func (s *stepResolvConf) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	sess := sessionOf(state)
+	switch configOf(state).ResolvConf {
+	case ResolvCopy:
+		r, err := chrootprep.CopyResolvConf(sess.RootFS(), hostResolvConf)
+		if err != nil {
+			return halt(state, err)
+		}
+		s.restore = r
+	case ResolvBind:
+		if err := chrootprep.BindTarget(sess.RootFS()); err != nil {
+			return halt(state, err)
+		}
+		// Unmounted with the rest of the stack.
+		if err := sess.BindFile(hostResolvConf, chrootprep.ResolvConfPath); err != nil {
+			return halt(state, err)
+		}
+	}
+	return multistep.ActionContinue
+}
+
+func (s *stepResolvConf) release(state multistep.StateBag) error {
+	if s.restore == nil {
+		return nil
+	}
+	err := s.restore()
+	s.restore = nil
+	return err
+}
+
+func (s *stepResolvConf) Cleanup(state multistep.StateBag) {
+	if err := s.release(state); err != nil {
+		uiOf(state).Error(err.Error())
+	}
+}

@@ -1,0 +1,96 @@
+package imagefactory
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+)
+
+// stepWorkingDisk makes the raw working disk from the base image: a reflink
+// or hole-skipping copy of a raw image, a conversion of any other format,
+// decompressing on the way in. The base image is only ever read.
+type stepWorkingDisk struct {
+	work string
+}
+
+func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	ui := uiOf(state)
+	cfg := configOf(state)
+	src := state.Get(stateBaseImagePath).(string)
+	// A hidden name: nothing under the artifact's name until it is whole.
+	s.work = filepath.Join(cfg.OutputDirectory, "."+cfg.ImageName+".work.raw")
+
+	compression, err := diskimage.DetectCompression(src)
+	if err != nil {
+		return haltf(state, "base image %s: %v", src, err)
+	}
+	if compression != diskimage.NoCompression {
+		plain := s.work + ".decompressed"
+		defer os.Remove(plain)
+		ui.Say(fmt.Sprintf("Decompressing the %s base image...", compression))
+		wrap := func(size int64, r io.ReadCloser) io.ReadCloser {
+			return ui.TrackProgress(filepath.Base(src), 0, size, r)
+		}
+		if err := diskimage.Decompress(ctx, src, plain, wrap); err != nil {
+			return haltf(state, "decompressing base image %s: %v", src, err)
+		}
+		src = plain
+	}
+
+	info, err := diskimage.Inspect(ctx, src)
+	if err != nil {
+		return haltf(state, "base image %s: %v", cfg.BaseImage, err)
+	}
+	state.Put(stateBaseFormat, info.Format)
+
+	start := time.Now()
+	if info.Format == diskimage.Raw {
+		bar := newProgressBar(ui, "working copy", info.ActualSize)
+		method, err := diskimage.Copy(ctx, src, s.work, bar.Add)
+		bar.Close()
+		if err != nil {
+			return haltf(state, "copying base image %s: %v", cfg.BaseImage, err)
+		}
+		ui.Say(fmt.Sprintf("Working disk %s: %s of %s (%s allocated) in %s",
+			s.work, method, humanBytes(info.VirtualSize), humanBytes(info.ActualSize), time.Since(start).Round(time.Millisecond)))
+	} else {
+		ui.Say(fmt.Sprintf("Converting the %s base image to a raw working disk...", info.Format))
+		bar := newProgressBar(ui, "conversion", 1000)
+		err := diskimage.ConvertToRaw(ctx, src, info.Format, s.work, func(pct float64) { bar.Set(int64(pct * 10)) })
+		bar.Close()
+		if err != nil {
+			return haltf(state, "converting base image %s from %s: %v", cfg.BaseImage, info.Format, err)
+		}
+		ui.Say(fmt.Sprintf("Working disk %s: converted from %s in %s", s.work, info.Format, time.Since(start).Round(time.Millisecond)))
+	}
+	state.Put(stateDiskPath, s.work)
+	putGenerated(state, "DiskPath", s.work)
+	return multistep.ActionContinue
+}
+
+// Cleanup removes the working disk unless the finalize step renamed it.
+func (s *stepWorkingDisk) Cleanup(state multistep.StateBag) {
+	if s.work != "" {
+		os.Remove(s.work)
+	}
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,164 @@
+package cleanup
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/loop"
+)
+
+// Kind names what an Entry holds.
+type Kind string
+
+const (
+	KindLoop   Kind = "loop"   // a loop device bound to a backing file
+	KindMount  Kind = "mount"  // a mount point
+	KindChroot Kind = "chroot" // processes whose root is in a directory
+	KindFile   Kind = "file"   // a temporary file or directory
+)
+
+// Entry is one privileged resource, as written to the journal. Build it
+// with LoopEntry, MountEntry, ChrootEntry or FileEntry.
+type Entry struct {
+	Kind Kind   `json:"kind"`
+	Path string `json:"path"` // loop: device; mount: target; chroot: root; file: path
+
+	// loop
+	Backing    string `json:"backing,omitempty"`
+	BackingIno uint64 `json:"backing_ino,omitempty"`
+	Offset     int64  `json:"offset,omitempty"`
+
+	// mount (for messages only)
+	Source string `json:"source,omitempty"`
+	FSType string `json:"fstype,omitempty"`
+}
+
+// LoopEntry records a loop device bound to backing (inode ino) at offset.
+// Journal.AttachLoop builds it for you.
+func LoopEntry(device, backing string, ino uint64, offset int64) Entry {
+	return Entry{Kind: KindLoop, Path: device, Backing: backing, BackingIno: ino, Offset: offset}
+}
+
+// MountEntry records a mount on target. The target must exist: it is
+// resolved now, as /proc/self/mountinfo will show it resolved.
+func MountEntry(target, source, fstype string) Entry {
+	return Entry{Kind: KindMount, Path: canonical(target), Source: source, FSType: fstype}
+}
+
+// ChrootEntry records that processes will run with their root at root (or
+// below it); releasing it kills them all. Take it before starting the
+// first one.
+func ChrootEntry(root string) Entry {
+	return Entry{Kind: KindChroot, Path: canonical(root)}
+}
+
+// FileEntry records a temporary file or directory to remove. A directory
+// is removed with its contents, but never while anything is mounted in it.
+func FileEntry(path string) Entry {
+	return Entry{Kind: KindFile, Path: canonical(path)}
+}
+
+// canonical makes p absolute and resolves symlinks where it exists, so it
+// compares equal to what the kernel reports in /proc.
+func canonical(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		p = a
+	}
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		p = r
+	}
+	return p
+}
+
+func (e Entry) String() string {
+	switch e.Kind {
+	case KindLoop:
+		return fmt.Sprintf("loop %s (backing %s, offset %d)", e.Path, e.Backing, e.Offset)
+	case KindMount:
+		return fmt.Sprintf("mount %s (%s %s)", e.Path, e.FSType, e.Source)
+	default:
+		return fmt.Sprintf("%s %s", e.Kind, e.Path)
+	}
+}
+
+func (e Entry) validate() error {
+	if !filepath.IsAbs(e.Path) {
+		return fmt.Errorf("cleanup: %s: path %q is not absolute", e.Kind, e.Path)
+	}
+	switch e.Kind {
+	case KindLoop:
+		if e.BackingIno == 0 || e.Backing == "" {
+			return fmt.Errorf("cleanup: loop entry %s has no backing file/inode: the reaper could not tell it from a reused device", e.Path)
+		}
+	case KindMount, KindFile:
+		if filepath.Clean(e.Path) == "/" {
+			return fmt.Errorf("cleanup: refusing a %s entry for /", e.Kind)
+		}
+	case KindChroot:
+		if filepath.Clean(e.Path) == "/" {
+			return fmt.Errorf("cleanup: refusing a chroot entry for /: releasing it would kill every process")
+		}
+	default:
+		return fmt.Errorf("cleanup: unknown entry kind %q for %s", e.Kind, e.Path)
+	}
+	return nil
+}
+
+// release gives the resource back. It is idempotent: a resource that is
+// already gone (or was never taken, when the process died between the
+// journal write and the take) counts as released. The message says what
+// happened, for the UI.
+func release(e Entry, dev *loop.Device) (string, error) {
+	switch e.Kind {
+	case KindLoop:
+		return releaseLoop(e, dev)
+	case KindMount:
+		return releaseMount(e)
+	case KindChroot:
+		return releaseChroot(e)
+	case KindFile:
+		return releaseFile(e)
+	}
+	return "", fmt.Errorf("cleanup: unknown entry kind %q for %s", e.Kind, e.Path)
+}
+
+func releaseLoop(e Entry, dev *loop.Device) (string, error) {
+	if dev != nil { // ours, still open in this process
+		if err := dev.Detach(); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("detached %s (backing %s)", e.Path, e.Backing), nil
+	}
+	ok, err := loop.DetachIfBacking(e.Path, e.Backing, e.BackingIno, e.Offset)
+	if err != nil {
+		return "", err
+	}
+	if ok {
+		return fmt.Sprintf("detached %s (backing %s)", e.Path, e.Backing), nil
+	}
+	if s, err := loop.Info(e.Path); err == nil {
+		return fmt.Sprintf("%s (backing %s) already free; it now belongs to %s, left alone", e.Path, e.Backing, s.Backing), nil
+	}
+	return fmt.Sprintf("%s (backing %s) is free: the kernel detached it when its last user went", e.Path, e.Backing), nil
+}
+
+func releaseFile(e Entry) (string, error) {
+	if _, err := os.Lstat(e.Path); errors.Is(err, os.ErrNotExist) {
+		return fmt.Sprintf("%s already removed", e.Path), nil
+	}
+	// RemoveAll would walk into a filesystem still mounted below the path
+	// (an image's root!) and empty it.
+	mps, err := mountPointsUnder(e.Path)
+	if err != nil {
+		return "", err
+	}
+	if len(mps) > 0 {
+		return "", fmt.Errorf("cleanup: not removing %s: %s is still mounted there", e.Path, mps[0])
+	}
+	if err := os.RemoveAll(e.Path); err != nil {
+		return "", fmt.Errorf("cleanup: removing %s: %w", e.Path, err)
+	}
+	return fmt.Sprintf("removed %s", e.Path), nil
+}

@@ -1,0 +1,129 @@
+package cleanup
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// unmountTries is how often a busy mount is retried (killing processes
+// rooted below it in between) before the lazy MNT_DETACH.
+const unmountTries = 5
+
+func releaseMount(e Entry) (string, error) {
+	var err error
+	for i := 0; i < unmountTries; i++ {
+		mounted, merr := isMountPoint(e.Path)
+		if merr != nil {
+			return "", merr
+		}
+		if !mounted {
+			if i == 0 {
+				return fmt.Sprintf("%s already unmounted", e.Path), nil
+			}
+			return fmt.Sprintf("unmounted %s", e.Path), nil
+		}
+		err = unix.Unmount(e.Path, unix.UMOUNT_NOFOLLOW)
+		if err == nil {
+			return fmt.Sprintf("unmounted %s", e.Path), nil
+		}
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			continue // unmounted meanwhile? the next check tells
+		}
+		if !errors.Is(err, unix.EBUSY) {
+			return "", fmt.Errorf("cleanup: unmounting %s (%s %s): %w", e.Path, e.FSType, e.Source, err)
+		}
+		// A chroot entry normally handles this; a process it missed (one
+		// chrooted below the mount) is killed here.
+		killRooted(e.Path, 2*time.Second)
+		time.Sleep(200 * time.Millisecond)
+	}
+	if mounted, _ := isMountPoint(e.Path); !mounted {
+		return fmt.Sprintf("unmounted %s", e.Path), nil
+	}
+	if derr := unix.Unmount(e.Path, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); derr != nil {
+		return "", fmt.Errorf("cleanup: unmounting %s (%s %s): %v; lazy unmount also failed: %w", e.Path, e.FSType, e.Source, err, derr)
+	}
+	return fmt.Sprintf("lazily unmounted %s: still busy after %d tries (%v); the filesystem stays alive until its last user goes", e.Path, unmountTries, err), nil
+}
+
+// mountPoints lists the mount points of this mount namespace.
+func mountPoints() ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("cleanup: reading mount table: %w", err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		out = append(out, unescapeMountinfo(fields[4]))
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("cleanup: reading /proc/self/mountinfo: %w", err)
+	}
+	return out, nil
+}
+
+func isMountPoint(path string) (bool, error) {
+	mps, err := mountPoints()
+	if err != nil {
+		return false, err
+	}
+	for _, mp := range mps {
+		if mp == path {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// mountPointsUnder lists mount points at path or below it.
+func mountPointsUnder(path string) ([]string, error) {
+	mps, err := mountPoints()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, mp := range mps {
+		if under(mp, path) {
+			out = append(out, mp)
+		}
+	}
+	return out, nil
+}
+
+// under reports whether p is dir or inside it.
+func under(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space...).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,131 @@
+package cleanup
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func releaseChroot(e Entry) (string, error) {
+	killed, err := killRooted(e.Path, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	if len(killed) == 0 {
+		return fmt.Sprintf("no process left rooted in %s", e.Path), nil
+	}
+	return fmt.Sprintf("killed %d process(es) rooted in %s (pids %s)", len(killed), e.Path, joinInts(killed)), nil
+}
+
+// killRooted ends every process whose root directory is dir or below it:
+// SIGTERM, up to grace to exit, then SIGKILL. This catches daemons that a
+// provisioner started in the chroot and that outlived it. Never our own pid.
+func killRooted(dir string, grace time.Duration) ([]int, error) {
+	if dir == "/" {
+		return nil, fmt.Errorf("cleanup: refusing to kill every process rooted in /")
+	}
+	signalled := map[int]bool{}
+	deadline := time.Now().Add(grace)
+	sig := unix.SIGTERM
+	for {
+		pids := rootedPids(dir)
+		if len(pids) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			if sig == unix.SIGKILL {
+				return sortedKeys(signalled), fmt.Errorf("cleanup: processes %s still rooted in %s after SIGKILL", joinInts(pids), dir)
+			}
+			sig, deadline = unix.SIGKILL, time.Now().Add(2*time.Second)
+			for _, p := range pids {
+				unix.Kill(p, sig)
+			}
+		}
+		for _, p := range pids {
+			if !signalled[p] { // also catches children forked during the grace period
+				signalled[p] = true
+				unix.Kill(p, sig)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return sortedKeys(signalled), nil
+}
+
+// rootedPids lists live processes whose /proc/PID/root is dir or below.
+// Zombies have no root link and are skipped: they hold nothing.
+func rootedPids(dir string) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	self := os.Getpid()
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		root, err := os.Readlink("/proc/" + e.Name() + "/root")
+		if err != nil {
+			continue
+		}
+		root = strings.TrimSuffix(root, " (deleted)")
+		if under(root, dir) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// procStart returns field 22 of /proc/PID/stat (start time in clock ticks
+// since boot): with the pid it names a process even across pid reuse.
+func procStart(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')') // comm may contain spaces and ')'
+	if i < 0 {
+		return 0, fmt.Errorf("cleanup: malformed /proc/%d/stat", pid)
+	}
+	fields := strings.Fields(s[i+1:])
+	// fields[0] is field 3 (state), so field 22 is fields[19].
+	if len(fields) < 20 {
+		return 0, fmt.Errorf("cleanup: malformed /proc/%d/stat", pid)
+	}
+	return strconv.ParseUint(fields[19], 10, 64)
+}
+
+// alive reports whether the process pid that started at start still runs.
+func alive(pid int, start uint64) bool {
+	got, err := procStart(pid)
+	if err != nil {
+		return !errors.Is(err, os.ErrNotExist) && pid > 0 // unreadable: assume alive, never reap a live build
+	}
+	return got == start
+}
+
+func sortedKeys(m map[int]bool) []int {
+	out := make([]int, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Ints(out)
+	return out
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ", ")
+}

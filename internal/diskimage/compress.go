@@ -1,0 +1,191 @@
+package diskimage
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+// Compression is the compression wrapped around a downloaded image.
+type Compression string
+
+// Compressions DetectCompression recognises.
+const (
+	NoCompression Compression = "none"
+	Gzip          Compression = "gzip"
+	XZ            Compression = "xz"
+	Zstd          Compression = "zstd"
+)
+
+var compressionMagic = []struct {
+	c     Compression
+	magic []byte
+}{
+	{Gzip, []byte{0x1f, 0x8b}},
+	{XZ, []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}},
+	{Zstd, []byte{0x28, 0xb5, 0x2f, 0xfd}},
+}
+
+// DetectCompression tells the compression of a file by its magic bytes.
+func DetectCompression(path string) (Compression, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("detect compression: %w", err)
+	}
+	defer f.Close()
+	head := make([]byte, 6)
+	n, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("detect compression: read %s: %w", path, err)
+	}
+	for _, m := range compressionMagic {
+		if bytes.HasPrefix(head[:n], m.magic) {
+			return m.c, nil
+		}
+	}
+	return NoCompression, nil
+}
+
+// sparseBlock is the unit of hole detection: an all-zero block of this size
+// is skipped instead of written. 64 KiB matches qcow2's default cluster and
+// is large enough that the zero test costs little.
+const sparseBlock = 64 << 10
+
+// Decompress writes the decompressed content of src to dst, leaving holes
+// where the content is zero, so a 4 GiB raw image holding 1 GiB of data
+// costs 1 GiB of disk. wrap (may be nil) wraps the compressed input, whose
+// size is known up front, for progress reporting. The output is written to
+// dst+".part" and renamed into place only on success.
+func Decompress(ctx context.Context, src, dst string, wrap WrapFunc) (err error) {
+	kind, err := DetectCompression(src)
+	if err != nil {
+		return err
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("decompress: %w", err)
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return fmt.Errorf("decompress %s: %w", src, err)
+	}
+
+	var compressed io.ReadCloser = in
+	if wrap != nil {
+		compressed = wrap(st.Size(), in)
+		defer compressed.Close()
+	}
+	buffered := bufio.NewReaderSize(compressed, 1<<20)
+
+	var plain io.Reader
+	switch kind {
+	case Gzip:
+		zr, err := gzip.NewReader(buffered)
+		if err != nil {
+			return fmt.Errorf("decompress %s: gzip: %w", src, err)
+		}
+		defer zr.Close()
+		plain = zr
+	case XZ:
+		xr, err := xz.NewReader(buffered)
+		if err != nil {
+			return fmt.Errorf("decompress %s: xz: %w", src, err)
+		}
+		plain = xr
+	case Zstd:
+		zr, err := zstd.NewReader(buffered, zstd.WithDecoderMaxWindow(1<<31))
+		if err != nil {
+			return fmt.Errorf("decompress %s: zstd: %w", src, err)
+		}
+		defer zr.Close()
+		plain = zr
+	default:
+		plain = buffered // not compressed: still worth a sparse copy
+	}
+
+	part := dst + ".part"
+	out, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("decompress %s: %w", src, err)
+	}
+	defer func() {
+		if out != nil {
+			out.Close()
+		}
+		if err != nil {
+			os.Remove(part)
+		}
+	}()
+
+	if _, err := writeSparse(ctx, out, plain); err != nil {
+		return fmt.Errorf("decompress %s (%s) to %s: %w", src, kind, dst, err)
+	}
+	if err := out.Close(); err != nil {
+		out = nil
+		return fmt.Errorf("decompress %s: close %s: %w", src, part, err)
+	}
+	out = nil
+	if err := os.Rename(part, dst); err != nil {
+		return fmt.Errorf("decompress %s: %w", src, err)
+	}
+	return nil
+}
+
+// writeSparse copies r to the start of out, seeking over all-zero blocks,
+// and sets out's size to the number of bytes read (the final truncate makes
+// a trailing hole part of the file). It checks ctx between blocks.
+func writeSparse(ctx context.Context, out *os.File, r io.Reader) (int64, error) {
+	buf := make([]byte, sparseBlock)
+	zero := make([]byte, sparseBlock)
+	var off int64
+	for i := 0; ; i++ {
+		if i%256 == 0 { // every 16 MiB
+			if err := ctx.Err(); err != nil {
+				return off, err
+			}
+		}
+		n, rerr := fill(r, buf)
+		if n > 0 {
+			if !bytes.Equal(buf[:n], zero[:n]) {
+				if _, err := out.WriteAt(buf[:n], off); err != nil {
+					return off, fmt.Errorf("write %s: %w", out.Name(), err)
+				}
+			}
+			off += int64(n)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return off, rerr
+		}
+	}
+	if err := out.Truncate(off); err != nil {
+		return off, fmt.Errorf("truncate %s: %w", out.Name(), err)
+	}
+	return off, nil
+}
+
+// fill reads until buf is full or r ends. Unlike io.ReadFull it keeps a
+// decompressor's io.ErrUnexpectedEOF (a truncated download) an error
+// instead of confusing it with a short last block.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,286 @@
+package diskimage
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Info is what Inspect learns about an image.
+type Info struct {
+	Path          string
+	Format        Format
+	VirtualSize   int64  // bytes the guest sees
+	ActualSize    int64  // bytes allocated on the host
+	BackingFile   string // resolved path of the backing file, "" if none
+	BackingFormat Format // as recorded in the image, may be ""
+}
+
+// qemuImgInfo is the subset of `qemu-img info --output=json` we use.
+type qemuImgInfo struct {
+	Format              string `json:"format"`
+	VirtualSize         int64  `json:"virtual-size"`
+	ActualSize          int64  `json:"actual-size"`
+	BackingFilename     string `json:"backing-filename"`
+	FullBackingFilename string `json:"full-backing-filename"`
+	BackingFormat       string `json:"backing-filename-format"`
+	ClusterSize         int64  `json:"cluster-size"`
+}
+
+type qemuImgCheck struct {
+	ImageEndOffset int64 `json:"image-end-offset"`
+	Corruptions    int64 `json:"corruptions"`
+	CheckErrors    int64 `json:"check-errors"`
+}
+
+// Inspect asks qemu-img about an image whose format is detected from its
+// content (never guessed by qemu-img, which would let a raw image posing as
+// qcow2 name arbitrary host files as its backing file). For qcow2 it also
+// checks that the backing file exists and that the image is not damaged,
+// so a truncated download fails here and not deep inside a build.
+func Inspect(ctx context.Context, path string) (Info, error) {
+	format, err := Detect(path)
+	if err != nil {
+		return Info{}, err
+	}
+	out, err := runQemuImg(ctx, "info", "--output=json", "-f", string(format), path)
+	if err != nil {
+		return Info{}, fmt.Errorf("base image %s: %w", path, err)
+	}
+	var qi qemuImgInfo
+	if err := json.Unmarshal(out, &qi); err != nil {
+		return Info{}, fmt.Errorf("base image %s: parse qemu-img info output: %w", path, err)
+	}
+	info := Info{
+		Path:          path,
+		Format:        Format(qi.Format),
+		VirtualSize:   qi.VirtualSize,
+		ActualSize:    qi.ActualSize,
+		BackingFormat: Format(qi.BackingFormat),
+	}
+	if qi.BackingFilename != "" {
+		info.BackingFile = qi.FullBackingFilename
+		if info.BackingFile == "" {
+			info.BackingFile = qi.BackingFilename
+		}
+		// json: and protocol backings (nbd:, http:) are not files to look for.
+		if !strings.Contains(info.BackingFile, ":") || strings.HasPrefix(info.BackingFile, "/") {
+			if _, err := os.Stat(info.BackingFile); errors.Is(err, fs.ErrNotExist) {
+				return info, fmt.Errorf("base image %s: its backing file %s (recorded in the %s image as %q) does not exist",
+					path, info.BackingFile, format, qi.BackingFilename)
+			} else if err != nil {
+				return info, fmt.Errorf("base image %s: its backing file %s (recorded in the %s image as %q) cannot be used: %w",
+					path, info.BackingFile, format, qi.BackingFilename, err)
+			}
+		}
+	}
+	if format == QCOW2 {
+		if err := checkQCOW2(ctx, path, qi.ClusterSize); err != nil {
+			return info, err
+		}
+	}
+	return info, nil
+}
+
+// checkQCOW2 runs `qemu-img check` and also compares the image's end offset
+// with the file size, since a file cut short by a failed download is the
+// damage we expect most.
+func checkQCOW2(ctx context.Context, path string, clusterSize int64) error {
+	cmd := exec.CommandContext(ctx, "qemu-img", "check", "--output=json", "-f", "qcow2", path)
+	var stdout bytes.Buffer
+	stderr := &headBuffer{limit: 4096}
+	cmd.Stdout, cmd.Stderr = &stdout, stderr
+	setProcessGroup(cmd)
+	runErr := cmd.Run()
+	if ctx.Err() != nil {
+		return fmt.Errorf("base image %s: qemu-img check: %w", path, ctx.Err())
+	}
+	var chk qemuImgCheck
+	_ = json.Unmarshal(stdout.Bytes(), &chk)
+	first := firstLine(stderr.String())
+
+	var exit *exec.ExitError
+	if runErr != nil && !errors.As(runErr, &exit) {
+		return fmt.Errorf("base image %s: run qemu-img check: %w", path, runErr)
+	}
+	// Exit codes: 0 clean, 1 check could not finish, 2 corruptions,
+	// 3 leaked clusters only (harmless: space waste, not data loss).
+	code := 0
+	if exit != nil {
+		code = exit.ExitCode()
+	}
+	if code == 1 || code == 2 || chk.Corruptions > 0 || chk.CheckErrors > 0 {
+		if first == "" {
+			first = fmt.Sprintf("%d corruptions, %d check errors", chk.Corruptions, chk.CheckErrors)
+		}
+		return fmt.Errorf("base image %s: qcow2 is damaged: %s", path, first)
+	}
+	if code != 0 && code != 3 {
+		return fmt.Errorf("base image %s: qemu-img check failed (exit %d): %s", path, code, first)
+	}
+	// The last cluster may legitimately be partly written, so compare whole clusters.
+	if st, err := os.Stat(path); err == nil && clusterSize > 0 && chk.ImageEndOffset > (st.Size()+clusterSize-1)/clusterSize*clusterSize {
+		return fmt.Errorf("base image %s: qcow2 is damaged: the file is %d bytes but its data reaches byte %d (truncated download?)",
+			path, st.Size(), chk.ImageEndOffset)
+	}
+	return nil
+}
+
+// ConvertOptions tune Convert.
+type ConvertOptions struct {
+	// Compress writes compressed qcow2 clusters (zstd); qcow2 output only.
+	Compress bool
+	// Progress, if set, receives qemu-img's progress in percent (0..100).
+	Progress func(pct float64)
+}
+
+// ConvertToRaw converts src (of format srcFmt) to a sparse raw image at dst.
+func ConvertToRaw(ctx context.Context, src string, srcFmt Format, dst string, progress func(pct float64)) error {
+	return Convert(ctx, src, srcFmt, dst, Raw, ConvertOptions{Progress: progress})
+}
+
+// Convert runs qemu-img convert from src to dst. The output is written to
+// dst+".part" and renamed on success; cancelling ctx kills qemu-img (its
+// whole process group) and removes the part file.
+func Convert(ctx context.Context, src string, srcFmt Format, dst string, dstFmt Format, opts ConvertOptions) (err error) {
+	if srcFmt == "" || dstFmt == "" {
+		return fmt.Errorf("convert %s to %s: source and destination formats must be given", src, dst)
+	}
+	if opts.Compress && dstFmt != QCOW2 {
+		return fmt.Errorf("convert %s to %s: compression needs qcow2 output, not %s", src, dst, dstFmt)
+	}
+	part := dst + ".part"
+	args := []string{"convert", "-p", "-f", string(srcFmt), "-O", string(dstFmt),
+		// 8 coroutines with out-of-order writes: the fast path for local files.
+		"-m", "8", "-W",
+		// Zero runs of 4 KiB or more become holes (raw) or unallocated clusters.
+		"-S", "4k"}
+	if opts.Compress {
+		args = append(args, "-c", "-o", "compression_type=zstd")
+	}
+	args = append(args, src, part)
+
+	defer func() {
+		if err != nil {
+			os.Remove(part)
+		}
+	}()
+
+	cmd := exec.CommandContext(ctx, "qemu-img", args...)
+	setProcessGroup(cmd)
+	stderr := &headBuffer{limit: 8192}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return fmt.Errorf("convert %s: %w", src, err)
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("convert %s: start qemu-img: %w", src, err)
+	}
+	parseProgress(stdout, opts.Progress)
+	waitErr := cmd.Wait()
+	if ctx.Err() != nil {
+		return fmt.Errorf("convert %s to %s: %w", src, dst, ctx.Err())
+	}
+	if waitErr != nil {
+		return fmt.Errorf("convert %s (%s) to %s (%s): qemu-img convert: %v: %s",
+			src, srcFmt, dst, dstFmt, waitErr, strings.TrimSpace(stderr.String()))
+	}
+	if err := os.Rename(part, dst); err != nil {
+		return fmt.Errorf("convert %s: %w", src, err)
+	}
+	return nil
+}
+
+// parseProgress reads qemu-img -p output, "    (12.34/100%)\r" repeated,
+// and reports each percentage. It drains r even without a callback.
+func parseProgress(r io.Reader, fn func(float64)) {
+	sc := bufio.NewScanner(r)
+	sc.Split(func(data []byte, atEOF bool) (int, []byte, error) {
+		if i := bytes.IndexAny(data, "\r\n"); i >= 0 {
+			return i + 1, data[:i], nil
+		}
+		if atEOF && len(data) > 0 {
+			return len(data), data, nil
+		}
+		return 0, nil, nil
+	})
+	for sc.Scan() {
+		if fn == nil {
+			continue
+		}
+		s := strings.TrimSpace(sc.Text())
+		s = strings.TrimPrefix(s, "(")
+		if i := strings.IndexByte(s, '/'); i > 0 {
+			if pct, err := strconv.ParseFloat(s[:i], 64); err == nil {
+				fn(pct)
+			}
+		}
+	}
+	_, _ = io.Copy(io.Discard, r)
+}
+
+// runQemuImg runs qemu-img and returns its stdout; its stderr goes into the error.
+func runQemuImg(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "qemu-img", args...)
+	setProcessGroup(cmd)
+	var stdout bytes.Buffer
+	stderr := &headBuffer{limit: 8192}
+	cmd.Stdout, cmd.Stderr = &stdout, stderr
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("qemu-img %s: %w", args[0], ctx.Err())
+		}
+		return nil, fmt.Errorf("qemu-img %s: %v: %s", args[0], err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.Bytes(), nil
+}
+
+// setProcessGroup puts the command in its own process group and makes
+// context cancellation kill the whole group, so nothing qemu-img started
+// outlives the build.
+func setProcessGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		if cmd.Process == nil {
+			return nil
+		}
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	cmd.WaitDelay = 5 * time.Second
+}
+
+// headBuffer keeps the first limit bytes written to it: qemu-img check can
+// print one line per damaged cluster, megabytes of it.
+type headBuffer struct {
+	buf   bytes.Buffer
+	limit int
+}
+
+func (h *headBuffer) Write(p []byte) (int, error) {
+	if room := h.limit - h.buf.Len(); room > 0 {
+		h.buf.Write(p[:min(room, len(p))])
+	}
+	return len(p), nil
+}
+
+func (h *headBuffer) String() string { return h.buf.String() }
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return strings.TrimSpace(s)
+}

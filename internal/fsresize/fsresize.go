@@ -1,0 +1,52 @@
+// Package fsresize grows a filesystem to fill its (already grown) device,
+// with the filesystem's own standard tool.
+package fsresize
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+)
+
+// Grow enlarges the filesystem of type fstype on device to the device's
+// size. xfs and btrfs grow only while mounted, so they need mountpoint;
+// ext2/3/4 grow online when mounted and offline (after a forced check, as
+// resize2fs demands) when not.
+func Grow(ctx context.Context, fstype, device, mountpoint string) error {
+	switch fstype {
+	case "ext2", "ext3", "ext4":
+		if mountpoint == "" {
+			if err := run(ctx, "e2fsck", "-f", "-p", device); err != nil {
+				return err
+			}
+		}
+		return run(ctx, "resize2fs", device)
+	case "xfs":
+		if mountpoint == "" {
+			return fmt.Errorf("xfs on %s grows only while mounted, and it is not mounted", device)
+		}
+		return run(ctx, "xfs_growfs", mountpoint)
+	case "btrfs":
+		if mountpoint == "" {
+			return fmt.Errorf("btrfs on %s grows only while mounted, and it is not mounted", device)
+		}
+		return run(ctx, "btrfs", "filesystem", "resize", "max", mountpoint)
+	case "":
+		return fmt.Errorf("%s holds no filesystem to grow", device)
+	default:
+		return fmt.Errorf("growing a %s filesystem (on %s) is not supported; ext4, xfs and btrfs are", fstype, device)
+	}
+}
+
+func run(ctx context.Context, name string, args ...string) error {
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}

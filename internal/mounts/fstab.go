@@ -1,0 +1,138 @@
+package mounts
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fstab"
+)
+
+// Skipped is an fstab entry MountFstab did not mount, and why.
+type Skipped struct {
+	Entry  fstab.Entry
+	Reason string
+}
+
+func (s Skipped) String() string { return fmt.Sprintf("%s: %s", s.Entry.File, s.Reason) }
+
+// MountFstab mounts the image's own fstab entries beneath the root, parents
+// before children (stable sort by mount point depth, so /boot comes before
+// /boot/efi and fstab order is kept otherwise).
+//
+// The root entry "/" is left out (MountRoot did it). Entries that are not
+// disk filesystems (swap, proc, noauto... see fstab.Entry.Mountable) are
+// skipped with their reason. resolve maps an entry to the device holding it
+// (a loop device of one of the image's partitions); no device means
+// skipped. A filesystem the kernel cannot mount (mount(2) says ENODEV, as
+// for vfat on a kernel without it) is skipped too. Any skip of a mount
+// point listed in required is an error instead, and so is a required mount
+// point missing from the fstab.
+//
+// The fstab's options govern the booted system, not the builder: entries
+// are mounted read-write with kernel defaults, except btrfs subvol= and
+// subvolid=, which choose what is mounted. Type "auto" (or a list such as
+// "ext4,xfs") is probed with blkid. Missing mount point directories are
+// created inside the image, as systemd would at boot.
+func (s *Stack) MountFstab(entries []fstab.Entry, resolve func(fstab.Entry) (dev string, ok bool), required map[string]bool) ([]Skipped, error) {
+	if s.root == nil {
+		return nil, errors.New("mount fstab entries: no root mounted yet")
+	}
+	var todo []fstab.Entry
+	seen := map[string]bool{}
+	for _, e := range entries {
+		seen[path.Clean(e.File)] = true
+		if path.Clean(e.File) != "/" {
+			todo = append(todo, e)
+		}
+	}
+	for mp, req := range required {
+		if req && !seen[path.Clean(mp)] {
+			return nil, fmt.Errorf("mount point %s is required but the image's fstab has no entry for it", mp)
+		}
+	}
+	slices.SortStableFunc(todo, func(a, b fstab.Entry) int { return a.Depth() - b.Depth() })
+
+	var skipped []Skipped
+	skip := func(e fstab.Entry, reason string) error {
+		if required[e.File] || required[path.Clean(e.File)] {
+			return fmt.Errorf("required mount point %s (fstab line %d: %s) cannot be mounted: %s", e.File, e.Line, e, reason)
+		}
+		skipped = append(skipped, Skipped{Entry: e, Reason: reason})
+		return nil
+	}
+	kernelFS := kernelFilesystems()
+	for _, e := range todo {
+		if r := e.NotMountableReason(); r != "" {
+			if err := skip(e, r); err != nil {
+				return skipped, err
+			}
+			continue
+		}
+		dev, ok := resolve(e)
+		if !ok {
+			kind, val := e.Source()
+			if err := skip(e, fmt.Sprintf("no device of the image matches %s %s", kind, val)); err != nil {
+				return skipped, err
+			}
+			continue
+		}
+		fstype := e.VFSType
+		if fstype == "auto" || strings.Contains(fstype, ",") {
+			fs, err := Probe(dev)
+			if err != nil {
+				return skipped, fmt.Errorf("fstab entry %s: %w", e.File, err)
+			}
+			if fs.Type == "" {
+				if err := skip(e, fmt.Sprintf("no filesystem found on %s", dev)); err != nil {
+					return skipped, err
+				}
+				continue
+			}
+			fstype = fs.Type
+		}
+		var data []string
+		if fstype == "btrfs" {
+			for _, o := range e.Options {
+				if strings.HasPrefix(o, "subvol=") || strings.HasPrefix(o, "subvolid=") {
+					data = append(data, o)
+				}
+			}
+		}
+		err := s.MountInRoot(dev, e.File, fstype, 0, strings.Join(data, ","))
+		if errors.Is(err, unix.ENODEV) {
+			reason := fmt.Sprintf("this kernel cannot mount %s filesystems", fstype)
+			if kernelFS != nil && !kernelFS[fstype] {
+				reason += " (not in /proc/filesystems)"
+			}
+			if err := skip(e, reason); err != nil {
+				return skipped, err
+			}
+			continue
+		}
+		if err != nil {
+			return skipped, fmt.Errorf("fstab line %d (%s): %w", e.Line, e.File, err)
+		}
+	}
+	return skipped, nil
+}
+
+// kernelFilesystems reads /proc/filesystems; nil if unreadable.
+func kernelFilesystems() map[string]bool {
+	b, err := os.ReadFile("/proc/filesystems")
+	if err != nil {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			out[f[len(f)-1]] = true
+		}
+	}
+	return out
+}

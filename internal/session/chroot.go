@@ -1,0 +1,65 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/mounts"
+)
+
+// MountChroot mounts what commands in a chroot expect (mounts'
+// DefaultChrootMounts, with extra merged by target: [fstype, source,
+// target]; fstype "none" removes a default). Before the first mount it
+// journals the chroot itself, so that whatever runs in it is stopped
+// before anything is unmounted, even after a kill -9 of the build.
+func (s *Session) MountChroot(extra [][]string) ([]string, error) {
+	if s.stack == nil {
+		return nil, errors.New("the root filesystem is not mounted")
+	}
+	if !s.chrootTaken {
+		h, err := s.opts.Journal.Take(cleanup.ChrootEntry(s.opts.MountPath))
+		if err != nil {
+			return nil, err
+		}
+		s.chroot, s.chrootTaken = h, true
+	}
+	var overrides []mounts.ChrootMount
+	for _, m := range extra {
+		fstype := m[0]
+		if fstype == "none" {
+			fstype = "" // removes the default with that target
+		}
+		overrides = append(overrides, mounts.ChrootMount{FSType: fstype, Source: m[1], Target: m[2]})
+	}
+	list, err := mounts.MergeChrootMounts(mounts.DefaultChrootMounts(), overrides)
+	if err != nil {
+		return nil, fmt.Errorf("chroot_mounts: %w", err)
+	}
+	if err := s.stack.MountChroot(list); err != nil {
+		return nil, fmt.Errorf("chroot mounts: %w", err)
+	}
+	var done []string
+	for _, m := range list {
+		done = append(done, m.Target)
+	}
+	return done, nil
+}
+
+// BindFile binds a host file over a file in the image, until Unmount.
+func (s *Session) BindFile(host, target string) error {
+	if s.stack == nil {
+		return errors.New("the root filesystem is not mounted")
+	}
+	return s.stack.Bind(host, target, true)
+}
+
+// StopChrootProcesses stops every process whose root is in the image
+// (daemons a provisioner started, a command a cancel interrupted).
+func (s *Session) StopChrootProcesses() error {
+	if !s.chrootTaken {
+		return nil
+	}
+	s.chrootTaken = false
+	return s.opts.Journal.Release(s.chroot)
+}

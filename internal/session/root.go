@@ -1,0 +1,139 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/mounts"
+)
+
+// rootCandidateTypes are the filesystems a Linux root is looked for on.
+var rootCandidateTypes = map[string]bool{"ext2": true, "ext3": true, "ext4": true, "xfs": true, "btrfs": true}
+
+// FindRoot picks the root filesystem: RootPartition if set, else the first
+// filesystem with a root label, else the one partition holding /etc/fstab
+// (each candidate mounted read-only for a look).
+func (s *Session) FindRoot(ctx context.Context) (*Partition, error) {
+	if n := s.opts.RootPartition; n > 0 {
+		p := s.Partition(n)
+		if p == nil {
+			return nil, fmt.Errorf("root_partition %d does not exist; the disk has: \n%s", n, s.Describe())
+		}
+		if p.FS.Type == "" {
+			return nil, fmt.Errorf("root_partition %d holds no filesystem", n)
+		}
+		s.Root = p
+		return p, nil
+	}
+	for _, label := range s.opts.RootLabels {
+		for _, p := range s.Parts {
+			if p.FS.Label == label && p.FS.Type != "" {
+				s.Root = p
+				return p, nil
+			}
+		}
+	}
+	var withFstab []*Partition
+	for _, p := range s.Parts {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if !rootCandidateTypes[p.FS.Type] {
+			continue
+		}
+		ok, err := s.holdsFstab(p)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			withFstab = append(withFstab, p)
+		}
+	}
+	switch len(withFstab) {
+	case 1:
+		s.Root = withFstab[0]
+		return s.Root, nil
+	case 0:
+		return nil, fmt.Errorf("no root filesystem found: no filesystem is labelled %s and none holds /etc/fstab; "+
+			"set root_partition. The disk has:\n%s", strings.Join(s.opts.RootLabels, " or "), s.Describe())
+	default:
+		return nil, fmt.Errorf("%d partitions hold /etc/fstab; set root_partition to choose. The disk has:\n%s",
+			len(withFstab), s.Describe())
+	}
+}
+
+// holdsFstab mounts p read-only for a moment to look for /etc/fstab.
+func (s *Session) holdsFstab(p *Partition) (bool, error) {
+	dir, err := os.MkdirTemp(filepath.Dir(s.opts.MountPath), "probe-")
+	if err != nil {
+		return false, err
+	}
+	defer os.Remove(dir)
+	st := mounts.NewStack(journalAdapter{s.opts.Journal})
+	if err := st.MountRoot(p.Device, p.FS.Type, dir, unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID|unix.MS_NOEXEC, probeOptions(p.FS.Type)); err != nil {
+		// Not mountable here: not our root.
+		return false, nil
+	}
+	defer st.UnmountAll()
+	fi, err := st.Root().Lstat("/etc/fstab")
+	return err == nil && fi.Mode().IsRegular(), nil
+}
+
+// probeOptions keep a look from changing the filesystem: no journal
+// replay, where the filesystem can skip it.
+func probeOptions(fstype string) string {
+	switch fstype {
+	case "ext3", "ext4":
+		return "noload"
+	case "xfs":
+		return "norecovery"
+	}
+	return ""
+}
+
+// MountRoot mounts the root filesystem at the mount path (created if
+// missing).
+func (s *Session) MountRoot() error {
+	if s.Root == nil {
+		return errors.New("no root filesystem chosen")
+	}
+	if err := os.MkdirAll(s.opts.MountPath, 0o755); err != nil {
+		return fmt.Errorf("creating mount_path %s: %w", s.opts.MountPath, err)
+	}
+	var flags uintptr
+	if s.opts.ReadOnly {
+		flags |= unix.MS_RDONLY
+	}
+	s.stack = mounts.NewStack(journalAdapter{s.opts.Journal})
+	s.stack.Logf = s.logf
+	if err := s.stack.MountRoot(s.Root.Device, s.Root.FS.Type, s.opts.MountPath, flags, strings.Join(s.opts.MountOptions, ",")); err != nil {
+		s.stack = nil
+		removeMountDir(s.opts.MountPath)
+		return fmt.Errorf("mounting the root filesystem (%s) at %s: %w", s.Root, s.opts.MountPath, err)
+	}
+	s.mountedAt[s.Root] = s.opts.MountPath
+	s.rootFS = s.stack.Root()
+	return nil
+}
+
+// Unmount unmounts everything the session mounted, newest first, and
+// removes the mount path it created.
+func (s *Session) Unmount() error {
+	s.rootFS = nil // closed by UnmountAll
+	if s.stack == nil {
+		return nil
+	}
+	err := s.stack.UnmountAll()
+	if err == nil {
+		s.stack = nil
+		clear(s.mountedAt)
+		removeMountDir(s.opts.MountPath)
+	}
+	return err
+}

@@ -1,0 +1,252 @@
+// Package session holds one disk image open for work: its partitions
+// attached as loop devices, its root filesystem and the image's own fstab
+// mounts beneath it, the chroot mounts, and the teardown of all of it. Every
+// resource goes through the cleanup journal before it is taken.
+//
+// The builder's steps call the stages one by one; post-processors and the
+// benchmarks call Open and Close.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/loop"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/mounts"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/partition"
+)
+
+// DefaultRootLabels are the labels cloud images give their root filesystem
+// (Ubuntu and Debian cloud images, diskimage-builder).
+var DefaultRootLabels = []string{"cloudimg-rootfs", "img-rootfs"}
+
+// Options says which disk and how to hold it.
+type Options struct {
+	Disk     string           // the raw disk image file
+	Journal  *cleanup.Journal // where every resource is recorded first
+	ReadOnly bool             // attach and mount read-only
+
+	RootPartition  int      // 1-based; 0 = find it
+	RootLabels     []string // defaults to DefaultRootLabels
+	MountPath      string   // where the root is mounted on the host
+	MountOptions   []string // for the root filesystem
+	RequiredMounts []string // fstab mount points that must mount
+
+	Log func(string) // progress messages; may be nil
+}
+
+// Partition is one attached partition (Number 0: a whole-disk filesystem).
+type Partition struct {
+	partition.Partition
+	Device string    // the loop device
+	FS     mounts.FS // what blkid found on it; Type "" = nothing
+
+	dev    *loop.Device
+	handle cleanup.Handle
+}
+
+func (p *Partition) String() string {
+	what := "no filesystem"
+	if p.FS.Type != "" {
+		what = p.FS.Type
+		if p.FS.Label != "" {
+			what += fmt.Sprintf(" labelled %q", p.FS.Label)
+		}
+	}
+	name := fmt.Sprintf("partition %d", p.Number)
+	if p.Number == 0 {
+		name = "whole disk"
+	}
+	return fmt.Sprintf("%s (%s, %s)", name, p.Device, what)
+}
+
+// Session is a disk image held open.
+type Session struct {
+	opts  Options
+	Table *partition.Table
+	Parts []*Partition
+	Root  *Partition
+
+	stack     *mounts.Stack
+	rootFS    *inroot.Root
+	mountedAt map[*Partition]string // partition -> mount point on the host
+
+	chroot      cleanup.Handle
+	chrootTaken bool
+}
+
+func (s *Session) logf(format string, a ...any) {
+	if s.opts.Log != nil {
+		s.opts.Log(fmt.Sprintf(format, a...))
+	}
+}
+
+// journalAdapter records the mount stack's mounts in the cleanup journal.
+type journalAdapter struct{ j *cleanup.Journal }
+
+func (a journalAdapter) TakeMount(target, source, fstype string) (func() error, error) {
+	h, err := a.j.Take(cleanup.MountEntry(target, source, fstype))
+	if err != nil {
+		return nil, err
+	}
+	return func() error { return a.j.Forget(h) }, nil
+}
+
+// Attach reads the disk's partition table in user space and attaches every
+// partition as a loop device with offset and size limit; a disk without a
+// table is attached whole. It fails, holding nothing, when the disk holds
+// neither a partition table nor a filesystem.
+func Attach(ctx context.Context, opts Options) (*Session, error) {
+	if opts.Journal == nil {
+		return nil, errors.New("session: no cleanup journal")
+	}
+	if len(opts.RootLabels) == 0 {
+		opts.RootLabels = DefaultRootLabels
+	}
+	table, err := partition.Read(opts.Disk)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{opts: opts, Table: table, mountedAt: map[*Partition]string{}}
+
+	parts := table.Partitions
+	if table.Kind == partition.None {
+		parts = []partition.Partition{{Number: 0, Start: 0, Size: table.DiskSize}}
+	}
+	for _, p := range parts {
+		if err := ctx.Err(); err != nil {
+			return nil, errors.Join(err, s.Detach())
+		}
+		if p.Size == 0 {
+			continue
+		}
+		ap, err := s.attach(p)
+		if err != nil {
+			return nil, errors.Join(err, s.Detach())
+		}
+		s.Parts = append(s.Parts, ap)
+	}
+	if table.Kind == partition.None && s.Parts[0].FS.Type == "" {
+		return nil, errors.Join(
+			fmt.Errorf("%s is not a disk image: it holds neither a partition table (MBR or GPT) nor a filesystem", opts.Disk),
+			s.Detach())
+	}
+	return s, nil
+}
+
+func (s *Session) attach(p partition.Partition) (*Partition, error) {
+	dev, h, err := s.opts.Journal.AttachLoop(loop.AttachOpts{
+		Backing:  s.opts.Disk,
+		Offset:   p.Start,
+		Size:     p.Size,
+		ReadOnly: s.opts.ReadOnly,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("attaching partition %d: %w", p.Number, err)
+	}
+	ap := &Partition{Partition: p, Device: dev.Path(), dev: dev, handle: h}
+	fs, err := mounts.Probe(ap.Device)
+	if err != nil {
+		s.Parts = append(s.Parts, ap) // so Detach releases it
+		return nil, fmt.Errorf("probing partition %d: %w", p.Number, err)
+	}
+	ap.FS = fs
+	return ap, nil
+}
+
+// Describe lists the partitions, one a line.
+func (s *Session) Describe() string {
+	var b strings.Builder
+	for _, p := range s.Parts {
+		fmt.Fprintf(&b, "  %s\n", p)
+	}
+	return strings.TrimRight(b.String(), "\n")
+}
+
+// Partition returns the attached partition numbered n, or nil.
+func (s *Session) Partition(n int) *Partition {
+	for _, p := range s.Parts {
+		if p.Number == n {
+			return p
+		}
+	}
+	return nil
+}
+
+// RootDevice is the root partition's loop device, once found.
+func (s *Session) RootDevice() string {
+	if s.Root == nil {
+		return ""
+	}
+	return s.Root.Device
+}
+
+// MountPath is where the root filesystem is (or will be) mounted.
+func (s *Session) MountPath() string { return s.opts.MountPath }
+
+// RootFS gives confined access to the mounted root filesystem.
+func (s *Session) RootFS() *inroot.Root { return s.rootFS }
+
+// MountPointOf is where p is mounted on the host, or "".
+func (s *Session) MountPointOf(p *Partition) string { return s.mountedAt[p] }
+
+// Detach releases every loop device, newest first. Call Unmount first.
+func (s *Session) Detach() error {
+	var errs []error
+	for i := len(s.Parts) - 1; i >= 0; i-- {
+		p := s.Parts[i]
+		if p.dev == nil {
+			continue
+		}
+		errs = append(errs, s.opts.Journal.Release(p.handle))
+		p.dev = nil
+	}
+	s.Parts = nil
+	return errors.Join(errs...)
+}
+
+// Close undoes everything: chroot processes, mounts, loop devices.
+func (s *Session) Close() error {
+	return errors.Join(s.StopChrootProcesses(), s.Unmount(), s.Detach())
+}
+
+// Open attaches the disk, finds and mounts its root and its fstab mounts,
+// and, with chroot, the chroot mounts: a session ready for work. On error
+// it holds nothing.
+func Open(ctx context.Context, opts Options, chroot bool) (*Session, error) {
+	s, err := Attach(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	err = func() error {
+		if _, err := s.FindRoot(ctx); err != nil {
+			return err
+		}
+		if err := s.MountRoot(); err != nil {
+			return err
+		}
+		if _, _, err := s.MountFstab(); err != nil {
+			return err
+		}
+		if chroot {
+			_, err := s.MountChroot(nil)
+			return err
+		}
+		return nil
+	}()
+	if err != nil {
+		return nil, errors.Join(err, s.Close())
+	}
+	return s, nil
+}
+
+// removeMountDir removes the (now empty) mount point directory the session
+// created; a non-empty one is left alone: it is not ours to empty.
+func removeMountDir(dir string) {
+	_ = os.Remove(dir)
+}

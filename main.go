@@ -1,0 +1,24 @@
+// Command packer-plugin-imagefactory is the Packer plugin: it registers the
+// components and nothing else (the work lives in internal/).
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/hashicorp/packer-plugin-sdk/plugin"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/builder/imagefactory"
+	"github.com/imagefactory/packer-plugin-imagefactory/version"
+)
+
+func main() {
+	pps := plugin.NewSet()
+	// The default name makes templates say `source "imagefactory" "x"`.
+	pps.RegisterBuilder(plugin.DEFAULT_NAME, new(imagefactory.Builder))
+	pps.SetVersion(version.PluginVersion)
+	if err := pps.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, err.Error())
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the builds and the tests need from Debian's archive. Safe to
+# run again; used by .ci/run and by the README's commands on a fresh machine.
+set -euo pipefail
+
+packages=(
+	qemu-utils        # qemu-img: format detection, conversions
+	e2fsprogs         # mkfs.ext4, e2fsck, resize2fs, debugfs
+	xfsprogs          # mkfs.xfs, xfs_growfs
+	btrfs-progs       # mkfs.btrfs, btrfs filesystem resize
+	dosfstools        # mkfs.vfat for fixtures with an EFI system partition
+	util-linux        # blkid, losetup, sfdisk (fixtures and leak checks)
+	fdisk gdisk       # sfdisk, sgdisk: fixture tables and their verification
+	busybox-static    # the tests' tiny root trees
+	debootstrap       # the example's Debian base image
+	zstd xz-utils gzip
+	curl ca-certificates
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q
+	apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
