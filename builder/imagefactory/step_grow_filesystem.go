@@ -6,12 +6,11 @@ import (
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
-	"github.com/imagefactory/packer-plugin-imagefactory/internal/fsresize"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/partition"
 )
 
-// stepGrowFilesystem grows the filesystem of the partition disk_size grew.
-// It runs after the fstab mounts because xfs and btrfs grow only mounted.
+// stepGrowFilesystem grows the filesystem of the partition disk_size grew,
+// before anything of the image is mounted for work.
 type stepGrowFilesystem struct{}
 
 func (s *stepGrowFilesystem) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
@@ -24,7 +23,7 @@ func (s *stepGrowFilesystem) Run(ctx context.Context, state multistep.StateBag) 
 	if p == nil {
 		return haltf(state, "disk_size: the grown partition %d is not attached", grown.(*partition.Partition).Number)
 	}
-	if err := fsresize.Grow(ctx, p.FS.Type, p.Device, sess.MountPointOf(p)); err != nil {
+	if err := sess.GrowFilesystem(ctx, p); err != nil {
 		return haltf(state, "disk_size: growing the filesystem of partition %d: %v", p.Number, err)
 	}
 	uiOf(state).Say(fmt.Sprintf("Grew the %s filesystem of partition %d to fill it", p.FS.Type, p.Number))

@@ -4,6 +4,7 @@ package fsresize
 
 import (
 	"bytes"
+	"errors"
 	"context"
 	"fmt"
 	"os/exec"
@@ -18,7 +19,9 @@ func Grow(ctx context.Context, fstype, device, mountpoint string) error {
 	switch fstype {
 	case "ext2", "ext3", "ext4":
 		if mountpoint == "" {
-			if err := run(ctx, "e2fsck", "-f", "-p", device); err != nil {
+			// resize2fs insists on a freshly checked filesystem offline.
+			// e2fsck -p exits 1 when it corrected something: still fine.
+			if err := run(ctx, "e2fsck", "-f", "-p", device); err != nil && exitCode(err) != 1 {
 				return err
 			}
 		}
@@ -40,13 +43,34 @@ func Grow(ctx context.Context, fstype, device, mountpoint string) error {
 	}
 }
 
+// exitCode is the exit status behind an error of run, or -1.
+func exitCode(err error) int {
+	var e *exitError
+	if errors.As(err, &e) {
+		return e.code
+	}
+	return -1
+}
+
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
 func run(ctx context.Context, name string, args ...string) error {
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+		msg := fmt.Sprintf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return &exitError{code: ee.ExitCode(), msg: msg}
+		}
+		return errors.New(msg)
 	}
 	return nil
 }

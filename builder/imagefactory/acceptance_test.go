@@ -1,0 +1,319 @@
+package imagefactory_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
+)
+
+// The acceptance tests drive the real Packer binary (bin/packer, `make
+// tools`) with the plugin built from this repository, on fixture images the
+// tests make themselves, with real loop devices and mounts. They need root.
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	fixture.RemoveCache()
+	os.Exit(code)
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("acceptance tests attach loop devices and mount filesystems: run them as root")
+	}
+}
+
+// template is a build of one imagefactory source with extra source
+// settings and build blocks (provisioners).
+func template(source, build string) string {
+	return `
+variable "base" { type = string }
+variable "out" {
+  type    = string
+  default = "out"
+}
+source "imagefactory" "t" {
+  base_image       = var.base
+  output_directory = var.out
+` + source + `
+}
+build {
+  sources = ["source.imagefactory.t"]
+` + build + `
+}
+`
+}
+
+// acc is one acceptance test's Packer harness, its state directory for the
+// cleanup journals, and the leak snapshot taken before it started.
+type acc struct {
+	*fixture.Harness
+	before fixture.Snapshot
+	state  string
+}
+
+func newAcc(t *testing.T) *acc {
+	t.Helper()
+	requireRoot(t)
+	a := &acc{Harness: fixture.Packer(t), before: fixture.LeakSnapshot()}
+	a.state = filepath.Join(a.Base, "state")
+	a.Env = append(a.Env, "IMAGEFACTORY_STATE_DIR="+a.state)
+	return a
+}
+
+// out is the output directory of a build run in the harness.
+func (a *acc) out() string { return filepath.Join(a.Dir, "out") }
+
+// assertNoLeaks checks that no loop device, mount or process of the build
+// is left, and that no journal is left in the state directory.
+func (a *acc) assertNoLeaks(t *testing.T) {
+	t.Helper()
+	a.before.AssertNoLeaksUnder(t, a.Base, "/run/imagefactory/mnt")
+	journals, _ := filepath.Glob(filepath.Join(a.state, "*.journal"))
+	if len(journals) > 0 {
+		t.Errorf("journals left in %s: %v", a.state, journals)
+	}
+}
+
+func mustBuild(t *testing.T, a *acc, tmpl string, vars map[string]string) fixture.Result {
+	t.Helper()
+	res := a.Build(t, tmpl, vars)
+	if res.ExitCode != 0 {
+		t.Fatalf("packer build failed (exit %d):\n%s", res.ExitCode, res.Output)
+	}
+	return res
+}
+
+func readOut(t *testing.T, img string, p fixture.Partition, path string) string {
+	t.Helper()
+	return string(fixture.ReadFileFromPartition(t, img, p, path))
+}
+
+func debianTree(dir string) {
+	os.WriteFile(filepath.Join(dir, "etc/debian_version"), []byte("12.0\n"), 0o644)
+}
+
+// TestAccChrootProvisioners builds on MBR and GPT disks with a separate
+// /boot (mounted from the image's fstab by UUID), runs a shell and a file
+// provisioner in the chroot, and checks the output image from outside.
+func TestAccChrootProvisioners(t *testing.T) {
+	for _, table := range []string{"mbr", "gpt"} {
+		t.Run(table, func(t *testing.T) {
+			a := newAcc(t)
+			disk := fixture.NewDisk(t, fixture.DiskOptions{Table: table, SeparateBoot: true, Tree: debianTree})
+			baseSum := fixture.Sha256(t, disk.Path)
+			upload := filepath.Join(a.Dir, "upload.txt")
+			if err := os.WriteFile(upload, []byte("from the file provisioner\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			res := mustBuild(t, a, template(`
+  environment = { FACTORY_VAR = "from-environment" }
+`, fmt.Sprintf(`
+  provisioner "shell" {
+    inline = [
+      "echo built-by-shell > /etc/factory-marker",
+      "echo on-boot > /boot/factory-boot-marker",
+      "cat /etc/resolv.conf > /root/resolv-during-build",
+      "test -x /usr/sbin/policy-rc.d && echo blocked > /root/policy-during-build",
+      "echo $FACTORY_VAR > /root/env-during-build",
+      "test -e /proc/self/status && test -d /sys/kernel && test -c /dev/null && echo ok > /root/mounts-during-build",
+    ]
+  }
+  provisioner "file" {
+    source      = %q
+    destination = "/root/uploaded.txt"
+  }
+`, upload)), map[string]string{"base": disk.Path})
+
+			img := filepath.Join(a.out(), "t.raw")
+			root := disk.Root()
+			boot, _ := disk.Find("/boot")
+			checks := []struct {
+				part fixture.Partition
+				path string
+				want string
+			}{
+				{root, "/etc/factory-marker", "built-by-shell\n"},
+				{boot, "/factory-boot-marker", "on-boot\n"},
+				{root, "/root/uploaded.txt", "from the file provisioner\n"},
+				{root, "/root/policy-during-build", "blocked\n"},
+				{root, "/root/env-during-build", "from-environment\n"},
+				{root, "/root/mounts-during-build", "ok\n"},
+			}
+			for _, c := range checks {
+				if got := readOut(t, img, c.part, c.path); got != c.want {
+					t.Errorf("%s in the output: got %q, want %q", c.path, got, c.want)
+				}
+			}
+			hostResolv, _ := os.ReadFile("/etc/resolv.conf")
+			if got := readOut(t, img, root, "/root/resolv-during-build"); got != string(hostResolv) {
+				t.Errorf("resolv.conf during the build: got %q, want the host's %q", got, hostResolv)
+			}
+			if got := readOut(t, img, root, "/etc/resolv.conf"); !strings.Contains(got, fixture.ResolvConfMarker) {
+				t.Errorf("the image's own /etc/resolv.conf was not restored: %q", got)
+			}
+			if fixture.FileExistsOnDisk(t, img, root.Offset, "/usr/sbin/policy-rc.d") {
+				t.Error("policy-rc.d left in the output image")
+			}
+			if fixture.FileExistsOnDisk(t, img, boot.Offset, "/boot") {
+				t.Error("/boot was written to the root filesystem instead of the boot partition")
+			}
+			fixture.FsckPartition(t, img, root)
+			fixture.FsckPartition(t, img, boot)
+			if got := fixture.Sha256(t, disk.Path); got != baseSum {
+				t.Errorf("the base image changed: sha256 %s, was %s", got, baseSum)
+			}
+			if !strings.Contains(res.Output, "Mounted /boot") {
+				t.Errorf("the build did not report mounting /boot from the fstab:\n%s", res.Output)
+			}
+			a.assertNoLeaks(t)
+		})
+	}
+}
+
+// TestAccBaseFormats starts from qcow2, compressed and whole-disk base
+// images (detected by content: every file is named .img) and makes raw and
+// qcow2 artifacts.
+func TestAccBaseFormats(t *testing.T) {
+	cases := []struct {
+		name   string
+		base   func(t *testing.T, raw string) string
+		table  string
+		format string
+	}{
+		{"qcow2", func(t *testing.T, raw string) string { return fixture.QCOW2(t, raw) }, "mbr", "raw"},
+		{"gzip", func(t *testing.T, raw string) string { return fixture.Compress(t, raw, "gz") }, "gpt", "raw"},
+		{"xz", func(t *testing.T, raw string) string { return fixture.Compress(t, raw, "xz") }, "mbr", "raw"},
+		{"zstd-qcow2", func(t *testing.T, raw string) string { return fixture.Compress(t, fixture.QCOW2(t, raw), "zst") }, "gpt", "qcow2"},
+		{"whole-disk-to-qcow2", func(t *testing.T, raw string) string { return raw }, "none", "qcow2"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := newAcc(t)
+			disk := fixture.NewDisk(t, fixture.DiskOptions{Table: c.table})
+			base := filepath.Join(t.TempDir(), "base.img") // the name says nothing of the format
+			if err := os.Rename(c.base(t, disk.Path), base); err != nil {
+				t.Fatal(err)
+			}
+			baseSum := fixture.Sha256(t, base)
+			mustBuild(t, a, template(fmt.Sprintf("  format = %q", c.format), `
+  provisioner "shell" { inline = ["echo `+c.name+` > /etc/factory-marker"] }
+`), map[string]string{"base": base})
+
+			img := filepath.Join(a.out(), "t."+c.format)
+			if c.format == "qcow2" {
+				if got := qemuImgFormat(t, img); got != "qcow2" {
+					t.Fatalf("artifact format: got %s, want qcow2", got)
+				}
+				img = toRaw(t, img)
+			}
+			if got := readOut(t, img, disk.Root(), "/etc/factory-marker"); got != c.name+"\n" {
+				t.Errorf("marker: got %q", got)
+			}
+			fixture.FsckPartition(t, img, disk.Root())
+			if fixture.Sha256(t, base) != baseSum {
+				t.Error("the base image changed")
+			}
+			leftovers, _ := filepath.Glob(filepath.Join(a.out(), ".*"))
+			if len(leftovers) > 0 {
+				t.Errorf("working files left in the output directory: %v", leftovers)
+			}
+			a.assertNoLeaks(t)
+		})
+	}
+}
+
+// TestAccURLBase downloads the base image from a server on loopback through
+// the SDK's download step: with the right checksum it builds, with a wrong
+// one it fails clearly and leaves nothing.
+func TestAccURLBase(t *testing.T) {
+	disk := fixture.NewDisk(t, fixture.DiskOptions{})
+	qcow := fixture.QCOW2(t, disk.Path)
+	srv := serveFile(t, qcow)
+	sum := fixture.Sha256(t, qcow)
+
+	t.Run("checksum-ok", func(t *testing.T) {
+		a := newAcc(t)
+		mustBuild(t, a, template(`  base_image_checksum = "sha256:`+sum+`"`,
+			`provisioner "shell" { inline = ["echo downloaded > /etc/factory-marker"] }`),
+			map[string]string{"base": srv + "/images/base.qcow2"})
+		img := filepath.Join(a.out(), "t.raw")
+		if got := readOut(t, img, disk.Root(), "/etc/factory-marker"); got != "downloaded\n" {
+			t.Errorf("marker: got %q", got)
+		}
+		a.assertNoLeaks(t)
+	})
+	t.Run("checksum-wrong", func(t *testing.T) {
+		a := newAcc(t)
+		wrong := strings.Repeat("0", 64)
+		res := a.Build(t, template(`  base_image_checksum = "sha256:`+wrong+`"`,
+			`provisioner "shell" { inline = ["true"] }`),
+			map[string]string{"base": srv + "/images/base.qcow2"})
+		if res.ExitCode == 0 {
+			t.Fatalf("a wrong checksum built:\n%s", res.Output)
+		}
+		if !strings.Contains(strings.ToLower(res.Output), "checksum") {
+			t.Errorf("the error does not name the checksum:\n%s", res.Output)
+		}
+		if _, err := os.Stat(a.out()); !os.IsNotExist(err) {
+			t.Errorf("output directory left behind after a failed build: %v", err)
+		}
+		a.assertNoLeaks(t)
+	})
+	t.Run("url-without-checksum", func(t *testing.T) {
+		a := newAcc(t)
+		res := a.Build(t, template(``, `provisioner "shell" { inline = ["true"] }`),
+			map[string]string{"base": srv + "/images/base.qcow2"})
+		if res.ExitCode == 0 || !strings.Contains(res.Output, "base_image_checksum is required") {
+			t.Errorf("want a clear configuration error, got exit %d:\n%s", res.ExitCode, res.Output)
+		}
+	})
+}
+
+// TestAccDiskSize grows the disk, its last partition and the filesystem:
+// the filesystem sees the new size from inside the chroot, and its checker
+// is clean afterwards.
+func TestAccDiskSize(t *testing.T) {
+	cases := []struct {
+		table, fs string
+	}{
+		{"mbr", "ext4"},
+		{"gpt", "ext4"},
+		{"none", "ext4"},
+		{"gpt", "xfs"},
+		{"mbr", "btrfs"},
+	}
+	for _, c := range cases {
+		t.Run(c.table+"-"+c.fs, func(t *testing.T) {
+			a := newAcc(t)
+			disk := fixture.NewDisk(t, fixture.DiskOptions{Table: c.table, RootFS: c.fs})
+			newSize := disk.Size + 512<<20
+			mustBuild(t, a, template(fmt.Sprintf("  disk_size = \"%d\"", newSize), `
+  provisioner "shell" { inline = ["df -k / | tail -n 1 | awk '{print $2}' > /root/size-kib"] }
+`), map[string]string{"base": disk.Path})
+
+			img := filepath.Join(a.out(), "t.raw")
+			fi, err := os.Stat(img)
+			if err != nil || fi.Size() != newSize {
+				t.Fatalf("artifact size: %v, %v; want %d", fi, err, newSize)
+			}
+			// The grown partition, as the table now describes it.
+			root := disk.Root()
+			root.Size = grownSize(t, img, root)
+			var kib int64
+			fmt.Sscan(readOut(t, img, root, "/root/size-kib"), &kib)
+			if min := (disk.Root().Size + 400<<20) / 1024; kib < min {
+				t.Errorf("the filesystem saw %d KiB during the build; want at least %d", kib, min)
+			}
+			fixture.FsckPartition(t, img, root)
+			if c.table == "gpt" {
+				verifyGPT(t, img)
+			}
+			a.assertNoLeaks(t)
+		})
+	}
+}

@@ -1,0 +1,98 @@
+package imagefactory_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
+)
+
+// qemuImgFormat is the format qemu-img detects in path.
+func qemuImgFormat(t *testing.T, path string) string {
+	t.Helper()
+	out, err := exec.Command("qemu-img", "info", "--output=json", path).Output()
+	if err != nil {
+		t.Fatalf("qemu-img info %s: %v", path, err)
+	}
+	var info struct {
+		Format string `json:"format"`
+	}
+	if err := json.Unmarshal(out, &info); err != nil {
+		t.Fatal(err)
+	}
+	return info.Format
+}
+
+// toRaw converts an image to raw with qemu-img, for inspection.
+func toRaw(t *testing.T, path string) string {
+	t.Helper()
+	raw := filepath.Join(t.TempDir(), "inspect.raw")
+	if out, err := exec.Command("qemu-img", "convert", "-O", "raw", path, raw).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert %s: %v: %s", path, err, out)
+	}
+	return raw
+}
+
+// serveFile serves one file on loopback at any path under /images/ and
+// returns the server's base URL.
+func serveFile(t *testing.T, path string) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/images/") {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeFile(w, r, path)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// grownSize reads the size of partition p from the image's table with
+// sfdisk (not our code).
+func grownSize(t *testing.T, img string, p fixture.Partition) int64 {
+	t.Helper()
+	if p.Number == 0 {
+		return 0 // whole disk: ReadFileFromPartition uses the file's size
+	}
+	out, err := exec.Command("sfdisk", "--json", img).Output()
+	if err != nil {
+		t.Fatalf("sfdisk --json %s: %v", img, err)
+	}
+	var d struct {
+		PartitionTable struct {
+			SectorSize int64 `json:"sectorsize"`
+			Partitions []struct {
+				Node string `json:"node"`
+				Size int64  `json:"size"`
+			} `json:"partitions"`
+		} `json:"partitiontable"`
+	}
+	if err := json.Unmarshal(out, &d); err != nil {
+		t.Fatal(err)
+	}
+	ss := d.PartitionTable.SectorSize
+	if ss == 0 {
+		ss = 512
+	}
+	parts := d.PartitionTable.Partitions
+	if p.Number > len(parts) {
+		t.Fatalf("partition %d missing from the table: %s", p.Number, out)
+	}
+	return parts[p.Number-1].Size * ss
+}
+
+// verifyGPT checks the table with sgdisk: both headers, CRCs, backup at the
+// end of the disk.
+func verifyGPT(t *testing.T, img string) {
+	t.Helper()
+	out, err := exec.Command("sgdisk", "-v", img).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "No problems found") {
+		t.Errorf("sgdisk -v %s: %v\n%s", img, err, out)
+	}
+}
