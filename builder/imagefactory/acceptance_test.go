@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 )
@@ -312,6 +314,118 @@ func TestAccDiskSize(t *testing.T) {
 			fixture.FsckPartition(t, img, root)
 			if c.table == "gpt" {
 				verifyGPT(t, img)
+			}
+			a.assertNoLeaks(t)
+		})
+	}
+}
+
+// TestAccFaults: a failing provisioner, a cancel (Ctrl-C) in the middle of
+// a provisioner, and a plugin killed with SIGKILL followed by a new build.
+// After each, nothing of the build is left on the host.
+func TestAccFaults(t *testing.T) {
+	sleeper := `provisioner "shell" { inline = ["echo FACTORY-SLEEPING", "sleep 300"] }`
+
+	t.Run("failing-provisioner", func(t *testing.T) {
+		a := newAcc(t)
+		disk := fixture.NewDisk(t, fixture.DiskOptions{SeparateBoot: true})
+		res := a.Build(t, template(``, `provisioner "shell" { inline = ["echo about to fail", "exit 7"] }`),
+			map[string]string{"base": disk.Path})
+		if res.ExitCode == 0 {
+			t.Fatalf("a failing provisioner built:\n%s", res.Output)
+		}
+		if !strings.Contains(res.Output, "exit status: 7") && !strings.Contains(res.Output, "exit status 7") {
+			t.Errorf("the error does not name the exit status 7:\n%s", res.Output)
+		}
+		if _, err := os.Stat(a.out()); !os.IsNotExist(err) {
+			t.Errorf("output directory left after a failed build")
+		}
+		a.assertNoLeaks(t)
+	})
+
+	t.Run("cancel", func(t *testing.T) {
+		a := newAcc(t)
+		disk := fixture.NewDisk(t, fixture.DiskOptions{SeparateBoot: true})
+		run := a.Start(t, template(``, sleeper), map[string]string{"base": disk.Path})
+		run.WaitForOutput(t, "FACTORY-SLEEPING", 2*time.Minute)
+		run.Interrupt(t, syscall.SIGINT)
+		res := run.Wait()
+		if res.ExitCode == 0 {
+			t.Fatalf("a cancelled build succeeded:\n%s", res.Output)
+		}
+		if _, err := os.Stat(a.out()); !os.IsNotExist(err) {
+			t.Errorf("output directory left after a cancelled build")
+		}
+		a.assertNoLeaks(t)
+	})
+
+	t.Run("sigkill-then-new-build", func(t *testing.T) {
+		a := newAcc(t)
+		disk := fixture.NewDisk(t, fixture.DiskOptions{SeparateBoot: true})
+		run := a.Start(t, template(``, sleeper), map[string]string{"base": disk.Path, "out": "killed"})
+		run.WaitForOutput(t, "FACTORY-SLEEPING", 2*time.Minute)
+		pid := run.WaitForPlugin(t, 10*time.Second)
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		// Packer itself may wait on the dead plugin's provisioner: end it
+		// too, as a crashed CI runner would. The chroot's sleep survives.
+		time.Sleep(time.Second)
+		run.Interrupt(t, syscall.SIGKILL)
+		run.Wait()
+
+		// The killed build really left its loop devices, mounts and the
+		// process in the chroot behind; otherwise this test proves nothing.
+		if leaks := fixture.LeakSnapshot().Leaks(a.before); len(leaks) == 0 {
+			t.Fatal("the killed build left nothing behind; the test cannot show the reaper works")
+		}
+
+		res := mustBuild(t, a, template(``, `provisioner "shell" { inline = ["true"] }`),
+			map[string]string{"base": disk.Path})
+		if !strings.Contains(res.Output, "Released what an earlier, killed build left behind") {
+			t.Errorf("the new build did not report reaping the killed one:\n%s", res.Output)
+		}
+		if work, _ := filepath.Glob(filepath.Join(a.Dir, "killed", ".*.work.raw")); len(work) > 0 {
+			t.Errorf("the killed build's working disk was not removed by the reaper: %v", work)
+		}
+		a.assertNoLeaks(t)
+	})
+}
+
+// TestAccBadInputs: each bad base image gives one clear error naming the
+// problem, leaves the base image untouched and no artifact.
+func TestAccBadInputs(t *testing.T) {
+	cases := []struct {
+		name string
+		base func(t *testing.T) string
+		want string
+	}{
+		{"not-a-disk", func(t *testing.T) string { return fixture.NotADisk(t) }, "is not a disk image"},
+		{"truncated-qcow2", func(t *testing.T) string { return fixture.TruncatedQCOW2(t) }, "qcow2 is damaged"},
+		{"no-root", func(t *testing.T) string { return fixture.NoRoot(t) }, "no root filesystem found"},
+		{"past-end", func(t *testing.T) string { return fixture.PastEnd(t) }, "past the end of the disk"},
+		{"missing", func(t *testing.T) string { return filepath.Join(t.TempDir(), "nothing-here.img") }, "nothing-here.img"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := newAcc(t)
+			base := c.base(t)
+			var sum string
+			if _, err := os.Stat(base); err == nil {
+				sum = fixture.Sha256(t, base)
+			}
+			res := a.Build(t, template(``, `provisioner "shell" { inline = ["true"] }`), map[string]string{"base": base})
+			if res.ExitCode == 0 {
+				t.Fatalf("a bad base image built:\n%s", res.Output)
+			}
+			if !strings.Contains(res.Output, c.want) {
+				t.Errorf("the error does not say %q:\n%s", c.want, res.Output)
+			}
+			if sum != "" && fixture.Sha256(t, base) != sum {
+				t.Error("the base image changed")
+			}
+			if _, err := os.Stat(a.out()); !os.IsNotExist(err) {
+				t.Errorf("output directory left after a failed build")
 			}
 			a.assertNoLeaks(t)
 		})

@@ -6,16 +6,19 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/packer-plugin-sdk/common"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+	"golang.org/x/sys/unix"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
@@ -53,12 +56,24 @@ func chrootEnv(user map[string]string) []string {
 	return env
 }
 
+// closeInherited marks every descriptor this process inherited close-on-exec.
+// Go opens its own files close-on-exec, but not what Packer (and whatever
+// started Packer) passed down; those would reach the chroot's commands, and
+// a host descriptor in an untrusted image is a way out of the chroot (and a
+// daemon holding Packer's output pipe keeps Packer waiting).
+var closeInherited = sync.OnceValue(func() error {
+	return unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC)
+})
+
 // Start runs cmd in the chroot. The command gets its own process group, so
 // a cancelled build (Ctrl-C) stops it and everything it started.
 func (c *Communicator) Start(ctx context.Context, rc *packersdk.RemoteCmd) error {
 	command, err := c.Wrapper(fmt.Sprintf("chroot %s /bin/sh -c %s", shellQuote(c.Root.Path()), shellQuote(rc.Command)))
 	if err != nil {
 		return fmt.Errorf("command_wrapper: %w", err)
+	}
+	if err := closeInherited(); err != nil {
+		return fmt.Errorf("closing inherited descriptors before running in the chroot: %w", err)
 	}
 	cmd := exec.Command("/bin/sh", "-c", command)
 	cmd.Env = c.Env // its PATH also finds chroot(8) and sudo on the host

@@ -1,5 +1,5 @@
 //go:generate go tool packer-sdc mapstructure-to-hcl2 -type Config
-//go:generate go tool packer-sdc struct-markdown
+//go:generate ../../scripts/struct-markdown.sh
 
 package imagefactory
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 )
 
@@ -17,7 +18,9 @@ import (
 // or hole-skipping copy of a raw image, a conversion of any other format,
 // decompressing on the way in. The base image is only ever read.
 type stepWorkingDisk struct {
-	work string
+	work   string
+	handle cleanup.Handle // the journal removes the disk if the build is killed
+	taken  bool
 }
 
 func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
@@ -26,6 +29,11 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 	src := state.Get(stateBaseImagePath).(string)
 	// A hidden name: nothing under the artifact's name until it is whole.
 	s.work = filepath.Join(cfg.OutputDirectory, "."+cfg.ImageName+".work.raw")
+	h, err := journalOf(state).Take(cleanup.FileEntry(s.work))
+	if err != nil {
+		return halt(state, err)
+	}
+	s.handle, s.taken = h, true
 
 	compression, err := diskimage.DetectCompression(src)
 	if err != nil {
@@ -75,10 +83,13 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 	return multistep.ActionContinue
 }
 
-// Cleanup removes the working disk unless the finalize step renamed it.
+// Cleanup removes the working disk unless the finalize step renamed it
+// (then there is nothing left to remove).
 func (s *stepWorkingDisk) Cleanup(state multistep.StateBag) {
-	if s.work != "" {
-		os.Remove(s.work)
+	if s.taken {
+		if err := journalOf(state).Release(s.handle); err != nil {
+			uiOf(state).Error(fmt.Sprintf("removing the working disk: %v", err))
+		}
 	}
 }
 

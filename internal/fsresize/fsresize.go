@@ -4,8 +4,8 @@ package fsresize
 
 import (
 	"bytes"
-	"errors"
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
