@@ -431,3 +431,108 @@ func TestAccBadInputs(t *testing.T) {
 		})
 	}
 }
+
+// TestAccOptions exercises the amazon-chroot-style options in one build:
+// host command hooks with their variables, command_wrapper, copy_files, an
+// extra chroot mount, generated data in shell-local, and a vfat /boot/efi
+// from the image's fstab that the kernel here cannot mount (skipped).
+func TestAccOptions(t *testing.T) {
+	a := newAcc(t)
+	disk := fixture.NewDisk(t, fixture.DiskOptions{Table: "gpt", SeparateBoot: true, ESP: true,
+		FstabExtra: []string{"UUID=" + fixture.ESPUUID + " /boot/efi vfat umask=0077 0 1"}})
+	hostDir := t.TempDir()
+	copied := filepath.Join(hostDir, "copied.conf")
+	if err := os.WriteFile(copied, []byte("copied from the host\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := mustBuild(t, a, template(fmt.Sprintf(`
+  pre_mount_commands   = ["echo pre {{.Device}} > %[1]s/pre", "test ! -e {{.MountPath}}/etc || echo mounted-too-early >> %[1]s/pre"]
+  post_mount_commands  = ["test -f {{.MountPath}}/etc/fstab && test -f {{.DiskPath}} && echo post > %[1]s/post"]
+  pre_unmount_commands = ["cp {{.MountPath}}/root/from-chroot %[1]s/pre-unmount"]
+  command_wrapper      = "env WRAPPED=yes {{.Command}}"
+  copy_files           = [%[2]q]
+  chroot_mounts        = [["tmpfs", "tmpfs", "/mnt/scratch"]]
+`, hostDir, copied), fmt.Sprintf(`
+  provisioner "shell" {
+    inline = [
+      "echo $WRAPPED > /root/from-chroot",
+      "echo scratch > /mnt/scratch/file",
+      "cat %[1]s > /root/copied-seen",
+    ]
+  }
+  provisioner "shell-local" {
+    inline = ["echo ${build.MountPath} ${build.Device} ${build.RootPartition} > %[2]s/generated"]
+  }
+`, copied, hostDir)), map[string]string{"base": disk.Path})
+
+	img := filepath.Join(a.out(), "t.raw")
+	root := disk.Root()
+	host := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(hostDir, name))
+		if err != nil {
+			t.Errorf("host command did not run: %v", err)
+		}
+		return string(b)
+	}
+	if got := host("pre"); !strings.HasPrefix(got, "pre /dev/loop") || strings.Contains(got, "too-early") {
+		t.Errorf("pre_mount_commands: %q", got)
+	}
+	if got := host("post"); got != "post\n" {
+		t.Errorf("post_mount_commands: %q", got)
+	}
+	if got := host("pre-unmount"); got != "yes\n" {
+		t.Errorf("pre_unmount_commands / command_wrapper in the chroot: %q", got)
+	}
+	if got := host("generated"); !strings.Contains(got, "/run/imagefactory/mnt/t-") || !strings.Contains(got, "/dev/loop") ||
+		!strings.HasSuffix(strings.TrimSpace(got), fmt.Sprint(root.Number)) {
+		t.Errorf("generated data in shell-local: %q", got)
+	}
+	if got := readOut(t, img, root, "/root/copied-seen"); got != "copied from the host\n" {
+		t.Errorf("copy_files: %q", got)
+	}
+	if fixture.FileExistsOnDisk(t, img, root.Offset, "/mnt/scratch/file") {
+		t.Error("a write to the tmpfs chroot mount landed in the image")
+	}
+	if !strings.Contains(res.Output, "Skipped /boot/efi") {
+		t.Errorf("the vfat /boot/efi was not reported as skipped:\n%s", res.Output)
+	}
+	a.assertNoLeaks(t)
+
+	t.Run("required-vfat-fails", func(t *testing.T) {
+		a := newAcc(t)
+		res := a.Build(t, template(`  required_mounts = ["/boot/efi"]`, `provisioner "shell" { inline = ["true"] }`),
+			map[string]string{"base": disk.Path})
+		if res.ExitCode == 0 || !strings.Contains(res.Output, "/boot/efi") {
+			t.Errorf("a required mount that cannot be mounted must fail the build, naming it; exit %d:\n%s", res.ExitCode, res.Output)
+		}
+		a.assertNoLeaks(t)
+	})
+}
+
+// TestAccResolvConf checks the bind and keep modes (copy is checked by
+// TestAccChrootProvisioners).
+func TestAccResolvConf(t *testing.T) {
+	hostResolv, _ := os.ReadFile("/etc/resolv.conf")
+	for _, mode := range []string{"bind", "keep"} {
+		t.Run(mode, func(t *testing.T) {
+			a := newAcc(t)
+			disk := fixture.NewDisk(t, fixture.DiskOptions{})
+			mustBuild(t, a, template(`  resolv_conf = "`+mode+`"`,
+				`provisioner "shell" { inline = ["cat /etc/resolv.conf > /root/resolv-during-build"] }`),
+				map[string]string{"base": disk.Path})
+			img := filepath.Join(a.out(), "t.raw")
+			during := readOut(t, img, disk.Root(), "/root/resolv-during-build")
+			want := string(hostResolv)
+			if mode == "keep" {
+				want = readOut(t, disk.Path, disk.Root(), "/etc/resolv.conf")
+			}
+			if during != want {
+				t.Errorf("resolv.conf during the build: got %q, want %q", during, want)
+			}
+			if got := readOut(t, img, disk.Root(), "/etc/resolv.conf"); !strings.Contains(got, fixture.ResolvConfMarker) {
+				t.Errorf("the image's resolv.conf changed: %q", got)
+			}
+			a.assertNoLeaks(t)
+		})
+	}
+}
