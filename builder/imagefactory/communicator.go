@@ -12,7 +12,6 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -56,14 +55,16 @@ func chrootEnv(user map[string]string) []string {
 	return env
 }
 
-// closeInherited marks every descriptor this process inherited close-on-exec.
+// closeInherited marks every descriptor of this process close-on-exec.
 // Go opens its own files close-on-exec, but not what Packer (and whatever
-// started Packer) passed down; those would reach the chroot's commands, and
-// a host descriptor in an untrusted image is a way out of the chroot (and a
-// daemon holding Packer's output pipe keeps Packer waiting).
-var closeInherited = sync.OnceValue(func() error {
+// started Packer) passed down, nor what a library opened without the flag
+// later on; those would reach the chroot's commands, and a host descriptor
+// in an untrusted image is a way out of the chroot (and a daemon holding
+// Packer's output pipe keeps Packer waiting). It runs before every command,
+// not once: a descriptor opened after the first command leaks just as well.
+func closeInherited() error {
 	return unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC)
-})
+}
 
 // Start runs cmd in the chroot. The command gets its own process group, so
 // a cancelled build (Ctrl-C) stops it and everything it started.
@@ -90,7 +91,13 @@ func (c *Communicator) Start(ctx context.Context, rc *packersdk.RemoteCmd) error
 	go func() {
 		select {
 		case <-ctx.Done():
-			stopGroup(cmd.Process.Pid, waited)
+			select {
+			case <-waited:
+				// Both were ready: the group is gone and its ID may be
+				// reused; signal nothing.
+			default:
+				stopGroup(cmd.Process.Pid, waited)
+			}
 		case <-waited:
 		}
 	}()
@@ -162,11 +169,38 @@ func (c *Communicator) UploadDir(dst string, src string, exclude []string) error
 		if excluded(e.Name(), exclude) {
 			continue
 		}
-		if err := c.Root.CopyIn(filepath.Join(src, e.Name()), path.Join(target, e.Name())); err != nil {
+		if err := c.uploadEntry(filepath.Join(src, e.Name()), path.Join(target, e.Name())); err != nil {
 			return fmt.Errorf("upload of %s to %s in the image: %w", src, dst, err)
 		}
 	}
 	return nil
+}
+
+// uploadEntry copies one entry of a directory being uploaded. A symlink is
+// copied as a link, as CopyIn does deeper in the tree; CopyIn itself would
+// follow it, and a link to a host file (a key, /etc/shadow) would put that
+// file's content in the image.
+func (c *Communicator) uploadEntry(host, name string) error {
+	fi, err := os.Lstat(host)
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&os.ModeSymlink == 0 {
+		return c.Root.CopyIn(host, name)
+	}
+	target, err := os.Readlink(host)
+	if err != nil {
+		return err
+	}
+	if old, err := c.Root.Lstat(name); err == nil {
+		if old.IsDir() {
+			return fmt.Errorf("%s in the image is a directory; cannot replace it with the link %s", name, host)
+		}
+		if err := c.Root.Remove(name); err != nil {
+			return err
+		}
+	}
+	return c.Root.Symlink(target, name)
 }
 
 // Download copies src from the image to w.
@@ -181,12 +215,74 @@ func (c *Communicator) Download(src string, w io.Writer) error {
 }
 
 // DownloadDir copies the image directory src to the host directory dst.
-// Symlinks in the image are recreated as symlinks, never followed.
+// Symlinks in the image are recreated as symlinks, never followed. Names
+// in src matching an exclude pattern are left out (as UploadDir does).
 func (c *Communicator) DownloadDir(src string, dst string, exclude []string) error {
-	if err := c.Root.CopyOut(src, dst); err != nil {
+	if len(exclude) == 0 {
+		if err := c.Root.CopyOut(src, dst); err != nil {
+			return fmt.Errorf("download of %s from the image: %w", src, err)
+		}
+		return nil
+	}
+	// Resolve src once, inside the root, and list it through that.
+	real, err := c.Root.RealPath(src)
+	if err != nil {
 		return fmt.Errorf("download of %s from the image: %w", src, err)
 	}
-	return nil
+	d, err := c.Root.Open(real)
+	if err != nil {
+		return fmt.Errorf("download of %s from the image: %w", src, err)
+	}
+	names, err := d.Readdirnames(-1)
+	fi, serr := d.Stat()
+	d.Close()
+	if err != nil {
+		return fmt.Errorf("download of %s from the image: %w", src, err)
+	}
+	if serr != nil {
+		return fmt.Errorf("download of %s from the image: %w", src, serr)
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return fmt.Errorf("download of %s from the image: %w", src, err)
+	}
+	for _, n := range names {
+		if excluded(n, exclude) {
+			continue
+		}
+		if err := c.downloadEntry(path.Join(real, n), filepath.Join(dst, n)); err != nil {
+			return fmt.Errorf("download of %s from the image: %w", src, err)
+		}
+	}
+	if err := os.Chmod(dst, fi.Mode().Perm()); err != nil {
+		return err
+	}
+	return os.Chtimes(dst, fi.ModTime(), fi.ModTime())
+}
+
+// downloadEntry copies one entry of a directory being downloaded. A
+// symlink is recreated as one, as CopyOut does inside a tree: CopyOut
+// itself would follow it, since it resolves the name it is given.
+func (c *Communicator) downloadEntry(name, dst string) error {
+	fi, err := c.Root.Lstat(name)
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&os.ModeSymlink == 0 {
+		return c.Root.CopyOut(name, dst)
+	}
+	target, err := c.Root.Readlink(name)
+	if err != nil {
+		return err
+	}
+	if old, err := os.Lstat(dst); err == nil {
+		if old.IsDir() {
+			return fmt.Errorf("%s is a directory", dst)
+		}
+		if err := os.Remove(dst); err != nil {
+			return err
+		}
+	}
+	return os.Symlink(target, dst)
 }
 
 func excluded(name string, patterns []string) bool {

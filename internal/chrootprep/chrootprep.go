@@ -46,16 +46,20 @@ func swap(root *inroot.Root, name string, content []byte, perm fs.FileMode) (Res
 		return nil, fmt.Errorf("writing %s in the image: %w", name, err)
 	}
 
-	done := false
+	// removed records that ours is already gone, so that a Restore retried
+	// after a failed rename puts the original back instead of taking the
+	// now empty name for "a provisioner deleted it" and dropping the backup.
+	done, removed := false, false
 	return func() error {
 		if done {
 			return nil
 		}
-		ours := stillOurs(root, name, content)
-		if ours {
+		ours := removed || stillOurs(root, name, content)
+		if ours && !removed {
 			if err := root.Remove(name); err != nil {
 				return fmt.Errorf("removing the build's %s: %w", name, err)
 			}
+			removed = true
 		}
 		if existed {
 			if ours {

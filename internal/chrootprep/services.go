@@ -1,7 +1,7 @@
 package chrootprep
 
 import (
-	"errors"
+	"fmt"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
@@ -21,7 +21,7 @@ func BlockServices(root *inroot.Root) (restore Restore, ok bool, err error) {
 		return func() error { return nil }, false, nil
 	}
 	if err := root.MkdirAll("/usr/sbin", 0o755); err != nil {
-		return nil, false, errors.Join(errors.New("creating /usr/sbin in the image"), err)
+		return nil, false, fmt.Errorf("creating /usr/sbin in the image for %s: %w", PolicyRcD, err)
 	}
 	r, err := swap(root, PolicyRcD, policyRcDContent, 0o755)
 	return r, err == nil, err

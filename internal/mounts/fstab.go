@@ -35,7 +35,7 @@ func (s Skipped) String() string { return fmt.Sprintf("%s: %s", s.Entry.File, s.
 // point missing from the fstab.
 //
 // The fstab's options govern the booted system, not the builder: entries
-// are mounted read-write with kernel defaults, except btrfs subvol= and
+// are mounted read-write (read-only with Stack.ReadOnly) with kernel defaults, except btrfs subvol= and
 // subvolid=, which choose what is mounted. Type "auto" (or a list such as
 // "ext4,xfs") is probed with blkid. Missing mount point directories are
 // created inside the image, as systemd would at boot.
@@ -104,7 +104,11 @@ func (s *Stack) MountFstab(entries []fstab.Entry, resolve func(fstab.Entry) (dev
 				}
 			}
 		}
-		err := s.MountInRoot(dev, e.File, fstype, 0, strings.Join(data, ","))
+		var flags uintptr
+		if s.ReadOnly {
+			flags = unix.MS_RDONLY
+		}
+		err := s.MountInRoot(dev, e.File, fstype, flags, strings.Join(data, ","))
 		if errors.Is(err, unix.ENODEV) {
 			reason := fmt.Sprintf("this kernel cannot mount %s filesystems", fstype)
 			if kernelFS != nil && !kernelFS[fstype] {

@@ -68,6 +68,9 @@ type Stack struct {
 	// fails with EBUSY before falling back to MNT_DETACH.
 	BusyRetries int
 	BusyWait    time.Duration
+	// ReadOnly mounts the fstab entries read-only, for sessions that only
+	// look (a read-only loop device refuses a read-write mount).
+	ReadOnly bool
 }
 
 // NewStack returns an empty stack that records its mounts in j (nil: no

@@ -17,15 +17,11 @@ func (s *Session) MountChroot(extra [][]string) ([]string, error) {
 	if s.stack == nil {
 		return nil, errors.New("the root filesystem is not mounted")
 	}
-	if !s.chrootTaken {
-		h, err := s.opts.Journal.Take(cleanup.ChrootEntry(s.opts.MountPath))
-		if err != nil {
-			return nil, err
-		}
-		s.chroot, s.chrootTaken = h, true
-	}
 	var overrides []mounts.ChrootMount
-	for _, m := range extra {
+	for i, m := range extra {
+		if len(m) != 3 {
+			return nil, fmt.Errorf("chroot_mounts[%d]: want [fstype, source, target], got %d values %q", i, len(m), m)
+		}
 		fstype := m[0]
 		if fstype == "none" {
 			fstype = "" // removes the default with that target
@@ -35,6 +31,13 @@ func (s *Session) MountChroot(extra [][]string) ([]string, error) {
 	list, err := mounts.MergeChrootMounts(mounts.DefaultChrootMounts(), overrides)
 	if err != nil {
 		return nil, fmt.Errorf("chroot_mounts: %w", err)
+	}
+	if !s.chrootTaken {
+		h, err := s.opts.Journal.Take(cleanup.ChrootEntry(s.opts.MountPath))
+		if err != nil {
+			return nil, err
+		}
+		s.chroot, s.chrootTaken = h, true
 	}
 	if err := s.stack.MountChroot(list); err != nil {
 		return nil, fmt.Errorf("chroot mounts: %w", err)

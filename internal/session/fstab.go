@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,8 +15,11 @@ import (
 )
 
 // devicePath matches the device names fstabs use for partition N of the
-// first disk on common hypervisors and clouds.
-var devicePath = regexp.MustCompile(`^/dev/(?:(?:[shv]d|xvd)[a-z](\d*)|(?:nvme\d+n\d+|mmcblk\d+|loop\d+)(?:p(\d+))?)$`)
+// first disk on common hypervisors and clouds (sda, vda, hda, xvda,
+// nvme0n1, mmcblk0), or of whatever loop device the image was made on. A
+// second disk (vdb1, nvme1n1p1) is not this image: it must not resolve to
+// this image's partition of the same number.
+var devicePath = regexp.MustCompile(`^/dev/(?:(?:[shv]d|xvd)a(\d*)|(?:nvme0n1|mmcblk0|loop\d+)(?:p(\d+))?)$`)
 
 // MountFstab mounts, beneath the root, the entries of the image's
 // /etc/fstab that live on its other partitions. Entries the kernel cannot
@@ -36,16 +40,18 @@ func (s *Session) MountFstab() (mounted []string, skipped []mounts.Skipped, err 
 	if err != nil {
 		return nil, nil, fmt.Errorf("the image's /etc/fstab: %w", err)
 	}
+	required := map[string]bool{}
+	for _, m := range s.opts.RequiredMounts {
+		required[path.Clean(m)] = true
+	}
+	// Entries that are not disk filesystems (swap, proc...) are left out
+	// quietly, unless required: then the stack says why they cannot be.
 	var below []fstab.Entry
 	for _, e := range entries {
-		if e.File == "/" || !e.Mountable() {
+		if e.File == "/" || !e.Mountable() && !required[path.Clean(e.File)] {
 			continue
 		}
 		below = append(below, e)
-	}
-	required := map[string]bool{}
-	for _, m := range s.opts.RequiredMounts {
-		required[m] = true
 	}
 	resolved := map[string]*Partition{}
 	resolve := func(e fstab.Entry) (string, bool) {
@@ -57,32 +63,22 @@ func (s *Session) MountFstab() (mounted []string, skipped []mounts.Skipped, err 
 		return p.Device, true
 	}
 	skipped, err = s.stack.MountFstab(below, resolve, required)
-	for file, p := range resolved {
-		if !isSkipped(skipped, file) && err == nil {
-			s.mountedAt[p] = s.opts.MountPath + file
-			mounted = append(mounted, fmt.Sprintf("%s (%s)", file, p))
+	if err != nil {
+		return nil, skipped, err
+	}
+	// In fstab order, so the report reads like the file.
+	for _, e := range below {
+		if p, ok := resolved[e.File]; ok && !isSkipped(skipped, e.File) {
+			s.mountedAt[p] = s.opts.MountPath + e.File
+			mounted = append(mounted, fmt.Sprintf("%s (%s)", e.File, p))
 		}
 	}
-	for m := range required {
-		if _, ok := resolved[m]; !ok && !listed(below, m) {
-			err = errors.Join(err, fmt.Errorf("required mount %s is not in the image's /etc/fstab", m))
-		}
-	}
-	return mounted, skipped, err
+	return mounted, skipped, nil
 }
 
 func isSkipped(skipped []mounts.Skipped, target string) bool {
 	for _, s := range skipped {
 		if s.Entry.File == target {
-			return true
-		}
-	}
-	return false
-}
-
-func listed(entries []fstab.Entry, file string) bool {
-	for _, e := range entries {
-		if e.File == file {
 			return true
 		}
 	}

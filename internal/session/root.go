@@ -23,7 +23,7 @@ func (s *Session) FindRoot(ctx context.Context) (*Partition, error) {
 	if n := s.opts.RootPartition; n > 0 {
 		p := s.Partition(n)
 		if p == nil {
-			return nil, fmt.Errorf("root_partition %d does not exist; the disk has: \n%s", n, s.Describe())
+			return nil, fmt.Errorf("root_partition %d does not exist; the disk has:\n%s", n, s.Describe())
 		}
 		if p.FS.Type == "" {
 			return nil, fmt.Errorf("root_partition %d holds no filesystem", n)
@@ -70,6 +70,11 @@ func (s *Session) FindRoot(ctx context.Context) (*Partition, error) {
 
 // holdsFstab mounts p read-only for a moment to look for /etc/fstab.
 func (s *Session) holdsFstab(p *Partition) (bool, error) {
+	// mount_path's parent may not exist yet (the default one, on a fresh
+	// machine): MountRoot creates mount_path only later.
+	if err := os.MkdirAll(filepath.Dir(s.opts.MountPath), 0o755); err != nil {
+		return false, fmt.Errorf("creating the parent of mount_path %s: %w", s.opts.MountPath, err)
+	}
 	dir, err := os.MkdirTemp(filepath.Dir(s.opts.MountPath), "probe-")
 	if err != nil {
 		return false, err
@@ -112,6 +117,7 @@ func (s *Session) MountRoot() error {
 	}
 	s.stack = mounts.NewStack(journalAdapter{s.opts.Journal})
 	s.stack.Logf = s.logf
+	s.stack.ReadOnly = s.opts.ReadOnly
 	if err := s.stack.MountRoot(s.Root.Device, s.Root.FS.Type, s.opts.MountPath, flags, strings.Join(s.opts.MountOptions, ",")); err != nil {
 		s.stack = nil
 		removeMountDir(s.opts.MountPath)

@@ -131,7 +131,8 @@ func Attach(ctx context.Context, opts Options) (*Session, error) {
 		}
 		s.Parts = append(s.Parts, ap)
 	}
-	if table.Kind == partition.None && s.Parts[0].FS.Type == "" {
+	// An empty file has no partition at all to look at.
+	if table.Kind == partition.None && (len(s.Parts) == 0 || s.Parts[0].FS.Type == "") {
 		return nil, errors.Join(
 			fmt.Errorf("%s is not a disk image: it holds neither a partition table (MBR or GPT) nor a filesystem", opts.Disk),
 			s.Detach())

@@ -1,0 +1,162 @@
+package imagefactory
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestConfigPrepare(t *testing.T) {
+	// base is a minimal valid configuration, as Packer passes it.
+	base := func() map[string]interface{} {
+		return map[string]interface{}{
+			"packer_build_name": "web",
+			"base_image":        "debian-12.qcow2",
+		}
+	}
+	tests := []struct {
+		name    string
+		set     map[string]interface{}
+		unset   []string
+		check   func(t *testing.T, c *Config)
+		wantErr []string // each must appear in the error; none: valid
+	}{
+		{
+			name: "minimal, defaults filled",
+			check: func(t *testing.T, c *Config) {
+				for _, f := range []struct{ name, got, want string }{
+					{"strategy", c.Strategy, StrategyChroot},
+					{"format", c.Format, "raw"},
+					{"output_directory", c.OutputDirectory, "output-web"},
+					{"image_name", c.ImageName, "web"},
+					{"resolv_conf", c.ResolvConf, ResolvCopy},
+					{"command_wrapper", c.CommandWrapper, "{{.Command}}"},
+					{"mount_path", c.MountPath, ""},
+				} {
+					if f.got != f.want {
+						t.Errorf("%s = %q, want %q", f.name, f.got, f.want)
+					}
+				}
+				if c.RootPartition != 0 || c.AllowServiceStarts || c.DiskSize != "" {
+					t.Errorf("unexpected defaults: %+v", c)
+				}
+				got, err := c.wrapper()("chroot /mnt /bin/sh -c 'echo hi'")
+				if err != nil || got != "chroot /mnt /bin/sh -c 'echo hi'" {
+					t.Errorf("default wrapper = %q, %v", got, err)
+				}
+			},
+		},
+		{
+			name:  "no build name",
+			unset: []string{"packer_build_name"},
+			check: func(t *testing.T, c *Config) {
+				if c.ImageName != "image" || c.OutputDirectory != "output-" {
+					t.Errorf("image_name %q, output_directory %q", c.ImageName, c.OutputDirectory)
+				}
+			},
+		},
+		{
+			name: "everything set",
+			set: map[string]interface{}{
+				"base_image":           "https://example.com/debian.qcow2",
+				"base_image_checksum":  "sha256:0123",
+				"strategy":             "chroot",
+				"output_directory":     "out",
+				"image_name":           "img",
+				"format":               "qcow2",
+				"disk_size":            "8G",
+				"root_partition":       2,
+				"required_mounts":      []string{"/boot"},
+				"mount_options":        []string{"noatime"},
+				"mount_path":           "/mnt/{{.BuildName}}",
+				"chroot_mounts":        [][]string{{"none", "", "/run"}, {"tmpfs", "tmpfs", "/var/cache"}},
+				"resolv_conf":          "keep",
+				"allow_service_starts": true,
+				"copy_files":           []string{"/etc/hosts"},
+				"pre_mount_commands":   []string{"echo {{.Device}}"},
+				"command_wrapper":      "sudo {{.Command}}",
+				"environment":          map[string]string{"FOO": "bar", "_X1": "y"},
+			},
+			check: func(t *testing.T, c *Config) {
+				if c.Format != "qcow2" || c.OutputDirectory != "out" || c.ImageName != "img" || c.RootPartition != 2 ||
+					c.ResolvConf != ResolvKeep || !c.AllowServiceStarts || len(c.ChrootMounts) != 2 || c.Environment["FOO"] != "bar" {
+					t.Errorf("settings not decoded: %+v", c)
+				}
+				// Rendered later, during the build: left as written.
+				if c.MountPath != "/mnt/{{.BuildName}}" || c.PreMountCommands[0] != "echo {{.Device}}" {
+					t.Errorf("mount_path %q, pre_mount_commands %q: interpolated too early", c.MountPath, c.PreMountCommands)
+				}
+				got, err := c.wrapper()("ls")
+				if err != nil || got != "sudo ls" {
+					t.Errorf("wrapper = %q, %v", got, err)
+				}
+				p, err := c.renderMountPath()
+				if err != nil || p != "/mnt/web" {
+					t.Errorf("renderMountPath = %q, %v", p, err)
+				}
+			},
+		},
+		{name: "file URL needs no checksum", set: map[string]interface{}{"base_image": "file:///srv/debian.qcow2"}},
+		{name: "URL with checksum none", set: map[string]interface{}{"base_image": "http://example.com/x.img", "base_image_checksum": "none"}},
+		{name: "resolv_conf bind", set: map[string]interface{}{"resolv_conf": "bind"}},
+		{name: "disk_size in bytes", set: map[string]interface{}{"disk_size": "1073741824"}},
+
+		{name: "no base_image", unset: []string{"base_image"}, wantErr: []string{"base_image is required"}},
+		{name: "URL without checksum", set: map[string]interface{}{"base_image": "https://example.com/debian.qcow2"},
+			wantErr: []string{`base_image_checksum is required when base_image is a URL (https://example.com/debian.qcow2); use "none" to skip the check`}},
+		{name: "upper-case URL without checksum", set: map[string]interface{}{"base_image": "HTTP://example.com/x.img"},
+			wantErr: []string{"base_image_checksum is required"}},
+		{name: "bad strategy", set: map[string]interface{}{"strategy": "qemu"}, wantErr: []string{`strategy "qemu" is not supported; use "chroot"`}},
+		{name: "bad format", set: map[string]interface{}{"format": "vmdk"}, wantErr: []string{`format "vmdk" is not supported; use raw or qcow2`}},
+		{name: "bad disk_size", set: map[string]interface{}{"disk_size": "eight gigs"}, wantErr: []string{"disk_size: "}},
+		{name: "negative disk_size", set: map[string]interface{}{"disk_size": "-8G"}, wantErr: []string{"disk_size: "}},
+		{name: "negative root_partition", set: map[string]interface{}{"root_partition": -1},
+			wantErr: []string{"root_partition must be a partition number (1, 2, ...), not -1"}},
+		{name: "chroot_mounts arity", set: map[string]interface{}{"chroot_mounts": [][]string{{"tmpfs", "/run"}, {"proc", "proc", "/proc", "x"}}},
+			wantErr: []string{"chroot_mounts[0] must be [fstype, source, target], got 2 values", "chroot_mounts[1] must be [fstype, source, target], got 4 values"}},
+		{name: "chroot_mounts relative target", set: map[string]interface{}{"chroot_mounts": [][]string{{"tmpfs", "tmpfs", "run"}}},
+			wantErr: []string{`chroot_mounts[0]: target "run" must be an absolute path inside the image`}},
+		{name: "bad resolv_conf", set: map[string]interface{}{"resolv_conf": "symlink"},
+			wantErr: []string{`resolv_conf "symlink" is not supported; use copy, bind or keep`}},
+		{name: "relative copy_files", set: map[string]interface{}{"copy_files": []string{"/etc/hosts", "etc/resolv.conf"}},
+			wantErr: []string{`copy_files: "etc/resolv.conf" must be an absolute host path`}},
+		{name: "bad environment name", set: map[string]interface{}{"environment": map[string]string{"1FOO": "x", "A-B": "y", "OK": "z"}},
+			wantErr: []string{`environment: "1FOO" is not a valid variable name`, `environment: "A-B" is not a valid variable name`}},
+		{name: "image_name with slash", set: map[string]interface{}{"image_name": "sub/img"},
+			wantErr: []string{`image_name "sub/img" must be a file name, not a path`}},
+		{name: "several errors at once", set: map[string]interface{}{"format": "vmdk", "strategy": "qemu"},
+			wantErr: []string{"format", "strategy"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := base()
+			for _, k := range tc.unset {
+				delete(raw, k)
+			}
+			for k, v := range tc.set {
+				raw[k] = v
+			}
+			var c Config
+			warns, err := c.Prepare(raw)
+			if len(warns) > 0 {
+				t.Errorf("warnings: %v", warns)
+			}
+			if len(tc.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("Prepare: %v", err)
+				}
+				if tc.check != nil {
+					tc.check(t, &c)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Prepare succeeded, want errors %q", tc.wantErr)
+			}
+			for _, w := range tc.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Prepare error does not contain %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
