@@ -45,7 +45,7 @@ func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
 func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook) (artifact packersdk.Artifact, err error) {
 	state := new(multistep.BasicStateBag)
 	state.Put("config", &b.config)
-	state.Put("hook", hook)
+	state.Put("hook", recoveringHook{hook})
 	state.Put("ui", ui)
 
 	cfg := &b.config
@@ -93,7 +93,7 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		&stepFinalize{},
 	}
 
-	b.runner = commonsteps.NewRunner(steps, b.config.PackerConfig, ui)
+	b.runner = commonsteps.NewRunner(guard(steps), b.config.PackerConfig, ui)
 	defer func() {
 		if r := recover(); r != nil {
 			// The steps' deferred cleanups ran while the panic unwound;

@@ -1,0 +1,42 @@
+package imagefactory
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+)
+
+// guarded turns a panic in a step into an ordinary halt with the panic as
+// the build's error, so every cleanup runs knowing the build failed (the
+// output directory is removed, the working disk too); a panic in one
+// cleanup is reported and the cleanups after it still run.
+type guarded struct {
+	step multistep.Step
+}
+
+func guard(steps []multistep.Step) []multistep.Step {
+	out := make([]multistep.Step, len(steps))
+	for i, s := range steps {
+		out[i] = guarded{s}
+	}
+	return out
+}
+
+func (g guarded) Run(ctx context.Context, state multistep.StateBag) (action multistep.StepAction) {
+	defer func() {
+		if r := recover(); r != nil {
+			action = haltf(state, "step %T panicked (every loop device and mount the build held is released): %v", g.step, r)
+		}
+	}()
+	return g.step.Run(ctx, state)
+}
+
+func (g guarded) Cleanup(state multistep.StateBag) {
+	defer func() {
+		if r := recover(); r != nil {
+			uiOf(state).Error(fmt.Sprintf("cleanup of step %T panicked: %v", g.step, r))
+		}
+	}()
+	g.step.Cleanup(state)
+}
