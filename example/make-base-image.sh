@@ -68,7 +68,7 @@ else
 	tree=$work/tree
 	log "debootstrap $suite ($include), from debootstrap's default mirror"
 	t0=$(now)
-	# No mirror argument: debootstrap's built-in default (deb.debian.org).
+	# No mirror argument: debootstrap's built-in default.
 	debootstrap --variant=minbase --include="$include" "$suite" "$tree"
 	echo "debootstrap $(since "$t0")" >"$timings"
 

@@ -3,6 +3,7 @@ package imagefactory_test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -266,6 +267,33 @@ func TestAccURLBase(t *testing.T) {
 		}
 		a.assertNoLeaks(t)
 	})
+	// A downloaded image that names other files could make qemu-img read
+	// host files into the working disk: refused.
+	for _, c := range []struct{ name, want string }{
+		{"qcow2-with-backing-file", "backing file"},
+		{"vmdk-descriptor", "vmdk descriptor"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := newAcc(t)
+			dir := t.TempDir()
+			img := filepath.Join(dir, "hostile.img")
+			args := []string{"create", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw", img}
+			if c.name == "vmdk-descriptor" {
+				args = []string{"create", "-f", "vmdk", "-o", "subformat=monolithicFlat", img, "16M"}
+			}
+			if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
+				t.Fatalf("qemu-img %v: %v: %s", args, err, out)
+			}
+			srv := serveFile(t, img)
+			res := a.Build(t, template(`  base_image_checksum = "sha256:`+fixture.Sha256(t, img)+`"`,
+				`provisioner "shell" { inline = ["true"] }`),
+				map[string]string{"base": srv + "/images/hostile.img"})
+			if res.ExitCode == 0 || !strings.Contains(res.Output, c.want) {
+				t.Errorf("want a refusal naming the %s; exit %d:\n%s", c.want, res.ExitCode, res.Output)
+			}
+			a.assertNoLeaks(t)
+		})
+	}
 	t.Run("url-without-checksum", func(t *testing.T) {
 		a := newAcc(t)
 		res := a.Build(t, template(``, `provisioner "shell" { inline = ["true"] }`),

@@ -1,7 +1,10 @@
 package imagefactory
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -52,6 +55,12 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 		src = plain
 	}
 
+	if isURL(cfg.BaseImage) {
+		// Before qemu-img opens it: opening follows the references.
+		if err := refuseExternalReferences(src); err != nil {
+			return haltf(state, "base image %s: %v", cfg.BaseImage, err)
+		}
+	}
 	info, err := diskimage.Inspect(ctx, src)
 	if err != nil {
 		return haltf(state, "base image %s: %v", cfg.BaseImage, err)
@@ -104,4 +113,31 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// refuseExternalReferences rejects a downloaded image that names other
+// files, judged from its header alone: opening it would make qemu-img open
+// them, and an image from the network may name any host file (a qcow2
+// backed by /dev/vda, a vmdk descriptor whose extent is /etc/shadow).
+func refuseExternalReferences(path string) error {
+	format, err := diskimage.Detect(path)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	head := make([]byte, 512)
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	switch {
+	case format == diskimage.QCOW2 && len(head) >= 16 && binary.BigEndian.Uint64(head[8:16]) != 0:
+		// The qcow2 header's backing_file_offset.
+		return errors.New("it is a qcow2 with a backing file; a downloaded image must be self-contained")
+	case format == diskimage.VMDK && bytes.Contains(head, []byte("# Disk DescriptorFile")):
+		return errors.New("it is a vmdk descriptor naming extent files; a downloaded image must be self-contained (use a monolithic vmdk, or qcow2)")
+	}
+	return nil
 }

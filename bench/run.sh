@@ -1,0 +1,347 @@
+#!/usr/bin/env bash
+# Benchmarks our chroot session and working copy against what a person
+# would do by hand and against the usual tools, in one run, and prints a
+# table (also written to bench/out/results.txt). See bench/README.md.
+#
+# Needs root (loop devices, mounts, chroot, drop_caches). A MISS never fails
+# the run; an error does. Whatever it attaches or mounts is released on
+# exit, error, Ctrl-C or SIGTERM (trap EXIT), and checked for at the end.
+set -euo pipefail
+export PATH=$PATH:/usr/sbin:/sbin
+export LC_ALL=C # awk and sort must read and print "0.123"
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$BENCH_DIR")
+CACHE=$BENCH_DIR/cache # gitignored; holds the fixture between runs
+OUT=$BENCH_DIR/out     # gitignored; results and the Go helper
+WORK=$CACHE/work       # this run's scratch: copies, mount points, btrfs image
+STATE=/run/imagefactory-bench # sessionbench's cleanup journals (tmpfs, like the builder's)
+SB=$OUT/sessionbench
+
+# The fixture's recipe; change the version when the recipe changes, and the
+# next run builds a new one instead of reusing the cached file.
+FIXTURE_VERSION=v1-4GiB-mbr-ext4-1GiB-urandom
+FIXTURE=$CACHE/fixture-$FIXTURE_VERSION.raw
+DISK_SIZE=$((4 << 30))
+PART_START=$((1 << 20))                # 1 MiB, sector 2048
+PART_SIZE=$((DISK_SIZE - PART_START))  # to the end of the disk
+DATA_FILES=16 DATA_FILE_MIB=64         # 1 GiB of random data
+
+# Runs per measure. Cold-cache copies on this kind of host spread from 0.6
+# to 2 s for the same tool, so the ext4 copies take 5 rounds, not 3.
+N_SESSION=${BENCH_SESSION_RUNS:-10}
+N_COPY=${BENCH_COPY_RUNS:-9} # cold copies here vary 0.6-2 s: 5 samples cannot settle a median
+N_DD=${BENCH_DD_RUNS:-1} # dd writes all 4 GiB, about 20 s: one run by default
+N_REFLINK=${BENCH_REFLINK_RUNS:-10}
+
+log() { printf '%s bench: %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+for n in "$N_SESSION" "$N_COPY" "$N_DD" "$N_REFLINK"; do
+	[[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_*_RUNS must be whole numbers >= 1, not \"$n\""
+done
+((EUID == 0)) || die "needs root (loop devices, mount, chroot, /proc/sys/vm/drop_caches)"
+for t in go sfdisk mkfs.ext4 mkfs.btrfs blkid losetup findmnt mount umount chroot busybox qemu-img dd cp cmp column flock; do
+	command -v "$t" >/dev/null || die "$t not found (make deps installs the Debian packages)"
+done
+mkdir -p "$CACHE" "$OUT"
+exec 9>"$CACHE/.lock"
+flock -n 9 || die "another bench/run.sh holds $CACHE/.lock"
+
+# --- cleanup -----------------------------------------------------------------
+
+CHILD= # the background command being waited for, if any
+
+# cleanup releases everything this script (or a killed earlier run) holds:
+# the Go helper, its journals, every mount under $CACHE (newest first),
+# every loop device backed by a file under $CACHE, the scratch directory.
+# Safe to run at any point, and more than once.
+cleanup() {
+	local - # the set +e below ends with the function
+	set +e
+	IN_CLEANUP=1
+	if [[ -n $CHILD ]] && kill -0 "$CHILD" 2>/dev/null; then
+		kill -TERM "$CHILD" 2>/dev/null
+		wait "$CHILD" 2>/dev/null
+	fi
+	CHILD=
+	[[ -x $SB ]] && "$SB" reap -state "$STATE" >&2
+	local t dev
+	# The mount table lists mounts in mount order: undo it backwards.
+	findmnt -rn -o TARGET | tac | awk -v p="$CACHE/" 'index($0, p) == 1' | while read -r t; do
+		umount "$t" 2>/dev/null || umount -l "$t" || log "cannot unmount $t"
+	done
+	losetup -l -n -O NAME,BACK-FILE | awk -v p="$CACHE/" 'index($2, p) == 1 {print $1}' | while read -r dev; do
+		losetup -d "$dev" || log "cannot detach $dev"
+	done
+	rm -rf "$WORK"
+	rmdir "$STATE" 2>/dev/null
+	IN_CLEANUP=
+	return 0
+}
+IN_CLEANUP= FAILED=
+set -E # the ERR trap in functions too
+trap 'rc=$?; [[ -n $IN_CLEANUP ]] || log "error: ${FAILED:-line $LINENO: $BASH_COMMAND (exit $rc)}; cleaning up"' ERR
+trap cleanup EXIT
+trap 'log "interrupted; cleaning up"; exit 130' INT
+trap 'log "terminated; cleaning up"; exit 143' TERM
+
+# leaks lists what cleanup should have released.
+leaks() {
+	findmnt -rn -o TARGET | awk -v p="$CACHE/" 'index($0, p) == 1 {print "mount: " $0}'
+	losetup -l -n -O NAME,BACK-FILE | awk -v p="$CACHE/" 'index($2, p) == 1 {print "loop: " $0}'
+	local j
+	for j in "$STATE"/*.journal; do
+		[[ -e $j ]] && echo "journal: $j"
+	done
+	return 0
+}
+
+cleanup # what a kill -9'd earlier run left
+mkdir -p "$WORK" "$WORK/samples"
+
+# run runs "$@" in the background and waits, so that a signal to this script
+# is acted on at once rather than when a long command ends (bash delays traps
+# until a foreground command returns); cleanup stops the command.
+run() {
+	"$@" &
+	CHILD=$!
+	local rc=0
+	wait "$CHILD" || rc=$?
+	CHILD=
+	((rc == 0)) || FAILED="$* (exit $rc)"
+	return "$rc"
+}
+
+# timeit runs "$@" and sets T to its wall time in seconds. $EPOCHREALTIME
+# costs no fork; the command's own start-up is included, as for any user.
+T=
+timeit() {
+	local t0=$EPOCHREALTIME t1
+	run "$@"
+	t1=$EPOCHREALTIME
+	T=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.6f", b - a}')
+}
+
+CACHES_DROPPED=yes
+drop_caches() {
+	run sync
+	if ! echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
+		[[ $CACHES_DROPPED == no ]] || log "warning: cannot write /proc/sys/vm/drop_caches; copy timings are warm-cache"
+		CACHES_DROPPED=no
+	fi
+}
+
+sample() { echo "$2" >>"$WORK/samples/$1"; }
+
+# --- the fixture ---------------------------------------------------------------
+
+# make_fixture writes a 4 GiB raw disk: MBR, one ext4 partition labelled
+# cloudimg-rootfs from 1 MiB to the end, holding a busybox-static root and
+# 1 GiB of random (incompressible) files; the rest is holes.
+make_fixture() {
+	local tree=$WORK/tree img=$WORK/fixture.tmp i
+	log "building the fixture $FIXTURE (about 30 s; cached for later runs)"
+	mkdir -p "$tree"/{bin,etc,proc,sys,dev,run,tmp,root,data}
+	cp /bin/busybox "$tree/bin/busybox"
+	for i in $(busybox --list); do
+		[[ $i == busybox ]] || ln -s busybox "$tree/bin/$i"
+	done
+	ln -s bin "$tree/sbin"
+	echo 'LABEL=cloudimg-rootfs / ext4 defaults 0 1' >"$tree/etc/fstab"
+	echo 'root:x:0:0:root:/root:/bin/sh' >"$tree/etc/passwd"
+	for ((i = 0; i < DATA_FILES; i++)); do
+		run head -c "${DATA_FILE_MIB}M" /dev/urandom >"$tree/data/blob-$i"
+	done
+	truncate -s "$DISK_SIZE" "$img"
+	# In the foreground: a background command's stdin would be /dev/null.
+	sfdisk -q --label dos "$img" <<<"start=$((PART_START / 512)), size=$((PART_SIZE / 512)), type=83"
+	run mkfs.ext4 -q -F -b 4096 -L cloudimg-rootfs -E "offset=$PART_START" -d "$tree" "$img" "$((PART_SIZE / 1024))k"
+	[[ $(blkid -p -O "$PART_START" -o value -s LABEL "$img") == cloudimg-rootfs ]] ||
+		die "the fixture's partition holds no filesystem labelled cloudimg-rootfs"
+	rm -rf "$tree"
+	rm -f "$CACHE"/fixture-*.raw # older recipes
+	mv "$img" "$FIXTURE"
+}
+
+BENCH_START=$EPOCHREALTIME
+log "building the Go helper"
+run go -C "$ROOT" build -o "$SB" ./bench/sessionbench
+
+if [[ -f $FIXTURE ]]; then
+	log "reusing the cached fixture $FIXTURE"
+else
+	make_fixture
+fi
+FIXTURE_DATA=$(($(du -B1 "$FIXTURE" | cut -f1) >> 20))
+
+# --- working copy on ext4: ours, cp, dd, qemu-img ---------------------------------
+
+# Every timing starts with sync and dropped caches, and its output is
+# deleted right after, before the next sync: no output is ever written
+# back, so no tool pays for another's writeback or for the discards (this
+# host mounts / with discard) of deleting a file that reached the disk.
+# Copies are not fsync'd (nor are they by the builder): the time is reading
+# the source plus filling the page cache. Rounds rotate the order of the
+# tools so that drift hits them alike; dd (4 GiB written) runs last.
+copy_ours() {
+	run "$SB" copy -src "$1" -dst "$2" >"$WORK/out"
+	local secs method
+	read -r secs method <"$WORK/out"
+	[[ $method == "$3" ]] || die "diskimage.Copy to $2 used $method, want $3"
+	T=$secs
+}
+
+copy_with() {
+	local dst=$WORK/$1.raw
+	drop_caches
+	case $1 in
+	ours) copy_ours "$FIXTURE" "$dst" sparse-copy ;;
+	cp) timeit cp --sparse=auto "$FIXTURE" "$dst" ;;
+	qemu) timeit qemu-img convert -f raw -O raw "$FIXTURE" "$dst" ;;
+	dd) timeit dd if="$FIXTURE" of="$dst" bs=4M status=none ;;
+	esac
+	rm -f "$dst"
+	sample "copy-$1" "$T"
+}
+
+log "working copy on $(findmnt -n -o FSTYPE -T "$CACHE"): $N_COPY rounds (dd: $N_DD), caches dropped before each copy"
+tools=(ours cp qemu)
+for ((r = 0; r < N_COPY; r++)); do
+	for ((i = 0; i < ${#tools[@]}; i++)); do
+		copy_with "${tools[(i + r) % ${#tools[@]}]}"
+	done
+	log "  round $((r + 1)): ours $(tail -1 "$WORK/samples/copy-ours") s, cp $(tail -1 "$WORK/samples/copy-cp") s, qemu-img $(tail -1 "$WORK/samples/copy-qemu") s"
+done
+for ((r = 0; r < N_DD; r++)); do
+	copy_with dd
+	log "  dd: $(tail -1 "$WORK/samples/copy-dd") s"
+done
+
+# The session works on a copy of ours (untimed), not on the cached fixture:
+# a read-write mount changes the filesystem. A fast copy is worth nothing
+# if it is wrong: compare it.
+DISK=$WORK/session.raw
+copy_ours "$FIXTURE" "$DISK" sparse-copy
+run cmp "$FIXTURE" "$DISK" || die "diskimage.Copy's copy $DISK differs from the fixture"
+
+# --- chroot session: ours vs by hand ----------------------------------------------
+
+log "chroot session, ours: 1 warm-up + $N_SESSION runs"
+run "$SB" session -disk "$DISK" -mount "$WORK/mnt-ours" -state "$STATE" -n "$N_SESSION" >>"$WORK/samples/session-ours"
+
+# hand_cycle is the same job done by hand: what the builder replaces.
+HAND=$WORK/mnt-hand
+hand_cycle() {
+	local dev
+	dev=$(losetup -o "$PART_START" --sizelimit "$PART_SIZE" -f --show "$DISK")
+	mount -t ext4 "$dev" "$HAND"
+	mount -t proc proc "$HAND/proc"
+	mount -t sysfs sysfs "$HAND/sys"
+	mount --bind /dev "$HAND/dev"
+	mount --bind /dev/pts "$HAND/dev/pts"
+	mount -t tmpfs -o mode=0755 tmpfs "$HAND/run"
+	chroot "$HAND" /bin/true
+	umount "$HAND/run" "$HAND/dev/pts" "$HAND/dev" "$HAND/sys" "$HAND/proc" "$HAND"
+	losetup -d "$dev"
+}
+log "chroot session, by hand: 1 warm-up + $N_SESSION runs"
+mkdir -p "$HAND"
+hand_cycle
+for ((r = 1; r <= N_SESSION; r++)); do
+	t0=$EPOCHREALTIME
+	hand_cycle
+	t1=$EPOCHREALTIME
+	sample session-hand "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.6f", b - a}')"
+done
+
+# --- reflink on btrfs --------------------------------------------------------------
+
+log "reflink: btrfs on a loop-mounted 6 GiB sparse file; $N_REFLINK rounds, caches dropped before each"
+truncate -s 6G "$WORK/btrfs.img"
+# mkfs.btrfs -q still prints a notice about its defaults: only show its
+# output when it fails.
+run mkfs.btrfs -q -f "$WORK/btrfs.img" >"$WORK/mkfs.log" 2>&1 || { cat "$WORK/mkfs.log" >&2; die "mkfs.btrfs failed"; }
+BTRFS_DEV=$(losetup -f --show "$WORK/btrfs.img")
+BTRFS=$WORK/btrfs
+mkdir -p "$BTRFS"
+mount -t btrfs "$BTRFS_DEV" "$BTRFS"
+run cp --sparse=always "$FIXTURE" "$BTRFS/src.raw"
+run sync "$BTRFS/src.raw" # fsync: the source is on disk, as a base image would be
+for ((r = 1; r <= N_REFLINK; r++)); do
+	drop_caches
+	copy_ours "$BTRFS/src.raw" "$BTRFS/ours.raw" reflink; sample reflink-ours "$T"
+	rm -f "$BTRFS/ours.raw"
+	drop_caches
+	timeit cp --reflink=always "$BTRFS/src.raw" "$BTRFS/cp.raw"; sample reflink-cp "$T"
+	rm -f "$BTRFS/cp.raw"
+done
+umount "$BTRFS"
+losetup -d "$BTRFS_DEV"
+rm -f "$WORK/btrfs.img"
+
+# --- the table -----------------------------------------------------------------------
+
+median() { sort -n "$WORK/samples/$1" | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else printf "%.6f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+count() { wc -l <"$WORK/samples/$1"; }
+
+# row MEASURE OURS ANCHOR_NAME ANCHOR KIND LIMIT TARGET_TEXT
+# KIND "below": PASS when ours < LIMIT seconds; "ratio": PASS when
+# anchor/ours >= LIMIT; "info": no target.
+row() {
+	awk -v m="$1" -v o="$2" -v an="$3" -v a="$4" -v kind="$5" -v lim="$6" -v tt="$7" '
+	function t(s) { return s < 1 ? sprintf("%.1f ms", s * 1000) : sprintf("%.2f s", s) }
+	BEGIN {
+		ratio = a / o
+		res = "-"
+		if (kind == "below") res = (o < lim) ? "PASS" : "MISS"
+		if (kind == "ratio") res = (ratio >= lim) ? "PASS" : "MISS"
+		printf "%s|%s|%s: %s|%.2fx|%s|%s\n", m, t(o), an, t(a), ratio, tt, res
+	}'
+}
+
+{
+	echo "measure|ours|anchor|ratio (anchor/ours)|target|result"
+	row "chroot session: open + chroot /bin/true + close (median of $(count session-ours))" \
+		"$(median session-ours)" "by hand in bash" "$(median session-hand)" below 1 "ours < 1 s"
+	row "working copy, ext4 (median of $(count copy-ours))" \
+		"$(median copy-ours)" "cp --sparse=auto" "$(median copy-cp)" ratio 1 "no slower than cp (>= 1.00x)"
+	row "working copy, ext4 vs dd (dd: $(count copy-dd) run)" \
+		"$(median copy-ours)" "dd bs=4M" "$(median copy-dd)" ratio 3 ">= 3x faster than dd"
+	row "working copy, ext4 vs qemu-img (median of $(count copy-qemu))" \
+		"$(median copy-ours)" "qemu-img convert -O raw" "$(median copy-qemu)" info 0 "reference"
+	row "working copy, btrfs reflink (median of $(count reflink-ours))" \
+		"$(median reflink-ours)" "cp --reflink=always" "$(median reflink-cp)" below 0.05 "ours < 50 ms"
+} | column -t -s '|' -o ' | ' >"$WORK/table"
+
+ELAPSED=$(awk -v a="$BENCH_START" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.0f", b - a}')
+{
+	echo "imagefactory bench, $(date -u +%FT%TZ), $(uname -r), $(nproc) cores, ${ELAPSED} s"
+	echo "fixture: $FIXTURE ($((DISK_SIZE >> 30)) GiB raw, MBR, ext4 cloudimg-rootfs, ${FIXTURE_DATA} MiB allocated)"
+	if [[ $CACHES_DROPPED == yes ]]; then
+		echo "page cache: sync; echo 3 > /proc/sys/vm/drop_caches before every copy timing (ext4 and reflink)"
+	else
+		echo "page cache: NOT dropped (/proc/sys/vm/drop_caches not writable): copy timings are warm"
+	fi
+	echo "session: warm cache, one untimed warm-up each; ours includes journal open/close (fsync'd records)"
+	echo "ours is timed in-process; anchors by the shell, their process start included"
+	echo
+	cat "$WORK/table"
+	echo
+	echo "samples (seconds):"
+	for f in session-ours session-hand copy-ours copy-cp copy-dd copy-qemu reflink-ours reflink-cp; do
+		[[ -f $WORK/samples/$f ]] && printf '  %-13s %s\n' "$f" "$(tr '\n' ' ' <"$WORK/samples/$f")"
+	done
+} >"$OUT/results.txt.tmp"
+mv "$OUT/results.txt.tmp" "$OUT/results.txt"
+
+cleanup
+trap - EXIT
+if [[ -n $(leaks) ]]; then
+	leaks >&2
+	die "left behind after the run (a bug)"
+fi
+echo
+cat "$OUT/results.txt"
+echo
+echo "written to $OUT/results.txt; nothing left mounted or attached"
