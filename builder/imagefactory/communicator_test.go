@@ -448,7 +448,7 @@ func chrootWorld(t *testing.T) *commWorld {
 	}
 	w := newCommWorld(t, func(dir string) { fixture.BusyboxTree(t, dir) })
 	before := fixture.LeakSnapshot()
-	t.Cleanup(func() { assertNoLeaksUnder(t, before, w.dir) })
+	t.Cleanup(func() { before.AssertNoLeaksIn(t, w.dir) })
 	return w
 }
 
@@ -663,51 +663,3 @@ func TestCommunicatorNoHostDescriptors(t *testing.T) {
 	}
 }
 
-// assertNoLeaksUnder is fixture's AssertNoLeaksUnder without its rule that
-// any packer-plugin-imagefactory process is a leak: these tests start no
-// plugin, and another build running on the machine must not fail them.
-// Loop devices backed by a file under dirs, mounts with a source or
-// target under dirs, and processes rooted under dirs count.
-func assertNoLeaksUnder(t *testing.T, before fixture.Snapshot, dirs ...string) {
-	t.Helper()
-	under := func(p string) bool {
-		p = strings.TrimSuffix(p, " (deleted)")
-		for _, d := range dirs {
-			if p == d || strings.HasPrefix(p, d+"/") {
-				return true
-			}
-		}
-		return false
-	}
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		var leaks []string
-		now := fixture.LeakSnapshot()
-		for dev, b := range now.Loops {
-			if before.Loops[dev] != b && under(b) {
-				leaks = append(leaks, "loop device "+dev+" on "+b)
-			}
-		}
-		for id, m := range now.Mounts {
-			src, rest, _ := strings.Cut(m, " on ")
-			target, _, _ := strings.Cut(rest, " type ")
-			if _, ok := before.Mounts[id]; !ok && (under(src) || under(target)) {
-				leaks = append(leaks, "mount "+m)
-			}
-		}
-		for pid, p := range now.Processes {
-			root, _, _ := strings.Cut(strings.TrimPrefix(p, "root="), " ")
-			if before.Processes[pid] != p && under(root) {
-				leaks = append(leaks, fmt.Sprintf("process %d (%s)", pid, p))
-			}
-		}
-		if len(leaks) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("the test leaked %d resource(s):\n  %s", len(leaks), strings.Join(leaks, "\n  "))
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}

@@ -3,13 +3,11 @@ package session
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
@@ -54,7 +52,7 @@ func newEnv(t *testing.T, disk string) *env {
 		if err := j.Close(); err != nil {
 			t.Errorf("journal close: %v", err)
 		}
-		assertNoLeaksUnder(t, before, dir, filepath.Dir(disk))
+		before.AssertNoLeaksIn(t, dir, filepath.Dir(disk))
 		if left, _ := filepath.Glob(filepath.Join(state, "*")); len(left) > 0 {
 			t.Errorf("journal files left: %v", left)
 		}
@@ -676,51 +674,3 @@ func TestResolve(t *testing.T) {
 	}
 }
 
-// assertNoLeaksUnder is fixture's AssertNoLeaksUnder without its rule that
-// any packer-plugin-imagefactory process is a leak: these tests start no
-// plugin, and another build running on the machine must not fail them.
-// Loop devices backed by a file under dirs, mounts with a source or
-// target under dirs, and processes rooted under dirs count.
-func assertNoLeaksUnder(t *testing.T, before fixture.Snapshot, dirs ...string) {
-	t.Helper()
-	under := func(p string) bool {
-		p = strings.TrimSuffix(p, " (deleted)")
-		for _, d := range dirs {
-			if p == d || strings.HasPrefix(p, d+"/") {
-				return true
-			}
-		}
-		return false
-	}
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		var leaks []string
-		now := fixture.LeakSnapshot()
-		for dev, b := range now.Loops {
-			if before.Loops[dev] != b && under(b) {
-				leaks = append(leaks, "loop device "+dev+" on "+b)
-			}
-		}
-		for id, m := range now.Mounts {
-			src, rest, _ := strings.Cut(m, " on ")
-			target, _, _ := strings.Cut(rest, " type ")
-			if _, ok := before.Mounts[id]; !ok && (under(src) || under(target)) {
-				leaks = append(leaks, "mount "+m)
-			}
-		}
-		for pid, p := range now.Processes {
-			root, _, _ := strings.Cut(strings.TrimPrefix(p, "root="), " ")
-			if before.Processes[pid] != p && under(root) {
-				leaks = append(leaks, fmt.Sprintf("process %d (%s)", pid, p))
-			}
-		}
-		if len(leaks) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("the test leaked %d resource(s):\n  %s", len(leaks), strings.Join(leaks, "\n  "))
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
