@@ -662,4 +662,3 @@ func TestCommunicatorNoHostDescriptors(t *testing.T) {
 		t.Errorf("the chroot wrote %q to a host pipe", buf[:n])
 	}
 }
-

@@ -673,4 +673,3 @@ func TestResolve(t *testing.T) {
 		})
 	}
 }
-
