@@ -147,3 +147,29 @@ func TestRunStepPanicReleasesEverything(t *testing.T) {
 		t.Errorf("output directory left after a panic: %v", err)
 	}
 }
+
+// TestRunWithoutHostResolvConf: a host without /etc/resolv.conf (some
+// containers) still builds in the default copy mode; the image keeps its
+// own file.
+func TestRunWithoutHostResolvConf(t *testing.T) {
+	disk := fixture.NewDisk(t, fixture.DiskOptions{})
+	b, dir := newBuilder(t, disk.Path, nil)
+	old := hostResolvConf
+	hostResolvConf = filepath.Join(dir, "no-resolv.conf")
+	t.Cleanup(func() { hostResolvConf = old })
+
+	var seen []byte
+	hook := &packersdk.MockHook{RunFunc: func(context.Context) error {
+		var err error
+		seen, err = os.ReadFile(filepath.Join(dir, "mnt", "etc/resolv.conf"))
+		return err
+	}}
+	art, err := b.Run(context.Background(), packersdk.TestUi(t), hook)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	defer art.Destroy()
+	if !strings.Contains(string(seen), fixture.ResolvConfMarker) {
+		t.Errorf("during the build /etc/resolv.conf was %q; want the image's own", seen)
+	}
+}

@@ -2,6 +2,10 @@ package imagefactory
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
@@ -21,6 +25,11 @@ func (s *stepResolvConf) Run(ctx context.Context, state multistep.StateBag) mult
 	sess := sessionOf(state)
 	switch configOf(state).ResolvConf {
 	case ResolvCopy:
+		if _, err := os.Stat(hostResolvConf); errors.Is(err, fs.ErrNotExist) {
+			// Some containers have none: nothing to give the image.
+			uiOf(state).Say(fmt.Sprintf("The host has no %s: the image keeps its own", hostResolvConf))
+			return multistep.ActionContinue
+		}
 		r, err := chrootprep.CopyResolvConf(sess.RootFS(), hostResolvConf)
 		if err != nil {
 			return halt(state, err)
