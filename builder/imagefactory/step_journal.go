@@ -29,7 +29,9 @@ func (s *stepJournal) Run(ctx context.Context, state multistep.StateBag) multist
 			strings.Join(report.Released, "\n  ")))
 	}
 	if err != nil {
-		return haltf(state, "releasing what an earlier build left behind: %v", err)
+		// Not this build's resources: warn, and the journal stays for the
+		// next build to try again, rather than fail every build from now on.
+		ui.Error(fmt.Sprintf("Warning: could not release everything an earlier build left behind (tried again next build): %v", err))
 	}
 
 	j, err := cleanup.Open(dir, fmt.Sprintf("build %q, output %s", cfg.PackerBuildName, cfg.OutputDirectory))
