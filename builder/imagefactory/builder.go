@@ -39,9 +39,10 @@ func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
 	return generatedDataKeys, warnings, nil
 }
 
-// Run runs the steps. A panic still tears down every loop device and mount
-// the build holds: the steps' cleanups are deferred, and the journal step's
-// cleanup releases whatever remains.
+// Run runs the steps. Nothing the build holds outlives it: a panic in a step
+// halts the build like an error (guard), a panic while provisioning becomes
+// the build's error (recoveringHook), and the journal step's cleanup, last
+// of all, releases whatever the other cleanups missed.
 func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook) (artifact packersdk.Artifact, err error) {
 	state := new(multistep.BasicStateBag)
 	state.Put("config", &b.config)
@@ -96,8 +97,8 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	b.runner = commonsteps.NewRunner(guard(steps), b.config.PackerConfig, ui)
 	defer func() {
 		if r := recover(); r != nil {
-			// The steps' deferred cleanups ran while the panic unwound;
-			// the journal released anything they missed. Report, not crash.
+			// Last resort (a panic outside any step): the steps' deferred
+			// cleanups ran while it unwound. Report, not crash.
 			err = fmt.Errorf("imagefactory builder panicked (every loop device and mount it held was released): %v", r)
 		}
 	}()

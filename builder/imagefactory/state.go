@@ -39,11 +39,6 @@ func haltf(state multistep.StateBag, format string, a ...interface{}) multistep.
 
 func uiOf(state multistep.StateBag) packersdk.Ui { return state.Get("ui").(packersdk.Ui) }
 func configOf(state multistep.StateBag) *Config  { return state.Get("config").(*Config) }
-func failed(state multistep.StateBag) bool {
-	_, cancelled := state.GetOk(multistep.StateCancelled)
-	_, halted := state.GetOk(multistep.StateHalted)
-	return cancelled || halted
-}
 
 // putGenerated adds a value to the generated data provisioners see.
 func putGenerated(state multistep.StateBag, key string, value interface{}) {
