@@ -193,6 +193,8 @@ func TestAccBaseFormats(t *testing.T) {
 		{"xz", func(t *testing.T, raw string) string { return fixture.Compress(t, raw, "xz") }, "mbr", "raw"},
 		{"zstd-qcow2", func(t *testing.T, raw string) string { return fixture.Compress(t, fixture.QCOW2(t, raw), "zst") }, "gpt", "qcow2"},
 		{"whole-disk-to-qcow2", func(t *testing.T, raw string) string { return raw }, "none", "qcow2"},
+		{"vmdk", func(t *testing.T, raw string) string { return convertTo(t, raw, "vmdk") }, "mbr", "raw"},
+		{"vhdx", func(t *testing.T, raw string) string { return convertTo(t, raw, "vhdx") }, "gpt", "raw"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -31,11 +31,18 @@ func qemuImgFormat(t *testing.T, path string) string {
 // toRaw converts an image to raw with qemu-img, for inspection.
 func toRaw(t *testing.T, path string) string {
 	t.Helper()
-	raw := filepath.Join(t.TempDir(), "inspect.raw")
-	if out, err := exec.Command("qemu-img", "convert", "-O", "raw", path, raw).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img convert %s: %v: %s", path, err, out)
+	return convertTo(t, path, "raw")
+}
+
+// convertTo converts an image (of a format qemu-img detects: ours) to
+// another format with qemu-img.
+func convertTo(t *testing.T, raw, format string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "converted."+format)
+	if b, err := exec.Command("qemu-img", "convert", "-O", format, raw, out).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert to %s: %v: %s", format, err, b)
 	}
-	return raw
+	return out
 }
 
 // serveFile serves one file on loopback at any path under /images/ and
