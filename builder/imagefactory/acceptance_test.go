@@ -252,6 +252,18 @@ func TestAccURLBase(t *testing.T) {
 		}
 		a.assertNoLeaks(t)
 	})
+	t.Run("checksum-file", func(t *testing.T) {
+		a := newAcc(t)
+		sums := filepath.Join(t.TempDir(), "SHA256SUMS")
+		if err := os.WriteFile(sums, []byte(sum+"  base.qcow2\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sumsSrv := serveFile(t, sums)
+		mustBuild(t, a, template(`  base_image_checksum = "file:`+sumsSrv+`/images/SHA256SUMS"`,
+			`provisioner "shell" { inline = ["true"] }`),
+			map[string]string{"base": srv + "/images/base.qcow2"})
+		a.assertNoLeaks(t)
+	})
 	t.Run("checksum-wrong", func(t *testing.T) {
 		a := newAcc(t)
 		wrong := strings.Repeat("0", 64)
