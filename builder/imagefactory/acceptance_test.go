@@ -578,3 +578,38 @@ func TestAccResolvConf(t *testing.T) {
 		})
 	}
 }
+
+// TestAccParallelBuilds runs two sources of one template at once (Packer
+// builds them in parallel): separate loop devices, mount paths and
+// journals, both images right, nothing left.
+func TestAccParallelBuilds(t *testing.T) {
+	a := newAcc(t)
+	mbr := fixture.NewDisk(t, fixture.DiskOptions{SeparateBoot: true})
+	gpt := fixture.NewDisk(t, fixture.DiskOptions{Table: "gpt"})
+	res := mustBuild(t, a, fmt.Sprintf(`
+source "imagefactory" "one" {
+  base_image       = %q
+  output_directory = "out-one"
+}
+source "imagefactory" "two" {
+  base_image       = %q
+  output_directory = "out-two"
+  format           = "qcow2"
+}
+build {
+  sources = ["source.imagefactory.one", "source.imagefactory.two"]
+  provisioner "shell" { inline = ["echo $PACKER_BUILD_NAME > /etc/factory-marker", "sleep 1"] }
+}
+`, mbr.Path, gpt.Path), nil)
+	if got := readOut(t, filepath.Join(a.Dir, "out-one", "one.raw"), mbr.Root(), "/etc/factory-marker"); got != "one\n" {
+		t.Errorf("image one: marker %q", got)
+	}
+	two := toRaw(t, filepath.Join(a.Dir, "out-two", "two.qcow2"))
+	if got := readOut(t, two, gpt.Root(), "/etc/factory-marker"); got != "two\n" {
+		t.Errorf("image two: marker %q", got)
+	}
+	if !strings.Contains(res.Output, "imagefactory.one") || !strings.Contains(res.Output, "imagefactory.two") {
+		t.Errorf("both builds should report:\n%s", res.Output)
+	}
+	a.assertNoLeaks(t)
+}
