@@ -9,4 +9,9 @@ integration {
     name = "imagefactory"
     slug = "imagefactory"
   }
+  component {
+    type = "post-processor"
+    name = "imagefactory-sparsify"
+    slug = "sparsify"
+  }
 }

@@ -6,8 +6,11 @@ cd "$(git rev-parse --show-toplevel)"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 go tool packer-sdc renderdocs -src docs -partials docs-partials/ -dst "$tmp/"
-mkdir -p .web-docs/components/builder/imagefactory
 cp "$tmp/README.md" .web-docs/README.md
-# The registry takes the page without its front matter.
-awk 'BEGIN{fm=0} NR==1&&/^---$/{fm=1;next} fm&&/^---$/{fm=0;next} !fm' \
-	"$tmp/builders/imagefactory.mdx" > .web-docs/components/builder/imagefactory/README.md
+# page SOURCE DESTINATION: the registry takes a page without its front matter.
+page() {
+	mkdir -p "$(dirname "$2")"
+	awk 'BEGIN{fm=0} NR==1&&/^---$/{fm=1;next} fm&&/^---$/{fm=0;next} !fm' "$1" >"$2"
+}
+page "$tmp/builders/imagefactory.mdx" .web-docs/components/builder/imagefactory/README.md
+page "$tmp/post-processors/imagefactory-sparsify.mdx" .web-docs/components/post-processor/sparsify/README.md

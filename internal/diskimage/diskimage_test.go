@@ -327,7 +327,8 @@ func TestConvert(t *testing.T) {
 		opts ConvertOptions
 	}{
 		{"qcow2", QCOW2, ConvertOptions{}},
-		{"qcow2 zstd", QCOW2, ConvertOptions{Compress: true}},
+		{"qcow2 zstd", QCOW2, ConvertOptions{Compression: "zstd"}},
+		{"qcow2 zlib", QCOW2, ConvertOptions{Compression: "zlib"}},
 		{"vmdk", VMDK, ConvertOptions{}},
 		{"vpc", VPC, ConvertOptions{}},
 		{"vhdx", VHDX, ConvertOptions{}},
@@ -368,7 +369,7 @@ func TestConvert(t *testing.T) {
 	}
 
 	t.Run("compress needs qcow2", func(t *testing.T) {
-		err := Convert(context.Background(), raw, Raw, filepath.Join(dir, "x.vmdk"), VMDK, ConvertOptions{Compress: true})
+		err := Convert(context.Background(), raw, Raw, filepath.Join(dir, "x.vmdk"), VMDK, ConvertOptions{Compression: "zstd"})
 		if err == nil {
 			t.Fatal("no error")
 		}
@@ -386,7 +387,7 @@ func TestConvert(t *testing.T) {
 		makeSparse(t, big, 1<<30, 256<<20, 0, 512<<20)
 		out := filepath.Join(dir, "big.qcow2")
 		ctx, cancel := context.WithCancel(context.Background())
-		err := Convert(ctx, big, Raw, out, QCOW2, ConvertOptions{Compress: true, Progress: func(p float64) {
+		err := Convert(ctx, big, Raw, out, QCOW2, ConvertOptions{Compression: "zstd", Progress: func(p float64) {
 			if p > 1 {
 				cancel()
 			}

@@ -139,8 +139,9 @@ func checkQCOW2(ctx context.Context, path string, clusterSize int64) error {
 
 // ConvertOptions tune Convert.
 type ConvertOptions struct {
-	// Compress writes compressed qcow2 clusters (zstd); qcow2 output only.
-	Compress bool
+	// Compression of qcow2 clusters: "" (none), "zstd" or "zlib"; qcow2
+	// output only. zstd is about 5x faster than zlib here, and smaller.
+	Compression string
 	// Progress, if set, receives qemu-img's progress in percent (0..100).
 	Progress func(pct float64)
 }
@@ -157,7 +158,12 @@ func Convert(ctx context.Context, src string, srcFmt Format, dst string, dstFmt 
 	if srcFmt == "" || dstFmt == "" {
 		return fmt.Errorf("convert %s to %s: source and destination formats must be given", src, dst)
 	}
-	if opts.Compress && dstFmt != QCOW2 {
+	switch opts.Compression {
+	case "", "zstd", "zlib":
+	default:
+		return fmt.Errorf("convert %s: compression %q is not one of zstd, zlib", src, opts.Compression)
+	}
+	if opts.Compression != "" && dstFmt != QCOW2 {
 		return fmt.Errorf("convert %s to %s: compression needs qcow2 output, not %s", src, dst, dstFmt)
 	}
 	part := dst + ".part"
@@ -166,8 +172,8 @@ func Convert(ctx context.Context, src string, srcFmt Format, dst string, dstFmt 
 		"-m", "8", "-W",
 		// Zero runs of 4 KiB or more become holes (raw) or unallocated clusters.
 		"-S", "4k"}
-	if opts.Compress {
-		args = append(args, "-c", "-o", "compression_type=zstd")
+	if opts.Compression != "" {
+		args = append(args, "-c", "-o", "compression_type="+opts.Compression)
 	}
 	args = append(args, src, part)
 

@@ -1,0 +1,66 @@
+package sparsify
+
+import (
+	"fmt"
+	"os"
+
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+)
+
+// Artifact is the sparsified (and converted) image and its checksum files.
+type Artifact struct {
+	Path          string
+	Format        string
+	Files_        []string
+	Before, After int64 // allocated bytes of the raw disk before and after trimming
+	Input         packersdk.Artifact
+}
+
+// BuilderId identifies the post-processor.
+func (a *Artifact) BuilderId() string { return BuilderID }
+
+// Files are the image and its checksum files.
+func (a *Artifact) Files() []string { return a.Files_ }
+
+// Id is the image's path.
+func (a *Artifact) Id() string { return a.Path }
+
+func (a *Artifact) String() string {
+	return fmt.Sprintf("sparsified %s disk image: %s (allocated %s, was %s)", a.Format, a.Path,
+		diskimage.FormatSize(a.After), diskimage.FormatSize(a.Before))
+}
+
+// State carries the image's format for later post-processors and the HCP
+// Packer registry metadata, with the input's as source.
+func (a *Artifact) State(name string) interface{} {
+	switch name {
+	case "image_format":
+		return a.Format
+	case registryimage.ArtifactStateURI:
+		img, err := registryimage.FromArtifact(a,
+			registryimage.WithProvider("imagefactory"),
+			registryimage.WithSourceID(a.Input.Id()),
+			registryimage.SetLabels(map[string]interface{}{"format": a.Format, "allocated": fmt.Sprint(a.After)}))
+		if err != nil {
+			return nil
+		}
+		return img
+	}
+	if a.Input != nil {
+		return a.Input.State(name)
+	}
+	return nil
+}
+
+// Destroy removes the image and its checksum files.
+func (a *Artifact) Destroy() error {
+	for _, f := range a.Files_ {
+		if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	return nil
+}

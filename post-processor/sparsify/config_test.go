@@ -1,0 +1,60 @@
+package sparsify
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestConfigure(t *testing.T) {
+	tests := []struct {
+		name    string
+		raw     map[string]interface{}
+		wantErr string
+		check   func(*testing.T, Config)
+	}{
+		{"defaults", map[string]interface{}{}, "", func(t *testing.T, c Config) {
+			if c.Format != "raw" || c.Compression != "" || !slices.Equal(c.Checksums, []string{"sha256"}) {
+				t.Errorf("defaults: %+v", c)
+			}
+		}},
+		{"unset keys arrive as nil (HCL2)", map[string]interface{}{"checksums": nil, "format": nil}, "", func(t *testing.T, c Config) {
+			if !slices.Equal(c.Checksums, []string{"sha256"}) {
+				t.Errorf("checksums: %v", c.Checksums)
+			}
+		}},
+		{"no checksums", map[string]interface{}{"checksums": []string{}}, "", func(t *testing.T, c Config) {
+			if len(c.Checksums) != 0 {
+				t.Errorf("checksums: %v", c.Checksums)
+			}
+		}},
+		{"qcow2 zlib and md5", map[string]interface{}{"format": "qcow2", "compression": "zlib", "checksums": []string{"sha256", "md5"}}, "", nil},
+		{"compression none", map[string]interface{}{"format": "qcow2", "compression": "none"}, "", func(t *testing.T, c Config) {
+			if c.Compression != "" {
+				t.Errorf("compression: %q", c.Compression)
+			}
+		}},
+		{"bad format", map[string]interface{}{"format": "iso"}, `format "iso"`, nil},
+		{"compression needs qcow2", map[string]interface{}{"compression": "zstd"}, `needs format = "qcow2"`, nil},
+		{"bad compression", map[string]interface{}{"format": "qcow2", "compression": "lz4"}, `compression "lz4"`, nil},
+		{"bad checksum", map[string]interface{}{"checksums": []string{"crc32"}}, `"crc32"`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var p PostProcessor
+			err := p.Configure(tt.raw)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Configure: %v", err)
+				}
+				if tt.check != nil {
+					tt.check(t, p.config)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("error %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
