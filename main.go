@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/plugin"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/builder/imagefactory"
+	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/scrub"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/sparsify"
 	"github.com/imagefactory/packer-plugin-imagefactory/version"
 )
@@ -18,6 +19,7 @@ func main() {
 	// The default name makes templates say `source "imagefactory" "x"`.
 	pps.RegisterBuilder(plugin.DEFAULT_NAME, new(imagefactory.Builder))
 	// Post-processors are named imagefactory-<name> in templates.
+	pps.RegisterPostProcessor("scrub", new(scrub.PostProcessor))
 	pps.RegisterPostProcessor("sparsify", new(sparsify.PostProcessor))
 	pps.SetVersion(version.PluginVersion)
 	if err := pps.Run(); err != nil {

@@ -11,6 +11,11 @@ integration {
   }
   component {
     type = "post-processor"
+    name = "imagefactory-scrub"
+    slug = "scrub"
+  }
+  component {
+    type = "post-processor"
     name = "imagefactory-sparsify"
     slug = "sparsify"
   }

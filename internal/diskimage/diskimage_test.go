@@ -472,3 +472,39 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestFindDisk(t *testing.T) {
+	dir := t.TempDir()
+	qcow := filepath.Join(dir, "image.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-f", "qcow2", qcow, "16M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v: %s", err, out)
+	}
+	sum := filepath.Join(dir, "image.qcow2.sha256")
+	report := filepath.Join(dir, "image.scrub.json")
+	for _, f := range []string{sum, report} {
+		if err := os.WriteFile(f, []byte("not a disk\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name    string
+		files   []string
+		want    string
+		wantErr bool
+	}{
+		{"sidecars first", []string{sum, report, qcow}, qcow, false},
+		{"only sidecars", []string{sum, report}, "", true},
+		{"missing file", []string{filepath.Join(dir, "gone.raw")}, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, format, err := FindDisk(tt.files)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("FindDisk = %q, %q, %v; want %q (error %v)", got, format, err, tt.want, tt.wantErr)
+			}
+			if err == nil && format != QCOW2 {
+				t.Errorf("format %q", format)
+			}
+		})
+	}
+}

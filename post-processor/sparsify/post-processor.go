@@ -11,7 +11,6 @@ import (
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -127,9 +126,9 @@ var checksumTypes = map[string]func() hash.Hash{"sha256": sha256.New, "md5": md5
 // keep and forceOverride, so Packer does not delete the file it returned.
 func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in packersdk.Artifact) (packersdk.Artifact, bool, bool, error) {
 	c := &p.config
-	disk, format, err := findDisk(in.Files())
+	disk, format, err := diskimage.FindDisk(in.Files())
 	if err != nil {
-		return nil, false, false, err
+		return nil, false, false, fmt.Errorf("imagefactory-sparsify: %w", err)
 	}
 	out := c.Output
 	if out == "" {
@@ -236,25 +235,6 @@ func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, work, out st
 	fi, _ := os.Stat(out)
 	ui.Say(fmt.Sprintf("Wrote %s (%s) in %s", out, diskimage.FormatSize(fi.Size()), time.Since(start).Round(time.Millisecond)))
 	return nil
-}
-
-// findDisk picks the artifact's disk image: the first raw or qcow2 file
-// that qemu-img-style content detection recognizes (a raw file must then
-// hold a partition table or a filesystem, which Trim checks).
-func findDisk(files []string) (string, diskimage.Format, error) {
-	for _, f := range files {
-		format, err := diskimage.Detect(f)
-		if err != nil {
-			continue
-		}
-		if format == diskimage.Raw || format == diskimage.QCOW2 {
-			if strings.HasSuffix(f, ".sha256") || strings.HasSuffix(f, ".md5") {
-				continue
-			}
-			return f, format, nil
-		}
-	}
-	return "", "", errors.New("imagefactory-sparsify: the artifact has no raw or qcow2 disk image among its files " + fmt.Sprint(files))
 }
 
 // writeChecksum writes <path>.<type> in sha256sum/md5sum format.

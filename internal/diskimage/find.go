@@ -1,0 +1,29 @@
+package diskimage
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+)
+
+// sidecarExts are files post-processors write beside an image; they are
+// never the image, though content detection would call them raw.
+var sidecarExts = map[string]bool{".sha256": true, ".md5": true, ".json": true, ".log": true}
+
+// FindDisk picks an artifact's disk image among its files: the first raw or
+// qcow2 file by content, skipping checksum and report files.
+func FindDisk(files []string) (string, Format, error) {
+	for _, f := range files {
+		if sidecarExts[filepath.Ext(f)] {
+			continue
+		}
+		format, err := Detect(f)
+		if err != nil {
+			continue
+		}
+		if format == Raw || format == QCOW2 {
+			return f, format, nil
+		}
+	}
+	return "", "", errors.New("the artifact has no raw or qcow2 disk image among its files " + fmt.Sprint(files))
+}

@@ -1,0 +1,43 @@
+package scrub
+
+import (
+	"fmt"
+	"os"
+
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+)
+
+// Artifact is the scrubbed image (the input's file, changed in place) and
+// its JSON report.
+type Artifact struct {
+	Path   string
+	Report string
+	Input  packersdk.Artifact
+}
+
+// BuilderId identifies the post-processor.
+func (a *Artifact) BuilderId() string { return BuilderID }
+
+// Files are the image, then the report.
+func (a *Artifact) Files() []string { return []string{a.Path, a.Report} }
+
+// Id is the image's path.
+func (a *Artifact) Id() string { return a.Path }
+
+func (a *Artifact) String() string {
+	return fmt.Sprintf("scrubbed disk image: %s (report %s)", a.Path, a.Report)
+}
+
+// State passes the input's state on (format, registry metadata): the image
+// is the same file.
+func (a *Artifact) State(name string) interface{} { return a.Input.State(name) }
+
+// Destroy removes the image. The report stays: it records what was
+// removed, and Packer destroys this artifact whenever a later
+// post-processor (a conversion) replaces the image.
+func (a *Artifact) Destroy() error {
+	if err := os.Remove(a.Path); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return nil
+}
