@@ -59,10 +59,15 @@ func TestAccSparsifyChain(t *testing.T) {
 		t.Skip("needs root: loop devices and mounts")
 	}
 	cases := []struct {
-		name, pp, image string
+		name, builderFormat, pp, image string
 	}{
-		{"raw-in-place", `post-processor "imagefactory-sparsify" {}`, "t.raw"},
-		{"qcow2-zstd", `post-processor "imagefactory-sparsify" {
+		{"raw-in-place", "raw", `post-processor "imagefactory-sparsify" {}`, "t.raw"},
+		{"qcow2-zstd", "raw", `post-processor "imagefactory-sparsify" {
+    format      = "qcow2"
+    compression = "zstd"
+  }`, "t.qcow2"},
+		// The builder's qcow2 replaced whole by the sparsified one.
+		{"qcow2-in-place", "qcow2", `post-processor "imagefactory-sparsify" {
     format      = "qcow2"
     compression = "zstd"
   }`, "t.qcow2"},
@@ -78,6 +83,7 @@ func TestAccSparsifyChain(t *testing.T) {
 source "imagefactory" "t" {
   base_image       = "`+disk.Path+`"
   output_directory = "out"
+  format           = "`+c.builderFormat+`"
 }
 build {
   sources = ["source.imagefactory.t"]
@@ -98,7 +104,7 @@ build {
 				if out, err := exec.Command("qemu-img", "info", img).Output(); err != nil || !strings.Contains(string(out), "compression type: zstd") {
 					t.Errorf("qemu-img info: %v\n%s", err, out)
 				}
-				if _, err := os.Stat(filepath.Join(h.Dir, "out", "t.raw")); !os.IsNotExist(err) {
+				if _, err := os.Stat(filepath.Join(h.Dir, "out", "t.raw")); c.builderFormat == "raw" && !os.IsNotExist(err) {
 					t.Errorf("the raw input should be gone after a conversion (keep_input_artifact is false)")
 				}
 				raw = filepath.Join(t.TempDir(), "back.raw")

@@ -121,9 +121,10 @@ func isSet(raws []interface{}, key string) bool {
 
 var checksumTypes = map[string]func() hash.Hash{"sha256": sha256.New, "md5": md5.New}
 
-// PostProcess sparsifies the artifact's disk image and converts it. A raw
-// input with raw output is changed in place: it is returned with
-// keep and forceOverride, so Packer does not delete the file it returned.
+// PostProcess sparsifies the artifact's disk image and converts it. When
+// the output is the input's own file (raw to raw, or qcow2 to qcow2 by
+// default), it is returned with keep and forceOverride, so Packer does not
+// delete the file it got back.
 func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in packersdk.Artifact) (packersdk.Artifact, bool, bool, error) {
 	c := &p.config
 	disk, format, err := diskimage.FindDisk(in.Files())
@@ -137,9 +138,18 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 			out = strings.TrimSuffix(disk, filepath.Ext(disk)) + "." + c.Format
 		}
 	}
+	// In place: the output replaces the input's file (Packer must then not
+	// delete what it gets back). Only a raw-to-raw run changes the file
+	// where it is; anything else is written from a trimmed working copy and
+	// renamed over it when whole.
 	inPlace := out == disk
-	if inPlace && format != diskimage.Raw {
-		return nil, false, false, fmt.Errorf("output %s is the %s input itself; choose another output or format", out, format)
+	trimInPlace := inPlace && format == diskimage.Raw && c.Format == "raw"
+	if inPlace {
+		if fi, err := os.Stat(disk); err != nil {
+			return nil, false, false, err
+		} else if fi.Mode().Perm()&0o222 == 0 {
+			return nil, false, false, fmt.Errorf("imagefactory-sparsify: %s is read-only, and the output would replace it; set output", disk)
+		}
 	}
 
 	journal, err := cleanup.Open(cleanup.DefaultStateDir(), "sparsify "+disk)
@@ -156,7 +166,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	// it is also the output, else on a working copy (the input is kept as it
 	// was until Packer decides what to do with it).
 	work := disk
-	if !inPlace {
+	if !trimInPlace {
 		work = filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".sparsify.raw")
 		h, err := journal.Take(cleanup.FileEntry(work))
 		if err != nil {
@@ -184,7 +194,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	}
 	ui.Say(fmt.Sprintf("Allocated: %s before, %s after", diskimage.FormatSize(res.Before), diskimage.FormatSize(res.After)))
 
-	if !inPlace {
+	if !trimInPlace {
 		if err := p.write(ctx, ui, work, out); err != nil {
 			return nil, false, false, err
 		}

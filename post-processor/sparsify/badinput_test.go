@@ -1,0 +1,82 @@
+package sparsify
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
+)
+
+// TestBadInputs: each gives one clear error and leaves the input as it was,
+// with no output under the final name.
+func TestBadInputs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loop devices and mounts")
+	}
+	t.Setenv("IMAGEFACTORY_STATE_DIR", filepath.Join(t.TempDir(), "state"))
+	cases := []struct {
+		name   string
+		disk   func(t *testing.T) string
+		config map[string]interface{}
+		want   string
+	}{
+		{"not-a-disk", func(t *testing.T) string { return fixture.NotADisk(t) }, nil, "is not a disk image"},
+		{"qcow2-missing-backing-file", func(t *testing.T) string {
+			dir := t.TempDir()
+			base := filepath.Join(dir, "base.qcow2")
+			top := filepath.Join(dir, "top.qcow2")
+			for _, args := range [][]string{
+				{"create", "-f", "qcow2", base, "64M"},
+				{"create", "-f", "qcow2", "-b", base, "-F", "qcow2", top},
+			} {
+				if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
+					t.Fatalf("qemu-img %v: %v: %s", args, err, out)
+				}
+			}
+			os.Remove(base)
+			return top
+		}, map[string]interface{}{"format": "qcow2"}, "base.qcow2"},
+		{"read-only-in-place", func(t *testing.T) string {
+			d := fixture.Disk(t, fixture.DiskOptions{})
+			if err := os.Chmod(d, 0o444); err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}, nil, "read-only"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := fixture.LeakSnapshot()
+			disk := c.disk(t)
+			sum := fixture.Sha256(t, disk)
+			var p PostProcessor
+			cfg := c.config
+			if cfg == nil {
+				cfg = map[string]interface{}{}
+			}
+			if err := p.Configure(cfg); err != nil {
+				t.Fatal(err)
+			}
+			_, _, _, err := p.PostProcess(context.Background(), packersdk.TestUi(t), &packersdk.MockArtifact{FilesValue: []string{disk}})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one saying %q", err, c.want)
+			}
+			if fixture.Sha256(t, disk) != sum {
+				t.Error("the input changed")
+			}
+			entries, _ := os.ReadDir(filepath.Dir(disk))
+			for _, e := range entries {
+				if name := e.Name(); strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".sha256") {
+					t.Errorf("left behind: %s", name)
+				}
+			}
+			before.AssertNoLeaksIn(t, filepath.Dir(disk), "/run/imagefactory/mnt")
+		})
+	}
+}
