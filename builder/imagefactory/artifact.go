@@ -6,6 +6,8 @@ import (
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 )
 
 // Artifact is the image file the builder made.
@@ -62,7 +64,7 @@ func (a *Artifact) Files() []string { return []string{a.Path} }
 func (a *Artifact) Id() string { return a.Path }
 
 func (a *Artifact) String() string {
-	return fmt.Sprintf("%s disk image: %s (%s)", a.Format, a.Path, humanBytes(a.Size))
+	return fmt.Sprintf("%s disk image: %s (%s)", a.Format, a.Path, diskimage.FormatSize(a.Size))
 }
 
 // State returns generated data, registry metadata, and the image's format

@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
 
 // stepFinalize gives the working disk its final name, converting it first
@@ -33,9 +34,9 @@ func (s *stepFinalize) Run(ctx context.Context, state multistep.StateBag) multis
 	default:
 		ui.Say(fmt.Sprintf("Converting the image to %s...", cfg.Format))
 		start := time.Now()
-		bar := newProgressBar(ui, "conversion to "+cfg.Format, 1000)
+		bar := packerglue.NewPercentBar(ui, "conversion to "+cfg.Format)
 		err := diskimage.Convert(ctx, work, diskimage.Raw, final, diskimage.Format(cfg.Format),
-			diskimage.ConvertOptions{Progress: func(pct float64) { bar.Set(int64(pct * 10)) }})
+			diskimage.ConvertOptions{Progress: bar.SetPercent})
 		bar.Close()
 		if err != nil {
 			return haltf(state, "converting the image to %s: %v", cfg.Format, err)

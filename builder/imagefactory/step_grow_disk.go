@@ -38,7 +38,7 @@ func (s *stepGrowDisk) Run(ctx context.Context, state multistep.StateBag) multis
 		}
 		state.Put(stateGrown, &grown)
 	}
-	uiOf(state).Say(fmt.Sprintf("Grew the working disk to %s", humanBytes(size)))
+	uiOf(state).Say(fmt.Sprintf("Grew the working disk to %s", diskimage.FormatSize(size)))
 	return multistep.ActionContinue
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
 
 // stepWorkingDisk makes the raw working disk from the base image: a reflink
@@ -69,18 +70,18 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 
 	start := time.Now()
 	if info.Format == diskimage.Raw {
-		bar := newProgressBar(ui, "working copy", info.ActualSize)
+		bar := packerglue.NewProgressBar(ui, "working copy", info.ActualSize)
 		method, err := diskimage.Copy(ctx, src, s.work, bar.Add)
 		bar.Close()
 		if err != nil {
 			return haltf(state, "copying base image %s: %v", cfg.BaseImage, err)
 		}
 		ui.Say(fmt.Sprintf("Working disk %s: %s of %s (%s allocated) in %s",
-			s.work, method, humanBytes(info.VirtualSize), humanBytes(info.ActualSize), time.Since(start).Round(time.Millisecond)))
+			s.work, method, diskimage.FormatSize(info.VirtualSize), diskimage.FormatSize(info.ActualSize), time.Since(start).Round(time.Millisecond)))
 	} else {
 		ui.Say(fmt.Sprintf("Converting the %s base image to a raw working disk...", info.Format))
-		bar := newProgressBar(ui, "conversion", 1000)
-		err := diskimage.ConvertToRaw(ctx, src, info.Format, s.work, func(pct float64) { bar.Set(int64(pct * 10)) })
+		bar := packerglue.NewPercentBar(ui, "conversion")
+		err := diskimage.ConvertToRaw(ctx, src, info.Format, s.work, bar.SetPercent)
 		bar.Close()
 		if err != nil {
 			return haltf(state, "converting base image %s from %s: %v", cfg.BaseImage, info.Format, err)
@@ -100,19 +101,6 @@ func (s *stepWorkingDisk) Cleanup(state multistep.StateBag) {
 			uiOf(state).Error(fmt.Sprintf("removing the working disk: %v", err))
 		}
 	}
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // refuseExternalReferences rejects a downloaded image that names other

@@ -28,6 +28,7 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/scrub"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
+	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
 
 // BuilderID identifies artifacts of this post-processor.
@@ -107,10 +108,8 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	if err != nil {
 		return nil, false, false, fmt.Errorf("imagefactory-scrub: %w", err)
 	}
-	if fi, err := os.Stat(disk); err != nil {
+	if err := packerglue.RefuseReadOnly("imagefactory-scrub", disk, "it is scrubbed in place"); err != nil {
 		return nil, false, false, err
-	} else if fi.Mode().Perm()&0o222 == 0 {
-		return nil, false, false, fmt.Errorf("imagefactory-scrub: %s is read-only; it is scrubbed in place", disk)
 	}
 	var script string
 	if c.FirstbootScript != "" {
@@ -121,15 +120,11 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		script = string(b)
 	}
 
-	journal, err := cleanup.Open(cleanup.DefaultStateDir(), "scrub "+disk)
+	journal, closeJournal, err := packerglue.OpenJournal(ui, "scrub", disk)
 	if err != nil {
 		return nil, false, false, err
 	}
-	defer func() {
-		if cerr := journal.Close(); cerr != nil {
-			ui.Error(fmt.Sprintf("releasing what scrub held: %v", cerr))
-		}
-	}()
+	defer closeJournal()
 
 	work := disk
 	if format != diskimage.Raw {

@@ -28,6 +28,7 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/sparsify"
+	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
 
 // BuilderID identifies artifacts of this post-processor.
@@ -145,22 +146,16 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	inPlace := out == disk
 	trimInPlace := inPlace && format == diskimage.Raw && c.Format == "raw"
 	if inPlace {
-		if fi, err := os.Stat(disk); err != nil {
+		if err := packerglue.RefuseReadOnly("imagefactory-sparsify", disk, "the output would replace it; set output"); err != nil {
 			return nil, false, false, err
-		} else if fi.Mode().Perm()&0o222 == 0 {
-			return nil, false, false, fmt.Errorf("imagefactory-sparsify: %s is read-only, and the output would replace it; set output", disk)
 		}
 	}
 
-	journal, err := cleanup.Open(cleanup.DefaultStateDir(), "sparsify "+disk)
+	journal, closeJournal, err := packerglue.OpenJournal(ui, "sparsify", disk)
 	if err != nil {
 		return nil, false, false, err
 	}
-	defer func() {
-		if cerr := journal.Close(); cerr != nil {
-			ui.Error(fmt.Sprintf("releasing what sparsify held: %v", cerr))
-		}
-	}()
+	defer closeJournal()
 
 	// Trimming works on a raw disk: a raw input is trimmed where it is when
 	// it is also the output, else on a working copy (the input is kept as it
@@ -227,16 +222,10 @@ func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, work, out st
 		what += " (" + c.Compression + ")"
 	}
 	ui.Say(fmt.Sprintf("Converting to %s...", what))
-	bar := ui.TrackProgress("conversion to "+what, 0, 1000, io.NopCloser(zeros{}))
-	var done int64
+	bar := packerglue.NewPercentBar(ui, "conversion to "+what)
 	err := diskimage.Convert(ctx, work, diskimage.Raw, out, diskimage.Format(c.Format), diskimage.ConvertOptions{
 		Compression: c.Compression,
-		Progress: func(pct float64) {
-			if n := int64(pct*10) - done; n > 0 {
-				_, _ = bar.Read(make([]byte, n))
-				done += n
-			}
-		},
+		Progress:    bar.SetPercent,
 	})
 	bar.Close()
 	if err != nil {
@@ -264,11 +253,4 @@ func writeChecksum(path, typ string) (string, error) {
 		return "", err
 	}
 	return sidecar, nil
-}
-
-type zeros struct{}
-
-func (zeros) Read(b []byte) (int, error) {
-	clear(b)
-	return len(b), nil
 }
