@@ -68,6 +68,20 @@ func (r *Root) Close() error {
 	return err
 }
 
+// SyncFS writes the root's filesystem out (syncfs(2)). On ext4 the blocks of
+// removed files become free for new writes only once the journal commits.
+func (r *Root) SyncFS() error {
+	f, err := r.Open(".")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return &fs.PathError{Op: "syncfs", Path: r.dir, Err: err}
+	}
+	return nil
+}
+
 // Path is the host path of the root directory.
 func (r *Root) Path() string { return r.dir }
 

@@ -1,6 +1,7 @@
 package partition
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -481,6 +482,107 @@ func TestGrowLastErrors(t *testing.T) {
 			t.Log(err)
 		})
 	}
+}
+
+func TestShrinkLast(t *testing.T) {
+	needTool(t, "sfdisk", "sgdisk")
+	tests := []struct {
+		name       string
+		kind       string
+		build      func(t *testing.T, p string)
+		wantNumber int
+		newSize    int64
+	}{
+		{"mbr", MBR, func(t *testing.T, p string) { run(t, mbrScript, "sfdisk", "-q", p) }, 3, 48 << 20},
+		{"gpt", GPT, func(t *testing.T, p string) { run(t, "", "sgdisk", append(sgdiskArgs, p)...) }, 2, 40<<20 + 7*512},
+		{"gpt last partition numbered first", GPT, func(t *testing.T, p string) {
+			run(t, "", "sgdisk", "-n", "2:2048:+8M", "-n", "1:0:0", p)
+		}, 1, 20 << 20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := blankDisk(t, 64<<20)
+			tt.build(t, p)
+			before, err := Read(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			old, _ := before.ByNumber(tt.wantNumber)
+			got, err := ShrinkLast(p, tt.newSize, 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi, _ := os.Stat(p); fi.Size() != tt.newSize {
+				t.Errorf("file is %d bytes, want %d", fi.Size(), tt.newSize)
+			}
+			wantEnd := tt.newSize
+			if tt.kind == GPT {
+				wantEnd -= 33 * 512
+			}
+			if got.Number != tt.wantNumber || got.End() != wantEnd || got.Start != old.Start || got.UUID != old.UUID {
+				t.Errorf("shrunk partition %+v, want partition %d from %d ending at %d", got, tt.wantNumber, old.Start, wantEnd)
+			}
+			after, err := Read(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, q := range before.Partitions {
+				if r, _ := after.ByNumber(q.Number); q.Number != got.Number && r != q {
+					t.Errorf("partition %d changed: %+v -> %+v", q.Number, q, r)
+				}
+			}
+			checkWithTools(t, p, tt.kind)
+			sameTable(t, after, expectFromSfdisk(t, p))
+			if tt.kind == GPT {
+				checkProtectiveMBR(t, p, tt.newSize)
+			}
+		})
+	}
+}
+
+func TestShrinkLastErrors(t *testing.T) {
+	needTool(t, "sfdisk", "sgdisk")
+	tests := []struct {
+		name          string
+		gpt           bool
+		newSize, keep int64
+		want          string
+	}{
+		{"mbr: filesystem would not fit", false, 40 << 20, 40 << 20, "smaller than the"},
+		{"gpt: filesystem would not fit", true, 40 << 20, 40 << 20, "smaller than the"},
+		{"mbr: new end before the partition starts", false, 20 << 20, 0, "past the new end"},
+		{"gpt: new end before the partition starts", true, 8 << 20, 0, "after the new last usable sector"},
+		{"larger than the disk", false, 128 << 20, 0, "larger than the disk"},
+		{"not whole sectors", false, 40<<20 + 1, 0, "not a positive multiple"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := blankDisk(t, 64<<20)
+			if tt.gpt {
+				run(t, "", "sgdisk", append(sgdiskArgs, p)...)
+			} else {
+				run(t, mbrScript, "sfdisk", "-q", p)
+			}
+			sum := fileSum(t, p)
+			_, err := ShrinkLast(p, tt.newSize, tt.keep)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), p) {
+				t.Fatalf("err = %v, want one containing %q and the path", err, tt.want)
+			}
+			if fileSum(t, p) != sum {
+				t.Error("the disk changed although the shrink was refused")
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func fileSum(t *testing.T, p string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
 }
 
 func TestCreate(t *testing.T) {

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
@@ -220,6 +221,11 @@ func Select(spec []string) ([]Operation, error) {
 // than not) and returns every failure joined, each naming its operation; it
 // stops between operations when ctx is cancelled. The report lists what was
 // done, failures or not.
+//
+// On a full filesystem the operations that write fail at first; the blocks
+// that the removing ones freed are usable only once the filesystem commits
+// them, so those operations are run once more after a sync. Every write is
+// atomic (a new file renamed over the old), so a failed one changed nothing.
 func Run(ctx context.Context, root *inroot.Root, ops []Operation, opts Options) (*Report, error) {
 	c := &Context{Root: root, Options: opts, Report: &Report{}, ctx: ctx}
 	for _, g := range append(append([]string{}, opts.RemovePaths...), opts.KeepPaths...) {
@@ -231,19 +237,43 @@ func Run(ctx context.Context, root *inroot.Root, ops []Operation, opts Options) 
 	for _, op := range ops {
 		c.selected[op.Name] = true
 	}
-	var errs []error
-	for _, op := range ops {
-		if err := ctx.Err(); err != nil {
-			errs = append(errs, fmt.Errorf("scrub stopped before %s: %w", op.Name, err))
-			break
+	errs, full := c.runAll(ops)
+	if len(full) > 0 && ctx.Err() == nil {
+		if err := root.SyncFS(); err != nil {
+			errs = append(errs, err)
 		}
-		c.op = op.Name
-		if err := op.Run(c); err != nil {
-			errs = append(errs, fmt.Errorf("scrub %s: %w", op.Name, err))
+		again, stillFull := c.runAll(full)
+		errs = append(errs, again...)
+		if len(stillFull) > 0 {
+			names := make([]string, len(stillFull))
+			for i, op := range stillFull {
+				names[i] = op.Name
+			}
+			errs = append([]error{fmt.Errorf("the image's filesystem is full: %s could not write even after the other operations freed space; make room in the image (remove_paths, or a larger disk_size)",
+				strings.Join(names, ", "))}, errs...)
 		}
 	}
 	c.op = ""
 	return c.Report, errors.Join(errs...)
+}
+
+// runAll runs ops in order and returns the failures other than a full
+// filesystem, and the operations that failed for lack of space.
+func (c *Context) runAll(ops []Operation) (errs []error, full []Operation) {
+	for _, op := range ops {
+		if err := c.ctx.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("scrub stopped before %s: %w", op.Name, err))
+			break
+		}
+		c.op = op.Name
+		switch err := op.Run(c); {
+		case errors.Is(err, syscall.ENOSPC):
+			full = append(full, op)
+		case err != nil:
+			errs = append(errs, fmt.Errorf("scrub %s: %w", op.Name, err))
+		}
+	}
+	return errs, full
 }
 
 // DocsTable is the markdown table of every operation, generated from

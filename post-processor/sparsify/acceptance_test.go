@@ -62,9 +62,13 @@ func TestAccSparsifyChain(t *testing.T) {
 		name, builderFormat, pp, image string
 	}{
 		{"raw-in-place", "raw", `post-processor "imagefactory-sparsify" {}`, "t.raw"},
-		{"qcow2-zstd", "raw", `post-processor "imagefactory-sparsify" {
-    format      = "qcow2"
-    compression = "zstd"
+		// Shrunk too; the raw input is kept to compare the files with.
+		{"qcow2-zstd-shrink", "raw", `post-processor "imagefactory-sparsify" {
+    format              = "qcow2"
+    compression         = "zstd"
+    shrink              = true
+    free_space          = "8M"
+    keep_input_artifact = true
   }`, "t.qcow2"},
 		// The builder's qcow2 replaced whole by the sparsified one.
 		{"qcow2-in-place", "qcow2", `post-processor "imagefactory-sparsify" {
@@ -104,23 +108,43 @@ build {
 				if out, err := exec.Command("qemu-img", "info", img).Output(); err != nil || !strings.Contains(string(out), "compression type: zstd") {
 					t.Errorf("qemu-img info: %v\n%s", err, out)
 				}
-				if _, err := os.Stat(filepath.Join(h.Dir, "out", "t.raw")); c.builderFormat == "raw" && !os.IsNotExist(err) {
-					t.Errorf("the raw input should be gone after a conversion (keep_input_artifact is false)")
-				}
 				raw = filepath.Join(t.TempDir(), "back.raw")
 				if out, err := exec.Command("qemu-img", "convert", "-O", "raw", img, raw).CombinedOutput(); err != nil {
 					t.Fatalf("qemu-img convert: %v: %s", err, out)
 				}
+			}
+			root := disk.Root()
+			if input := filepath.Join(h.Dir, "out", "t.raw"); strings.Contains(c.pp, "shrink") {
+				// The files are the builder's, to the byte and the metadata,
+				// in a disk shrunk to its root filesystem plus 8 MiB.
+				if fixture.FileSize(t, raw) >= disk.Size/2 {
+					t.Errorf("the shrunk disk is %d bytes, the base %d", fixture.FileSize(t, raw), disk.Size)
+				}
+				if !strings.Contains(res.Output, "Shrank the root filesystem") {
+					t.Errorf("no shrink reported:\n%s", res.Output)
+				}
+				shrunk := root
+				shrunk.Size = fixture.FileSize(t, raw) - root.Offset
+				want, got := fixture.Manifest(t, input, root), fixture.Manifest(t, raw, shrunk)
+				if diff := fixture.ManifestDiff(want, got, 20); len(diff) > 0 {
+					t.Errorf("the files changed:\n%s", strings.Join(diff, "\n"))
+				}
+				if len(got) < 100 {
+					t.Errorf("only %d files compared", len(got))
+				}
+				root = shrunk
+			} else if _, err := os.Stat(input); c.builderFormat == "raw" && !os.IsNotExist(err) {
+				t.Errorf("the raw input should be gone after a conversion (keep_input_artifact is false)")
 			}
 			// The 64 MiB written and deleted are holes again: what is left
 			// is the fixture's few MiB plus metadata.
 			if got, limit := allocated(t, raw), int64(24<<20); got > limit {
 				t.Errorf("allocated %d bytes after sparsify; want at most %d (64 MiB were deleted)", got, limit)
 			}
-			if got := string(fixture.ReadFileFromPartition(t, raw, disk.Root(), "/etc/factory-marker")); got != "kept\n" {
+			if got := string(fixture.ReadFileFromPartition(t, raw, root, "/etc/factory-marker")); got != "kept\n" {
 				t.Errorf("content changed: marker %q", got)
 			}
-			fixture.FsckPartition(t, raw, disk.Root())
+			fixture.FsckPartition(t, raw, root)
 			boot, _ := disk.Find("/boot")
 			fixture.FsckPartition(t, raw, boot)
 			before.AssertNoLeaksUnder(t, h.Base, "/run/imagefactory/mnt")

@@ -8,6 +8,7 @@ import (
 	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/sparsify"
 )
 
 // Artifact is the sparsified (and converted) image and its checksum files.
@@ -15,7 +16,8 @@ type Artifact struct {
 	Path          string
 	Format        string
 	Files_        []string
-	Before, After int64 // allocated bytes of the raw disk before and after trimming
+	Before, After int64                  // allocated bytes of the raw disk before and after trimming
+	Shrink        *sparsify.ShrinkResult // what shrink did; nil when not asked
 	Input         packersdk.Artifact
 }
 
@@ -39,6 +41,11 @@ func (a *Artifact) State(name string) interface{} {
 	switch name {
 	case "image_format":
 		return a.Format
+	case "image_size":
+		// The virtual size, which shrink changes.
+		if a.Shrink != nil {
+			return a.Shrink.DiskAfter
+		}
 	case registryimage.ArtifactStateURI:
 		img, err := registryimage.FromArtifact(a,
 			registryimage.WithProvider("imagefactory"),

@@ -2,10 +2,13 @@ package sparsify
 
 import (
 	"context"
+	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
@@ -77,6 +80,63 @@ func TestBadInputs(t *testing.T) {
 				}
 			}
 			before.AssertNoLeaksIn(t, filepath.Dir(disk), "/run/imagefactory/mnt")
+		})
+	}
+}
+
+// TestOutputOnFullFilesystem: the output's filesystem fills up during the
+// working copy or the conversion: one error saying so, the input as it
+// was, nothing left in the output directory.
+func TestOutputOnFullFilesystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loop devices and mounts")
+	}
+	t.Setenv("IMAGEFACTORY_STATE_DIR", filepath.Join(t.TempDir(), "state"))
+	cases := []struct {
+		name, format string
+		room         func(allocated int64) int64 // the output filesystem's size
+	}{
+		{"raw: the working copy does not fit", "raw", func(int64) int64 { return 4 << 20 }},
+		{"qcow2: the working copy does not fit", "qcow2", func(int64) int64 { return 4 << 20 }},
+		// The trimmed working copy fits; the qcow2 beside it does not.
+		{"qcow2: the conversion does not fit", "qcow2", func(a int64) int64 { return a + 2<<20 }},
+	}
+	for _, c := range cases {
+		format := c.format
+		t.Run(c.name, func(t *testing.T) {
+			disk := fixture.NewDisk(t, fixture.DiskOptions{Tree: func(dir string) {
+				junk := make([]byte, 8<<20)
+				rand.Read(junk)
+				os.WriteFile(filepath.Join(dir, "junk"), junk, 0o644)
+			}})
+			full := t.TempDir()
+			var st syscall.Stat_t
+			if err := syscall.Stat(disk.Path, &st); err != nil {
+				t.Fatal(err)
+			}
+			size := fmt.Sprintf("size=%dk", c.room(st.Blocks*512)>>10)
+			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", size, "tmpfs", full).CombinedOutput(); err != nil {
+				t.Fatalf("mount tmpfs: %v: %s", err, out)
+			}
+			t.Cleanup(func() { exec.Command("umount", full).Run() })
+			before := fixture.LeakSnapshot()
+			sum := fixture.Sha256(t, disk.Path)
+			var p PostProcessor
+			if err := p.Configure(map[string]interface{}{"format": format, "output": filepath.Join(full, "out."+format)}); err != nil {
+				t.Fatal(err)
+			}
+			_, _, _, err := p.PostProcess(context.Background(), packersdk.TestUi(t), &packersdk.MockArtifact{FilesValue: []string{disk.Path}})
+			if err == nil || !strings.Contains(strings.ToLower(err.Error()), "no space left on device") {
+				t.Fatalf("error %v, want one saying no space is left", err)
+			}
+			t.Log(err)
+			if fixture.Sha256(t, disk.Path) != sum {
+				t.Error("the input changed")
+			}
+			if entries, _ := os.ReadDir(full); len(entries) > 0 {
+				t.Errorf("left in the full output directory: %v", entries)
+			}
+			before.AssertNoLeaksIn(t, filepath.Dir(disk.Path), full, "/run/imagefactory/mnt")
 		})
 	}
 }

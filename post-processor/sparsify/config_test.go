@@ -37,6 +37,18 @@ func TestConfigure(t *testing.T) {
 		{"bad format", map[string]interface{}{"format": "iso"}, `format "iso"`, nil},
 		{"compression needs qcow2", map[string]interface{}{"compression": "zstd"}, `needs format = "qcow2"`, nil},
 		{"bad compression", map[string]interface{}{"format": "qcow2", "compression": "lz4"}, `compression "lz4"`, nil},
+		{"shrink: free_space defaults to 64M", map[string]interface{}{"shrink": true}, "", func(t *testing.T, c Config) {
+			if !c.Shrink || c.freeSpace != 64<<20 {
+				t.Errorf("shrink %v free %d", c.Shrink, c.freeSpace)
+			}
+		}},
+		{"shrink with free_space 0", map[string]interface{}{"shrink": true, "free_space": "0"}, "", func(t *testing.T, c Config) {
+			if c.freeSpace != 0 {
+				t.Errorf("free %d", c.freeSpace)
+			}
+		}},
+		{"bad free_space", map[string]interface{}{"shrink": true, "free_space": "lots"}, "free_space", nil},
+		{"bad root_partition", map[string]interface{}{"root_partition": -1}, "root_partition -1", nil},
 		{"bad checksum", map[string]interface{}{"checksums": []string{"crc32"}}, `"crc32"`, nil},
 	}
 	for _, tt := range tests {

@@ -51,6 +51,22 @@ type Config struct {
 	// `md5`, as `<output>.<type>` in `sha256sum` format. An empty list
 	// writes none.
 	Checksums []string `mapstructure:"checksums"`
+	// Make the root filesystem just large enough for its files plus
+	// `free_space`, and shrink its partition and the disk to match, as
+	// diskimage-builder sizes its images. The root must be ext2/3/4 and the
+	// last partition. Images with growroot (cloud-initramfs-growroot,
+	// cloud-init's growpart) grow back to their disk on first boot.
+	Shrink bool `mapstructure:"shrink"`
+	// Room left in the root filesystem by `shrink` (`512M`, `1G`, bytes).
+	// Default `64M`, so that an image without growroot can still write its
+	// logs on first boot; `0` makes it as small as resize2fs can.
+	FreeSpace string `mapstructure:"free_space"`
+	// The partition (1-based) holding `/`, for `shrink`. By default the
+	// filesystem labelled `cloudimg-rootfs` or `img-rootfs`, else the one
+	// partition holding `/etc/fstab`, as the builder finds it.
+	RootPartition int `mapstructure:"root_partition"`
+
+	freeSpace int64
 
 	ctx interpolate.Context
 }
@@ -91,6 +107,17 @@ func (p *PostProcessor) Configure(raws ...interface{}) error {
 		}
 	default:
 		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("compression %q is not one of none, zstd, zlib", c.Compression))
+	}
+	if c.FreeSpace == "" {
+		c.FreeSpace = "64M"
+	}
+	if n, err := diskimage.ParseSize(c.FreeSpace); err != nil {
+		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("free_space: %w", err))
+	} else {
+		c.freeSpace = n
+	}
+	if c.RootPartition < 0 {
+		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("root_partition %d: partitions are numbered from 1", c.RootPartition))
 	}
 	if !isSet(raws, "checksums") {
 		c.Checksums = []string{"sha256"}
@@ -188,6 +215,20 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		ui.Say(fmt.Sprintf("  partition %d (%s): %s", pr.Number, pr.FS, pr.Action))
 	}
 	ui.Say(fmt.Sprintf("Allocated: %s before, %s after", diskimage.FormatSize(res.Before), diskimage.FormatSize(res.After)))
+	var shrunk *sparsify.ShrinkResult
+	if c.Shrink {
+		sr, err := sparsify.Shrink(ctx, work, journal, sparsify.ShrinkOptions{FreeSpace: c.freeSpace, RootPartition: c.RootPartition}, nil)
+		if err != nil {
+			return nil, false, false, fmt.Errorf("imagefactory-sparsify: %w", err)
+		}
+		shrunk = &sr
+		ui.Say(fmt.Sprintf("Shrank the root filesystem (partition %d, %s) from %s to %s, the disk from %s to %s",
+			sr.Partition, sr.FS, diskimage.FormatSize(sr.FSBefore), diskimage.FormatSize(sr.FSAfter),
+			diskimage.FormatSize(sr.DiskBefore), diskimage.FormatSize(sr.DiskAfter)))
+		if res.After, err = sparsify.Allocated(work); err != nil {
+			return nil, false, false, err
+		}
+	}
 
 	if !trimInPlace {
 		if err := p.write(ctx, ui, work, out); err != nil {
@@ -202,7 +243,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		}
 		files = append(files, sidecar)
 	}
-	art := &Artifact{Path: out, Format: c.Format, Files_: files, Before: res.Before, After: res.After, Input: in}
+	art := &Artifact{Path: out, Format: c.Format, Files_: files, Before: res.Before, After: res.After, Shrink: shrunk, Input: in}
 	// In place: the input's file is the output; Packer must not delete it.
 	return art, inPlace, inPlace, nil
 }

@@ -22,6 +22,9 @@ type FlatConfig struct {
 	Compression         *string           `mapstructure:"compression" cty:"compression" hcl:"compression"`
 	Output              *string           `mapstructure:"output" cty:"output" hcl:"output"`
 	Checksums           []string          `mapstructure:"checksums" cty:"checksums" hcl:"checksums"`
+	Shrink              *bool             `mapstructure:"shrink" cty:"shrink" hcl:"shrink"`
+	FreeSpace           *string           `mapstructure:"free_space" cty:"free_space" hcl:"free_space"`
+	RootPartition       *int              `mapstructure:"root_partition" cty:"root_partition" hcl:"root_partition"`
 }
 
 // FlatMapstructure returns a new FlatConfig.
@@ -48,6 +51,9 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"compression":                &hcldec.AttrSpec{Name: "compression", Type: cty.String, Required: false},
 		"output":                     &hcldec.AttrSpec{Name: "output", Type: cty.String, Required: false},
 		"checksums":                  &hcldec.AttrSpec{Name: "checksums", Type: cty.List(cty.String), Required: false},
+		"shrink":                     &hcldec.AttrSpec{Name: "shrink", Type: cty.Bool, Required: false},
+		"free_space":                 &hcldec.AttrSpec{Name: "free_space", Type: cty.String, Required: false},
+		"root_partition":             &hcldec.AttrSpec{Name: "root_partition", Type: cty.Number, Required: false},
 	}
 	return s
 }
