@@ -345,3 +345,7 @@ echo
 cat "$OUT/results.txt"
 echo
 echo "written to $OUT/results.txt; nothing left mounted or attached"
+
+# Scrub + sparsify against virt-sysprep + virt-sparsify (its own fixture,
+# table and bench/out/scrub-sparsify.txt).
+"$BENCH_DIR/scrub-sparsify.sh"
