@@ -33,7 +33,7 @@ func TestArgs(t *testing.T) {
 			[]string{"-kernel /k", "-initrd /i", "-append root=LABEL=x console=ttyS0"}, nil, ""},
 		{"initrd without kernel", with(func(o *Options) { o.Initrd = "/i" }), nil, nil, "needs a kernel"},
 		{"comma in the disk path", with(func(o *Options) { o.Disk = "/out/a,b.raw" }),
-			[]string{"-drive file=/out/a,,b.raw,if=none"}, nil, ""},
+			[]string{"-drive file=/out/a,,b.raw,if=none,id=disk0,format=raw,discard=unmap,detect-zeroes=unmap"}, nil, ""},
 		{"qemuargs appended", with(func(o *Options) { o.Extra = [][]string{{"-device", "virtio-balloon"}, {"-no-hpet"}} }),
 			[]string{"-device virtio-balloon -no-hpet"}, nil, ""},
 		{"bad accelerator", with(func(o *Options) { o.Accelerator = "hvf" }), nil, nil, `accelerator "hvf"`},
