@@ -53,7 +53,8 @@ type Seed struct {
 const SeedLabel = "cidata"
 
 // DefaultUserData lets user log in as root (or another user) with key and
-// nothing else: no password, root not refused, no default user made.
+// changes what it can avoid changing: no password, root not refused, no
+// default user made, hostname, apt sources and locale left alone.
 func DefaultUserData(user, authorizedKey string) string {
 	var b strings.Builder
 	b.WriteString("#cloud-config\n")
@@ -65,7 +66,8 @@ func DefaultUserData(user, authorizedKey string) string {
 	} else {
 		fmt.Fprintf(&b, "users:\n  - name: %q\n    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    shell: /bin/bash\n    lock_passwd: true\n    ssh_authorized_keys:\n      - %q\n", user, authorizedKey)
 	}
-	b.WriteString("ssh_pwauth: false\n")
+	// Leave the image as it was: its hostname, apt sources and locale.
+	b.WriteString("ssh_pwauth: false\npreserve_hostname: true\nlocale: false\napt:\n  preserve_sources_list: true\n")
 	return b.String()
 }
 
