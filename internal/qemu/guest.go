@@ -153,10 +153,14 @@ func (g *GuestState) Undo(ctx context.Context, root *inroot.Root) (*scrub.Report
 		extra = append(extra, removed...)
 	}
 	if g.wroteDropIn {
-		if err := root.Remove(sshdDropIn); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		} else {
+		switch err := root.Remove(sshdDropIn); {
+		case err == nil:
 			extra = append(extra, sshdDropIn)
+			g.wroteDropIn = false
+		case errors.Is(err, fs.ErrNotExist):
+			g.wroteDropIn = false
+		default:
+			errs = append(errs, err)
 		}
 	}
 	for _, glob := range generatedConfig {
