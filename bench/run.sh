@@ -345,3 +345,10 @@ echo
 cat "$OUT/results.txt"
 echo
 echo "written to $OUT/results.txt; nothing left mounted or attached"
+
+# The qemu strategy against the chroot strategy, whole builds (minutes
+# under TCG): BENCH_QEMU=0 skips it.
+if [[ ${BENCH_QEMU:-1} == 1 ]]; then
+	echo
+	"$BENCH_DIR/qemu-vs-chroot.sh" | tee -a "$OUT/results.txt"
+fi
