@@ -147,6 +147,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	}
 
 	var errs *packer.MultiError
+	var warnings []string
 	add := func(format string, a ...interface{}) {
 		errs = packer.MultiErrorAppend(errs, fmt.Errorf(format, a...))
 	}
@@ -163,7 +164,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	switch c.Strategy {
 	case StrategyChroot:
 	case StrategyQemu:
-		c.prepareQemu(add)
+		warnings = c.prepareQemu(add)
 	default:
 		add("strategy %q is not supported; use %q or %q", c.Strategy, StrategyChroot, StrategyQemu)
 	}
@@ -222,9 +223,9 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 		}
 	}
 	if errs != nil && len(errs.Errors) > 0 {
-		return nil, errs
+		return warnings, errs
 	}
-	return nil, nil
+	return warnings, nil
 }
 
 func isURL(s string) bool {

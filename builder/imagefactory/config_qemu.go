@@ -3,6 +3,7 @@
 package imagefactory
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -78,9 +79,24 @@ const StrategyQemu = "qemu"
 // the image's own /boot.
 const KernelFromImage = "image"
 
-// prepareQemu fills the qemu strategy's defaults and checks its options.
-func (c *Config) prepareQemu(add func(string, ...interface{})) {
+// prepareQemu fills the qemu strategy's defaults and checks its options;
+// it returns warnings for chroot options that do not apply.
+func (c *Config) prepareQemu(add func(string, ...interface{})) []string {
 	q := &c.QemuConfig
+	var warns []string
+	for _, o := range []struct {
+		name string
+		set  bool
+	}{
+		{"chroot_mounts", len(c.ChrootMounts) > 0}, {"copy_files", len(c.CopyFiles) > 0},
+		{"pre_mount_commands", len(c.PreMountCommands) > 0}, {"post_mount_commands", len(c.PostMountCommands) > 0},
+		{"pre_unmount_commands", len(c.PreUnmountCommands) > 0}, {"environment", len(c.Environment) > 0},
+		{"allow_service_starts", c.AllowServiceStarts}, {"resolv_conf", c.ResolvConf != ""},
+	} {
+		if o.set {
+			warns = append(warns, fmt.Sprintf("%s is an option of the chroot strategy; strategy \"qemu\" ignores it", o.name))
+		}
+	}
 	if q.Accelerator == "" {
 		q.Accelerator = qemu.AccelTCG
 		if qemu.KVMUsable("") {
@@ -181,4 +197,5 @@ func (c *Config) prepareQemu(add func(string, ...interface{})) {
 			add("%v", e)
 		}
 	}
+	return warns
 }

@@ -192,3 +192,17 @@ func TestConfigPrepare(t *testing.T) {
 		})
 	}
 }
+
+func TestConfigQemuWarnsOfChrootOptions(t *testing.T) {
+	var c Config
+	warns, err := c.Prepare(map[string]interface{}{
+		"packer_build_name": "web", "base_image": "x.img", "strategy": "qemu",
+		"copy_files": []string{"/etc/hosts"}, "resolv_conf": "bind",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) != 2 || !strings.Contains(warns[0], "copy_files") || !strings.Contains(warns[1], "resolv_conf") {
+		t.Errorf("warnings = %q, want copy_files and resolv_conf", warns)
+	}
+}
