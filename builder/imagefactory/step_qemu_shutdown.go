@@ -47,6 +47,7 @@ func (s *stepQemuShutdown) Run(ctx context.Context, state multistep.StateBag) mu
 		if err := m.Quit(); err != nil {
 			return haltf(state, "quitting QEMU: %v", err)
 		}
+		return multistep.ActionContinue
 	}
 	if err := m.Kill(); err != nil { // releases the journal entry of the exited process
 		return haltf(state, "QEMU: %v", err)
