@@ -349,3 +349,10 @@ echo "written to $OUT/results.txt; nothing left mounted or attached"
 # Scrub + sparsify against virt-sysprep + virt-sparsify (its own fixture,
 # table and bench/out/scrub-sparsify.txt).
 "$BENCH_DIR/scrub-sparsify.sh"
+
+# The qemu strategy against the chroot strategy, whole builds (minutes
+# under TCG): BENCH_QEMU=0 skips it.
+if [[ ${BENCH_QEMU:-1} == 1 ]]; then
+	echo
+	"$BENCH_DIR/qemu-vs-chroot.sh" | tee -a "$OUT/results.txt"
+fi

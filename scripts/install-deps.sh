@@ -15,6 +15,8 @@ packages=(
 	debootstrap       # the example's Debian base image
 	zstd xz-utils gzip
 	curl ca-certificates
+	qemu-system-x86   # strategy = "qemu": the builder boots images (TCG without KVM)
+	ovmf              # firmware = "uefi" for the qemu strategy
 )
 
 missing=()

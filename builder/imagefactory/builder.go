@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/hashicorp/packer-plugin-sdk/communicator"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	"github.com/hashicorp/packer-plugin-sdk/multistep/commonsteps"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
@@ -56,42 +57,11 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	}
 	state.Put(stateMountPath, mountPath)
 
-	// The steps that hold something on the working disk, released in
-	// reverse by stepRelease before the disk is finalized.
-	attach := &stepAttachPartitions{}
-	mountRoot := &stepMountRoot{}
-	chrootMounts := &stepChrootMounts{}
-	resolvConf := &stepResolvConf{}
-	blockServices := &stepBlockServices{}
-
-	steps := []multistep.Step{
-		&stepJournal{},
-		&commonsteps.StepOutputDir{Force: cfg.PackerForce, Path: cfg.OutputDirectory},
-		&commonsteps.StepDownload{
-			Checksum:    cfg.BaseImageChecksum,
-			Description: "base image",
-			ResultKey:   stateBaseImagePath,
-			Url:         []string{cfg.BaseImage},
-			Extension:   "img",
-		},
-		&stepWorkingDisk{},
-		&stepGrowDisk{},
-		attach,
-		&stepGrowFilesystem{},
-		&stepFindRoot{},
-		&stepHostCommands{Name: "pre_mount_commands", Commands: cfg.PreMountCommands},
-		mountRoot,
-		&stepMountFstab{},
-		chrootMounts,
-		&stepHostCommands{Name: "post_mount_commands", Commands: cfg.PostMountCommands},
-		resolvConf,
-		blockServices,
-		&stepCopyFiles{},
-		&stepChrootCommunicator{},
-		new(commonsteps.StepProvision),
-		&stepHostCommands{Name: "pre_unmount_commands", Commands: cfg.PreUnmountCommands},
-		&stepRelease{steps: []releaser{attach, mountRoot, chrootMounts, resolvConf, blockServices}},
-		&stepFinalize{},
+	var steps []multistep.Step
+	if cfg.Strategy == StrategyQemu {
+		steps = b.qemuSteps()
+	} else {
+		steps = b.chrootSteps()
 	}
 
 	b.runner = commonsteps.NewRunner(guard(steps), b.config.PackerConfig, ui)
@@ -118,6 +88,91 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		return nil, errors.New("the build produced no image")
 	}
 	return newArtifact(state, path.(string))
+}
+
+// commonSteps make the raw working disk from the base image in the output
+// directory, with the journal first so its cleanup runs last.
+func (b *Builder) commonSteps() []multistep.Step {
+	cfg := &b.config
+	return []multistep.Step{
+		&stepJournal{},
+		&commonsteps.StepOutputDir{Force: cfg.PackerForce, Path: cfg.OutputDirectory},
+		&commonsteps.StepDownload{
+			Checksum:    cfg.BaseImageChecksum,
+			Description: "base image",
+			ResultKey:   stateBaseImagePath,
+			Url:         []string{cfg.BaseImage},
+			Extension:   "img",
+		},
+		&stepWorkingDisk{},
+		&stepGrowDisk{},
+	}
+}
+
+// chrootSteps: the image's filesystems mounted, provisioners in a chroot.
+func (b *Builder) chrootSteps() []multistep.Step {
+	cfg := &b.config
+	// The steps that hold something on the working disk, released in
+	// reverse by stepRelease before the disk is finalized.
+	attach := &stepAttachPartitions{}
+	mountRoot := &stepMountRoot{}
+	chrootMounts := &stepChrootMounts{}
+	resolvConf := &stepResolvConf{}
+	blockServices := &stepBlockServices{}
+
+	return append(b.commonSteps(),
+		attach,
+		&stepGrowFilesystem{},
+		&stepFindRoot{},
+		&stepHostCommands{Name: "pre_mount_commands", Commands: cfg.PreMountCommands},
+		mountRoot,
+		&stepMountFstab{},
+		chrootMounts,
+		&stepHostCommands{Name: "post_mount_commands", Commands: cfg.PostMountCommands},
+		resolvConf,
+		blockServices,
+		&stepCopyFiles{},
+		&stepChrootCommunicator{},
+		new(commonsteps.StepProvision),
+		&stepHostCommands{Name: "pre_unmount_commands", Commands: cfg.PreUnmountCommands},
+		&stepRelease{steps: []releaser{attach, mountRoot, chrootMounts, resolvConf, blockServices}},
+		&stepFinalize{},
+	)
+}
+
+// qemuSteps: the image prepared offline, booted under QEMU, provisioned
+// over SSH, powered off, and cleaned offline of what the boot left.
+func (b *Builder) qemuSteps() []multistep.Step {
+	cfg := &b.config
+	before, beforeRoot := &stepAttachPartitions{}, &stepMountRoot{}
+	after, afterRoot := &stepAttachPartitions{}, &stepMountRoot{}
+	return append(b.commonSteps(),
+		&stepQemuKey{},
+		before,
+		&stepGrowFilesystem{},
+		&stepFindRoot{},
+		beforeRoot,
+		&stepMountFstab{},
+		&stepQemuPrepare{},
+		&stepRelease{steps: []releaser{before, beforeRoot}},
+		&stepQemuSeed{},
+		&stepQemuLaunch{},
+		&communicator.StepConnect{
+			Config:    &cfg.Comm,
+			Host:      func(multistep.StateBag) (string, error) { return cfg.Comm.SSHHost, nil },
+			SSHConfig: cfg.Comm.SSHConfigFunc(),
+			SSHPort:   func(state multistep.StateBag) (int, error) { return state.Get(stateSSHPort).(int), nil },
+		},
+		new(commonsteps.StepProvision),
+		&stepQemuShutdown{},
+		after,
+		&stepFindRoot{},
+		afterRoot,
+		&stepMountFstab{},
+		&stepQemuScrub{},
+		&stepRelease{steps: []releaser{after, afterRoot}},
+		&stepFinalize{},
+	)
 }
 
 // renderMountPath renders mount_path, or makes a fresh default under

@@ -1,4 +1,4 @@
-//go:generate go tool packer-sdc mapstructure-to-hcl2 -type Config
+//go:generate go tool packer-sdc mapstructure-to-hcl2 -type Config,QemuConfig
 //go:generate ../../scripts/struct-markdown.sh
 
 package imagefactory
@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/packer-plugin-sdk/common"
+	"github.com/hashicorp/packer-plugin-sdk/communicator"
 	"github.com/hashicorp/packer-plugin-sdk/packer"
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
@@ -30,9 +31,10 @@ type Config struct {
 	// (also md5, sha1, sha512), `file:URL-or-path` of a checksum file, or
 	// `none`. Required when `base_image` is a URL.
 	BaseImageChecksum string `mapstructure:"base_image_checksum"`
-	// How provisioners reach the image. `chroot` (the default and, for
-	// now, the only strategy) mounts the image's filesystems through loop
-	// devices and runs every provisioner in a chroot.
+	// How provisioners reach the image. `chroot` (the default) mounts the
+	// image's filesystems through loop devices and runs every provisioner
+	// in a chroot. `qemu` boots the image under QEMU and provisions it over
+	// SSH (see the qemu strategy's options).
 	Strategy string `mapstructure:"strategy"`
 	// Where the result goes; created by the build, and refused if it
 	// exists unless `packer build -force` is used. Defaults to
@@ -102,6 +104,12 @@ type Config struct {
 	// these.
 	Environment map[string]string `mapstructure:"environment"`
 
+	QemuConfig `mapstructure:",squash"`
+	// The SSH communicator of the qemu strategy (Packer's usual `ssh_*`
+	// options; `ssh_username` defaults to `root`, the host and port are
+	// the forwarded port on 127.0.0.1, the key is made for each build).
+	Comm communicator.Config `mapstructure:",squash"`
+
 	ctx interpolate.Context
 }
 
@@ -130,6 +138,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 			Exclude: []string{
 				"pre_mount_commands", "post_mount_commands",
 				"pre_unmount_commands", "command_wrapper", "mount_path",
+				"user_data", "meta_data",
 			},
 		},
 	}, raws...)
@@ -138,6 +147,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	}
 
 	var errs *packer.MultiError
+	var warnings []string
 	add := func(format string, a ...interface{}) {
 		errs = packer.MultiErrorAppend(errs, fmt.Errorf(format, a...))
 	}
@@ -151,8 +161,12 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	if c.Strategy == "" {
 		c.Strategy = StrategyChroot
 	}
-	if c.Strategy != StrategyChroot {
-		add("strategy %q is not supported; use %q", c.Strategy, StrategyChroot)
+	switch c.Strategy {
+	case StrategyChroot:
+	case StrategyQemu:
+		warnings = c.prepareQemu(add)
+	default:
+		add("strategy %q is not supported; use %q or %q", c.Strategy, StrategyChroot, StrategyQemu)
 	}
 	if c.OutputDirectory == "" {
 		c.OutputDirectory = "output-" + c.PackerBuildName
@@ -209,9 +223,9 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 		}
 	}
 	if errs != nil && len(errs.Errors) > 0 {
-		return nil, errs
+		return warnings, errs
 	}
-	return nil, nil
+	return warnings, nil
 }
 
 func isURL(s string) bool {

@@ -3,6 +3,7 @@ package imagefactory
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigPrepare(t *testing.T) {
@@ -105,7 +106,38 @@ func TestConfigPrepare(t *testing.T) {
 			wantErr: []string{`base_image_checksum is required when base_image is a URL (https://example.com/debian.qcow2); use "none" to skip the check`}},
 		{name: "upper-case URL without checksum", set: map[string]interface{}{"base_image": "HTTP://example.com/x.img"},
 			wantErr: []string{"base_image_checksum is required"}},
-		{name: "bad strategy", set: map[string]interface{}{"strategy": "qemu"}, wantErr: []string{`strategy "qemu" is not supported; use "chroot"`}},
+		{name: "bad strategy", set: map[string]interface{}{"strategy": "vbox"}, wantErr: []string{`strategy "vbox" is not supported; use "chroot" or "qemu"`}},
+		{
+			name: "qemu defaults",
+			set:  map[string]interface{}{"strategy": "qemu"},
+			check: func(t *testing.T, c *Config) {
+				if c.Accelerator != "tcg" && c.Accelerator != "kvm" || c.CPUs != 1 || c.Memory != 1024 || c.Firmware != "bios" ||
+					c.Comm.Type != "ssh" || c.Comm.SSHUsername != "root" || c.Comm.SSHHost != "127.0.0.1" ||
+					c.ShutdownTimeout != 5*time.Minute || c.QemuBinary == "" || c.Kernel != "" {
+					t.Errorf("qemu defaults: %+v, comm %+v", c.QemuConfig, c.Comm)
+				}
+			},
+		},
+		{
+			name: "qemu, kernel from the image, uefi",
+			set: map[string]interface{}{"strategy": "qemu", "kernel": "image", "firmware": "uefi", "accelerator": "tcg",
+				"cpus": 2, "memory": 2048, "qemuargs": [][]string{{"-no-hpet"}}, "ssh_username": "debian",
+				"user_data": "#cloud-config\n# {{ .SSHPublicKey }}", "shutdown_command": "poweroff", "shutdown_timeout": "30s"},
+			check: func(t *testing.T, c *Config) {
+				if c.Initrd != "image" || c.OVMFCode != "/usr/share/OVMF/OVMF_CODE.fd" || c.CPUs != 2 || c.Comm.SSHUsername != "debian" ||
+					c.ShutdownTimeout != 30*time.Second || !strings.Contains(c.UserData, "{{ .SSHPublicKey }}") {
+					t.Errorf("qemu settings: %+v", c.QemuConfig)
+				}
+			},
+		},
+		{name: "qemu bad options", set: map[string]interface{}{"strategy": "qemu", "accelerator": "hvf", "firmware": "coreboot",
+			"initrd": "/boot/initrd.img", "kernel_cmdline": "quiet", "communicator": "winrm", "qemuargs": [][]string{{}}},
+			wantErr: []string{`accelerator "hvf" is not supported`, `firmware "coreboot" is not supported`,
+				"initrd and kernel_cmdline need kernel", `communicator "winrm"`, "qemuargs[0] is empty"}},
+		{name: "qemu missing kernel file", set: map[string]interface{}{"strategy": "qemu", "kernel": "/nonexistent/vmlinuz"},
+			wantErr: []string{"kernel: stat /nonexistent/vmlinuz: no such file or directory"}},
+		{name: "qemu ssh_host elsewhere", set: map[string]interface{}{"strategy": "qemu", "ssh_host": "10.0.0.1"},
+			wantErr: []string{`ssh_host "10.0.0.1": the qemu strategy forwards SSH on 127.0.0.1 only`}},
 		{name: "bad format", set: map[string]interface{}{"format": "vmdk"}, wantErr: []string{`format "vmdk" is not supported; use raw or qcow2`}},
 		{name: "bad disk_size", set: map[string]interface{}{"disk_size": "eight gigs"}, wantErr: []string{"disk_size: "}},
 		{name: "negative disk_size", set: map[string]interface{}{"disk_size": "-8G"}, wantErr: []string{"disk_size: "}},
@@ -123,7 +155,7 @@ func TestConfigPrepare(t *testing.T) {
 			wantErr: []string{`environment: "1FOO" is not a valid variable name`, `environment: "A-B" is not a valid variable name`}},
 		{name: "image_name with slash", set: map[string]interface{}{"image_name": "sub/img"},
 			wantErr: []string{`image_name "sub/img" must be a file name, not a path`}},
-		{name: "several errors at once", set: map[string]interface{}{"format": "vmdk", "strategy": "qemu"},
+		{name: "several errors at once", set: map[string]interface{}{"format": "vmdk", "strategy": "vbox"},
 			wantErr: []string{"format", "strategy"}},
 	}
 	for _, tc := range tests {
@@ -158,5 +190,19 @@ func TestConfigPrepare(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestConfigQemuWarnsOfChrootOptions(t *testing.T) {
+	var c Config
+	warns, err := c.Prepare(map[string]interface{}{
+		"packer_build_name": "web", "base_image": "x.img", "strategy": "qemu",
+		"copy_files": []string{"/etc/hosts"}, "resolv_conf": "bind",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) != 2 || !strings.Contains(warns[0], "copy_files") || !strings.Contains(warns[1], "resolv_conf") {
+		t.Errorf("warnings = %q, want copy_files and resolv_conf", warns)
 	}
 }

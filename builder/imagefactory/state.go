@@ -18,6 +18,16 @@ const (
 	stateArtifactPath  = "artifact_path"   // the final image file
 	stateSession       = "session"         // *session.Session: loops and mounts of the working disk
 	stateVirtualSize   = "virtual_size"    // int64, the working disk's size in bytes
+
+	// qemu strategy
+	stateQemuDir    = "qemu_dir"    // the machine's run directory (QMP socket, seed, OVMF vars)
+	stateSSHKey     = "ssh_key"     // qemu.Key, this build's
+	stateInstanceID = "instance_id" // cloud-init instance id
+	stateGuest      = "guest"       // *qemu.GuestState, recorded before the boot
+	stateKernel     = "kernel"      // [3]string: kernel, initrd, cmdline ("" = boot the disk)
+	stateSeed       = "seed"        // the cidata ISO
+	stateMachine    = "machine"     // *qemu.Machine
+	stateSSHPort    = "ssh_port"    // int, forwarded to the guest's 22
 )
 
 // generatedDataKeys are exposed to provisioners as build.<Key> (HCL2) or

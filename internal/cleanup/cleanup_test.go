@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -259,6 +260,45 @@ func TestChrootEntryKillsRootedProcesses(t *testing.T) {
 		t.Errorf("still rooted in %s: %v", root, pids)
 	}
 	procs[3].cmd.Process.Kill()
+}
+
+// A build killed while its virtual machine runs: the process it journaled
+// outlives it (reparented), and the next Reap ends it, SIGKILL if it
+// ignores SIGTERM. A pid whose start time differs is someone else's.
+func TestReapKillsJournaledProcess(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	child, pidText := startChild(t, "process-entry", "IF_STATE="+state, "IF_FILE="+filepath.Join(dir, "disk.raw"))
+	pid, err := strconv.Atoi(pidText)
+	if err != nil {
+		t.Fatalf("child said %q", pidText)
+	}
+	t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL) })
+	killChild(t, child)
+	if unix.Kill(pid, 0) != nil {
+		t.Fatalf("process %d died with its owner; the test proves nothing", pid)
+	}
+	rep, err := Reap(state)
+	if err != nil {
+		t.Fatalf("Reap: %v", err)
+	}
+	if !containsLine(rep.Released, fmt.Sprintf("killed process %d", pid), "SIGKILL") {
+		t.Errorf("report %q does not say process %d was killed", rep.Released, pid)
+	}
+	if !gone(pid, 1) && unix.Kill(pid, 0) == nil && !isZombie(pid) {
+		t.Errorf("process %d still runs after Reap", pid)
+	}
+
+	// A reused pid: same number, another start time.
+	self, _ := procStart(os.Getppid())
+	e := Entry{Kind: KindProc, Path: "/x", PID: os.Getppid(), PIDStart: self + 1}
+	msg, err := releaseProc(e)
+	if err != nil || !strings.Contains(msg, "already exited") || unix.Kill(os.Getppid(), 0) != nil {
+		t.Errorf("releaseProc of a reused pid = %q, %v; want it left alone", msg, err)
+	}
+	if _, err := ProcessEntry("/x", 0x7ffffff0); err == nil {
+		t.Error("ProcessEntry of a pid that does not exist succeeded")
+	}
 }
 
 func isZombie(pid int) bool {

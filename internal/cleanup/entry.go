@@ -13,10 +13,11 @@ import (
 type Kind string
 
 const (
-	KindLoop   Kind = "loop"   // a loop device bound to a backing file
-	KindMount  Kind = "mount"  // a mount point
-	KindChroot Kind = "chroot" // processes whose root is in a directory
-	KindFile   Kind = "file"   // a temporary file or directory
+	KindLoop   Kind = "loop"    // a loop device bound to a backing file
+	KindMount  Kind = "mount"   // a mount point
+	KindChroot Kind = "chroot"  // processes whose root is in a directory
+	KindFile   Kind = "file"    // a temporary file or directory
+	KindProc   Kind = "process" // one process (a virtual machine), by pid and start time
 )
 
 // Entry is one privileged resource, as written to the journal. Build it
@@ -29,6 +30,11 @@ type Entry struct {
 	Backing    string `json:"backing,omitempty"`
 	BackingIno uint64 `json:"backing_ino,omitempty"`
 	Offset     int64  `json:"offset,omitempty"`
+
+	// process: the pid with its start time (field 22 of /proc/PID/stat)
+	// names it even after the pid is reused
+	PID      int    `json:"pid,omitempty"`
+	PIDStart uint64 `json:"pid_start,omitempty"`
 
 	// mount (for messages only)
 	Source string `json:"source,omitempty"`
@@ -60,6 +66,17 @@ func FileEntry(path string) Entry {
 	return Entry{Kind: KindFile, Path: canonical(path)}
 }
 
+// ProcessEntry records a running process, such as a QEMU, that must not
+// outlive the build. path names what it works on (its disk), for messages.
+// Releasing it sends SIGTERM, then SIGKILL. Take it right after the start.
+func ProcessEntry(path string, pid int) (Entry, error) {
+	start, err := procStart(pid)
+	if err != nil {
+		return Entry{}, fmt.Errorf("cleanup: process %d: %w", pid, err)
+	}
+	return Entry{Kind: KindProc, Path: canonical(path), PID: pid, PIDStart: start}, nil
+}
+
 // canonical makes p absolute and resolves symlinks where it exists, so it
 // compares equal to what the kernel reports in /proc.
 func canonical(p string) string {
@@ -78,6 +95,8 @@ func (e Entry) String() string {
 		return fmt.Sprintf("loop %s (backing %s, offset %d)", e.Path, e.Backing, e.Offset)
 	case KindMount:
 		return fmt.Sprintf("mount %s (%s %s)", e.Path, e.FSType, e.Source)
+	case KindProc:
+		return fmt.Sprintf("process %d (%s)", e.PID, e.Path)
 	default:
 		return fmt.Sprintf("%s %s", e.Kind, e.Path)
 	}
@@ -100,6 +119,13 @@ func (e Entry) validate() error {
 		if filepath.Clean(e.Path) == "/" {
 			return fmt.Errorf("cleanup: refusing a chroot entry for /: releasing it would kill every process")
 		}
+	case KindProc:
+		if e.PID <= 1 || e.PIDStart == 0 {
+			return fmt.Errorf("cleanup: process entry for %s has no pid and start time: the reaper could not tell it from a reused pid", e.Path)
+		}
+		if e.PID == os.Getpid() {
+			return fmt.Errorf("cleanup: refusing a process entry for this process")
+		}
 	default:
 		return fmt.Errorf("cleanup: unknown entry kind %q for %s", e.Kind, e.Path)
 	}
@@ -120,6 +146,8 @@ func release(e Entry, dev *loop.Device) (string, error) {
 		return releaseChroot(e)
 	case KindFile:
 		return releaseFile(e)
+	case KindProc:
+		return releaseProc(e)
 	}
 	return "", fmt.Errorf("cleanup: unknown entry kind %q for %s", e.Kind, e.Path)
 }

@@ -67,6 +67,27 @@ func runChild(mode string) error {
 			return err
 		}
 		fmt.Println("ready")
+	case "process-entry":
+		// A process that ignores SIGTERM, as a hung QEMU would.
+		cmd := exec.Command("sh", "-c", "trap '' TERM; echo trapped; while :; do sleep 1; done")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		if _, err := bufio.NewReader(out).ReadString('\n'); err != nil { // the trap is set
+			return err
+		}
+		e, err := ProcessEntry(os.Getenv("IF_FILE"), cmd.Process.Pid)
+		if err != nil {
+			return err
+		}
+		if _, err := j.Take(e); err != nil {
+			return err
+		}
+		fmt.Println("ready", cmd.Process.Pid)
 	case "file-entry":
 		if _, err := j.Take(FileEntry(os.Getenv("IF_FILE"))); err != nil {
 			return err

@@ -23,6 +23,51 @@ func releaseChroot(e Entry) (string, error) {
 	return fmt.Sprintf("killed %d process(es) rooted in %s (pids %s)", len(killed), e.Path, joinInts(killed)), nil
 }
 
+// releaseProc ends the process the entry names, if it still runs: SIGTERM,
+// up to 3 s to exit, then SIGKILL. A pid now owned by another process (a
+// different start time) is left alone.
+func releaseProc(e Entry) (string, error) {
+	if gone(e.PID, e.PIDStart) {
+		return fmt.Sprintf("process %d (%s) already exited", e.PID, e.Path), nil
+	}
+	sig := unix.SIGTERM
+	deadline := time.Now().Add(3 * time.Second)
+	unix.Kill(e.PID, sig)
+	for !gone(e.PID, e.PIDStart) {
+		if time.Now().After(deadline) {
+			if sig == unix.SIGKILL {
+				return "", fmt.Errorf("cleanup: process %d (%s) still runs after SIGKILL", e.PID, e.Path)
+			}
+			sig, deadline = unix.SIGKILL, time.Now().Add(3*time.Second)
+			unix.Kill(e.PID, sig)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if sig == unix.SIGKILL {
+		return fmt.Sprintf("killed process %d (%s) with SIGKILL", e.PID, e.Path), nil
+	}
+	return fmt.Sprintf("stopped process %d (%s)", e.PID, e.Path), nil
+}
+
+// gone reports whether the process pid that started at start has exited
+// (a zombie has: it holds nothing, and its parent will reap it).
+func gone(pid int, start uint64) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return errors.Is(err, os.ErrNotExist)
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return false
+	}
+	if s[i+2] == 'Z' {
+		return true
+	}
+	got, err := procStart(pid)
+	return err == nil && got != start
+}
+
 // killRooted ends every process whose root directory is dir or below it:
 // SIGTERM, up to grace to exit, then SIGKILL. This catches daemons that a
 // provisioner started in the chroot and that outlived it. Never our own pid.

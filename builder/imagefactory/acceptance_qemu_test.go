@@ -1,0 +1,223 @@
+package imagefactory_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/qemu"
+)
+
+// The qemu strategy's tests boot a real Debian 12 (kernel, initrd, sshd,
+// cloud-init from scripts/debian-rootfs.sh) under QEMU with TCG, through
+// the real Packer binary. The fixture disk has no boot loader: the image's
+// own kernel is booted directly (kernel = "image").
+
+func requireQemu(t *testing.T) {
+	t.Helper()
+	requireRoot(t)
+	if _, err := os.Stat("/usr/bin/" + qemu.DefaultBinary("")); err != nil {
+		t.Skipf("needs %s (scripts/install-deps.sh): %v", qemu.DefaultBinary(""), err)
+	}
+}
+
+// qemuSource is the source block of every qemu test: direct boot of the
+// image's kernel, the SDK's SSH communicator.
+const qemuSource = `
+  strategy = "qemu"
+  kernel   = "image"
+  memory   = 1024
+`
+
+// The provisioner proves it runs in the booted guest, not in a chroot:
+// PID 1 is the image's systemd, the running kernel is the image's, and
+// sshd accepted the build's key. A file provisioner goes over SFTP/SCP.
+const qemuProvisioners = `
+  provisioner "shell" {
+    inline = [
+      "test \"$(cat /proc/1/comm)\" = systemd",
+      "uname -r > /etc/factory-kernel",
+      "systemctl is-active ssh",
+      "echo made-in-the-factory > /etc/factory-made",
+    ]
+  }
+  provisioner "file" {
+    content     = "uploaded over ssh\n"
+    destination = "/etc/factory-upload"
+  }
+`
+
+// TestAccQemu provisions a Debian 12 image over SSH, once reaching it
+// through the cloud-init seed (ACPI power-down through QMP), once with the
+// key injected offline into an image whose cloud-init is disabled
+// (shutdown_command). Then it mounts the output and checks that nothing of
+// the factory boot is left, and that the scrub post-processor with the
+// same operations finds nothing to do.
+func TestAccQemu(t *testing.T) {
+	requireQemu(t)
+	for _, tc := range []struct {
+		name      string
+		opts      fixture.DebianOptions
+		source    string
+		cloudInit bool
+	}{
+		{"cidata-seed", fixture.DebianOptions{}, ``, true},
+		{"inject-ssh-key", fixture.DebianOptions{NoCloudInit: true}, `
+  inject_ssh_key   = true
+  shutdown_command = "systemctl poweroff"
+`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAcc(t)
+			disk := fixture.DebianDisk(t, tc.opts)
+			ops := `["` + strings.Join(qemu.FactoryBootOps, `", "`) + `"]`
+			res := mustBuild(t, a, template(qemuSource+tc.source, qemuProvisioners+`
+  post-processor "imagefactory-scrub" {
+    operations = `+ops+`
+  }
+`), map[string]string{"base": disk.Path})
+			out := filepath.Join(a.out(), "t.raw")
+			for _, w := range []string{"Booting the image under QEMU", "Connected to SSH!", "The guest powered off", "Removed what the factory boot left"} {
+				if !strings.Contains(res.Output, w) {
+					t.Errorf("output lacks %q:\n%s", w, res.Output)
+				}
+			}
+
+			console, err := os.ReadFile(filepath.Join(a.out(), "console.log"))
+			if err != nil || !strings.Contains(string(console), "Linux version") {
+				t.Errorf("console.log does not show the boot (%v):\n%.2000s", err, console)
+			}
+
+			fixture.WithReadOnlyMount(t, out, disk.Root(), func(dir string) {
+				read := func(p string) string {
+					b, _ := os.ReadFile(filepath.Join(dir, p))
+					return string(b)
+				}
+				exists := func(p string) bool { _, err := os.Lstat(filepath.Join(dir, p)); return err == nil }
+				if read("etc/factory-made") != "made-in-the-factory\n" || read("etc/factory-upload") != "uploaded over ssh\n" {
+					t.Errorf("the provisioners' files are not in the output")
+				}
+				if k := strings.TrimSpace(read("etc/factory-kernel")); !exists("lib/modules/" + k) {
+					t.Errorf("the guest ran kernel %q, not the image's", k)
+				}
+				if got := read("etc/machine-id"); got != "uninitialized\n" {
+					t.Errorf("/etc/machine-id = %q, want uninitialized", got)
+				}
+				if keys, _ := filepath.Glob(filepath.Join(dir, "etc/ssh/ssh_host_*")); len(keys) > 0 {
+					t.Errorf("the factory's SSH host keys are in the output: %v", keys)
+				}
+				for _, p := range []string{
+					"root/.ssh", "var/lib/cloud/instances", "var/lib/cloud/instance", "var/lib/cloud/data",
+					"var/lib/systemd/random-seed", "etc/ssh/sshd_config.d/00-imagefactory-build.conf",
+				} {
+					if exists(p) {
+						t.Errorf("/%s is in the output", p)
+					}
+				}
+				if gen, _ := filepath.Glob(filepath.Join(dir, "etc/systemd/network/10-cloud-init-*")); len(gen) > 0 {
+					t.Errorf("cloud-init's network configuration of the factory boot is in the output: %v", gen)
+				}
+				if leases, _ := filepath.Glob(filepath.Join(dir, "var/lib/dhcp/*")); len(leases) > 0 {
+					t.Errorf("DHCP leases in the output: %v", leases)
+				}
+				if !tc.cloudInit && !exists("etc/cloud/cloud-init.disabled") {
+					t.Errorf("the image's own cloud-init.disabled went")
+				}
+				if strings.Contains(read("var/log/cloud-init.log"), "imagefactory") {
+					t.Errorf("cloud-init's log of the factory boot is in the output")
+				}
+			})
+
+			// The scrub post-processor with the factory-boot operations
+			// finds nothing left to do.
+			var report struct {
+				Changes []struct{ Op, Path, Action string } `json:"changes"`
+			}
+			b, err := os.ReadFile(filepath.Join(a.out(), "t.scrub.json"))
+			if err != nil {
+				t.Fatalf("no scrub report: %v", err)
+			}
+			if err := json.Unmarshal(b, &report); err != nil {
+				t.Fatal(err)
+			}
+			if len(report.Changes) != 0 {
+				t.Errorf("the scrub post-processor still found the factory boot: %+v", report.Changes)
+			}
+			a.assertNoLeaks(t)
+		})
+	}
+}
+
+// TestAccQemuFaults: a failing provisioner and a Ctrl-C while a
+// provisioner runs in the guest leave no QEMU, loop device, mount or
+// journal, no output directory, and show the end of the serial console.
+func TestAccQemuFaults(t *testing.T) {
+	requireQemu(t)
+	t.Run("failing-provisioner", func(t *testing.T) {
+		a := newAcc(t)
+		disk := fixture.DebianDisk(t, fixture.DebianOptions{})
+		res := a.Build(t, template(qemuSource, `provisioner "shell" { inline = ["echo about to fail", "exit 7"] }`),
+			map[string]string{"base": disk.Path})
+		if res.ExitCode == 0 {
+			t.Fatalf("a failing provisioner built:\n%s", res.Output)
+		}
+		if !strings.Contains(res.Output, "exit status 7") && !strings.Contains(res.Output, "exit status: 7") {
+			t.Errorf("the error does not name the exit status 7:\n%s", res.Output)
+		}
+		if !strings.Contains(res.Output, "Last lines of the serial console") {
+			t.Errorf("the serial console was not shown:\n%s", res.Output)
+		}
+		if _, err := os.Stat(a.out()); !os.IsNotExist(err) {
+			t.Errorf("output directory left after a failed build")
+		}
+		a.assertNoLeaks(t)
+	})
+	t.Run("cancel", func(t *testing.T) {
+		a := newAcc(t)
+		disk := fixture.DebianDisk(t, fixture.DebianOptions{})
+		run := a.Start(t, template(qemuSource, `provisioner "shell" { inline = ["echo FACTORY-SLEEPING", "sleep 300"] }`),
+			map[string]string{"base": disk.Path})
+		run.WaitForOutput(t, "FACTORY-SLEEPING", 10*time.Minute)
+		if n := qemuProcesses(a.Base); n != 1 {
+			t.Fatalf("%d QEMU processes of this build while it provisions, want 1", n)
+		}
+		run.Interrupt(t, syscall.SIGINT)
+		res := run.Wait()
+		if res.ExitCode == 0 {
+			t.Fatalf("a cancelled build succeeded:\n%s", res.Output)
+		}
+		if _, err := os.Stat(a.out()); !os.IsNotExist(err) {
+			t.Errorf("output directory left after a cancelled build")
+		}
+		a.assertNoLeaks(t)
+		if n := qemuProcesses(a.Base); n != 0 {
+			t.Errorf("%d QEMU processes left after the cancel", n)
+		}
+	})
+}
+
+// qemuProcesses counts running QEMUs whose command line names a path
+// under dir.
+func qemuProcesses(dir string) int {
+	n := 0
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%s/cmdline", e.Name()))
+		if err != nil {
+			continue
+		}
+		cmd := string(raw)
+		if strings.Contains(cmd, "qemu-system") && strings.Contains(cmd, dir) {
+			if st, _ := os.ReadFile(fmt.Sprintf("/proc/%s/stat", e.Name())); !strings.Contains(string(st), ") Z ") {
+				n++
+			}
+		}
+	}
+	return n
+}

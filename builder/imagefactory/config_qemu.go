@@ -1,0 +1,201 @@
+//go:generate ../../scripts/struct-markdown.sh
+
+package imagefactory
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/qemu"
+)
+
+// QemuConfig holds the options of `strategy = "qemu"`: the working disk is
+// booted under QEMU and provisioned over SSH. They are ignored by the
+// chroot strategy.
+type QemuConfig struct {
+	// The QEMU binary. Defaults to `qemu-system-x86_64` (the host's
+	// architecture).
+	QemuBinary string `mapstructure:"qemu_binary"`
+	// `kvm` or `tcg`. Defaults to `kvm` when `/dev/kvm` can be opened,
+	// else `tcg` (software emulation: several times slower).
+	Accelerator string `mapstructure:"accelerator"`
+	// Virtual CPUs. Defaults to 1.
+	CPUs int `mapstructure:"cpus"`
+	// Memory in MiB. Defaults to 1024.
+	Memory int `mapstructure:"memory"`
+	// Extra QEMU arguments, each a list appended as given, as in
+	// packer-plugin-qemu: `[["-device", "virtio-balloon"]]`.
+	QemuArgs [][]string `mapstructure:"qemuargs"`
+	// `bios` (SeaBIOS, default) or `uefi` (OVMF: `ovmf_code`, with a
+	// per-build copy of `ovmf_vars`).
+	Firmware string `mapstructure:"firmware"`
+	// The OVMF firmware code. Defaults to `/usr/share/OVMF/OVMF_CODE.fd`.
+	OVMFCode string `mapstructure:"ovmf_code"`
+	// The OVMF variables template, copied for each build. Defaults to
+	// `/usr/share/OVMF/OVMF_VARS.fd`.
+	OVMFVars string `mapstructure:"ovmf_vars"`
+	// Boot this kernel directly instead of the disk's boot loader: a host
+	// path, or `image` for the image's own `/vmlinuz` (else the newest
+	// `/boot/vmlinuz-*`), copied out before the boot. Without it the disk
+	// boots by itself (its boot loader, through `firmware`).
+	Kernel string `mapstructure:"kernel"`
+	// The initrd for `kernel`: a host path, or `image` for the image's
+	// `/initrd.img` (else the `/boot/initrd.img-*` matching the kernel).
+	// Defaults to `image` when `kernel` is `image`.
+	Initrd string `mapstructure:"initrd"`
+	// The kernel command line for `kernel`. Defaults to
+	// `root=UUID=<the root filesystem's UUID> ro console=ttyS0,115200`.
+	KernelCmdline string `mapstructure:"kernel_cmdline"`
+	// The cloud-init user-data of the NoCloud seed (a `cidata` ISO9660
+	// built in Go and attached as a second disk). The default lets
+	// `ssh_username` log in with the build's key and changes nothing
+	// else it can avoid (hostname, apt sources and locale preserved).
+	// Your own must authorize the key itself: use
+	// `{{ .SSHPublicKey }}`.
+	UserData string `mapstructure:"user_data"`
+	// The cloud-init meta-data. Defaults to a fresh `instance-id` per
+	// build.
+	MetaData string `mapstructure:"meta_data"`
+	// For images without cloud-init: put the build's public key in
+	// `ssh_username`'s `authorized_keys` offline before the boot (and
+	// let sshd accept keys for root through a drop-in in
+	// `/etc/ssh/sshd_config.d`); both are removed after the shutdown.
+	InjectSSHKey bool `mapstructure:"inject_ssh_key"`
+	// A command that shuts the guest down, run over SSH after the
+	// provisioners (`shutdown -P now`, `sudo poweroff`). Without it the
+	// builder presses the ACPI power button through QMP.
+	ShutdownCommand string `mapstructure:"shutdown_command"`
+	// How long the guest may take to power off before QEMU is quit by
+	// force (with a warning). Defaults to `5m`.
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+}
+
+// Strategies the builder knows.
+const StrategyQemu = "qemu"
+
+// KernelFromImage is the value of kernel and initrd that takes them from
+// the image's own /boot.
+const KernelFromImage = "image"
+
+// prepareQemu fills the qemu strategy's defaults and checks its options;
+// it returns warnings for chroot options that do not apply.
+func (c *Config) prepareQemu(add func(string, ...interface{})) []string {
+	q := &c.QemuConfig
+	var warns []string
+	for _, o := range []struct {
+		name string
+		set  bool
+	}{
+		{"chroot_mounts", len(c.ChrootMounts) > 0}, {"copy_files", len(c.CopyFiles) > 0},
+		{"pre_mount_commands", len(c.PreMountCommands) > 0}, {"post_mount_commands", len(c.PostMountCommands) > 0},
+		{"pre_unmount_commands", len(c.PreUnmountCommands) > 0}, {"environment", len(c.Environment) > 0},
+		{"allow_service_starts", c.AllowServiceStarts}, {"resolv_conf", c.ResolvConf != ""},
+	} {
+		if o.set {
+			warns = append(warns, fmt.Sprintf("%s is an option of the chroot strategy; strategy \"qemu\" ignores it", o.name))
+		}
+	}
+	if q.Accelerator == "" {
+		q.Accelerator = qemu.AccelTCG
+		if qemu.KVMUsable("") {
+			q.Accelerator = qemu.AccelKVM
+		}
+	}
+	if q.Accelerator != qemu.AccelKVM && q.Accelerator != qemu.AccelTCG {
+		add("accelerator %q is not supported; use kvm or tcg", q.Accelerator)
+	}
+	if q.Accelerator == qemu.AccelKVM && !qemu.KVMUsable("") {
+		add("accelerator kvm: /dev/kvm cannot be opened on this host; use tcg")
+	}
+	if q.CPUs == 0 {
+		q.CPUs = 1
+	}
+	if q.Memory == 0 {
+		q.Memory = 1024
+	}
+	if q.CPUs < 0 || q.Memory < 0 {
+		add("cpus and memory must be positive")
+	}
+	if q.QemuBinary == "" {
+		q.QemuBinary = qemu.DefaultBinary("")
+	}
+	for i, a := range q.QemuArgs {
+		if len(a) == 0 {
+			add("qemuargs[%d] is empty", i)
+		}
+	}
+	switch q.Firmware {
+	case "":
+		q.Firmware = qemu.FirmwareBIOS
+	case qemu.FirmwareBIOS:
+	case qemu.FirmwareUEFI:
+		if q.OVMFCode == "" {
+			q.OVMFCode = qemu.DefaultOVMFCode
+		}
+		if q.OVMFVars == "" {
+			q.OVMFVars = qemu.DefaultOVMFVars
+		}
+		for _, f := range []string{q.OVMFCode, q.OVMFVars} {
+			if _, err := os.Stat(f); err != nil {
+				add("firmware uefi: %v (install the ovmf package, or set ovmf_code and ovmf_vars)", err)
+			}
+		}
+	default:
+		add("firmware %q is not supported; use bios or uefi", q.Firmware)
+	}
+	if q.Kernel == KernelFromImage && q.Initrd == "" {
+		q.Initrd = KernelFromImage
+	}
+	if q.Kernel == "" && (q.Initrd != "" || q.KernelCmdline != "") {
+		add("initrd and kernel_cmdline need kernel (a host path, or %q for the image's own)", KernelFromImage)
+	}
+	for _, f := range []struct{ name, path string }{{"kernel", q.Kernel}, {"initrd", q.Initrd}} {
+		if f.path == "" || f.path == KernelFromImage {
+			continue
+		}
+		if !filepath.IsAbs(f.path) {
+			if abs, err := filepath.Abs(f.path); err == nil {
+				f.path = abs
+			}
+		}
+		if fi, err := os.Stat(f.path); err != nil {
+			add("%s: %v", f.name, err)
+		} else if !fi.Mode().IsRegular() {
+			add("%s: %s is not a regular file", f.name, f.path)
+		}
+	}
+	if q.ShutdownTimeout == 0 {
+		q.ShutdownTimeout = 5 * time.Minute
+	}
+	if q.ShutdownTimeout < 0 {
+		add("shutdown_timeout must be positive")
+	}
+
+	// The SDK's SSH communicator, reaching the forwarded port on loopback.
+	if c.Comm.Type == "" {
+		c.Comm.Type = "ssh"
+	}
+	if c.Comm.Type != "ssh" {
+		add("communicator %q: the qemu strategy reaches the guest over ssh", c.Comm.Type)
+	}
+	if c.Comm.SSHUsername == "" {
+		c.Comm.SSHUsername = "root"
+	}
+	if c.Comm.SSHHost == "" {
+		c.Comm.SSHHost = "127.0.0.1"
+	}
+	if c.Comm.SSHHost != "127.0.0.1" {
+		add("ssh_host %q: the qemu strategy forwards SSH on 127.0.0.1 only", c.Comm.SSHHost)
+	}
+	if c.Comm.SSHTimeout == 0 {
+		c.Comm.SSHTimeout = 10 * time.Minute // a boot under TCG is slow
+	}
+	if errs := c.Comm.Prepare(&c.ctx); len(errs) > 0 {
+		for _, e := range errs {
+			add("%v", e)
+		}
+	}
+	return warns
+}

@@ -1,0 +1,64 @@
+package imagefactory
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/qemu"
+)
+
+// stepQemuPrepare works on the image offline, before its boot: it records
+// what the boot may change (so that exactly that is taken out after it),
+// injects the build's key with inject_ssh_key, and copies the kernel out
+// for kernel = "image".
+type stepQemuPrepare struct{}
+
+func (s *stepQemuPrepare) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	cfg := configOf(state)
+	ui := uiOf(state)
+	sess := sessionOf(state)
+	key := state.Get(stateSSHKey).(qemu.Key)
+	g, err := qemu.Inspect(sess.RootFS(), cfg.Comm.SSHUsername, key.AuthorizedKey)
+	if err != nil {
+		return haltf(state, "looking at the image before its boot: %v", err)
+	}
+	state.Put(stateGuest, g)
+	if cfg.InjectSSHKey {
+		if err := g.InjectKey(sess.RootFS()); err != nil {
+			return haltf(state, "inject_ssh_key: %v", err)
+		}
+		ui.Say(fmt.Sprintf("Put the build's key in %s/.ssh/authorized_keys (removed after the build)", g.Home))
+	}
+	for _, w := range g.Warnings {
+		ui.Error("Warning: " + w)
+	}
+
+	kernel, initrd := cfg.Kernel, cfg.Initrd
+	if kernel == KernelFromImage || initrd == KernelFromImage {
+		k, i, err := qemu.ExtractKernel(sess.RootFS(), state.Get(stateQemuDir).(string), initrd == KernelFromImage)
+		if err != nil {
+			return halt(state, err)
+		}
+		if kernel == KernelFromImage {
+			kernel = k
+		}
+		if initrd == KernelFromImage {
+			initrd = i
+		}
+		ui.Say("Copied the image's kernel out for a direct kernel boot")
+	}
+	cmdline := cfg.KernelCmdline
+	if kernel != "" && cmdline == "" {
+		root := "LABEL=" + sess.Root.FS.Label
+		if sess.Root.FS.UUID != "" {
+			root = "UUID=" + sess.Root.FS.UUID
+		}
+		cmdline = "root=" + root + " ro console=ttyS0,115200"
+	}
+	state.Put(stateKernel, [3]string{kernel, initrd, cmdline})
+	return multistep.ActionContinue
+}
+
+func (s *stepQemuPrepare) Cleanup(multistep.StateBag) {}

@@ -1,0 +1,37 @@
+package imagefactory
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/qemu"
+)
+
+// stepQemuScrub takes out of the image, offline after the shutdown, what
+// the factory boot left in it: the build's key (and the sshd drop-in),
+// cloud-init's generated configuration and instance state, the SSH host
+// keys, machine-id (to "uninitialized"), DHCP leases, the random seed.
+type stepQemuScrub struct{}
+
+func (s *stepQemuScrub) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	g := state.Get(stateGuest).(*qemu.GuestState)
+	rep, err := g.Undo(ctx, sessionOf(state).RootFS())
+	if err != nil {
+		return haltf(state, "removing what the factory boot left in the image: %v", err)
+	}
+	var paths []string
+	for _, c := range rep.Changes {
+		paths = append(paths, fmt.Sprintf("%s %s (%s)", c.Action, c.Path, c.Op))
+	}
+	msg := "Nothing of the factory boot to remove"
+	if len(paths) > 0 {
+		msg = fmt.Sprintf("Removed what the factory boot left (%d):\n  %s", len(paths), strings.Join(paths, "\n  "))
+	}
+	uiOf(state).Say(msg)
+	return multistep.ActionContinue
+}
+
+func (s *stepQemuScrub) Cleanup(multistep.StateBag) {}

@@ -1,0 +1,194 @@
+// Package qemu boots a disk image under QEMU for the builder's qemu
+// strategy: the command line, the process (journaled, so a killed build's
+// QEMU is reaped), a QMP client for ACPI power-down and quit, the serial
+// console saved to a file, and the cloud-init NoCloud seed with a fresh
+// SSH key. It knows nothing of Packer.
+package qemu
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+)
+
+// Accelerators and firmwares.
+const (
+	AccelKVM = "kvm"
+	AccelTCG = "tcg"
+
+	FirmwareBIOS = "bios"
+	FirmwareUEFI = "uefi"
+)
+
+// Default OVMF files (Debian's ovmf package).
+const (
+	DefaultOVMFCode = "/usr/share/OVMF/OVMF_CODE.fd"
+	DefaultOVMFVars = "/usr/share/OVMF/OVMF_VARS.fd"
+)
+
+// Options describe one virtual machine.
+type Options struct {
+	Binary      string // qemu-system-<arch>; default from Arch
+	Arch        string // x86_64 (default), aarch64, ...
+	Accelerator string // kvm or tcg
+	CPUs        int
+	MemoryMiB   int
+	Firmware    string // bios (default) or uefi
+	OVMFCode    string // read-only firmware code (uefi)
+	OVMFVars    string // this machine's own, writable copy of the variables (uefi)
+
+	Disk       string // the disk, raw
+	DiskFormat string // raw (default) or qcow2
+	Seed       string // cidata ISO, or ""
+
+	Kernel  string // direct kernel boot, or "" to boot the disk
+	Initrd  string
+	Cmdline string
+
+	SSHPort    int    // host port on 127.0.0.1 forwarded to the guest's 22
+	QMPSocket  string // unix socket of the QMP monitor
+	ConsoleLog string // the serial console goes here
+
+	Extra [][]string // qemuargs: appended as given
+}
+
+// DefaultBinary is qemu-system-<arch> for the host's architecture.
+func DefaultBinary(arch string) string {
+	if arch == "" {
+		arch = HostArch()
+	}
+	return "qemu-system-" + arch
+}
+
+// HostArch is the host's architecture as QEMU names it.
+func HostArch() string {
+	switch runtime.GOARCH {
+	case "amd64":
+		return "x86_64"
+	case "arm64":
+		return "aarch64"
+	case "386":
+		return "i386"
+	}
+	return runtime.GOARCH
+}
+
+// KVMUsable reports whether /dev/kvm can be opened for reading and writing
+// (present and permitted), and the guest's architecture is the host's.
+func KVMUsable(arch string) bool {
+	if arch != "" && arch != HostArch() {
+		return false
+	}
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// Args builds QEMU's command line (without the binary).
+func Args(o Options) ([]string, error) {
+	if o.Disk == "" {
+		return nil, fmt.Errorf("qemu: no disk")
+	}
+	arch := o.Arch
+	if arch == "" {
+		arch = HostArch()
+	}
+	accel := o.Accelerator
+	if accel == "" {
+		accel = AccelTCG
+	}
+	if accel != AccelKVM && accel != AccelTCG {
+		return nil, fmt.Errorf("qemu: accelerator %q is not kvm or tcg", accel)
+	}
+	cpus, mem := o.CPUs, o.MemoryMiB
+	if cpus <= 0 {
+		cpus = 1
+	}
+	if mem <= 0 {
+		mem = 1024
+	}
+	format := o.DiskFormat
+	if format == "" {
+		format = "raw"
+	}
+
+	var a []string
+	add := func(v ...string) { a = append(a, v...) }
+
+	machine := "q35"
+	cpu := "max"
+	if arch == "aarch64" {
+		machine, cpu = "virt", "max"
+	}
+	if accel == AccelKVM {
+		cpu = "host"
+	}
+	add("-machine", machine+",accel="+accel)
+	add("-cpu", cpu)
+	add("-smp", strconv.Itoa(cpus), "-m", strconv.Itoa(mem))
+	// No window, no default devices we did not ask for; the serial console
+	// is the only console.
+	add("-nodefaults", "-display", "none", "-vga", "none")
+	add("-no-reboot")
+
+	switch o.Firmware {
+	case "", FirmwareBIOS:
+		if arch == "aarch64" {
+			return nil, fmt.Errorf("qemu: %s has no BIOS firmware; use uefi", arch)
+		}
+	case FirmwareUEFI:
+		if o.OVMFCode == "" || o.OVMFVars == "" {
+			return nil, fmt.Errorf("qemu: uefi firmware needs the OVMF code and a writable copy of the variables")
+		}
+		add("-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+escape(o.OVMFCode))
+		add("-drive", "if=pflash,format=raw,unit=1,file="+escape(o.OVMFVars))
+	default:
+		return nil, fmt.Errorf("qemu: firmware %q is not bios or uefi", o.Firmware)
+	}
+
+	add("-drive", "file="+escape(o.Disk)+",if=none,id=disk0,format="+format+",discard=unmap,detect-zeroes=unmap")
+	add("-device", "virtio-blk-pci,drive=disk0,bootindex=0")
+	if o.Seed != "" {
+		add("-drive", "file="+escape(o.Seed)+",if=none,id=seed0,format=raw,readonly=on")
+		add("-device", "virtio-blk-pci,drive=seed0")
+	}
+	if o.Kernel != "" {
+		add("-kernel", o.Kernel)
+		if o.Initrd != "" {
+			add("-initrd", o.Initrd)
+		}
+		if o.Cmdline != "" {
+			add("-append", o.Cmdline)
+		}
+	} else if o.Initrd != "" || o.Cmdline != "" {
+		return nil, fmt.Errorf("qemu: an initrd or a kernel command line needs a kernel")
+	}
+
+	if o.SSHPort <= 0 || o.SSHPort > 65535 {
+		return nil, fmt.Errorf("qemu: SSH port %d out of range", o.SSHPort)
+	}
+	// User-mode networking: no privileges, and the only way in is the
+	// forwarded port, bound to the host's loopback.
+	add("-netdev", fmt.Sprintf("user,id=net0,hostfwd=tcp:127.0.0.1:%d-:22", o.SSHPort))
+	add("-device", "virtio-net-pci,netdev=net0")
+	add("-device", "virtio-rng-pci")
+
+	if o.ConsoleLog != "" {
+		add("-serial", "file:"+o.ConsoleLog)
+	}
+	if o.QMPSocket != "" {
+		add("-qmp", "unix:"+o.QMPSocket+",server=on,wait=off")
+	}
+	for _, e := range o.Extra {
+		add(e...)
+	}
+	return a, nil
+}
+
+// escape doubles commas, QEMU's escape for a comma inside an option value.
+func escape(p string) string { return strings.ReplaceAll(p, ",", ",,") }

@@ -1,0 +1,102 @@
+package qemu
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
+)
+
+func requireQEMU(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath(DefaultBinary("")); err != nil {
+		t.Skipf("needs %s: %v", DefaultBinary(""), err)
+	}
+}
+
+// A real QEMU on a blank disk (SeaBIOS finds nothing to boot and waits):
+// it answers QMP, Quit ends it and releases its journal entry, and a
+// second Quit is harmless. A Machine left running is ended by the
+// journal's teardown.
+func TestMachineStartQuit(t *testing.T) {
+	requireQEMU(t)
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "blank.raw")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := cleanup.Open(filepath.Join(dir, "state"), "machine test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Disk: disk, SSHPort: port, QMPSocket: filepath.Join(dir, "qmp.sock"), ConsoleLog: filepath.Join(dir, "console.log"), MemoryMiB: 128}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := Start(ctx, o, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := m.qmp.Status(); err != nil || st != "running" {
+		t.Errorf("status = %q, %v", st, err)
+	}
+	if exited, _ := m.Exited(); exited {
+		t.Fatal("QEMU exited at once")
+	}
+
+	if err := m.Quit(); err != nil {
+		t.Fatal(err)
+	}
+	if exited, _ := m.Exited(); !exited {
+		t.Error("QEMU still runs after Quit")
+	}
+	if err := m.Quit(); err != nil {
+		t.Errorf("second Quit: %v", err)
+	}
+	if _, err := os.Stat(o.QMPSocket); err == nil {
+		t.Error("QMP socket left")
+	}
+
+	// Left running: the journal's Close ends it.
+	m2, err := Start(ctx, o, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid2 := m2.Pid()
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m2.Done():
+	case <-time.After(10 * time.Second):
+		t.Errorf("QEMU %d still runs after the journal's teardown", pid2)
+		unix.Kill(pid2, unix.SIGKILL)
+	}
+
+}
+
+// Bad QEMU arguments: Start fails with QEMU's own message, nothing runs.
+func TestMachineStartFails(t *testing.T) {
+	requireQEMU(t)
+	dir := t.TempDir()
+	j, err := cleanup.Open(filepath.Join(dir, "state"), "machine test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	o := Options{Disk: filepath.Join(dir, "missing.raw"), SSHPort: 2, QMPSocket: filepath.Join(dir, "qmp.sock")}
+	_, err = Start(context.Background(), o, j)
+	if err == nil || !strings.Contains(err.Error(), "missing.raw") {
+		t.Errorf("Start with a missing disk = %v, want QEMU's error naming it", err)
+	}
+}
