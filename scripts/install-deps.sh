@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
 	qemu-utils        # qemu-img: format detection, conversions
+	qemu-system-common # qemu-storage-daemon: scrub edits qcow2/vmdk/vhdx in place through a FUSE export
 	e2fsprogs         # mkfs.ext4, e2fsck, resize2fs, debugfs
 	xfsprogs          # mkfs.xfs, xfs_growfs
 	btrfs-progs       # mkfs.btrfs, btrfs filesystem resize

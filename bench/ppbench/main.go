@@ -43,7 +43,7 @@ func main() {
 }
 
 func run(ctx context.Context, disk, out string) error {
-	ui := &packersdk.BasicUi{Reader: os.Stdin, Writer: os.Stderr, ErrorWriter: os.Stderr}
+	ui := &packersdk.BasicUi{Reader: os.Stdin, Writer: os.Stderr, ErrorWriter: os.Stderr, PB: &packersdk.NoopProgressTracker{}}
 	in := &packersdk.MockArtifact{FilesValue: []string{disk}}
 
 	t0 := time.Now()

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -289,4 +290,19 @@ func firstLine(s string) string {
 		s = s[:i]
 	}
 	return strings.TrimSpace(s)
+}
+
+// CreateOverlay makes overlay a qcow2 whose backing file is base (of format
+// baseFmt, named by its absolute path): writes to the overlay never reach
+// base, and what is discarded in it reads as zeros (qcow2 v3 zero clusters),
+// not as base's data.
+func CreateOverlay(ctx context.Context, base string, baseFmt Format, overlay string) error {
+	abs, err := filepath.Abs(base)
+	if err != nil {
+		return err
+	}
+	if _, err := runQemuImg(ctx, "create", "-q", "-f", "qcow2", "-o", "compat=1.1", "-b", abs, "-F", string(baseFmt), overlay); err != nil {
+		return fmt.Errorf("overlay on %s: %w", base, err)
+	}
+	return nil
 }

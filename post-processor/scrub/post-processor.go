@@ -26,6 +26,7 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fuseexport"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/scrub"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
 	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
@@ -97,11 +98,13 @@ func (p *PostProcessor) Configure(raws ...interface{}) error {
 }
 
 // PostProcess scrubs the artifact's disk image in place and writes a JSON
-// report of every change beside it. A raw image is changed where it is; a
-// qcow2 one goes through a raw working copy (this kernel has no NBD, and
-// qemu-img has no in-place way in) and is replaced whole when scrubbed, so
-// it is never left half-changed. Either way the file Packer gets back is its
-// input's: keep and forceOverride, so Packer does not delete it.
+// report of every change beside it. A raw image is changed where it is. A
+// qcow2 (vmdk, vhdx, vpc) one is changed where it is too, through a raw
+// view of it that qemu-storage-daemon exports over FUSE (this kernel has no
+// NBD): only the clusters the scrub writes are written, nothing is
+// converted. Where FUSE or the daemon is missing, it goes through a raw
+// working copy that replaces it whole. Either way the file Packer gets back
+// is its input's: keep and forceOverride, so Packer does not delete it.
 func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in packersdk.Artifact) (packersdk.Artifact, bool, bool, error) {
 	c := &p.config
 	disk, format, err := diskimage.FindDisk(in.Files())
@@ -126,27 +129,13 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	}
 	defer closeJournal()
 
-	work := disk
-	if format != diskimage.Raw {
-		work = filepath.Join(filepath.Dir(disk), "."+filepath.Base(disk)+".scrub.raw")
-		h, err := journal.Take(cleanup.FileEntry(work))
-		if err != nil {
-			return nil, false, false, err
-		}
-		defer journal.Release(h)
-		if err := diskimage.ConvertToRaw(ctx, disk, format, work, nil); err != nil {
-			return nil, false, false, fmt.Errorf("raw working copy of %s: %w", disk, err)
-		}
-	}
-
-	report, err := p.scrub(ctx, ui, journal, work, script)
+	work, finish, err := rawView(ctx, ui, journal, disk, format)
 	if err != nil {
 		return nil, false, false, err
 	}
-	if work != disk {
-		if err := diskimage.Convert(ctx, work, diskimage.Raw, disk, format, diskimage.ConvertOptions{}); err != nil {
-			return nil, false, false, fmt.Errorf("writing the scrubbed %s back: %w", disk, err)
-		}
+	report, err := p.scrub(ctx, ui, journal, work, script)
+	if err = errors.Join(err, finish(err == nil)); err != nil {
+		return nil, false, false, err
 	}
 
 	reportPath := strings.TrimSuffix(disk, filepath.Ext(disk)) + ".scrub.json"
@@ -160,6 +149,41 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	ui.Say(report.Summary())
 	ui.Say(fmt.Sprintf("Every change is listed in %s", reportPath))
 	return &Artifact{Path: disk, Report: reportPath, Input: in}, true, true, nil
+}
+
+// rawView gives a raw file to work on for disk: the disk itself when raw,
+// else its FUSE export, else a raw working copy. finish(ok) ends the view;
+// for a working copy it writes the scrubbed copy back when ok.
+func rawView(ctx context.Context, ui packersdk.Ui, journal *cleanup.Journal, disk string, format diskimage.Format) (string, func(ok bool) error, error) {
+	if format == diskimage.Raw {
+		return disk, func(bool) error { return nil }, nil
+	}
+	exp, err := fuseexport.Open(ctx, disk, string(format), journal)
+	if err == nil {
+		ui.Say(fmt.Sprintf("Scrubbing the %s image in place through its raw view %s (qemu-storage-daemon, FUSE)", format, exp.Path))
+		return exp.Path, func(bool) error { return exp.Close() }, nil
+	}
+	if !errors.Is(err, fuseexport.ErrUnavailable) {
+		return "", nil, fmt.Errorf("imagefactory-scrub: %w", err)
+	}
+	ui.Say(fmt.Sprintf("No FUSE export here (%v); scrubbing a raw working copy of the %s image", err, format))
+	work := filepath.Join(filepath.Dir(disk), "."+filepath.Base(disk)+".scrub.raw")
+	h, err := journal.Take(cleanup.FileEntry(work))
+	if err != nil {
+		return "", nil, err
+	}
+	if err := diskimage.ConvertToRaw(ctx, disk, format, work, nil); err != nil {
+		return "", nil, errors.Join(fmt.Errorf("raw working copy of %s: %w", disk, err), journal.Release(h))
+	}
+	return work, func(ok bool) error {
+		var err error
+		if ok {
+			if err = diskimage.Convert(ctx, work, diskimage.Raw, disk, format, diskimage.ConvertOptions{}); err != nil {
+				err = fmt.Errorf("writing the scrubbed %s back: %w", disk, err)
+			}
+		}
+		return errors.Join(err, journal.Release(h))
+	}, nil
 }
 
 // scrub opens the disk (no chroot: nothing of the image runs), runs the

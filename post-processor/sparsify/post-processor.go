@@ -11,6 +11,7 @@ import (
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fuseexport"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/sparsify"
 	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
@@ -168,8 +170,8 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	}
 	// In place: the output replaces the input's file (Packer must then not
 	// delete what it gets back). Only a raw-to-raw run changes the file
-	// where it is; anything else is written from a trimmed working copy and
-	// renamed over it when whole.
+	// where it is; anything else is converted from a trimmed view of the
+	// input, under a temporary name first, and renamed over it when whole.
 	inPlace := out == disk
 	trimInPlace := inPlace && format == diskimage.Raw && c.Format == "raw"
 	if inPlace {
@@ -183,41 +185,32 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		return nil, false, false, err
 	}
 	defer closeJournal()
-
-	// Trimming works on a raw disk: a raw input is trimmed where it is when
-	// it is also the output, else on a working copy (the input is kept as it
-	// was until Packer decides what to do with it).
-	work := disk
-	if !trimInPlace {
-		work = filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".sparsify.raw")
-		h, err := journal.Take(cleanup.FileEntry(work))
-		if err != nil {
-			return nil, false, false, err
-		}
-		defer journal.Release(h)
-		start := time.Now()
-		if format == diskimage.Raw {
-			_, err = diskimage.Copy(ctx, disk, work, nil)
-		} else {
-			err = diskimage.ConvertToRaw(ctx, disk, format, work, nil)
-		}
-		if err != nil {
-			return nil, false, false, fmt.Errorf("working copy of %s: %w", disk, err)
-		}
-		ui.Say(fmt.Sprintf("Working copy of %s in %s", disk, time.Since(start).Round(time.Millisecond)))
+	before, err := sparsify.Allocated(disk)
+	if err != nil {
+		return nil, false, false, err
 	}
 
-	res, err := sparsify.Trim(ctx, work, journal, ui.Say)
+	// Trimming works on a raw disk: a raw input is trimmed where it is when
+	// it is also the output, else through a view that leaves the input as it
+	// was until Packer decides what to do with it.
+	view := &trimView{raw: disk, src: disk, srcFmt: format, close: func() error { return nil }}
+	if !trimInPlace {
+		if view, err = openTrimView(ctx, ui, journal, disk, format, out); err != nil {
+			return nil, false, false, err
+		}
+		defer view.close()
+	}
+
+	res, err := sparsify.Trim(ctx, view.raw, journal, ui.Say)
 	if err != nil {
 		return nil, false, false, fmt.Errorf("sparsifying %s: %w", disk, err)
 	}
 	for _, pr := range res.Partitions {
 		ui.Say(fmt.Sprintf("  partition %d (%s): %s", pr.Number, pr.FS, pr.Action))
 	}
-	ui.Say(fmt.Sprintf("Allocated: %s before, %s after", diskimage.FormatSize(res.Before), diskimage.FormatSize(res.After)))
 	var shrunk *sparsify.ShrinkResult
 	if c.Shrink {
-		sr, err := sparsify.Shrink(ctx, work, journal, sparsify.ShrinkOptions{FreeSpace: c.freeSpace, RootPartition: c.RootPartition}, nil)
+		sr, err := sparsify.Shrink(ctx, view.raw, journal, sparsify.ShrinkOptions{FreeSpace: c.freeSpace, RootPartition: c.RootPartition}, nil)
 		if err != nil {
 			return nil, false, false, fmt.Errorf("imagefactory-sparsify: %w", err)
 		}
@@ -225,16 +218,22 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		ui.Say(fmt.Sprintf("Shrank the root filesystem (partition %d, %s) from %s to %s, the disk from %s to %s",
 			sr.Partition, sr.FS, diskimage.FormatSize(sr.FSBefore), diskimage.FormatSize(sr.FSAfter),
 			diskimage.FormatSize(sr.DiskBefore), diskimage.FormatSize(sr.DiskAfter)))
-		if res.After, err = sparsify.Allocated(work); err != nil {
-			return nil, false, false, err
-		}
 	}
 
 	if !trimInPlace {
-		if err := p.write(ctx, ui, work, out); err != nil {
+		// The view must be closed (its daemon flushed) before its image is read.
+		if err := view.close(); err != nil {
+			return nil, false, false, err
+		}
+		if err := p.write(ctx, ui, view.src, view.srcFmt, out); err != nil {
 			return nil, false, false, err
 		}
 	}
+	after, err := sparsify.Allocated(out)
+	if err != nil {
+		return nil, false, false, err
+	}
+	ui.Say(fmt.Sprintf("Allocated: %s in the input, %s in the output", diskimage.FormatSize(before), diskimage.FormatSize(after)))
 	files := []string{out}
 	for _, t := range c.Checksums {
 		sidecar, err := writeChecksum(out, t)
@@ -243,17 +242,17 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		}
 		files = append(files, sidecar)
 	}
-	art := &Artifact{Path: out, Format: c.Format, Files_: files, Before: res.Before, After: res.After, Shrink: shrunk, Input: in}
+	art := &Artifact{Path: out, Format: c.Format, Files_: files, Before: before, After: after, Shrink: shrunk, Input: in}
 	// In place: the input's file is the output; Packer must not delete it.
 	return art, inPlace, inPlace, nil
 }
 
-// write produces out from the trimmed raw work disk.
-func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, work, out string) error {
+// write produces out from src, the trimmed image (of format srcFmt).
+func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, src string, srcFmt diskimage.Format, out string) error {
 	c := &p.config
 	start := time.Now()
-	if c.Format == "raw" {
-		if err := os.Rename(work, out); err != nil {
+	if c.Format == "raw" && srcFmt == diskimage.Raw {
+		if err := os.Rename(src, out); err != nil {
 			return fmt.Errorf("naming %s: %w", out, err)
 		}
 		return nil
@@ -264,7 +263,7 @@ func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, work, out st
 	}
 	ui.Say(fmt.Sprintf("Converting to %s...", what))
 	bar := packerglue.NewPercentBar(ui, "conversion to "+what)
-	err := diskimage.Convert(ctx, work, diskimage.Raw, out, diskimage.Format(c.Format), diskimage.ConvertOptions{
+	err := diskimage.Convert(ctx, src, srcFmt, out, diskimage.Format(c.Format), diskimage.ConvertOptions{
 		Compression: c.Compression,
 		Progress:    bar.SetPercent,
 	})
@@ -275,6 +274,62 @@ func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, work, out st
 	fi, _ := os.Stat(out)
 	ui.Say(fmt.Sprintf("Wrote %s (%s) in %s", out, diskimage.FormatSize(fi.Size()), time.Since(start).Round(time.Millisecond)))
 	return nil
+}
+
+// trimView is what the trim works on when the input must stay as it was:
+// raw is the raw file to trim (and shrink), src (of format srcFmt) the
+// image the output is then converted from.
+type trimView struct {
+	raw, src string
+	srcFmt   diskimage.Format
+	close    func() error // idempotent
+}
+
+// openTrimView puts a qcow2 overlay on the input and exports it as a raw
+// file over FUSE: the trim's discards become zero clusters in the overlay,
+// nothing is copied, and the input is never written. Without FUSE it falls
+// back to a raw working copy of the input.
+func openTrimView(ctx context.Context, ui packersdk.Ui, journal *cleanup.Journal, disk string, format diskimage.Format, out string) (*trimView, error) {
+	hidden := filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".sparsify")
+	overlay := hidden + ".qcow2"
+	h, err := journal.Take(cleanup.FileEntry(overlay))
+	if err != nil {
+		return nil, err
+	}
+	if err := diskimage.CreateOverlay(ctx, disk, format, overlay); err != nil {
+		return nil, errors.Join(err, journal.Release(h))
+	}
+	exp, err := fuseexport.Open(ctx, overlay, string(diskimage.QCOW2), journal)
+	if err == nil {
+		ui.Say(fmt.Sprintf("Trimming through an overlay on %s (qemu-storage-daemon, FUSE): the input is not copied nor changed", disk))
+		closed := false
+		return &trimView{raw: exp.Path, src: overlay, srcFmt: diskimage.QCOW2, close: func() error {
+			if closed {
+				return nil
+			}
+			closed = true
+			return exp.Close()
+		}}, nil
+	}
+	if rerr := journal.Release(h); rerr != nil || !errors.Is(err, fuseexport.ErrUnavailable) {
+		return nil, errors.Join(fmt.Errorf("imagefactory-sparsify: %w", err), rerr)
+	}
+	ui.Say(fmt.Sprintf("No FUSE export here (%v): trimming a raw working copy", err))
+	work := hidden + ".raw"
+	if h, err = journal.Take(cleanup.FileEntry(work)); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if format == diskimage.Raw {
+		_, err = diskimage.Copy(ctx, disk, work, nil)
+	} else {
+		err = diskimage.ConvertToRaw(ctx, disk, format, work, nil)
+	}
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("working copy of %s: %w", disk, err), journal.Release(h))
+	}
+	ui.Say(fmt.Sprintf("Working copy of %s in %s", disk, time.Since(start).Round(time.Millisecond)))
+	return &trimView{raw: work, src: work, srcFmt: diskimage.Raw, close: func() error { return nil }}, nil
 }
 
 // writeChecksum writes <path>.<type> in sha256sum/md5sum format.
