@@ -79,7 +79,9 @@ func (e *Export) start(ctx context.Context, image, format string) error {
 	e.stderr = &bytes.Buffer{}
 	e.cmd = exec.Command("qemu-storage-daemon",
 		"--blockdev", "driver=file,node-name=proto,filename="+escape(image),
-		"--blockdev", "driver="+format+",node-name=fmt,file=proto",
+		// discard=unmap: the trim's discards reach the image (zero clusters
+		// in an overlay) instead of being ignored.
+		"--blockdev", "driver="+format+",node-name=fmt,file=proto,discard=unmap",
 		"--export", "type=fuse,id=view,node-name=fmt,writable=on,mountpoint="+escape(e.Path),
 	)
 	e.cmd.Stdout, e.cmd.Stderr = e.stderr, e.stderr
