@@ -3,7 +3,6 @@ package scrub
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,21 +32,7 @@ func TestBadInputs(t *testing.T) {
 			}
 			return d
 		}, "read-only"},
-		{"qcow2-missing-backing-file", func(t *testing.T) string {
-			dir := t.TempDir()
-			base := filepath.Join(dir, "base.qcow2")
-			top := filepath.Join(dir, "top.qcow2")
-			for _, args := range [][]string{
-				{"create", "-f", "qcow2", base, "64M"},
-				{"create", "-f", "qcow2", "-b", base, "-F", "qcow2", top},
-			} {
-				if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
-					t.Fatalf("qemu-img %v: %v: %s", args, err, out)
-				}
-			}
-			os.Remove(base)
-			return top
-		}, "base.qcow2"},
+		{"qcow2-missing-backing-file", func(t *testing.T) string { return fixture.QCOW2MissingBacking(t) }, "base.qcow2"},
 		{"no-disk-in-artifact", func(t *testing.T) string { return "" }, "no raw or qcow2 disk image"},
 	}
 	for _, c := range cases {

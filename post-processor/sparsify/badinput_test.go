@@ -30,21 +30,7 @@ func TestBadInputs(t *testing.T) {
 		want   string
 	}{
 		{"not-a-disk", func(t *testing.T) string { return fixture.NotADisk(t) }, nil, "is not a disk image"},
-		{"qcow2-missing-backing-file", func(t *testing.T) string {
-			dir := t.TempDir()
-			base := filepath.Join(dir, "base.qcow2")
-			top := filepath.Join(dir, "top.qcow2")
-			for _, args := range [][]string{
-				{"create", "-f", "qcow2", base, "64M"},
-				{"create", "-f", "qcow2", "-b", base, "-F", "qcow2", top},
-			} {
-				if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
-					t.Fatalf("qemu-img %v: %v: %s", args, err, out)
-				}
-			}
-			os.Remove(base)
-			return top
-		}, map[string]interface{}{"format": "qcow2"}, "base.qcow2"},
+		{"qcow2-missing-backing-file", func(t *testing.T) string { return fixture.QCOW2MissingBacking(t) }, map[string]interface{}{"format": "qcow2"}, "base.qcow2"},
 		{"read-only-in-place", func(t *testing.T) string {
 			d := fixture.Disk(t, fixture.DiskOptions{})
 			if err := os.Chmod(d, 0o444); err != nil {
