@@ -111,6 +111,7 @@ func Run(ctx context.Context, api API, spec Spec, src Source, opts Options) (imp
 		defer cancel()
 	}
 	imp = &Import{}
+	jobEnded := false // a job that ended needs no cancel
 	defer func() {
 		if err == nil {
 			return
@@ -123,7 +124,7 @@ func Run(ctx context.Context, api API, spec Spec, src Source, opts Options) (imp
 		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
-		if imp.JobID != "" {
+		if imp.JobID != "" && !jobEnded {
 			if cerr := api.Cancel(cctx, imp); cerr != nil {
 				say(fmt.Sprintf("cancelling %s job %s: %v", api.Name(), imp.JobID, cerr))
 			} else {
@@ -159,6 +160,7 @@ func Run(ctx context.Context, api API, spec Spec, src Source, opts Options) (imp
 			say(fmt.Sprintf("  %s: %s", api.Name(), st.Detail))
 			last = st.Detail
 		}
+		jobEnded = st.State != Running
 		switch st.State {
 		case Done:
 			if err := api.Verify(runCtx, imp, src); err != nil {
