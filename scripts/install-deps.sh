@@ -15,6 +15,7 @@ packages=(
 	debootstrap       # the example's Debian base image
 	zstd xz-utils gzip
 	curl ca-certificates
+	glance-api        # OpenStack Glance: fetchdisk's acceptance tests and bench import into it
 )
 
 missing=()

@@ -145,8 +145,11 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 // redact hides the secret part of a served URL's path.
 func redact(u string) string {
 	i := strings.Index(u, "://")
+	if i < 0 {
+		return u
+	}
 	j := strings.Index(u[i+3:], "/")
-	if i < 0 || j < 0 {
+	if j < 0 {
 		return u
 	}
 	return u[:i+3+j] + "/…/" + filepath.Base(u)
