@@ -345,3 +345,4 @@ echo
 cat "$OUT/results.txt"
 echo
 echo "written to $OUT/results.txt; nothing left mounted or attached"
+"$BENCH_DIR/fetchdisk.sh" "$FIXTURE" # Glance import through fetchdisk's server vs python3 -m http.server
