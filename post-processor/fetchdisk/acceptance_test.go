@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -173,7 +174,14 @@ build {
 				t.Errorf("output lacks %q:\n%s", want, res.Output)
 			}
 		}
-		before.AssertNoLeaksUnder(t, h.Base, "/run/imagefactory/mnt")
+		// Scoped to this build's own paths: other builds on the machine
+		// (their plugins, their chroots) are not ours to report.
+		before.AssertNoLeaksIn(t, h.Base, mountPath(t, res.Output))
+		// The server lived only for the import.
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(servePort), time.Second); err == nil {
+			c.Close()
+			t.Errorf("the built-in server still listens on %d after the build", servePort)
+		}
 	})
 
 	t.Run("500-twice-then-recovers", func(t *testing.T) {
@@ -285,6 +293,16 @@ build {
 		if !strings.Contains(res.Output, "Deleted the half-made image") || countImages() != n {
 			t.Errorf("the interrupted import's image is still in Glance:\n%s", res.Output)
 		}
-		before.AssertNoLeaksUnder(t, h.Base, "/run/imagefactory/mnt")
+		before.AssertNoLeaksIn(t, h.Base, mountPath(t, res.Output))
 	})
+}
+
+// mountPath is where the builder mounted the image, from its output.
+func mountPath(t *testing.T, out string) string {
+	t.Helper()
+	m := regexp.MustCompile(`Mounted the root filesystem at (\S+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("the build did not say where it mounted the image:\n%s", out)
+	}
+	return m[1]
 }
