@@ -60,6 +60,7 @@ type Server struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	active    sync.WaitGroup // requests being answered; Close waits for them
 
 	requests, refused, sent, read atomic.Int64
 	mu                            sync.Mutex
@@ -140,11 +141,15 @@ func (s *Server) Stats() Stats {
 	return Stats{Requests: s.requests.Load(), Refused: s.refused.Load(), BytesSent: s.sent.Load(), BytesRead: s.read.Load(), Clients: clients}
 }
 
-// Close stops listening and ends downloads in progress.
+// Close stops listening and ends downloads in progress; it returns once
+// no request is being answered.
 // Closing twice is harmless.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.closeErr = s.srv.Close()
+		// Close drops the connections; the handlers notice and return,
+		// and nothing is logged after Close.
+		s.active.Wait()
 		if serr := <-s.done; serr != nil && !errors.Is(serr, http.ErrServerClosed) && s.closeErr == nil {
 			s.closeErr = serr
 		}
@@ -160,6 +165,8 @@ func (s *Server) logf(format string, args ...any) {
 
 // ServeHTTP answers GET and HEAD for the one path and 404 for any other.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.active.Add(1)
+	defer s.active.Done()
 	client, _, _ := net.SplitHostPort(r.RemoteAddr)
 	if r.URL.EscapedPath() != s.urlPath {
 		s.refused.Add(1)
