@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha512"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -106,7 +108,10 @@ func TestAccFetchDiskGlance(t *testing.T) {
 	ctx := context.Background()
 
 	disk := fixture.NewDisk(t, fixture.DiskOptions{})
-	template := func(pp string) string {
+	glanceAuth := `      endpoint            = "` + ps.URL + `"
+      token               = "` + token + `"
+`
+	templateAuth := func(auth, pp string) string {
 		return `
 source "imagefactory" "t" {
   base_image       = "` + disk.Path + `"
@@ -122,9 +127,7 @@ build {
     }
     post-processor "imagefactory-fetchdisk" {
       api                 = "glance"
-      endpoint            = "` + ps.URL + `"
-      token               = "` + token + `"
-      poll_interval       = "500ms"
+` + auth + `      poll_interval       = "500ms"
       import_timeout      = "5m"
       keep_input_artifact = true
       properties          = { os_distro = "debian" }
@@ -135,6 +138,7 @@ build {
 }
 `
 	}
+	template := func(pp string) string { return templateAuth(glanceAuth, pp) }
 	countImages := func() int {
 		imgs, err := g.Images(ctx)
 		if err != nil {
@@ -142,11 +146,13 @@ build {
 		}
 		return len(imgs)
 	}
-	noSecrets := func(t *testing.T, h *fixture.Harness, res fixture.Result) {
+	noSecrets := func(t *testing.T, h *fixture.Harness, res fixture.Result, secrets ...string) {
 		t.Helper()
 		log, _ := os.ReadFile(h.LogPath)
-		if strings.Contains(res.Output, token) || strings.Contains(string(log), token) {
-			t.Errorf("the token appears in Packer's output or PACKER_LOG")
+		for _, s := range append(secrets, token) {
+			if strings.Contains(res.Output, s) || strings.Contains(string(log), s) {
+				t.Errorf("a secret (%.6s...) appears in Packer's output or PACKER_LOG", s)
+			}
 		}
 	}
 
@@ -182,6 +188,51 @@ build {
 			c.Close()
 			t.Errorf("the built-in server still listens on %d after the build", servePort)
 		}
+	})
+
+	t.Run("keystone-password", func(t *testing.T) {
+		// A stand-in Keystone v3: the password buys Glance's token, and
+		// the catalog names the image endpoint.
+		password := "pw-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-SECRET"
+		var authed int
+		ks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var req struct {
+				Auth struct {
+					Identity struct {
+						Password struct {
+							User struct{ Name, Password string }
+						}
+					}
+				}
+			}
+			json.NewDecoder(r.Body).Decode(&req)
+			u := req.Auth.Identity.Password.User
+			if r.URL.Path != "/v3/auth/tokens" || u.Name != "packer" || u.Password != password {
+				http.Error(w, "unauthorised", http.StatusUnauthorized)
+				return
+			}
+			authed++
+			w.Header().Set("X-Subject-Token", token)
+			w.WriteHeader(http.StatusCreated)
+			fmt.Fprintf(w, `{"token":{"catalog":[{"type":"image","endpoints":[{"interface":"public","region":"RegionOne","url":%q}]}]}}`, ps.URL)
+		}))
+		defer ks.Close()
+		h := fixture.Packer(t)
+		h.Env = append(h.Env, "IMAGEFACTORY_STATE_DIR="+filepath.Join(h.Base, "state"))
+		n := countImages()
+		res := h.Build(t, templateAuth(`      auth_url            = "`+ks.URL+`/v3"
+      username            = "packer"
+      password            = "`+password+`"
+      project_name        = "imagefactory"
+      region              = "RegionOne"
+`, `      serve_address = "127.0.0.1:`+strconv.Itoa(servePort)+`"`), nil)
+		if res.ExitCode != 0 {
+			t.Fatalf("packer build failed (exit %d):\n%s", res.ExitCode, res.Output)
+		}
+		if authed != 1 || countImages() != n+1 {
+			t.Errorf("%d Keystone logins, %d images (was %d)", authed, countImages(), n)
+		}
+		noSecrets(t, h, res, password)
 	})
 
 	t.Run("500-twice-then-recovers", func(t *testing.T) {
