@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/plugin"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/builder/imagefactory"
+	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/fetchdisk"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/scrub"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/sparsify"
 	"github.com/imagefactory/packer-plugin-imagefactory/version"
@@ -21,6 +22,7 @@ func main() {
 	// Post-processors are named imagefactory-<name> in templates.
 	pps.RegisterPostProcessor("scrub", new(scrub.PostProcessor))
 	pps.RegisterPostProcessor("sparsify", new(sparsify.PostProcessor))
+	pps.RegisterPostProcessor("fetchdisk", new(fetchdisk.PostProcessor))
 	pps.SetVersion(version.PluginVersion)
 	if err := pps.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, err.Error())

@@ -19,4 +19,9 @@ integration {
     name = "imagefactory-sparsify"
     slug = "sparsify"
   }
+  component {
+    type = "post-processor"
+    name = "imagefactory-fetchdisk"
+    slug = "fetchdisk"
+  }
 }

@@ -356,3 +356,6 @@ if [[ ${BENCH_QEMU:-1} == 1 ]]; then
 	echo
 	"$BENCH_DIR/qemu-vs-chroot.sh" | tee -a "$OUT/results.txt"
 fi
+
+# Glance import through fetchdisk's server against python3 -m http.server.
+"$BENCH_DIR/fetchdisk.sh" "$FIXTURE" # Glance import through fetchdisk's server vs python3 -m http.server

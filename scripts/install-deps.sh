@@ -18,6 +18,7 @@ packages=(
 	curl ca-certificates
 	qemu-system-x86   # strategy = "qemu": the builder boots images (TCG without KVM)
 	ovmf              # firmware = "uefi" for the qemu strategy
+	glance-api        # OpenStack Glance: fetchdisk's acceptance tests and bench import into it
 )
 
 missing=()

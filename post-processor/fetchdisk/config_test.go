@@ -1,0 +1,83 @@
+package fetchdisk
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigure(t *testing.T) {
+	glance := map[string]interface{}{"api": "glance", "endpoint": "http://127.0.0.1:9292"}
+	with := func(base map[string]interface{}, kv ...interface{}) map[string]interface{} {
+		m := map[string]interface{}{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1]
+		}
+		return m
+	}
+	fco := map[string]interface{}{"api": "fco", "endpoint": "https://fco:4442", "username": "u", "customer_uuid": "c",
+		"password": "p", "vdc_uuid": "v", "product_offer_uuid": "po"}
+	tests := []struct {
+		name    string
+		raw     map[string]interface{}
+		wantErr string
+		check   func(*testing.T, Config)
+	}{
+		{"glance defaults", glance, "", func(t *testing.T, c Config) {
+			if c.ServeAddress != "127.0.0.1:0" || c.ChecksumType != "sha512" || c.importTimeout != time.Hour ||
+				c.pollInterval != 5*time.Second || c.Retries != 5 {
+				t.Errorf("defaults: %+v", c)
+			}
+		}},
+		{"keystone password", with(glance, "auth_url", "https://ks/v3", "username", "u", "password", "p", "project_name", "x"), "", nil},
+		{"keystone without secret", with(glance, "auth_url", "https://ks/v3", "username", "u"), "needs password, application_credential_secret or token", nil},
+		{"app credential by name needs a user", with(glance, "auth_url", "https://ks/v3", "application_credential_secret", "s", "application_credential_name", "n"), "needs application_credential_id", nil},
+		{"glance without endpoint", map[string]interface{}{"api": "glance"}, "needs auth_url (Keystone v3) or endpoint", nil},
+		{"no api", map[string]interface{}{}, "api must be set", nil},
+		{"bad api", map[string]interface{}{"api": "aws"}, `api "aws" is not one of`, nil},
+		{"image_url with checksum", with(glance, "image_url", "http://x/y", "image_checksum", "SHA256:"+strings.Repeat("A", 64)), "", func(t *testing.T, c Config) {
+			if c.checksum != (checksum{"sha256", strings.Repeat("a", 64)}) {
+				t.Errorf("checksum %+v", c.checksum)
+			}
+		}},
+		{"image_url without checksum", with(glance, "image_url", "http://x/y"), "image_url needs image_checksum", nil},
+		{"short checksum", with(glance, "image_url", "http://x/y", "image_checksum", "sha256:abc"), "is not type:hex", nil},
+		{"checksum without url", with(glance, "image_checksum", "md5:"+strings.Repeat("0", 32)), "image_checksum needs image_url", nil},
+		{"image_url and serve_address", with(glance, "image_url", "http://x/y", "image_checksum", "md5:"+strings.Repeat("0", 32), "serve_address", ":0"), "exclude each other", nil},
+		{"tls half", with(glance, "tls_cert", "c.pem"), "tls_cert and tls_key go together", nil},
+		{"bad timeout", with(glance, "import_timeout", "soon"), `import_timeout = "soon"`, nil},
+		{"negative poll", with(glance, "poll_interval", "-1s"), `poll_interval = "-1s"`, nil},
+		{"bad checksum type", with(glance, "checksum_type", "crc32"), `checksum_type "crc32"`, nil},
+		{"bad visibility", with(glance, "visibility", "everyone"), `visibility "everyone"`, nil},
+		{"fco", fco, "", nil},
+		{"fco token", map[string]interface{}{"api": "fco", "endpoint": "e", "token": "t", "vdc_uuid": "v", "product_offer_uuid": "p", "disk_size": "20G"}, "", func(t *testing.T, c Config) {
+			if c.diskSize != 20<<30 {
+				t.Errorf("disk size %d", c.diskSize)
+			}
+		}},
+		{"fco without credentials", with(fco, "password", ""), "needs token, or username, customer_uuid and password", nil},
+		{"fco without vdc", with(fco, "vdc_uuid", ""), "needs vdc_uuid", nil},
+		{"fco bad size", with(fco, "disk_size", "big"), "disk_size", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var c Config
+			err := c.prepare(tt.raw)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+			if err == nil && tt.check != nil {
+				tt.check(t, c)
+			}
+		})
+	}
+}
+
+func TestRedact(t *testing.T) {
+	if got := redact("http://10.0.0.1:8080/0123abcd/disk.qcow2"); got != "http://10.0.0.1:8080/…/disk.qcow2" {
+		t.Errorf("redact: %s", got)
+	}
+}
