@@ -136,6 +136,14 @@ func (m *Machine) Powerdown() error {
 	return m.qmp.Powerdown()
 }
 
+// CtrlAltDelete sends ctrl-alt-delete through QMP.
+func (m *Machine) CtrlAltDelete() error {
+	if m.qmp == nil {
+		return errors.New("qemu: no QMP monitor")
+	}
+	return m.qmp.CtrlAltDelete()
+}
+
 // Wait waits for QEMU to exit, at most until ctx ends.
 func (m *Machine) Wait(ctx context.Context) error {
 	select {

@@ -120,6 +120,16 @@ func (q *QMP) Powerdown() error {
 	return err
 }
 
+// CtrlAltDelete sends the key chord: the guest kernel hands it to init
+// (systemd starts reboot.target, a clean shutdown), which works where no
+// daemon listens to the ACPI power button (no logind without D-Bus).
+// QEMU runs with -no-reboot, so the guest's reboot ends it.
+func (q *QMP) CtrlAltDelete() error {
+	keys := []map[string]string{{"type": "qcode", "data": "ctrl"}, {"type": "qcode", "data": "alt"}, {"type": "qcode", "data": "delete"}}
+	_, err := q.Execute("send-key", map[string]any{"keys": keys})
+	return err
+}
+
 // Quit ends QEMU at once (after flushing its disk caches to the file). The
 // connection may close before the answer arrives: that counts as done.
 func (q *QMP) Quit() error {
