@@ -7,9 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"syscall"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
