@@ -98,10 +98,12 @@ func Start(ctx context.Context, o Options, j *cleanup.Journal) (*Machine, error)
 		}()
 		m.qmp, err = DialQMP(dctx, o.QMPSocket)
 		if err != nil {
+			// QEMU closing the socket usually means it is exiting: its
+			// own message says why.
 			select {
 			case <-m.done:
 				err = fmt.Errorf("qemu exited at once (%v): %s", m.err, strings.TrimSpace(m.stderr.String()))
-			default:
+			case <-time.After(3 * time.Second):
 			}
 			return nil, errors.Join(err, m.Kill())
 		}
