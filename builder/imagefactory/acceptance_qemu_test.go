@@ -113,7 +113,7 @@ func TestAccQemu(t *testing.T) {
 					t.Errorf("the factory's SSH host keys are in the output: %v", keys)
 				}
 				for _, p := range []string{
-					"root/.ssh", "var/lib/cloud/instances", "var/lib/cloud/instance", "var/lib/cloud/data",
+					"root/.ssh/authorized_keys", "var/lib/cloud/instances", "var/lib/cloud/instance", "var/lib/cloud/data",
 					"var/lib/systemd/random-seed", "etc/ssh/sshd_config.d/00-imagefactory-build.conf",
 				} {
 					if exists(p) {
