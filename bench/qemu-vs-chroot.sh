@@ -35,10 +35,11 @@ export PACKER_PLUGIN_PATH=$WORK/plugins PACKER_CACHE_DIR=$WORK/packer_cache CHEC
 export IMAGEFACTORY_STATE_DIR=$WORK/state
 
 # The disk: the tree on one MBR ext4 partition labelled cloudimg-rootfs,
-# cached beside the tarball it was made from.
-tarball=$(DEBIAN_INCLUDE_EXTRA=linux-image-amd64,cloud-init "$ROOT/scripts/debian-rootfs.sh")
-disk=$CACHE/debian-12-kernel.raw
-if [[ ! -f $disk || $disk -ot $tarball ]]; then
+# cached beside the tarball it was made from. BENCH_QEMU_DISK names another
+# raw disk to use instead (it needs /vmlinuz, /initrd.img, sshd, cloud-init).
+disk=${BENCH_QEMU_DISK:-$CACHE/debian-12-kernel.raw}
+[[ -n ${BENCH_QEMU_DISK:-} ]] || tarball=$(DEBIAN_INCLUDE_EXTRA=linux-image-amd64,cloud-init "$ROOT/scripts/debian-rootfs.sh")
+if [[ -z ${BENCH_QEMU_DISK:-} ]] && [[ ! -f $disk || $disk -ot $tarball ]]; then
 	log "laying $tarball onto $disk"
 	tree=$WORK/tree
 	mkdir "$tree"

@@ -66,8 +66,14 @@ trap cleanup EXIT
 
 tree=$work/tree
 log "debootstrap $suite ($include), from debootstrap's default mirror"
+# debootstrap does not resolve virtual packages: cloud-init's
+# python3-cryptography needs python3-cffi-backend-api-*, provided by
+# python3-cffi-backend, which must be named (else dpkg leaves cloud-init
+# unconfigured and debootstrap fails). Not part of the cache key.
+bootstrap_include=$include
+[[ ,$include, == *,cloud-init,* ]] && bootstrap_include=$bootstrap_include,python3-cffi-backend
 # No mirror argument: debootstrap's built-in default.
-debootstrap --variant=minbase --include="$include" "$suite" "$tree" >&2
+debootstrap --variant=minbase --include="$bootstrap_include" "$suite" "$tree" >&2
 
 log "configuring the tree"
 # apt sources as Debian's cloud images have them: the release, its updates

@@ -113,7 +113,7 @@ func TestAccQemu(t *testing.T) {
 					t.Errorf("the factory's SSH host keys are in the output: %v", keys)
 				}
 				for _, p := range []string{
-					"root/.ssh", "var/lib/cloud/instances", "var/lib/cloud/instance", "var/lib/cloud/data",
+					"root/.ssh/authorized_keys", "var/lib/cloud/instances", "var/lib/cloud/instance", "var/lib/cloud/data",
 					"var/lib/systemd/random-seed", "etc/ssh/sshd_config.d/00-imagefactory-build.conf",
 				} {
 					if exists(p) {
@@ -149,7 +149,7 @@ func TestAccQemu(t *testing.T) {
 			if len(report.Changes) != 0 {
 				t.Errorf("the scrub post-processor still found the factory boot: %+v", report.Changes)
 			}
-			a.assertNoLeaks(t)
+			assertNoQemuLeaks(t, a)
 		})
 	}
 }
@@ -176,7 +176,7 @@ func TestAccQemuFaults(t *testing.T) {
 		if _, err := os.Stat(a.out()); !os.IsNotExist(err) {
 			t.Errorf("output directory left after a failed build")
 		}
-		a.assertNoLeaks(t)
+		assertNoQemuLeaks(t, a)
 	})
 	t.Run("cancel", func(t *testing.T) {
 		a := newAcc(t)
@@ -195,11 +195,26 @@ func TestAccQemuFaults(t *testing.T) {
 		if _, err := os.Stat(a.out()); !os.IsNotExist(err) {
 			t.Errorf("output directory left after a cancelled build")
 		}
-		a.assertNoLeaks(t)
+		assertNoQemuLeaks(t, a)
 		if n := qemuProcesses(a.Base); n != 0 {
 			t.Errorf("%d QEMU processes left after the cancel", n)
 		}
 	})
+}
+
+// assertNoQemuLeaks checks, scoped to this test's own directory (other
+// builds run on the machine at the same time), that no loop device backed
+// by its files, no mount in it and no QEMU using its files is left, and no
+// journal.
+func assertNoQemuLeaks(t *testing.T, a *acc) {
+	t.Helper()
+	a.before.AssertNoLeaksIn(t, a.Base)
+	if n := qemuProcesses(a.Base); n != 0 {
+		t.Errorf("%d QEMU processes of this test left", n)
+	}
+	if journals, _ := filepath.Glob(filepath.Join(a.state, "*.journal")); len(journals) > 0 {
+		t.Errorf("journals left in %s: %v", a.state, journals)
+	}
 }
 
 // qemuProcesses counts running QEMUs whose command line names a path

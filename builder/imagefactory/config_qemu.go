@@ -65,7 +65,10 @@ type QemuConfig struct {
 	InjectSSHKey bool `mapstructure:"inject_ssh_key"`
 	// A command that shuts the guest down, run over SSH after the
 	// provisioners (`shutdown -P now`, `sudo poweroff`). Without it the
-	// builder presses the ACPI power button through QMP.
+	// builder presses the ACPI power button through QMP, and sends
+	// ctrl-alt-delete 20 s later if the guest is still up (images without
+	// D-Bus run no logind, and nothing hears the button; QEMU runs with
+	// `-no-reboot`, so the guest's clean reboot ends it).
 	ShutdownCommand string `mapstructure:"shutdown_command"`
 	// How long the guest may take to power off before QEMU is quit by
 	// force (with a warning). Defaults to `5m`.

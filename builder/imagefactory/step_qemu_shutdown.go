@@ -11,11 +11,18 @@ import (
 )
 
 // stepQemuShutdown powers the guest off once provisioning is over: with
-// shutdown_command over SSH, else the ACPI power button through QMP. A
+// shutdown_command over SSH, else the ACPI power button through QMP, then
+// ctrl-alt-delete if the guest does not react. A
 // guest still running after shutdown_timeout is quit by force, with a
 // warning (its filesystem journal is replayed when the disk is mounted
 // next).
 type stepQemuShutdown struct{}
+
+// acpiGrace is how long a guest may ignore the ACPI power button before
+// ctrl-alt-delete is sent (a guest that heard it is shutting down by then,
+// and the chord only turns its power-off into a reboot, which ends QEMU
+// the same way).
+const acpiGrace = 20 * time.Second
 
 func (s *stepQemuShutdown) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
 	cfg := configOf(state)
@@ -39,6 +46,19 @@ func (s *stepQemuShutdown) Run(ctx context.Context, state multistep.StateBag) mu
 	}
 	wctx, cancel := context.WithTimeout(ctx, cfg.ShutdownTimeout)
 	defer cancel()
+	if cfg.ShutdownCommand == "" {
+		// Images without D-Bus have no logind, and nothing hears the
+		// power button: ctrl-alt-delete reaches systemd itself.
+		grace, gcancel := context.WithTimeout(wctx, min(acpiGrace, cfg.ShutdownTimeout/2))
+		err := m.Wait(grace)
+		gcancel()
+		if err != nil && wctx.Err() == nil {
+			ui.Say(fmt.Sprintf("The guest ignored the power button for %s; sending ctrl-alt-delete", min(acpiGrace, cfg.ShutdownTimeout/2)))
+			if err := m.CtrlAltDelete(); err != nil {
+				ui.Error(fmt.Sprintf("Warning: sending ctrl-alt-delete through QMP: %v", err))
+			}
+		}
+	}
 	if err := m.Wait(wctx); err != nil {
 		if ctx.Err() != nil {
 			return halt(state, ctx.Err())

@@ -152,7 +152,7 @@ func Args(o Options) ([]string, error) {
 	}
 
 	add("-drive", "file="+escape(o.Disk)+",if=none,id=disk0,format="+format+",discard=unmap,detect-zeroes=unmap")
-	add("-device", "virtio-blk-pci,drive=disk0,bootindex=0")
+	add("-device", "virtio-blk-pci,drive=disk0,bootindex=1")
 	if o.Seed != "" {
 		add("-drive", "file="+escape(o.Seed)+",if=none,id=seed0,format=raw,readonly=on")
 		add("-device", "virtio-blk-pci,drive=seed0")

@@ -18,7 +18,7 @@ func TestArgs(t *testing.T) {
 		{"tcg defaults", base, []string{
 			"-machine q35,accel=tcg", "-cpu max", "-smp 1 -m 1024",
 			"-drive file=/out/disk.raw,if=none,id=disk0,format=raw,discard=unmap,detect-zeroes=unmap",
-			"-device virtio-blk-pci,drive=disk0,bootindex=0",
+			"-device virtio-blk-pci,drive=disk0,bootindex=1",
 			"-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22", "-device virtio-net-pci,netdev=net0",
 			"-serial file:/out/console.log", "-qmp unix:/run/q.sock,server=on,wait=off", "-display none",
 		}, []string{"-kernel", "pflash", "seed0"}, ""},

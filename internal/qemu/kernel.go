@@ -81,4 +81,3 @@ func versionLess(a, b string) bool {
 	}
 	return len(pa) < len(pb)
 }
-

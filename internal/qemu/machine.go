@@ -98,10 +98,12 @@ func Start(ctx context.Context, o Options, j *cleanup.Journal) (*Machine, error)
 		}()
 		m.qmp, err = DialQMP(dctx, o.QMPSocket)
 		if err != nil {
+			// QEMU closing the socket usually means it is exiting: its
+			// own message says why.
 			select {
 			case <-m.done:
 				err = fmt.Errorf("qemu exited at once (%v): %s", m.err, strings.TrimSpace(m.stderr.String()))
-			default:
+			case <-time.After(3 * time.Second):
 			}
 			return nil, errors.Join(err, m.Kill())
 		}
@@ -134,6 +136,14 @@ func (m *Machine) Powerdown() error {
 		return errors.New("qemu: no QMP monitor")
 	}
 	return m.qmp.Powerdown()
+}
+
+// CtrlAltDelete sends ctrl-alt-delete through QMP.
+func (m *Machine) CtrlAltDelete() error {
+	if m.qmp == nil {
+		return errors.New("qemu: no QMP monitor")
+	}
+	return m.qmp.CtrlAltDelete()
 }
 
 // Wait waits for QEMU to exit, at most until ctx ends.

@@ -7,9 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"syscall"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -117,6 +117,16 @@ func (q *QMP) execute(cmd string, args any, timeout time.Duration) (json.RawMess
 // it listens (systemd-logind or acpid does).
 func (q *QMP) Powerdown() error {
 	_, err := q.Execute("system_powerdown", nil)
+	return err
+}
+
+// CtrlAltDelete sends the key chord: the guest kernel hands it to init
+// (systemd starts reboot.target, a clean shutdown), which works where no
+// daemon listens to the ACPI power button (no logind without D-Bus).
+// QEMU runs with -no-reboot, so the guest's reboot ends it.
+func (q *QMP) CtrlAltDelete() error {
+	keys := []map[string]string{{"type": "qcode", "data": "ctrl"}, {"type": "qcode", "data": "alt"}, {"type": "qcode", "data": "delete"}}
+	_, err := q.Execute("send-key", map[string]any{"keys": keys})
 	return err
 }
 

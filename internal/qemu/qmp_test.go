@@ -66,6 +66,7 @@ func TestQMP(t *testing.T) {
 		"system_powerdown": {`{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "POWERDOWN"}`, ok},
 		"query-status":     {`{"return": {"status": "running", "singlestep": false, "running": true}}`},
 		"device_del":       {`{"error": {"class": "DeviceNotFound", "desc": "Device 'x' not found"}}`},
+		"send-key":         {ok},
 		"quit":             {""},
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -87,10 +88,13 @@ func TestQMP(t *testing.T) {
 	if _, err := q.Execute("device_del", map[string]string{"id": "x"}); err == nil || !strings.Contains(err.Error(), "DeviceNotFound") {
 		t.Errorf("device_del error = %v, want the QMP error class", err)
 	}
+	if err := q.CtrlAltDelete(); err != nil {
+		t.Errorf("CtrlAltDelete: %v", err)
+	}
 	if err := q.Quit(); err != nil {
 		t.Errorf("Quit with the connection closed by the exit: %v", err)
 	}
-	want := []string{"qmp_capabilities", "system_powerdown", "query-status", "device_del", "quit"}
+	want := []string{"qmp_capabilities", "system_powerdown", "query-status", "device_del", "send-key", "quit"}
 	if s := <-got; strings.Join(s, " ") != strings.Join(want, " ") {
 		t.Errorf("the fake received %q, want %q", s, want)
 	}
