@@ -11,6 +11,7 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/builder/imagefactory"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/scrub"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/sparsify"
+	"github.com/imagefactory/packer-plugin-imagefactory/provisioner/elements"
 	"github.com/imagefactory/packer-plugin-imagefactory/version"
 )
 
@@ -21,6 +22,8 @@ func main() {
 	// Post-processors are named imagefactory-<name> in templates.
 	pps.RegisterPostProcessor("scrub", new(scrub.PostProcessor))
 	pps.RegisterPostProcessor("sparsify", new(sparsify.PostProcessor))
+	// Provisioners too: `provisioner "imagefactory-elements"`.
+	pps.RegisterProvisioner("elements", new(elements.Provisioner))
 	pps.SetVersion(version.PluginVersion)
 	if err := pps.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, err.Error())
