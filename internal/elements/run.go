@@ -161,7 +161,14 @@ func (r *Run) prepare(ctx context.Context) error {
 	r.ui.Message(fmt.Sprintf("DISTRO_NAME=%s DIB_RELEASE=%s DIB_INIT_SYSTEM=%s ARCH=%s",
 		r.env["DISTRO_NAME"], r.env["DIB_RELEASE"], r.env["DIB_INIT_SYSTEM"], r.env["ARCH"]))
 
-	tree, err := BuildTree(filepath.Join(r.work, "hooks"), r.all)
+	// Dependencies first, so that an element's deeper entries (static/...)
+	// overwrite those of the elements it depends on. DIB's order here is
+	// that of a bash associative array: unspecified.
+	var merge []*Element
+	for i := len(r.plan.Elements) - 1; i >= 0; i-- {
+		merge = append(merge, r.plan.Elements[i])
+	}
+	tree, err := BuildTree(filepath.Join(r.work, "hooks"), append(merge, builtins...))
 	if err != nil {
 		return err
 	}
