@@ -399,6 +399,22 @@ func (r *Run) phases(ctx context.Context) error {
 			}
 		}
 	}
+	for _, ph := range r.plan.Phases {
+		if !ph.Inside {
+			continue
+		}
+		var names []string
+		for _, h := range hooks[ph.Name] {
+			names = append(names, h.name)
+		}
+		p := filepath.Join(r.tree.Dir, own, "hooks", ph.Name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, []byte(strings.Join(names, "\n")+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
 	if len(needRoot) > 0 {
 		return fmt.Errorf("these hooks run outside the image and need its root mounted on this host (TARGET_ROOT), which this build does not provide (no MountPath in the builder's generated data): %s; exclude them (exclude_scripts, phases) or use the imagefactory builder's chroot strategy", strings.Join(needRoot, ", "))
 	}
@@ -438,6 +454,9 @@ func (r *Run) phase(ctx context.Context, ph Phase, hooks []hook) (err error) {
 			}
 		}()
 	}
+	if ph.Inside {
+		return r.insidePhase(ctx, ph, hooks)
+	}
 	var times []timing
 	defer func() { r.timings(ph, times) }()
 	for _, h := range hooks {
@@ -450,6 +469,39 @@ func (r *Run) phase(ctx context.Context, ph Phase, hooks []hook) (err error) {
 		if code != 0 {
 			return fmt.Errorf("element %s, phase %s, script %s: exited with status %d", h.element, ph.Name, h.name, code)
 		}
+	}
+	return nil
+}
+
+// insidePhase runs a whole phase with one command in the image (one
+// chroot, environment.d sourced once, as dib-run-parts), following the
+// hooks by the marker lines run-phase prints.
+func (r *Run) insidePhase(ctx context.Context, ph Phase, hooks []hook) error {
+	byName := map[string]hook{}
+	for _, h := range hooks {
+		byName[h.name] = h
+	}
+	m := &phaseMarks{mark: newMark(), phase: ph, byName: byName, ui: r.ui}
+	w := newLineWriter(m.line)
+	cmd := fmt.Sprintf("/bin/bash %s/%s/bin/run-phase %s %s %s", InTarget, own, InTarget, ph.Name, m.mark)
+	code, err := r.target.RunInside(ctx, cmd, w, w)
+	w.Flush()
+	m.finish()
+	r.timings(ph, m.times)
+	if err != nil {
+		return fmt.Errorf("phase %s: %w", ph.Name, err)
+	}
+	if m.failed != nil {
+		return fmt.Errorf("element %s, phase %s, script %s: exited with status %d", m.failed.element, ph.Name, m.failed.name, m.failedCode)
+	}
+	if code != 0 {
+		if m.cur != nil {
+			return fmt.Errorf("element %s, phase %s, script %s: ended with status %d", m.cur.element, ph.Name, m.cur.name, code)
+		}
+		return fmt.Errorf("phase %s: exited with status %d before its first hook (environment.d?)", ph.Name, code)
+	}
+	if len(m.times) != len(hooks) {
+		return fmt.Errorf("phase %s: %d of %d hooks ran", ph.Name, len(m.times), len(hooks))
 	}
 	return nil
 }
@@ -469,7 +521,7 @@ func (r *Run) timings(ph Phase, times []timing) {
 	r.ui.Message(b.String())
 }
 
-// hook runs one script and returns its exit status.
+// hook runs one hook of an outside phase and returns its exit status.
 func (r *Run) hook(ctx context.Context, h hook) (int, error) {
 	prefix := fmt.Sprintf("%s %s/%s: ", h.element, h.phase.Name, h.name)
 	out := newLineWriter(func(l string) { r.ui.Message(prefix + l) })
@@ -483,10 +535,6 @@ func (r *Run) hook(ctx context.Context, h hook) (int, error) {
 			return 0, err
 		}
 		return 0, nil
-	}
-	if h.phase.Inside {
-		cmd := fmt.Sprintf("/bin/bash %s/%s/bin/run-hook %s %s %s inside", InTarget, own, InTarget, h.phase.Name, shellQuote(h.name))
-		return r.target.RunInside(ctx, cmd, out, out)
 	}
 	return r.outside(ctx, h, out)
 }

@@ -69,7 +69,9 @@ func (t *target) RunInside(ctx context.Context, command string, stdout, stderr i
 
 func (t *target) Download(src string, w io.Writer) error { return t.comm.Download(src, w) }
 
-func (t *target) Upload(dst string, r io.Reader, mode uint32) error { return upload(t.comm, dst, r, mode) }
+func (t *target) Upload(dst string, r io.Reader, mode uint32) error {
+	return upload(t.comm, dst, r, mode)
+}
 
 func (t *target) UploadDir(dst, src string) error { return t.comm.UploadDir(dst, src, nil) }
 
