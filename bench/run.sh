@@ -345,3 +345,4 @@ echo
 cat "$OUT/results.txt"
 echo
 echo "written to $OUT/results.txt; nothing left mounted or attached"
+"$BENCH_DIR/elements.sh" # imagefactory-elements: overhead for 20 elements beside DIB and a bare chroot loop

@@ -15,6 +15,8 @@ packages=(
 	debootstrap       # the example's Debian base image
 	zstd xz-utils gzip
 	curl ca-certificates
+	python3-diskimage-builder # DIB's own elements, run unmodified by the elements provisioner's tests and bench
+	git               # source-repository-* of type git (elements provisioner)
 )
 
 missing=()

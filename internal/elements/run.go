@@ -106,6 +106,7 @@ type Run struct {
 	facts   Facts
 	envList []string // environment.d files in order
 	all     []*Element
+	pkgs    map[string][]string // "install.d.uninstall" -> packages
 }
 
 // Execute runs the plan's phases on t. Everything it makes on the host
@@ -228,8 +229,13 @@ func (r *Run) environment() map[string]string {
 	if c.BlockDevice != "" {
 		env["IMAGE_BLOCK_DEVICE"] = c.BlockDevice
 	}
-	if py, err := exec.LookPath("python3"); err == nil {
-		env["DIB_PYTHON_EXEC"] = py
+	// The system's python3 first: it is the one that has DIB's modules
+	// when Debian's python3-diskimage-builder is installed.
+	for _, py := range []string{"/usr/bin/python3", "python3"} {
+		if p, err := exec.LookPath(py); err == nil {
+			env["DIB_PYTHON_EXEC"] = p
+			break
+		}
 	}
 	if fi, err := os.Stat("/usr/lib/python3/dist-packages/diskimage_builder/lib"); err == nil && fi.IsDir() {
 		env["_LIB"] = "/usr/lib/python3/dist-packages/diskimage_builder/lib" // some DIB hooks source $_LIB/...
@@ -269,6 +275,7 @@ func (r *Run) writeOwn() error {
 		"environment":       insideEnvironment(r.env),
 		"init-system":       r.env["DIB_INIT_SYSTEM"] + "\n",
 	}
+	r.pkgs = map[string][]string{}
 	maps := map[string]*PkgMap{}
 	for _, e := range r.all {
 		m, err := LoadPkgMap(e)
@@ -288,6 +295,7 @@ func (r *Run) writeOwn() error {
 		for _, in := range []string{"install", "uninstall"} {
 			pk := plan.Packages(ph, in, maps, r.env["DISTRO_NAME"], r.env["DIB_RELEASE"])
 			files["package-installs/"+ph+"."+in] = strings.Join(pk, "\n") + "\n"
+			r.pkgs[ph+"."+in] = pk
 			if len(pk) > 0 {
 				r.ui.Message(fmt.Sprintf("package-installs: %s %s: %s", ph, in, strings.Join(pk, " ")))
 			}
@@ -362,6 +370,9 @@ func (r *Run) selectHooks(ph Phase) ([]hook, error) {
 	var out []hook
 	for _, name := range run {
 		h := hook{phase: ph, name: name, element: r.tree.Owner[ph.Name+"/"+name]}
+		if !r.needed(h) {
+			continue
+		}
 		if r.excluded(h) {
 			r.ui.Message(fmt.Sprintf("%s: skipping %s of element %s: exclude_scripts", ph.Name, name, h.element))
 			continue
@@ -369,6 +380,33 @@ func (r *Run) selectHooks(ph Phase) ([]hook, error) {
 		out = append(out, h)
 	}
 	return out, nil
+}
+
+// needed tells whether a built-in hook has work in this run: one with
+// nothing to install, no bin/, no static/... is not started at all.
+func (r *Run) needed(h hook) bool {
+	nonEmpty := func(rel string) bool {
+		ents, err := os.ReadDir(filepath.Join(r.tree.Dir, rel))
+		return err == nil && len(ents) > 0
+	}
+	switch h.element {
+	case "package-installs":
+		in := "install"
+		if strings.Contains(h.name, "uninstall") {
+			in = "uninstall"
+		}
+		return len(r.pkgs[h.phase.Name+"."+in]) > 0
+	case "install-bin":
+		return nonEmpty("bin")
+	case "install-static":
+		return nonEmpty("static")
+	case "dib-init-system":
+		return nonEmpty(filepath.Join("init-scripts", r.env["DIB_INIT_SYSTEM"]))
+	case "source-repositories":
+		m, _ := filepath.Glob(filepath.Join(r.tree.Dir, "source-repository-*"))
+		return len(m) > 0
+	}
+	return true
 }
 
 func (r *Run) excluded(h hook) bool {

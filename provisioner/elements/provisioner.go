@@ -130,7 +130,7 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 	return nil
 }
 
-// packerUI shows element output through Packer's UI.
+// packerUI: element output through Packer's UI.
 type packerUI struct{ ui packersdk.Ui }
 
 func (u packerUI) Say(s string)     { u.ui.Say(s) }
