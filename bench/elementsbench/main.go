@@ -26,13 +26,19 @@ func main() {
 	path := flag.String("elements-path", "", "directory of the elements")
 	names := flag.String("elements", "", "comma-separated elements")
 	runs := flag.Int("runs", 5, "runs")
+	verbose := flag.Bool("v", false, "show the provisioner's output on stderr")
 	flag.Parse()
 	log.SetOutput(io.Discard) // the SDK's UI logs every line too
+	if *verbose {
+		uiOut = os.Stderr
+	}
 	if err := run(*tree, *path, strings.Split(*names, ","), *runs); err != nil {
 		fmt.Fprintln(os.Stderr, "elementsbench:", err)
 		os.Exit(1)
 	}
 }
+
+var uiOut io.Writer = io.Discard
 
 func run(tree, path string, names []string, runs int) error {
 	root, err := inroot.Open(tree)
@@ -42,7 +48,7 @@ func run(tree, path string, names []string, runs int) error {
 	defer root.Close()
 	comm := &imagefactory.Communicator{Root: root, Wrapper: func(s string) (string, error) { return s, nil },
 		Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"}}
-	ui := &packersdk.BasicUi{Reader: strings.NewReader(""), Writer: io.Discard, ErrorWriter: io.Discard}
+	ui := &packersdk.BasicUi{Reader: strings.NewReader(""), Writer: uiOut, ErrorWriter: uiOut}
 	for i := 0; i < runs; i++ {
 		start := time.Now()
 		var p elements.Provisioner
