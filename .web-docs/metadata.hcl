@@ -19,4 +19,9 @@ integration {
     name = "imagefactory-sparsify"
     slug = "sparsify"
   }
+  component {
+    type = "provisioner"
+    name = "imagefactory-elements"
+    slug = "elements"
+  }
 }

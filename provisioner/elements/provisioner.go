@@ -130,8 +130,7 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 	return nil
 }
 
-// packerUI: element output through Packer's UI.
-type packerUI struct{ ui packersdk.Ui }
+type packerUI struct{ ui packersdk.Ui } // element output through Packer's UI
 
 func (u packerUI) Say(s string)     { u.ui.Say(s) }
 func (u packerUI) Message(s string) { u.ui.Message(s) }
