@@ -55,7 +55,7 @@ build {
 `
 	}
 
-	res := h.Build(t, template(`["devuser", "runtime-ssh-host-keys", "envd", "static", "naming"]`), nil)
+	res := h.Build(t, template(`["devuser", "runtime-ssh-host-keys", "envd", "static", "naming", "pkgtools"]`), nil)
 	if res.ExitCode != 0 {
 		t.Fatalf("packer build failed (exit %d):\n%s", res.ExitCode, res.Output)
 	}
@@ -84,6 +84,9 @@ build {
 	}
 	if read("/root/envd.cleanup") != "cleanup\n" || read("/etc/imagefactory-static") != "static file\n" || read("/root/naming.log") != "good\nlink\n" {
 		t.Error("corpus elements did not all run")
+	}
+	if read("/root/pkgtools.map") != "less\n" || read("/root/pkgtools.removed") != "removed\n" {
+		t.Error("install-packages -m / -e with pkg-map")
 	}
 	if exists("/tmp/in_target.d") {
 		t.Error("/tmp/in_target.d left in the image")
