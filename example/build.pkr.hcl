@@ -107,6 +107,15 @@ build {
     ]
   }
 
+  # diskimage-builder elements, unmodified: example/elements/web-info and
+  # DIB's own runtime-ssh-host-keys (Debian's python3-diskimage-builder),
+  # which it depends on. Inside phases run in the chroot, outside phases
+  # on the host with TARGET_ROOT = the mounted root.
+  provisioner "imagefactory-elements" {
+    elements      = ["web-info"]
+    elements_path = ["${path.root}/elements", "/usr/lib/python3/dist-packages/diskimage_builder/elements"]
+  }
+
   # Uploads into the mounted image (the chroot communicator copies the file).
   provisioner "file" {
     source      = "${path.root}/files/index.html"
