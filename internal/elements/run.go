@@ -491,8 +491,6 @@ func (r *Run) phase(ctx context.Context, ph Phase, hooks []hook) (err error) {
 				err = errors.Join(err, fmt.Errorf("%s: removing %s from the image: %w", ph.Name, InTarget, herr))
 			}
 		}()
-	}
-	if ph.Inside {
 		return r.insidePhase(ctx, ph, hooks)
 	}
 	var times []timing

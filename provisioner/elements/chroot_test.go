@@ -212,7 +212,7 @@ func TestProvisionInChroot(t *testing.T) {
 		assertClean(t, tree)
 	})
 
-	t.Run("bad input fails in Prepare", func(t *testing.T) {
+	t.Run("bad input fails before anything runs", func(t *testing.T) {
 		for _, tc := range []struct {
 			els []string
 			err string
