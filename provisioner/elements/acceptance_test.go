@@ -3,6 +3,7 @@ package elements
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -111,7 +112,13 @@ build {
 	if !strings.Contains(res.Output, "imagefactory-elements: element fail, phase install.d, script 50-fail: exited with status 3") {
 		t.Errorf("the error does not name the script:\n%s", res.Output)
 	}
-	before.AssertNoLeaksUnder(t, h.Base, "/run/imagefactory/mnt")
+	// Scoped to this test: other helpers' builds run on the machine (their
+	// plugins would count under AssertNoLeaksUnder's any-plugin rule); our
+	// own plugin processes are found by their install path.
+	before.AssertNoLeaksIn(t, h.Base, "/run/imagefactory/mnt")
+	if pids := processesMentioning(h.PluginPath); len(pids) > 0 {
+		t.Errorf("plugin processes left: %v", pids)
+	}
 	if j, _ := filepath.Glob(filepath.Join(state, "*.journal")); len(j) > 0 {
 		t.Errorf("journals left: %v", j)
 	}
@@ -119,4 +126,21 @@ build {
 	if tmp, _ := filepath.Glob(filepath.Join(h.Base, "tmp", "imagefactory-elements-*")); len(tmp) > 0 {
 		t.Errorf("host temporary directories left: %v", tmp)
 	}
+}
+
+// processesMentioning lists the processes whose command line holds s.
+func processesMentioning(s string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if strings.Contains(string(cmd), s) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
