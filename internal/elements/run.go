@@ -456,12 +456,41 @@ func (r *Run) phases(ctx context.Context) error {
 	if len(needRoot) > 0 {
 		return fmt.Errorf("these hooks run outside the image and need its root mounted on this host (TARGET_ROOT), which this build does not provide (no MountPath in the builder's generated data): %s; exclude them (exclude_scripts, phases) or use the imagefactory builder's chroot strategy", strings.Join(needRoot, ", "))
 	}
+	// The tree stays visible across consecutive inside phases with hooks
+	// (pre-install.d to post-install.d): one bind, not three. Outside
+	// phases never see it in the image.
+	var hide func() error
+	hideNow := func() error {
+		if hide == nil {
+			return nil
+		}
+		h := hide
+		hide = nil
+		if err := h(); err != nil {
+			return fmt.Errorf("removing %s from the image: %w", InTarget, err)
+		}
+		return nil
+	}
 	for _, ph := range r.plan.Phases {
+		if len(hooks[ph.Name]) == 0 {
+			continue
+		}
+		if !ph.Inside {
+			if err := hideNow(); err != nil {
+				return err
+			}
+		} else if hide == nil {
+			h, err := r.target.ShowHooks(r.tree.Dir)
+			if err != nil {
+				return fmt.Errorf("%s: making the hooks visible at %s: %w", ph.Name, InTarget, err)
+			}
+			hide = h
+		}
 		if err := r.phase(ctx, ph, hooks[ph.Name]); err != nil {
-			return err
+			return errors.Join(err, hideNow())
 		}
 	}
-	return nil
+	return hideNow()
 }
 
 type timing struct {
@@ -469,7 +498,7 @@ type timing struct {
 	d time.Duration
 }
 
-func (r *Run) phase(ctx context.Context, ph Phase, hooks []hook) (err error) {
+func (r *Run) phase(ctx context.Context, ph Phase, hooks []hook) error {
 	if len(hooks) == 0 {
 		return nil
 	}
@@ -482,15 +511,6 @@ func (r *Run) phase(ctx context.Context, ph Phase, hooks []hook) (err error) {
 		r.ui.Message(fmt.Sprintf("%s: sourcing environment.d: %s", ph.Name, strings.Join(r.envList, " ")))
 	}
 	if ph.Inside {
-		hide, err := r.target.ShowHooks(r.tree.Dir)
-		if err != nil {
-			return fmt.Errorf("%s: making the hooks visible at %s: %w", ph.Name, InTarget, err)
-		}
-		defer func() {
-			if herr := hide(); herr != nil {
-				err = errors.Join(err, fmt.Errorf("%s: removing %s from the image: %w", ph.Name, InTarget, herr))
-			}
-		}()
 		return r.insidePhase(ctx, ph, hooks)
 	}
 	var times []timing

@@ -40,6 +40,7 @@ func TestAccElements(t *testing.T) {
 source "imagefactory" "t" {
   base_image       = "` + disk.Path + `"
   output_directory = "out-` + strings.Trim(strings.Fields(elements)[0], `",[]`) + `"
+  mount_path       = "` + filepath.Join(h.Base, "mnt") + `/{{.BuildName}}"
 }
 build {
   sources = ["source.imagefactory.t"]
@@ -112,10 +113,11 @@ build {
 	if !strings.Contains(res.Output, "imagefactory-elements: element fail, phase install.d, script 50-fail: exited with status 3") {
 		t.Errorf("the error does not name the script:\n%s", res.Output)
 	}
-	// Scoped to this test: other helpers' builds run on the machine (their
-	// plugins would count under AssertNoLeaksUnder's any-plugin rule); our
-	// own plugin processes are found by their install path.
-	before.AssertNoLeaksIn(t, h.Base, "/run/imagefactory/mnt")
+	// Scoped to this test (its mounts are under h.Base by mount_path):
+	// other builds run on the machine (their plugins would count under
+	// AssertNoLeaksUnder's any-plugin rule); our own plugin processes are
+	// found by their install path.
+	before.AssertNoLeaksIn(t, h.Base)
 	if pids := processesMentioning(h.PluginPath); len(pids) > 0 {
 		t.Errorf("plugin processes left: %v", pids)
 	}
