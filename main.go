@@ -12,6 +12,7 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/fetchdisk"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/scrub"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/sparsify"
+	"github.com/imagefactory/packer-plugin-imagefactory/provisioner/elements"
 	"github.com/imagefactory/packer-plugin-imagefactory/version"
 )
 
@@ -23,6 +24,8 @@ func main() {
 	pps.RegisterPostProcessor("scrub", new(scrub.PostProcessor))
 	pps.RegisterPostProcessor("sparsify", new(sparsify.PostProcessor))
 	pps.RegisterPostProcessor("fetchdisk", new(fetchdisk.PostProcessor))
+	// Provisioners too: `provisioner "imagefactory-elements"`.
+	pps.RegisterProvisioner("elements", new(elements.Provisioner))
 	pps.SetVersion(version.PluginVersion)
 	if err := pps.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, err.Error())

@@ -24,4 +24,9 @@ integration {
     name = "imagefactory-fetchdisk"
     slug = "fetchdisk"
   }
+  component {
+    type = "provisioner"
+    name = "imagefactory-elements"
+    slug = "elements"
+  }
 }

@@ -359,3 +359,4 @@ fi
 
 # Glance import through fetchdisk's server against python3 -m http.server.
 "$BENCH_DIR/fetchdisk.sh" "$FIXTURE" # Glance import through fetchdisk's server vs python3 -m http.server
+"$BENCH_DIR/elements.sh" # imagefactory-elements: overhead for 20 elements beside DIB and a bare chroot loop

@@ -91,6 +91,17 @@ source "imagefactory" "debian-web" {
 build {
   sources = ["source.imagefactory.debian-web"]
 
+  # diskimage-builder elements, unmodified: example/elements/web-info and
+  # DIB's own runtime-ssh-host-keys (Debian's python3-diskimage-builder),
+  # which it depends on. Inside phases run in the chroot, outside phases
+  # on the host with TARGET_ROOT = the mounted root. Before the shell
+  # provisioner, whose apt cleanup then also removes the package lists
+  # install-packages fetched.
+  provisioner "imagefactory-elements" {
+    elements      = ["web-info"]
+    elements_path = ["${path.root}/elements", "/usr/lib/python3/dist-packages/diskimage_builder/elements"]
+  }
+
   # Runs in the chroot. Package scripts cannot start services here (the
   # builder's policy-rc.d refuses), so nginx is installed and enabled, not
   # started.

@@ -115,6 +115,11 @@ check "/var/www/html/build-info.txt written by the shell provisioner: $info_txt"
 check "nginx is installed (/usr/sbin/nginx)" grep -q 'Type: regular' <(in_image 'stat /usr/sbin/nginx')
 check "nginx is enabled (multi-user.target.wants/nginx.service)" \
 	grep -q 'nginx.service' <(in_image 'ls /etc/systemd/system/multi-user.target.wants')
+check "the elements provisioner ran web-info: $(in_image 'cat /var/www/html/elements.txt')" \
+	grep -q '^elements: web-info runtime-ssh-host-keys ' <(in_image 'cat /var/www/html/elements.txt')
+check "runtime-ssh-host-keys enabled ssh-keygen.service" \
+	grep -q 'ssh-keygen.service' <(in_image 'ls /etc/systemd/system/multi-user.target.wants')
+check "/tmp/in_target.d is not left in the image" grep -q 'File not found' <(debugfs -R 'stat /tmp/in_target.d' "$fs" 2>&1)
 check "the builder's policy-rc.d is gone" grep -q 'File not found' <(debugfs -R 'stat /usr/sbin/policy-rc.d' "$fs" 2>&1)
 check "resolv.conf is the base image's (empty)" test -z "$(in_image 'cat /etc/resolv.conf')"
 check "still Debian 12 ($(in_image 'cat /etc/debian_version'))" grep -q '^12\.' <(in_image 'cat /etc/debian_version')

@@ -19,6 +19,8 @@ packages=(
 	qemu-system-x86   # strategy = "qemu": the builder boots images (TCG without KVM)
 	ovmf              # firmware = "uefi" for the qemu strategy
 	glance-api        # OpenStack Glance: fetchdisk's acceptance tests and bench import into it
+	python3-diskimage-builder # DIB's own elements, run unmodified by the elements provisioner's tests and bench
+	git               # source-repository-* of type git (elements provisioner)
 )
 
 missing=()

@@ -127,3 +127,13 @@ func unescapeMountinfo(s string) string {
 	}
 	return b.String()
 }
+
+// TakeMount journals a mount before it is made; it makes a Journal usable
+// as the journal of a mounts.Stack.
+func (j *Journal) TakeMount(target, source, fstype string) (func() error, error) {
+	h, err := j.Take(MountEntry(target, source, fstype))
+	if err != nil {
+		return nil, err
+	}
+	return func() error { return j.Forget(h) }, nil
+}

@@ -447,3 +447,12 @@ func (s *Stack) UnmountAll() error {
 	}
 	return errors.Join(errs...)
 }
+
+// NewStackOn returns a stack on a root mounted by someone else (a
+// provisioner working in a builder's mounted image): it mounts beneath
+// root and UnmountAll unmounts only what it mounted, then closes root.
+func NewStackOn(j Journal, root *inroot.Root) *Stack {
+	s := NewStack(j)
+	s.root = root
+	return s
+}
