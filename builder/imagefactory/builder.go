@@ -64,9 +64,9 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	resolvConf := &stepResolvConf{}
 	blockServices := &stepBlockServices{}
 
-	steps := []multistep.Step{
-		&stepJournal{},
-		&commonsteps.StepOutputDir{Force: cfg.PackerForce, Path: cfg.OutputDirectory},
+	// The working disk: a copy of the base image, or a disk made from a
+	// root tree.
+	source := []multistep.Step{
 		&commonsteps.StepDownload{
 			Checksum:    cfg.BaseImageChecksum,
 			Description: "base image",
@@ -76,11 +76,23 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		},
 		&stepWorkingDisk{},
 		&stepGrowDisk{},
+	}
+	if cfg.fromTree() {
+		source = []multistep.Step{&stepBootstrap{}, &stepRootTree{}, &stepMakeDisk{}}
+	}
+
+	steps := []multistep.Step{
+		&stepJournal{},
+		&commonsteps.StepOutputDir{Force: cfg.PackerForce, Path: cfg.OutputDirectory},
+	}
+	steps = append(steps, source...)
+	steps = append(steps,
 		attach,
 		&stepGrowFilesystem{},
 		&stepFindRoot{},
 		&stepHostCommands{Name: "pre_mount_commands", Commands: cfg.PreMountCommands},
 		mountRoot,
+		&stepBootConfig{},
 		&stepMountFstab{},
 		chrootMounts,
 		&stepHostCommands{Name: "post_mount_commands", Commands: cfg.PostMountCommands},
@@ -92,7 +104,7 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		&stepHostCommands{Name: "pre_unmount_commands", Commands: cfg.PreUnmountCommands},
 		&stepRelease{steps: []releaser{attach, mountRoot, chrootMounts, resolvConf, blockServices}},
 		&stepFinalize{},
-	}
+	)
 
 	b.runner = commonsteps.NewRunner(guard(steps), b.config.PackerConfig, ui)
 	defer func() {

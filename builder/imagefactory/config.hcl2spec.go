@@ -7,37 +7,78 @@ import (
 	"github.com/zclconf/go-cty/cty"
 )
 
+// FlatBootstrapConfig is an auto-generated flat version of BootstrapConfig.
+// Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
+type FlatBootstrapConfig struct {
+	Tool     *string  `mapstructure:"tool" required:"true" cty:"tool" hcl:"tool"`
+	Suite    *string  `mapstructure:"suite" required:"true" cty:"suite" hcl:"suite"`
+	Variant  *string  `mapstructure:"variant" cty:"variant" hcl:"variant"`
+	Include  []string `mapstructure:"include" cty:"include" hcl:"include"`
+	CacheDir *string  `mapstructure:"cache_dir" cty:"cache_dir" hcl:"cache_dir"`
+}
+
+// FlatMapstructure returns a new FlatBootstrapConfig.
+// FlatBootstrapConfig is an auto-generated flat version of BootstrapConfig.
+// Where the contents a fields with a `mapstructure:,squash` tag are bubbled up.
+func (*BootstrapConfig) FlatMapstructure() interface{ HCL2Spec() map[string]hcldec.Spec } {
+	return new(FlatBootstrapConfig)
+}
+
+// HCL2Spec returns the hcl spec of a BootstrapConfig.
+// This spec is used by HCL to read the fields of BootstrapConfig.
+// The decoded values from this spec will then be applied to a FlatBootstrapConfig.
+func (*FlatBootstrapConfig) HCL2Spec() map[string]hcldec.Spec {
+	s := map[string]hcldec.Spec{
+		"tool":      &hcldec.AttrSpec{Name: "tool", Type: cty.String, Required: false},
+		"suite":     &hcldec.AttrSpec{Name: "suite", Type: cty.String, Required: false},
+		"variant":   &hcldec.AttrSpec{Name: "variant", Type: cty.String, Required: false},
+		"include":   &hcldec.AttrSpec{Name: "include", Type: cty.List(cty.String), Required: false},
+		"cache_dir": &hcldec.AttrSpec{Name: "cache_dir", Type: cty.String, Required: false},
+	}
+	return s
+}
+
 // FlatConfig is an auto-generated flat version of Config.
 // Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
 type FlatConfig struct {
-	PackerBuildName     *string           `mapstructure:"packer_build_name" cty:"packer_build_name" hcl:"packer_build_name"`
-	PackerBuilderType   *string           `mapstructure:"packer_builder_type" cty:"packer_builder_type" hcl:"packer_builder_type"`
-	PackerCoreVersion   *string           `mapstructure:"packer_core_version" cty:"packer_core_version" hcl:"packer_core_version"`
-	PackerDebug         *bool             `mapstructure:"packer_debug" cty:"packer_debug" hcl:"packer_debug"`
-	PackerForce         *bool             `mapstructure:"packer_force" cty:"packer_force" hcl:"packer_force"`
-	PackerOnError       *string           `mapstructure:"packer_on_error" cty:"packer_on_error" hcl:"packer_on_error"`
-	PackerUserVars      map[string]string `mapstructure:"packer_user_variables" cty:"packer_user_variables" hcl:"packer_user_variables"`
-	PackerSensitiveVars []string          `mapstructure:"packer_sensitive_variables" cty:"packer_sensitive_variables" hcl:"packer_sensitive_variables"`
-	BaseImage           *string           `mapstructure:"base_image" required:"true" cty:"base_image" hcl:"base_image"`
-	BaseImageChecksum   *string           `mapstructure:"base_image_checksum" cty:"base_image_checksum" hcl:"base_image_checksum"`
-	Strategy            *string           `mapstructure:"strategy" cty:"strategy" hcl:"strategy"`
-	OutputDirectory     *string           `mapstructure:"output_directory" cty:"output_directory" hcl:"output_directory"`
-	ImageName           *string           `mapstructure:"image_name" cty:"image_name" hcl:"image_name"`
-	Format              *string           `mapstructure:"format" cty:"format" hcl:"format"`
-	DiskSize            *string           `mapstructure:"disk_size" cty:"disk_size" hcl:"disk_size"`
-	RootPartition       *int              `mapstructure:"root_partition" cty:"root_partition" hcl:"root_partition"`
-	RequiredMounts      []string          `mapstructure:"required_mounts" cty:"required_mounts" hcl:"required_mounts"`
-	MountOptions        []string          `mapstructure:"mount_options" cty:"mount_options" hcl:"mount_options"`
-	MountPath           *string           `mapstructure:"mount_path" cty:"mount_path" hcl:"mount_path"`
-	ChrootMounts        [][]string        `mapstructure:"chroot_mounts" cty:"chroot_mounts" hcl:"chroot_mounts"`
-	ResolvConf          *string           `mapstructure:"resolv_conf" cty:"resolv_conf" hcl:"resolv_conf"`
-	AllowServiceStarts  *bool             `mapstructure:"allow_service_starts" cty:"allow_service_starts" hcl:"allow_service_starts"`
-	CopyFiles           []string          `mapstructure:"copy_files" cty:"copy_files" hcl:"copy_files"`
-	PreMountCommands    []string          `mapstructure:"pre_mount_commands" cty:"pre_mount_commands" hcl:"pre_mount_commands"`
-	PostMountCommands   []string          `mapstructure:"post_mount_commands" cty:"post_mount_commands" hcl:"post_mount_commands"`
-	PreUnmountCommands  []string          `mapstructure:"pre_unmount_commands" cty:"pre_unmount_commands" hcl:"pre_unmount_commands"`
-	CommandWrapper      *string           `mapstructure:"command_wrapper" cty:"command_wrapper" hcl:"command_wrapper"`
-	Environment         map[string]string `mapstructure:"environment" cty:"environment" hcl:"environment"`
+	PackerBuildName     *string              `mapstructure:"packer_build_name" cty:"packer_build_name" hcl:"packer_build_name"`
+	PackerBuilderType   *string              `mapstructure:"packer_builder_type" cty:"packer_builder_type" hcl:"packer_builder_type"`
+	PackerCoreVersion   *string              `mapstructure:"packer_core_version" cty:"packer_core_version" hcl:"packer_core_version"`
+	PackerDebug         *bool                `mapstructure:"packer_debug" cty:"packer_debug" hcl:"packer_debug"`
+	PackerForce         *bool                `mapstructure:"packer_force" cty:"packer_force" hcl:"packer_force"`
+	PackerOnError       *string              `mapstructure:"packer_on_error" cty:"packer_on_error" hcl:"packer_on_error"`
+	PackerUserVars      map[string]string    `mapstructure:"packer_user_variables" cty:"packer_user_variables" hcl:"packer_user_variables"`
+	PackerSensitiveVars []string             `mapstructure:"packer_sensitive_variables" cty:"packer_sensitive_variables" hcl:"packer_sensitive_variables"`
+	BaseImage           *string              `mapstructure:"base_image" required:"true" cty:"base_image" hcl:"base_image"`
+	UseBackingFile      *bool                `mapstructure:"use_backing_file" cty:"use_backing_file" hcl:"use_backing_file"`
+	SourceRootfs        *string              `mapstructure:"source_rootfs" cty:"source_rootfs" hcl:"source_rootfs"`
+	Bootstrap           *FlatBootstrapConfig `mapstructure:"bootstrap" cty:"bootstrap" hcl:"bootstrap"`
+	PartitionTable      *string              `mapstructure:"partition_table" cty:"partition_table" hcl:"partition_table"`
+	RootFS              *string              `mapstructure:"root_fs" cty:"root_fs" hcl:"root_fs"`
+	FreeSpace           *string              `mapstructure:"free_space" cty:"free_space" hcl:"free_space"`
+	Kernel              *string              `mapstructure:"kernel" cty:"kernel" hcl:"kernel"`
+	Initrd              *string              `mapstructure:"initrd" cty:"initrd" hcl:"initrd"`
+	KernelCmdline       *string              `mapstructure:"kernel_cmdline" cty:"kernel_cmdline" hcl:"kernel_cmdline"`
+	FstabBy             *string              `mapstructure:"fstab_by" cty:"fstab_by" hcl:"fstab_by"`
+	BaseImageChecksum   *string              `mapstructure:"base_image_checksum" cty:"base_image_checksum" hcl:"base_image_checksum"`
+	Strategy            *string              `mapstructure:"strategy" cty:"strategy" hcl:"strategy"`
+	OutputDirectory     *string              `mapstructure:"output_directory" cty:"output_directory" hcl:"output_directory"`
+	ImageName           *string              `mapstructure:"image_name" cty:"image_name" hcl:"image_name"`
+	Format              *string              `mapstructure:"format" cty:"format" hcl:"format"`
+	DiskSize            *string              `mapstructure:"disk_size" cty:"disk_size" hcl:"disk_size"`
+	RootPartition       *int                 `mapstructure:"root_partition" cty:"root_partition" hcl:"root_partition"`
+	RequiredMounts      []string             `mapstructure:"required_mounts" cty:"required_mounts" hcl:"required_mounts"`
+	MountOptions        []string             `mapstructure:"mount_options" cty:"mount_options" hcl:"mount_options"`
+	MountPath           *string              `mapstructure:"mount_path" cty:"mount_path" hcl:"mount_path"`
+	ChrootMounts        [][]string           `mapstructure:"chroot_mounts" cty:"chroot_mounts" hcl:"chroot_mounts"`
+	ResolvConf          *string              `mapstructure:"resolv_conf" cty:"resolv_conf" hcl:"resolv_conf"`
+	AllowServiceStarts  *bool                `mapstructure:"allow_service_starts" cty:"allow_service_starts" hcl:"allow_service_starts"`
+	CopyFiles           []string             `mapstructure:"copy_files" cty:"copy_files" hcl:"copy_files"`
+	PreMountCommands    []string             `mapstructure:"pre_mount_commands" cty:"pre_mount_commands" hcl:"pre_mount_commands"`
+	PostMountCommands   []string             `mapstructure:"post_mount_commands" cty:"post_mount_commands" hcl:"post_mount_commands"`
+	PreUnmountCommands  []string             `mapstructure:"pre_unmount_commands" cty:"pre_unmount_commands" hcl:"pre_unmount_commands"`
+	CommandWrapper      *string              `mapstructure:"command_wrapper" cty:"command_wrapper" hcl:"command_wrapper"`
+	Environment         map[string]string    `mapstructure:"environment" cty:"environment" hcl:"environment"`
 }
 
 // FlatMapstructure returns a new FlatConfig.
@@ -61,6 +102,16 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"packer_user_variables":      &hcldec.AttrSpec{Name: "packer_user_variables", Type: cty.Map(cty.String), Required: false},
 		"packer_sensitive_variables": &hcldec.AttrSpec{Name: "packer_sensitive_variables", Type: cty.List(cty.String), Required: false},
 		"base_image":                 &hcldec.AttrSpec{Name: "base_image", Type: cty.String, Required: false},
+		"use_backing_file":           &hcldec.AttrSpec{Name: "use_backing_file", Type: cty.Bool, Required: false},
+		"source_rootfs":              &hcldec.AttrSpec{Name: "source_rootfs", Type: cty.String, Required: false},
+		"bootstrap":                  &hcldec.BlockSpec{TypeName: "bootstrap", Nested: hcldec.ObjectSpec((*FlatBootstrapConfig)(nil).HCL2Spec())},
+		"partition_table":            &hcldec.AttrSpec{Name: "partition_table", Type: cty.String, Required: false},
+		"root_fs":                    &hcldec.AttrSpec{Name: "root_fs", Type: cty.String, Required: false},
+		"free_space":                 &hcldec.AttrSpec{Name: "free_space", Type: cty.String, Required: false},
+		"kernel":                     &hcldec.AttrSpec{Name: "kernel", Type: cty.String, Required: false},
+		"initrd":                     &hcldec.AttrSpec{Name: "initrd", Type: cty.String, Required: false},
+		"kernel_cmdline":             &hcldec.AttrSpec{Name: "kernel_cmdline", Type: cty.String, Required: false},
+		"fstab_by":                   &hcldec.AttrSpec{Name: "fstab_by", Type: cty.String, Required: false},
 		"base_image_checksum":        &hcldec.AttrSpec{Name: "base_image_checksum", Type: cty.String, Required: false},
 		"strategy":                   &hcldec.AttrSpec{Name: "strategy", Type: cty.String, Required: false},
 		"output_directory":           &hcldec.AttrSpec{Name: "output_directory", Type: cty.String, Required: false},

@@ -18,6 +18,10 @@ const (
 	stateArtifactPath  = "artifact_path"   // the final image file
 	stateSession       = "session"         // *session.Session: loops and mounts of the working disk
 	stateVirtualSize   = "virtual_size"    // int64, the working disk's size in bytes
+	stateRootTree      = "root_tree"       // string, the root tree a disk is made from
+	stateKernel        = "kernel"          // string, the kernel inside the tree, "" when kernel is given
+	stateInitrd        = "initrd"          // string, its initrd inside the tree, or ""
+	stateRootUUID      = "root_uuid"       // string, the UUID of the root filesystem made from a tree
 )
 
 // generatedDataKeys are exposed to provisioners as build.<Key> (HCL2) or

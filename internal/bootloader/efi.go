@@ -1,0 +1,60 @@
+package bootloader
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/diskfs/go-diskfs/backend/file"
+	"github.com/diskfs/go-diskfs/filesystem/fat32"
+)
+
+// ESPLabel is the EFI system partition's FAT volume label.
+const ESPLabel = "EFI"
+
+// EFI says where the EFI system partition lies.
+type EFI struct {
+	Dir         string // GRUB's x86_64-efi directory; DefaultEFIDir if empty
+	Start, Size int64  // the ESP's byte range on the disk
+}
+
+// RemovablePath is where UEFI firmware looks for a boot loader on a disk
+// without boot entries in NVRAM (every fresh VM).
+const RemovablePath = "/EFI/BOOT/BOOTX64.EFI"
+
+// InstallEFI makes a FAT32 filesystem in the ESP's byte range, in user
+// space, and puts a standalone GRUB at \EFI\BOOT\BOOTX64.EFI.
+func InstallEFI(ctx context.Context, disk string, e EFI, r Root) error {
+	dir := e.Dir
+	if dir == "" {
+		dir = DefaultEFIDir
+	}
+	img, err := mkimage(ctx, dir, "x86_64-efi", efiModules, r)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(disk, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fs, err := fat32.Create(file.New(f, false), e.Size, e.Start, sector, ESPLabel, false)
+	if err != nil {
+		return fmt.Errorf("making the FAT32 EFI system partition: %w", err)
+	}
+	if err := fs.Mkdir("/EFI/BOOT"); err != nil {
+		return fmt.Errorf("EFI system partition: mkdir /EFI/BOOT: %w", err)
+	}
+	out, err := fs.OpenFile(RemovablePath, os.O_CREATE|os.O_RDWR)
+	if err != nil {
+		return fmt.Errorf("EFI system partition: %s: %w", RemovablePath, err)
+	}
+	if _, err := out.Write(img); err != nil {
+		out.Close()
+		return fmt.Errorf("EFI system partition: writing %s: %w", RemovablePath, err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("EFI system partition: closing %s: %w", RemovablePath, err)
+	}
+	return f.Sync()
+}
