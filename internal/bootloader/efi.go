@@ -38,7 +38,7 @@ func InstallEFI(ctx context.Context, disk string, e EFI, r Root) error {
 		return err
 	}
 	defer f.Close()
-	fs, err := fat32.Create(file.New(f, false), e.Size, e.Start, sector, ESPLabel, false)
+	fs, err := fat32.Create(file.New(f, false), fatSize(e.Size), e.Start, sector, ESPLabel, false)
 	if err != nil {
 		return fmt.Errorf("making the FAT32 EFI system partition: %w", err)
 	}
@@ -57,4 +57,23 @@ func InstallEFI(ctx context.Context, disk string, e EFI, r Root) error {
 		return fmt.Errorf("EFI system partition: closing %s: %w", RemovablePath, err)
 	}
 	return f.Sync()
+}
+
+// fatSize is the largest size up to size for which go-diskfs v1.9.4 sizes
+// the FAT right. It computes sectors per FAT as ceil((T-32)/130) (512-byte
+// sectors and clusters, T sectors in all) where the FAT must also hold the
+// two reserved entries, ceil((T-32+2)/130): the two differ when (T-32) mod
+// 130 is 0 or 129, and then the last two clusters have no FAT entry
+// (fsck.fat: "129024 clusters but only space for 129022 FAT entries"; a
+// 64 MiB ESP is such a size). The filesystem then ends a few sectors
+// before the partition does.
+func fatSize(size int64) int64 {
+	t := size / sector
+	for t > 32 {
+		if m := (t - 32) % 130; m != 0 && m != 129 {
+			break
+		}
+		t--
+	}
+	return t * sector
 }
