@@ -45,11 +45,11 @@ func newArtifact(state multistep.StateBag, path string) (*Artifact, error) {
 		registryimage.WithProvider("imagefactory"),
 		registryimage.WithSourceID(source),
 		registryimage.SetLabels(map[string]interface{}{
-			"format":      cfg.Format,
-			"size":        fmt.Sprint(size),
-			"strategy":    cfg.Strategy,
-			"build_name":  cfg.PackerBuildName,
-			"base_format": fmt.Sprint(state.Get(stateBaseFormat)),
+			"format":       cfg.Format,
+			"size":         fmt.Sprint(size),
+			"strategy":     cfg.Strategy,
+			"build_name":   cfg.PackerBuildName,
+			"base_format":  fmt.Sprint(state.Get(stateBaseFormat)),
 			"backing_file": fmt.Sprint(cfg.UseBackingFile),
 		}))
 	if err != nil {

@@ -87,4 +87,3 @@ func TestPatchCore(t *testing.T) {
 		t.Errorf("block list length %d, want 5 sectors", got)
 	}
 }
-
