@@ -2,6 +2,7 @@ package bootloader
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 
@@ -56,6 +57,9 @@ func InstallEFI(ctx context.Context, disk string, e EFI, r Root) error {
 	if err := out.Close(); err != nil {
 		return fmt.Errorf("EFI system partition: closing %s: %w", RemovablePath, err)
 	}
+	if err := fixDotDot(f, e.Start, "EFI"); err != nil {
+		return fmt.Errorf("EFI system partition: %w", err)
+	}
 	return f.Sync()
 }
 
@@ -76,4 +80,50 @@ func fatSize(size int64) int64 {
 		t--
 	}
 	return t * sector
+}
+
+// fixDotDot sets the ".." entry of the top-level directory name to cluster
+// 0, as the FAT specification wants for a parent that is the root
+// directory; go-diskfs v1.9.4 writes the root's cluster number there
+// (fsck.fat: "Invalid '..' entry in the second slot").
+func fixDotDot(f *os.File, start int64, name string) error {
+	bs := make([]byte, sector)
+	if _, err := f.ReadAt(bs, start); err != nil {
+		return err
+	}
+	spc := int64(bs[13])
+	reserved := int64(binary.LittleEndian.Uint16(bs[14:]))
+	fats := int64(bs[16])
+	perFAT := int64(binary.LittleEndian.Uint32(bs[36:]))
+	rootCluster := int64(binary.LittleEndian.Uint32(bs[44:]))
+	clusterAt := func(c int64) int64 { return start + (reserved+fats*perFAT+(c-2)*spc)*sector }
+
+	root := make([]byte, spc*sector)
+	if _, err := f.ReadAt(root, clusterAt(rootCluster)); err != nil {
+		return err
+	}
+	want := fmt.Sprintf("%-11s", name)
+	for i := 0; i+32 <= len(root); i += 32 {
+		e := root[i : i+32]
+		if e[0] == 0 {
+			break
+		}
+		if string(e[:11]) != want || e[11]&0x10 == 0 {
+			continue
+		}
+		dir := int64(binary.LittleEndian.Uint16(e[20:]))<<16 | int64(binary.LittleEndian.Uint16(e[26:]))
+		dotdot := make([]byte, 32)
+		at := clusterAt(dir) + 32
+		if _, err := f.ReadAt(dotdot, at); err != nil {
+			return err
+		}
+		if string(dotdot[:11]) != "..         " {
+			return fmt.Errorf("/%s has no \"..\" entry in its second slot", name)
+		}
+		binary.LittleEndian.PutUint16(dotdot[20:], 0)
+		binary.LittleEndian.PutUint16(dotdot[26:], 0)
+		_, err := f.WriteAt(dotdot, at)
+		return err
+	}
+	return fmt.Errorf("no directory /%s in the root directory", name)
 }
