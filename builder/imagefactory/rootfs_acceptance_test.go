@@ -130,10 +130,10 @@ func TestAccBootstrapBoots(t *testing.T) {
 }
 
 // TestAccRootfsTarballChained makes an MBR base image from the bootable
-// Debian tarball (scripts/debian-rootfs.sh), boots it with SeaBIOS and
-// OVMF, then builds an application image on that artifact with
-// use_backing_file: a qcow2 overlay that names the base, holds only the
-// changes, and boots.
+// Debian tarball (scripts/debian-rootfs.sh), then builds an application
+// image on that artifact with use_backing_file: a qcow2 overlay that names
+// the base, holds only the changes, and boots with SeaBIOS (GRUB's core in
+// the MBR gap; the bootstrap test boots GPT with both firmwares).
 func TestAccRootfsTarballChained(t *testing.T) {
 	a := newAcc(t)
 	tarball := fixture.DebianRootfs(t, true)
@@ -149,8 +149,6 @@ func TestAccRootfsTarballChained(t *testing.T) {
 		t.Errorf("left in the output directory: %v", left)
 	}
 	a.assertNoLeaks(t)
-	fixture.BootToLogin(t, base, fixture.BootOptions{})
-	fixture.BootToLogin(t, base, fixture.BootOptions{UEFI: true})
 
 	// The application image, on the base image's artifact.
 	baseSum := fixture.Sha256(t, base)
