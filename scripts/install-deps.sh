@@ -15,6 +15,11 @@ packages=(
 	debootstrap       # the example's Debian base image
 	zstd xz-utils gzip
 	curl ca-certificates
+	grub-pc-bin        # GRUB's BIOS images for disks made from a root tree
+	grub-efi-amd64-bin # GRUB's UEFI images for them
+	qemu-system-x86    # boot tests under TCG
+	ovmf               # UEFI firmware for the boot tests
+	acl                # setfacl/getfacl: ACLs kept when a tree becomes a filesystem
 )
 
 missing=()
