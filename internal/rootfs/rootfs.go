@@ -159,7 +159,8 @@ type Spec struct {
 	Type  string // Ext4 or XFS
 	Label string
 	UUID  string // chosen by the caller, so GRUB and fstab can name it first
-	// Inodes is the tree's usage, to give ext4 enough inodes.
+	// The tree's usage and the free space wanted, to give ext4 enough
+	// inodes.
 	Usage Usage
 	Free  int64
 }
