@@ -7,7 +7,6 @@ package bootstrap
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -116,12 +115,26 @@ func Tree(ctx context.Context, o Options) (tree string, cached bool, err error) 
 	return final, false, nil
 }
 
+// WorkDir is where the tree for o is made before it is renamed into the
+// cache.
+func WorkDir(o Options) string {
+	return filepath.Join(filepath.Dir(o.Path()), ".work-"+filepath.Base(o.Path()))
+}
+
 // make runs debootstrap in a work directory beside final and renames the
 // tree into place once whole. Everything debootstrap mounts in the tree and
 // every process it leaves in it is journaled first.
 func (o Options) make(ctx context.Context, final string) (err error) {
 	j := o.Journal
-	work := filepath.Join(filepath.Dir(final), ".work-"+filepath.Base(final)+"-"+rand.Text()[:8])
+	// One name per key (the lock makes one builder at a time use it), so a
+	// killed run's leftovers are found and removed here; the journal's
+	// release refuses to remove it while anything is mounted below it.
+	work := WorkDir(o)
+	if h, err := j.Take(cleanup.FileEntry(work)); err != nil {
+		return err
+	} else if err := j.Release(h); err != nil {
+		return fmt.Errorf("bootstrap: an earlier run's work directory: %w", err)
+	}
 	var handles []cleanup.Handle
 	releaseAll := func() error {
 		var errs []error

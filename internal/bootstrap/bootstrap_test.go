@@ -85,9 +85,9 @@ func TestTreeDebootstrap(t *testing.T) {
 	if _, cached, err := Tree(context.Background(), o); err != nil || !cached {
 		t.Errorf("second call: cached %v, %v", cached, err)
 	}
-	works, _ := filepath.Glob(filepath.Join(DefaultCacheDir(), ".work-"+filepath.Base(o.Path())+"-*"))
-	if len(works) > 0 {
-		t.Errorf("work directories left: %v", works)
+	if _, err := os.Stat(WorkDir(o)); err == nil {
+		t.Errorf("work directory left: %s", WorkDir(o))
 	}
-	before.AssertNoLeaksIn(t, DefaultCacheDir())
+	// Scoped to this key's paths: other builds may bootstrap meanwhile.
+	before.AssertNoLeaksIn(t, WorkDir(o), o.Path())
 }
