@@ -26,6 +26,7 @@ variable "out" {
 }
 source "imagefactory" "t" {
   output_directory = var.out
+  mount_path       = "${path.cwd}/mnt"
 ` + source + `
 }
 build {
@@ -43,15 +44,16 @@ const marker = `
   }
 `
 
-// assertNoLeaksHere is acc.assertNoLeaks without its rule that any process
-// naming the plugin is a leak: on a machine where other checkouts
-// (directories named packer-plugin-imagefactory-*) run builds at the same
-// time, that rule reports their packer processes. Loop devices, mounts and
-// processes tied to this test's directories and mount paths, and journals,
-// are still checked.
+// assertNoLeaksHere is acc.assertNoLeaks scoped to this test's own
+// directory (its builds mount under it: mount_path), without the rule
+// that any process naming the plugin is a leak: on a machine where other
+// checkouts (directories named packer-plugin-imagefactory-*) run builds at
+// the same time, that rule and the shared /run/imagefactory/mnt report
+// their builds. Loop devices, mounts and processes tied to this test's
+// directory, and journals, are still checked.
 func (a *acc) assertNoLeaksHere(t *testing.T) {
 	t.Helper()
-	a.before.AssertNoLeaksIn(t, a.Base, "/run/imagefactory/mnt")
+	a.before.AssertNoLeaksIn(t, a.Base)
 	journals, _ := filepath.Glob(filepath.Join(a.state, "*.journal"))
 	if len(journals) > 0 {
 		t.Errorf("journals left in %s: %v", a.state, journals)
@@ -169,6 +171,7 @@ func TestAccRootfsTarballChained(t *testing.T) {
 	baseSum := fixture.Sha256(t, base)
 	res = mustBuild(t, a, template(`
   use_backing_file = true
+  mount_path       = "${path.cwd}/mnt"
 `, `
   provisioner "shell" {
     inline = ["echo application > /etc/app", "rm /etc/imagefactory-marker"]
