@@ -33,11 +33,12 @@ N_SESSION=${BENCH_SESSION_RUNS:-10}
 N_COPY=${BENCH_COPY_RUNS:-9} # cold copies here vary 0.6-2 s: 5 samples cannot settle a median
 N_DD=${BENCH_DD_RUNS:-1} # dd writes all 4 GiB, about 20 s: one run by default
 N_REFLINK=${BENCH_REFLINK_RUNS:-10}
+N_TREE=${BENCH_TREE_RUNS:-3} # root tree to bootable disk: a few seconds each
 
 log() { printf '%s bench: %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-for n in "$N_SESSION" "$N_COPY" "$N_DD" "$N_REFLINK"; do
+for n in "$N_SESSION" "$N_COPY" "$N_DD" "$N_REFLINK" "$N_TREE"; do
 	[[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_*_RUNS must be whole numbers >= 1, not \"$n\""
 done
 ((EUID == 0)) || die "needs root (loop devices, mount, chroot, /proc/sys/vm/drop_caches)"
@@ -280,6 +281,32 @@ umount "$BTRFS"
 losetup -d "$BTRFS_DEV"
 rm -f "$WORK/btrfs.img"
 
+# --- root tree to bootable disk ----------------------------------------------------
+
+# The bootable Debian 12 tree every checkout shares (scripts/debian-rootfs.sh),
+# unpacked untimed; ours is internal/bootdisk (GPT, ext4, GRUB for BIOS and
+# UEFI), the anchor the filesystem alone by hand as example/make-base-image.sh
+# does it (sfdisk, mkfs.ext4 -d at an offset, no boot loader), same size.
+log "root tree to bootable disk: $N_TREE rounds"
+TB=$OUT/treebench
+run go -C "$ROOT" build -o "$TB" ./bench/treebench
+TARBALL=$(DEBIAN_INCLUDE_EXTRA=linux-image-amd64,cloud-init "$ROOT/scripts/debian-rootfs.sh")
+TREE=$WORK/debian-tree
+mkdir -p "$TREE"
+run tar -C "$TREE" --numeric-owner --xattrs --xattrs-include='*' --acls -xpf "$TARBALL"
+for ((r = 1; r <= N_TREE; r++)); do
+	rm -f "$WORK/tree-ours.raw" "$WORK/tree-hand.raw"
+	run "$TB" -tree "$TREE" -out "$WORK/tree-ours.raw" -state "$STATE" >"$WORK/out"
+	read -r secs TREE_DISK TREE_ALLOC <"$WORK/out"
+	sample tree-ours "$secs"
+	timeit bash -c 'truncate -s "$1" "$2" && echo "start=2048, type=83" | sfdisk -q --label dos "$2" &&
+		mkfs.ext4 -q -F -L cloudimg-rootfs -E offset=1048576,nodiscard -d "$3" "$2" "$((($1 - 1048576) / 1024))k"' \
+		_ "$TREE_DISK" "$WORK/tree-hand.raw" "$TREE"
+	sample tree-hand "$T"
+	log "  round $r: ours $secs s, by hand $T s; disk $((TREE_DISK >> 20)) MiB, $((TREE_ALLOC >> 20)) MiB allocated"
+done
+rm -rf "$TREE" "$WORK/tree-ours.raw" "$WORK/tree-hand.raw"
+
 # --- the table -----------------------------------------------------------------------
 
 median() { sort -n "$WORK/samples/$1" | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else printf "%.6f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
@@ -312,6 +339,8 @@ row() {
 		"$(median copy-ours)" "qemu-img convert -O raw" "$(median copy-qemu)" info 0 "reference"
 	row "working copy, btrfs reflink (median of $(count reflink-ours))" \
 		"$(median reflink-ours)" "cp --reflink=always" "$(median reflink-cp)" below 0.05 "ours < 50 ms"
+	row "root tree to bootable disk, $((TREE_DISK >> 20)) MiB GPT+GRUB (median of $(count tree-ours))" \
+		"$(median tree-ours)" "sfdisk + mkfs.ext4 -d, no boot loader" "$(median tree-hand)" info 0 "reference"
 } | column -t -s '|' -o ' | ' >"$WORK/table"
 
 ELAPSED=$(awk -v a="$BENCH_START" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.0f", b - a}')
@@ -329,7 +358,7 @@ ELAPSED=$(awk -v a="$BENCH_START" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.0f", b
 	cat "$WORK/table"
 	echo
 	echo "samples (seconds):"
-	for f in session-ours session-hand copy-ours copy-cp copy-dd copy-qemu reflink-ours reflink-cp; do
+	for f in session-ours session-hand copy-ours copy-cp copy-dd copy-qemu reflink-ours reflink-cp tree-ours tree-hand; do
 		[[ -f $WORK/samples/$f ]] && printf '  %-13s %s\n' "$f" "$(tr '\n' ' ' <"$WORK/samples/$f")"
 	done
 } >"$OUT/results.txt.tmp"

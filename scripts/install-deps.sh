@@ -21,6 +21,9 @@ packages=(
 	glance-api        # OpenStack Glance: fetchdisk's acceptance tests and bench import into it
 	python3-diskimage-builder # DIB's own elements, run unmodified by the elements provisioner's tests and bench
 	git               # source-repository-* of type git (elements provisioner)
+	grub-pc-bin        # GRUB's BIOS images for disks made from a root tree
+	grub-efi-amd64-bin # GRUB's UEFI images for them
+	acl                # setfacl/getfacl: ACLs kept when a tree becomes a filesystem
 )
 
 missing=()

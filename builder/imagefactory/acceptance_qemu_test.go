@@ -17,7 +17,7 @@ import (
 // The qemu strategy's tests boot a real Debian 12 (kernel, initrd, sshd,
 // cloud-init from scripts/debian-rootfs.sh) under QEMU with TCG, through
 // the real Packer binary. The fixture disk has no boot loader: the image's
-// own kernel is booted directly (kernel = "image").
+// own kernel is booted directly (boot_kernel = "image").
 
 func requireQemu(t *testing.T) {
 	t.Helper()
@@ -31,7 +31,7 @@ func requireQemu(t *testing.T) {
 // image's kernel, the SDK's SSH communicator.
 const qemuSource = `
   strategy = "qemu"
-  kernel   = "image"
+  boot_kernel = "image"
   memory   = 1024
 `
 

@@ -33,19 +33,24 @@ func newArtifact(state multistep.StateBag, path string) (*Artifact, error) {
 			size = d.(int64)
 		}
 	}
-	a := &Artifact{Path: path, Format: cfg.Format, Size: size, BaseImage: cfg.BaseImage, StateData: map[string]interface{}{}}
+	source := cfg.BaseImage
+	if cfg.fromTree() {
+		source = describeSource(cfg)
+	}
+	a := &Artifact{Path: path, Format: cfg.Format, Size: size, BaseImage: source, StateData: map[string]interface{}{}}
 	if gd, ok := state.GetOk("generated_data"); ok {
 		a.StateData["generated_data"] = gd
 	}
 	img, err := registryimage.FromArtifact(a,
 		registryimage.WithProvider("imagefactory"),
-		registryimage.WithSourceID(cfg.BaseImage),
+		registryimage.WithSourceID(source),
 		registryimage.SetLabels(map[string]interface{}{
-			"format":      cfg.Format,
-			"size":        fmt.Sprint(size),
-			"strategy":    cfg.Strategy,
-			"build_name":  cfg.PackerBuildName,
-			"base_format": fmt.Sprint(state.Get(stateBaseFormat)),
+			"format":       cfg.Format,
+			"size":         fmt.Sprint(size),
+			"strategy":     cfg.Strategy,
+			"build_name":   cfg.PackerBuildName,
+			"base_format":  fmt.Sprint(state.Get(stateBaseFormat)),
+			"backing_file": fmt.Sprint(cfg.UseBackingFile),
 		}))
 	if err != nil {
 		return nil, fmt.Errorf("HCP Packer registry metadata: %w", err)

@@ -90,13 +90,19 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	return newArtifact(state, path.(string))
 }
 
-// commonSteps make the raw working disk from the base image in the output
-// directory, with the journal first so its cleanup runs last.
+// commonSteps make the raw working disk in the output directory (a copy of
+// the base image, or a disk made from a root tree), with the journal first
+// so its cleanup runs last.
 func (b *Builder) commonSteps() []multistep.Step {
 	cfg := &b.config
-	return []multistep.Step{
+	steps := []multistep.Step{
 		&stepJournal{},
 		&commonsteps.StepOutputDir{Force: cfg.PackerForce, Path: cfg.OutputDirectory},
+	}
+	if cfg.fromTree() {
+		return append(steps, &stepBootstrap{}, &stepRootTree{}, &stepMakeDisk{})
+	}
+	return append(steps,
 		&commonsteps.StepDownload{
 			Checksum:    cfg.BaseImageChecksum,
 			Description: "base image",
@@ -106,7 +112,7 @@ func (b *Builder) commonSteps() []multistep.Step {
 		},
 		&stepWorkingDisk{},
 		&stepGrowDisk{},
-	}
+	)
 }
 
 // chrootSteps: the image's filesystems mounted, provisioners in a chroot.
@@ -126,6 +132,7 @@ func (b *Builder) chrootSteps() []multistep.Step {
 		&stepFindRoot{},
 		&stepHostCommands{Name: "pre_mount_commands", Commands: cfg.PreMountCommands},
 		mountRoot,
+		&stepBootConfig{},
 		&stepMountFstab{},
 		chrootMounts,
 		&stepHostCommands{Name: "post_mount_commands", Commands: cfg.PostMountCommands},
@@ -152,6 +159,7 @@ func (b *Builder) qemuSteps() []multistep.Step {
 		&stepGrowFilesystem{},
 		&stepFindRoot{},
 		beforeRoot,
+		&stepBootConfig{},
 		&stepMountFstab{},
 		&stepQemuPrepare{},
 		&stepRelease{steps: []releaser{before, beforeRoot}},

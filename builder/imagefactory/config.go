@@ -1,4 +1,4 @@
-//go:generate go tool packer-sdc mapstructure-to-hcl2 -type Config,QemuConfig
+//go:generate go tool packer-sdc mapstructure-to-hcl2 -type Config,QemuConfig,BootstrapConfig
 //go:generate ../../scripts/struct-markdown.sh
 
 package imagefactory
@@ -26,7 +26,54 @@ type Config struct {
 	// file). Raw, qcow2, vmdk, vhdx and vpc are detected by their content,
 	// not by the file name; gzip, xz and zstd compressed images are
 	// decompressed on the way in. The base image itself is never modified.
+	// The artifact of an earlier imagefactory build (raw or qcow2) is a
+	// base image like any other. Exactly one of `base_image`,
+	// `source_rootfs` and `bootstrap` is required.
 	BaseImage string `mapstructure:"base_image" required:"true"`
+	// With a local `base_image`: the artifact is a qcow2 overlay whose
+	// backing file is the base image (by its absolute path), holding only
+	// the clusters the build changed. The build still works on a raw copy
+	// (loop devices need one; there is no NBD here); at the end the
+	// overlay is computed against the base (`qemu-img rebase`). `format`
+	// must be `qcow2` (the default then). The base must stay where it is.
+	UseBackingFile bool `mapstructure:"use_backing_file"`
+	// Make a bootable disk from a root tree instead of starting from a
+	// disk image: a directory, or a tarball (`.tar`, `.tar.gz`, `.tar.xz`,
+	// `.tar.zst`; the compression is recognised by content). The tree is
+	// only read. It needs `/boot/vmlinuz-*` (and usually
+	// `/boot/initrd.img-*`) unless `kernel` is given.
+	SourceRootfs string `mapstructure:"source_rootfs"`
+	// Make the root tree with a bootstrap tool, then a bootable disk from
+	// it as with `source_rootfs`. See the `bootstrap` block below.
+	Bootstrap *BootstrapConfig `mapstructure:"bootstrap"`
+	// For `source_rootfs` and `bootstrap`: `gpt` (default: a BIOS boot
+	// partition, an EFI system partition and the root, in that order) or
+	// `mbr` (an EFI system partition and the root; GRUB's core image in the
+	// gap after the MBR). Both boot with BIOS and UEFI firmware.
+	PartitionTable string `mapstructure:"partition_table"`
+	// For `source_rootfs` and `bootstrap`: the root filesystem, `ext4`
+	// (default, labelled `cloudimg-rootfs`) or `xfs` (labelled
+	// `img-rootfs`: xfs labels hold 12 characters).
+	RootFS string `mapstructure:"root_fs"`
+	// For `source_rootfs` and `bootstrap`: free space in the root
+	// filesystem beyond what the tree needs, when `disk_size` is not set
+	// (`1G`, `512M`...). Default `256M`.
+	FreeSpace string `mapstructure:"free_space"`
+	// For `source_rootfs` and `bootstrap`: a kernel image on the host to
+	// boot instead of the tree's newest `/boot/vmlinuz-*`; copied to
+	// `/boot` in the image.
+	Kernel string `mapstructure:"kernel"`
+	// For `source_rootfs` and `bootstrap`: the initrd for `kernel`; copied
+	// to `/boot` in the image.
+	Initrd string `mapstructure:"initrd"`
+	// For `source_rootfs` and `bootstrap`: kernel arguments after
+	// `root=UUID=... ro`. Default `console=tty0 console=ttyS0,115200`
+	// (the login prompt on the first serial port too).
+	KernelCmdline string `mapstructure:"kernel_cmdline"`
+	// For `source_rootfs` and `bootstrap`: how `/etc/fstab` (written by the
+	// builder, replacing the tree's) names the root: `label` (default) or
+	// `uuid`.
+	FstabBy string `mapstructure:"fstab_by"`
 	// The checksum of `base_image` in Packer's usual forms: `sha256:...`
 	// (also md5, sha1, sha512), `file:URL-or-path` of a checksum file, or
 	// `none`. Required when `base_image` is a URL.
@@ -49,7 +96,9 @@ type Config struct {
 	// Grow the working disk to this size (`8G`, `8GiB`, `10240M`, or
 	// bytes). The last partition (MBR or GPT, the GPT backup header moved)
 	// and its filesystem (ext4, xfs or btrfs) grow with it. A size
-	// smaller than the base image is an error.
+	// smaller than the base image is an error. With `source_rootfs` or
+	// `bootstrap`: the size of the disk made (default: just large enough
+	// for the tree plus `free_space`); too small for the tree is an error.
 	DiskSize string `mapstructure:"disk_size"`
 	// The number (1-based, as Linux numbers them) of the partition holding
 	// the root filesystem. By default the root is found by label
@@ -113,6 +162,25 @@ type Config struct {
 	ctx interpolate.Context
 }
 
+// BootstrapConfig is the `bootstrap` block: a root tree made by a bootstrap
+// tool, cached between builds by its inputs.
+type BootstrapConfig struct {
+	// The tool: `debootstrap` (the only one for now). Its default mirror
+	// is used.
+	Tool string `mapstructure:"tool" required:"true"`
+	// The release, e.g. `bookworm`.
+	Suite string `mapstructure:"suite" required:"true"`
+	// debootstrap's `--variant`, e.g. `minbase`. Default: debootstrap's.
+	Variant string `mapstructure:"variant"`
+	// Extra packages (debootstrap's `--include`). A bootable disk needs a
+	// kernel: `linux-image-amd64`.
+	Include []string `mapstructure:"include"`
+	// Where made trees are kept, keyed by tool, suite, variant, include
+	// and architecture. Default `$IMAGEFACTORY_CACHE`, else
+	// `/var/cache/imagefactory`.
+	CacheDir string `mapstructure:"cache_dir"`
+}
+
 // Strategies the builder knows.
 const (
 	StrategyChroot = "chroot"
@@ -152,8 +220,25 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 		errs = packer.MultiErrorAppend(errs, fmt.Errorf(format, a...))
 	}
 
-	if c.BaseImage == "" {
-		add("base_image is required: a local path or a URL of the disk image to start from")
+	sources := 0
+	for _, set := range []bool{c.BaseImage != "", c.SourceRootfs != "", c.Bootstrap != nil} {
+		if set {
+			sources++
+		}
+	}
+	if sources != 1 {
+		add("exactly one of base_image (a disk image), source_rootfs (a root tree) and bootstrap (a tree made by debootstrap) is required; %d given", sources)
+	}
+	c.prepareRootfs(add)
+	if c.UseBackingFile {
+		if c.BaseImage == "" || isURL(c.BaseImage) {
+			add("use_backing_file needs base_image to be a local file (the overlay names it by path)")
+		}
+		if c.Format == "" {
+			c.Format = "qcow2"
+		} else if c.Format != "qcow2" {
+			add("use_backing_file makes a qcow2 overlay; format %q cannot have a backing file (use qcow2)", c.Format)
+		}
 	}
 	if isURL(c.BaseImage) && c.BaseImageChecksum == "" {
 		add("base_image_checksum is required when base_image is a URL (%s); use \"none\" to skip the check", c.BaseImage)
@@ -187,7 +272,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	default:
 		add("format %q is not supported; use raw or qcow2", c.Format)
 	}
-	if c.DiskSize != "" {
+	if c.DiskSize != "" && !c.fromTree() {
 		if _, err := diskimage.ParseSize(c.DiskSize); err != nil {
 			add("disk_size: %v", err)
 		}

@@ -7,102 +7,143 @@ import (
 	"github.com/zclconf/go-cty/cty"
 )
 
+// FlatBootstrapConfig is an auto-generated flat version of BootstrapConfig.
+// Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
+type FlatBootstrapConfig struct {
+	Tool     *string  `mapstructure:"tool" required:"true" cty:"tool" hcl:"tool"`
+	Suite    *string  `mapstructure:"suite" required:"true" cty:"suite" hcl:"suite"`
+	Variant  *string  `mapstructure:"variant" cty:"variant" hcl:"variant"`
+	Include  []string `mapstructure:"include" cty:"include" hcl:"include"`
+	CacheDir *string  `mapstructure:"cache_dir" cty:"cache_dir" hcl:"cache_dir"`
+}
+
+// FlatMapstructure returns a new FlatBootstrapConfig.
+// FlatBootstrapConfig is an auto-generated flat version of BootstrapConfig.
+// Where the contents a fields with a `mapstructure:,squash` tag are bubbled up.
+func (*BootstrapConfig) FlatMapstructure() interface{ HCL2Spec() map[string]hcldec.Spec } {
+	return new(FlatBootstrapConfig)
+}
+
+// HCL2Spec returns the hcl spec of a BootstrapConfig.
+// This spec is used by HCL to read the fields of BootstrapConfig.
+// The decoded values from this spec will then be applied to a FlatBootstrapConfig.
+func (*FlatBootstrapConfig) HCL2Spec() map[string]hcldec.Spec {
+	s := map[string]hcldec.Spec{
+		"tool":      &hcldec.AttrSpec{Name: "tool", Type: cty.String, Required: false},
+		"suite":     &hcldec.AttrSpec{Name: "suite", Type: cty.String, Required: false},
+		"variant":   &hcldec.AttrSpec{Name: "variant", Type: cty.String, Required: false},
+		"include":   &hcldec.AttrSpec{Name: "include", Type: cty.List(cty.String), Required: false},
+		"cache_dir": &hcldec.AttrSpec{Name: "cache_dir", Type: cty.String, Required: false},
+	}
+	return s
+}
+
 // FlatConfig is an auto-generated flat version of Config.
 // Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
 type FlatConfig struct {
-	PackerBuildName           *string           `mapstructure:"packer_build_name" cty:"packer_build_name" hcl:"packer_build_name"`
-	PackerBuilderType         *string           `mapstructure:"packer_builder_type" cty:"packer_builder_type" hcl:"packer_builder_type"`
-	PackerCoreVersion         *string           `mapstructure:"packer_core_version" cty:"packer_core_version" hcl:"packer_core_version"`
-	PackerDebug               *bool             `mapstructure:"packer_debug" cty:"packer_debug" hcl:"packer_debug"`
-	PackerForce               *bool             `mapstructure:"packer_force" cty:"packer_force" hcl:"packer_force"`
-	PackerOnError             *string           `mapstructure:"packer_on_error" cty:"packer_on_error" hcl:"packer_on_error"`
-	PackerUserVars            map[string]string `mapstructure:"packer_user_variables" cty:"packer_user_variables" hcl:"packer_user_variables"`
-	PackerSensitiveVars       []string          `mapstructure:"packer_sensitive_variables" cty:"packer_sensitive_variables" hcl:"packer_sensitive_variables"`
-	BaseImage                 *string           `mapstructure:"base_image" required:"true" cty:"base_image" hcl:"base_image"`
-	BaseImageChecksum         *string           `mapstructure:"base_image_checksum" cty:"base_image_checksum" hcl:"base_image_checksum"`
-	Strategy                  *string           `mapstructure:"strategy" cty:"strategy" hcl:"strategy"`
-	OutputDirectory           *string           `mapstructure:"output_directory" cty:"output_directory" hcl:"output_directory"`
-	ImageName                 *string           `mapstructure:"image_name" cty:"image_name" hcl:"image_name"`
-	Format                    *string           `mapstructure:"format" cty:"format" hcl:"format"`
-	DiskSize                  *string           `mapstructure:"disk_size" cty:"disk_size" hcl:"disk_size"`
-	RootPartition             *int              `mapstructure:"root_partition" cty:"root_partition" hcl:"root_partition"`
-	RequiredMounts            []string          `mapstructure:"required_mounts" cty:"required_mounts" hcl:"required_mounts"`
-	MountOptions              []string          `mapstructure:"mount_options" cty:"mount_options" hcl:"mount_options"`
-	MountPath                 *string           `mapstructure:"mount_path" cty:"mount_path" hcl:"mount_path"`
-	ChrootMounts              [][]string        `mapstructure:"chroot_mounts" cty:"chroot_mounts" hcl:"chroot_mounts"`
-	ResolvConf                *string           `mapstructure:"resolv_conf" cty:"resolv_conf" hcl:"resolv_conf"`
-	AllowServiceStarts        *bool             `mapstructure:"allow_service_starts" cty:"allow_service_starts" hcl:"allow_service_starts"`
-	CopyFiles                 []string          `mapstructure:"copy_files" cty:"copy_files" hcl:"copy_files"`
-	PreMountCommands          []string          `mapstructure:"pre_mount_commands" cty:"pre_mount_commands" hcl:"pre_mount_commands"`
-	PostMountCommands         []string          `mapstructure:"post_mount_commands" cty:"post_mount_commands" hcl:"post_mount_commands"`
-	PreUnmountCommands        []string          `mapstructure:"pre_unmount_commands" cty:"pre_unmount_commands" hcl:"pre_unmount_commands"`
-	CommandWrapper            *string           `mapstructure:"command_wrapper" cty:"command_wrapper" hcl:"command_wrapper"`
-	Environment               map[string]string `mapstructure:"environment" cty:"environment" hcl:"environment"`
-	QemuBinary                *string           `mapstructure:"qemu_binary" cty:"qemu_binary" hcl:"qemu_binary"`
-	Accelerator               *string           `mapstructure:"accelerator" cty:"accelerator" hcl:"accelerator"`
-	CPUs                      *int              `mapstructure:"cpus" cty:"cpus" hcl:"cpus"`
-	Memory                    *int              `mapstructure:"memory" cty:"memory" hcl:"memory"`
-	QemuArgs                  [][]string        `mapstructure:"qemuargs" cty:"qemuargs" hcl:"qemuargs"`
-	Firmware                  *string           `mapstructure:"firmware" cty:"firmware" hcl:"firmware"`
-	OVMFCode                  *string           `mapstructure:"ovmf_code" cty:"ovmf_code" hcl:"ovmf_code"`
-	OVMFVars                  *string           `mapstructure:"ovmf_vars" cty:"ovmf_vars" hcl:"ovmf_vars"`
-	Kernel                    *string           `mapstructure:"kernel" cty:"kernel" hcl:"kernel"`
-	Initrd                    *string           `mapstructure:"initrd" cty:"initrd" hcl:"initrd"`
-	KernelCmdline             *string           `mapstructure:"kernel_cmdline" cty:"kernel_cmdline" hcl:"kernel_cmdline"`
-	UserData                  *string           `mapstructure:"user_data" cty:"user_data" hcl:"user_data"`
-	MetaData                  *string           `mapstructure:"meta_data" cty:"meta_data" hcl:"meta_data"`
-	InjectSSHKey              *bool             `mapstructure:"inject_ssh_key" cty:"inject_ssh_key" hcl:"inject_ssh_key"`
-	ShutdownCommand           *string           `mapstructure:"shutdown_command" cty:"shutdown_command" hcl:"shutdown_command"`
-	ShutdownTimeout           *string           `mapstructure:"shutdown_timeout" cty:"shutdown_timeout" hcl:"shutdown_timeout"`
-	Type                      *string           `mapstructure:"communicator" cty:"communicator" hcl:"communicator"`
-	PauseBeforeConnect        *string           `mapstructure:"pause_before_connecting" cty:"pause_before_connecting" hcl:"pause_before_connecting"`
-	SSHHost                   *string           `mapstructure:"ssh_host" cty:"ssh_host" hcl:"ssh_host"`
-	SSHPort                   *int              `mapstructure:"ssh_port" cty:"ssh_port" hcl:"ssh_port"`
-	SSHUsername               *string           `mapstructure:"ssh_username" cty:"ssh_username" hcl:"ssh_username"`
-	SSHPassword               *string           `mapstructure:"ssh_password" cty:"ssh_password" hcl:"ssh_password"`
-	SSHKeyPairName            *string           `mapstructure:"ssh_keypair_name" undocumented:"true" cty:"ssh_keypair_name" hcl:"ssh_keypair_name"`
-	SSHTemporaryKeyPairName   *string           `mapstructure:"temporary_key_pair_name" undocumented:"true" cty:"temporary_key_pair_name" hcl:"temporary_key_pair_name"`
-	SSHTemporaryKeyPairType   *string           `mapstructure:"temporary_key_pair_type" cty:"temporary_key_pair_type" hcl:"temporary_key_pair_type"`
-	SSHTemporaryKeyPairBits   *int              `mapstructure:"temporary_key_pair_bits" cty:"temporary_key_pair_bits" hcl:"temporary_key_pair_bits"`
-	SSHCiphers                []string          `mapstructure:"ssh_ciphers" cty:"ssh_ciphers" hcl:"ssh_ciphers"`
-	SSHClearAuthorizedKeys    *bool             `mapstructure:"ssh_clear_authorized_keys" cty:"ssh_clear_authorized_keys" hcl:"ssh_clear_authorized_keys"`
-	SSHKEXAlgos               []string          `mapstructure:"ssh_key_exchange_algorithms" cty:"ssh_key_exchange_algorithms" hcl:"ssh_key_exchange_algorithms"`
-	SSHPrivateKeyFile         *string           `mapstructure:"ssh_private_key_file" undocumented:"true" cty:"ssh_private_key_file" hcl:"ssh_private_key_file"`
-	SSHCertificateFile        *string           `mapstructure:"ssh_certificate_file" cty:"ssh_certificate_file" hcl:"ssh_certificate_file"`
-	SSHPty                    *bool             `mapstructure:"ssh_pty" cty:"ssh_pty" hcl:"ssh_pty"`
-	SSHTimeout                *string           `mapstructure:"ssh_timeout" cty:"ssh_timeout" hcl:"ssh_timeout"`
-	SSHWaitTimeout            *string           `mapstructure:"ssh_wait_timeout" undocumented:"true" cty:"ssh_wait_timeout" hcl:"ssh_wait_timeout"`
-	SSHAgentAuth              *bool             `mapstructure:"ssh_agent_auth" undocumented:"true" cty:"ssh_agent_auth" hcl:"ssh_agent_auth"`
-	SSHDisableAgentForwarding *bool             `mapstructure:"ssh_disable_agent_forwarding" cty:"ssh_disable_agent_forwarding" hcl:"ssh_disable_agent_forwarding"`
-	SSHHandshakeAttempts      *int              `mapstructure:"ssh_handshake_attempts" cty:"ssh_handshake_attempts" hcl:"ssh_handshake_attempts"`
-	SSHBastionHost            *string           `mapstructure:"ssh_bastion_host" cty:"ssh_bastion_host" hcl:"ssh_bastion_host"`
-	SSHBastionPort            *int              `mapstructure:"ssh_bastion_port" cty:"ssh_bastion_port" hcl:"ssh_bastion_port"`
-	SSHBastionAgentAuth       *bool             `mapstructure:"ssh_bastion_agent_auth" cty:"ssh_bastion_agent_auth" hcl:"ssh_bastion_agent_auth"`
-	SSHBastionUsername        *string           `mapstructure:"ssh_bastion_username" cty:"ssh_bastion_username" hcl:"ssh_bastion_username"`
-	SSHBastionPassword        *string           `mapstructure:"ssh_bastion_password" cty:"ssh_bastion_password" hcl:"ssh_bastion_password"`
-	SSHBastionInteractive     *bool             `mapstructure:"ssh_bastion_interactive" cty:"ssh_bastion_interactive" hcl:"ssh_bastion_interactive"`
-	SSHBastionPrivateKeyFile  *string           `mapstructure:"ssh_bastion_private_key_file" cty:"ssh_bastion_private_key_file" hcl:"ssh_bastion_private_key_file"`
-	SSHBastionCertificateFile *string           `mapstructure:"ssh_bastion_certificate_file" cty:"ssh_bastion_certificate_file" hcl:"ssh_bastion_certificate_file"`
-	SSHFileTransferMethod     *string           `mapstructure:"ssh_file_transfer_method" cty:"ssh_file_transfer_method" hcl:"ssh_file_transfer_method"`
-	SSHProxyHost              *string           `mapstructure:"ssh_proxy_host" cty:"ssh_proxy_host" hcl:"ssh_proxy_host"`
-	SSHProxyPort              *int              `mapstructure:"ssh_proxy_port" cty:"ssh_proxy_port" hcl:"ssh_proxy_port"`
-	SSHProxyUsername          *string           `mapstructure:"ssh_proxy_username" cty:"ssh_proxy_username" hcl:"ssh_proxy_username"`
-	SSHProxyPassword          *string           `mapstructure:"ssh_proxy_password" cty:"ssh_proxy_password" hcl:"ssh_proxy_password"`
-	SSHKeepAliveInterval      *string           `mapstructure:"ssh_keep_alive_interval" cty:"ssh_keep_alive_interval" hcl:"ssh_keep_alive_interval"`
-	SSHReadWriteTimeout       *string           `mapstructure:"ssh_read_write_timeout" cty:"ssh_read_write_timeout" hcl:"ssh_read_write_timeout"`
-	SSHRemoteTunnels          []string          `mapstructure:"ssh_remote_tunnels" cty:"ssh_remote_tunnels" hcl:"ssh_remote_tunnels"`
-	SSHLocalTunnels           []string          `mapstructure:"ssh_local_tunnels" cty:"ssh_local_tunnels" hcl:"ssh_local_tunnels"`
-	SSHPublicKey              []byte            `mapstructure:"ssh_public_key" undocumented:"true" cty:"ssh_public_key" hcl:"ssh_public_key"`
-	SSHPrivateKey             []byte            `mapstructure:"ssh_private_key" undocumented:"true" cty:"ssh_private_key" hcl:"ssh_private_key"`
-	WinRMUser                 *string           `mapstructure:"winrm_username" cty:"winrm_username" hcl:"winrm_username"`
-	WinRMPassword             *string           `mapstructure:"winrm_password" cty:"winrm_password" hcl:"winrm_password"`
-	WinRMHost                 *string           `mapstructure:"winrm_host" cty:"winrm_host" hcl:"winrm_host"`
-	WinRMNoProxy              *bool             `mapstructure:"winrm_no_proxy" cty:"winrm_no_proxy" hcl:"winrm_no_proxy"`
-	WinRMPort                 *int              `mapstructure:"winrm_port" cty:"winrm_port" hcl:"winrm_port"`
-	WinRMTimeout              *string           `mapstructure:"winrm_timeout" cty:"winrm_timeout" hcl:"winrm_timeout"`
-	WinRMUseSSL               *bool             `mapstructure:"winrm_use_ssl" cty:"winrm_use_ssl" hcl:"winrm_use_ssl"`
-	WinRMInsecure             *bool             `mapstructure:"winrm_insecure" cty:"winrm_insecure" hcl:"winrm_insecure"`
-	WinRMUseNTLM              *bool             `mapstructure:"winrm_use_ntlm" cty:"winrm_use_ntlm" hcl:"winrm_use_ntlm"`
+	PackerBuildName           *string              `mapstructure:"packer_build_name" cty:"packer_build_name" hcl:"packer_build_name"`
+	PackerBuilderType         *string              `mapstructure:"packer_builder_type" cty:"packer_builder_type" hcl:"packer_builder_type"`
+	PackerCoreVersion         *string              `mapstructure:"packer_core_version" cty:"packer_core_version" hcl:"packer_core_version"`
+	PackerDebug               *bool                `mapstructure:"packer_debug" cty:"packer_debug" hcl:"packer_debug"`
+	PackerForce               *bool                `mapstructure:"packer_force" cty:"packer_force" hcl:"packer_force"`
+	PackerOnError             *string              `mapstructure:"packer_on_error" cty:"packer_on_error" hcl:"packer_on_error"`
+	PackerUserVars            map[string]string    `mapstructure:"packer_user_variables" cty:"packer_user_variables" hcl:"packer_user_variables"`
+	PackerSensitiveVars       []string             `mapstructure:"packer_sensitive_variables" cty:"packer_sensitive_variables" hcl:"packer_sensitive_variables"`
+	BaseImage                 *string              `mapstructure:"base_image" required:"true" cty:"base_image" hcl:"base_image"`
+	UseBackingFile            *bool                `mapstructure:"use_backing_file" cty:"use_backing_file" hcl:"use_backing_file"`
+	SourceRootfs              *string              `mapstructure:"source_rootfs" cty:"source_rootfs" hcl:"source_rootfs"`
+	Bootstrap                 *FlatBootstrapConfig `mapstructure:"bootstrap" cty:"bootstrap" hcl:"bootstrap"`
+	PartitionTable            *string              `mapstructure:"partition_table" cty:"partition_table" hcl:"partition_table"`
+	RootFS                    *string              `mapstructure:"root_fs" cty:"root_fs" hcl:"root_fs"`
+	FreeSpace                 *string              `mapstructure:"free_space" cty:"free_space" hcl:"free_space"`
+	Kernel                    *string              `mapstructure:"kernel" cty:"kernel" hcl:"kernel"`
+	Initrd                    *string              `mapstructure:"initrd" cty:"initrd" hcl:"initrd"`
+	KernelCmdline             *string              `mapstructure:"kernel_cmdline" cty:"kernel_cmdline" hcl:"kernel_cmdline"`
+	FstabBy                   *string              `mapstructure:"fstab_by" cty:"fstab_by" hcl:"fstab_by"`
+	BaseImageChecksum         *string              `mapstructure:"base_image_checksum" cty:"base_image_checksum" hcl:"base_image_checksum"`
+	Strategy                  *string              `mapstructure:"strategy" cty:"strategy" hcl:"strategy"`
+	OutputDirectory           *string              `mapstructure:"output_directory" cty:"output_directory" hcl:"output_directory"`
+	ImageName                 *string              `mapstructure:"image_name" cty:"image_name" hcl:"image_name"`
+	Format                    *string              `mapstructure:"format" cty:"format" hcl:"format"`
+	DiskSize                  *string              `mapstructure:"disk_size" cty:"disk_size" hcl:"disk_size"`
+	RootPartition             *int                 `mapstructure:"root_partition" cty:"root_partition" hcl:"root_partition"`
+	RequiredMounts            []string             `mapstructure:"required_mounts" cty:"required_mounts" hcl:"required_mounts"`
+	MountOptions              []string             `mapstructure:"mount_options" cty:"mount_options" hcl:"mount_options"`
+	MountPath                 *string              `mapstructure:"mount_path" cty:"mount_path" hcl:"mount_path"`
+	ChrootMounts              [][]string           `mapstructure:"chroot_mounts" cty:"chroot_mounts" hcl:"chroot_mounts"`
+	ResolvConf                *string              `mapstructure:"resolv_conf" cty:"resolv_conf" hcl:"resolv_conf"`
+	AllowServiceStarts        *bool                `mapstructure:"allow_service_starts" cty:"allow_service_starts" hcl:"allow_service_starts"`
+	CopyFiles                 []string             `mapstructure:"copy_files" cty:"copy_files" hcl:"copy_files"`
+	PreMountCommands          []string             `mapstructure:"pre_mount_commands" cty:"pre_mount_commands" hcl:"pre_mount_commands"`
+	PostMountCommands         []string             `mapstructure:"post_mount_commands" cty:"post_mount_commands" hcl:"post_mount_commands"`
+	PreUnmountCommands        []string             `mapstructure:"pre_unmount_commands" cty:"pre_unmount_commands" hcl:"pre_unmount_commands"`
+	CommandWrapper            *string              `mapstructure:"command_wrapper" cty:"command_wrapper" hcl:"command_wrapper"`
+	Environment               map[string]string    `mapstructure:"environment" cty:"environment" hcl:"environment"`
+	QemuBinary                *string              `mapstructure:"qemu_binary" cty:"qemu_binary" hcl:"qemu_binary"`
+	Accelerator               *string              `mapstructure:"accelerator" cty:"accelerator" hcl:"accelerator"`
+	CPUs                      *int                 `mapstructure:"cpus" cty:"cpus" hcl:"cpus"`
+	Memory                    *int                 `mapstructure:"memory" cty:"memory" hcl:"memory"`
+	QemuArgs                  [][]string           `mapstructure:"qemuargs" cty:"qemuargs" hcl:"qemuargs"`
+	Firmware                  *string              `mapstructure:"firmware" cty:"firmware" hcl:"firmware"`
+	OVMFCode                  *string              `mapstructure:"ovmf_code" cty:"ovmf_code" hcl:"ovmf_code"`
+	OVMFVars                  *string              `mapstructure:"ovmf_vars" cty:"ovmf_vars" hcl:"ovmf_vars"`
+	BootKernel                *string              `mapstructure:"boot_kernel" cty:"boot_kernel" hcl:"boot_kernel"`
+	BootInitrd                *string              `mapstructure:"boot_initrd" cty:"boot_initrd" hcl:"boot_initrd"`
+	BootCmdline               *string              `mapstructure:"boot_cmdline" cty:"boot_cmdline" hcl:"boot_cmdline"`
+	UserData                  *string              `mapstructure:"user_data" cty:"user_data" hcl:"user_data"`
+	MetaData                  *string              `mapstructure:"meta_data" cty:"meta_data" hcl:"meta_data"`
+	InjectSSHKey              *bool                `mapstructure:"inject_ssh_key" cty:"inject_ssh_key" hcl:"inject_ssh_key"`
+	ShutdownCommand           *string              `mapstructure:"shutdown_command" cty:"shutdown_command" hcl:"shutdown_command"`
+	ShutdownTimeout           *string              `mapstructure:"shutdown_timeout" cty:"shutdown_timeout" hcl:"shutdown_timeout"`
+	Type                      *string              `mapstructure:"communicator" cty:"communicator" hcl:"communicator"`
+	PauseBeforeConnect        *string              `mapstructure:"pause_before_connecting" cty:"pause_before_connecting" hcl:"pause_before_connecting"`
+	SSHHost                   *string              `mapstructure:"ssh_host" cty:"ssh_host" hcl:"ssh_host"`
+	SSHPort                   *int                 `mapstructure:"ssh_port" cty:"ssh_port" hcl:"ssh_port"`
+	SSHUsername               *string              `mapstructure:"ssh_username" cty:"ssh_username" hcl:"ssh_username"`
+	SSHPassword               *string              `mapstructure:"ssh_password" cty:"ssh_password" hcl:"ssh_password"`
+	SSHKeyPairName            *string              `mapstructure:"ssh_keypair_name" undocumented:"true" cty:"ssh_keypair_name" hcl:"ssh_keypair_name"`
+	SSHTemporaryKeyPairName   *string              `mapstructure:"temporary_key_pair_name" undocumented:"true" cty:"temporary_key_pair_name" hcl:"temporary_key_pair_name"`
+	SSHTemporaryKeyPairType   *string              `mapstructure:"temporary_key_pair_type" cty:"temporary_key_pair_type" hcl:"temporary_key_pair_type"`
+	SSHTemporaryKeyPairBits   *int                 `mapstructure:"temporary_key_pair_bits" cty:"temporary_key_pair_bits" hcl:"temporary_key_pair_bits"`
+	SSHCiphers                []string             `mapstructure:"ssh_ciphers" cty:"ssh_ciphers" hcl:"ssh_ciphers"`
+	SSHClearAuthorizedKeys    *bool                `mapstructure:"ssh_clear_authorized_keys" cty:"ssh_clear_authorized_keys" hcl:"ssh_clear_authorized_keys"`
+	SSHKEXAlgos               []string             `mapstructure:"ssh_key_exchange_algorithms" cty:"ssh_key_exchange_algorithms" hcl:"ssh_key_exchange_algorithms"`
+	SSHPrivateKeyFile         *string              `mapstructure:"ssh_private_key_file" undocumented:"true" cty:"ssh_private_key_file" hcl:"ssh_private_key_file"`
+	SSHCertificateFile        *string              `mapstructure:"ssh_certificate_file" cty:"ssh_certificate_file" hcl:"ssh_certificate_file"`
+	SSHPty                    *bool                `mapstructure:"ssh_pty" cty:"ssh_pty" hcl:"ssh_pty"`
+	SSHTimeout                *string              `mapstructure:"ssh_timeout" cty:"ssh_timeout" hcl:"ssh_timeout"`
+	SSHWaitTimeout            *string              `mapstructure:"ssh_wait_timeout" undocumented:"true" cty:"ssh_wait_timeout" hcl:"ssh_wait_timeout"`
+	SSHAgentAuth              *bool                `mapstructure:"ssh_agent_auth" undocumented:"true" cty:"ssh_agent_auth" hcl:"ssh_agent_auth"`
+	SSHDisableAgentForwarding *bool                `mapstructure:"ssh_disable_agent_forwarding" cty:"ssh_disable_agent_forwarding" hcl:"ssh_disable_agent_forwarding"`
+	SSHHandshakeAttempts      *int                 `mapstructure:"ssh_handshake_attempts" cty:"ssh_handshake_attempts" hcl:"ssh_handshake_attempts"`
+	SSHBastionHost            *string              `mapstructure:"ssh_bastion_host" cty:"ssh_bastion_host" hcl:"ssh_bastion_host"`
+	SSHBastionPort            *int                 `mapstructure:"ssh_bastion_port" cty:"ssh_bastion_port" hcl:"ssh_bastion_port"`
+	SSHBastionAgentAuth       *bool                `mapstructure:"ssh_bastion_agent_auth" cty:"ssh_bastion_agent_auth" hcl:"ssh_bastion_agent_auth"`
+	SSHBastionUsername        *string              `mapstructure:"ssh_bastion_username" cty:"ssh_bastion_username" hcl:"ssh_bastion_username"`
+	SSHBastionPassword        *string              `mapstructure:"ssh_bastion_password" cty:"ssh_bastion_password" hcl:"ssh_bastion_password"`
+	SSHBastionInteractive     *bool                `mapstructure:"ssh_bastion_interactive" cty:"ssh_bastion_interactive" hcl:"ssh_bastion_interactive"`
+	SSHBastionPrivateKeyFile  *string              `mapstructure:"ssh_bastion_private_key_file" cty:"ssh_bastion_private_key_file" hcl:"ssh_bastion_private_key_file"`
+	SSHBastionCertificateFile *string              `mapstructure:"ssh_bastion_certificate_file" cty:"ssh_bastion_certificate_file" hcl:"ssh_bastion_certificate_file"`
+	SSHFileTransferMethod     *string              `mapstructure:"ssh_file_transfer_method" cty:"ssh_file_transfer_method" hcl:"ssh_file_transfer_method"`
+	SSHProxyHost              *string              `mapstructure:"ssh_proxy_host" cty:"ssh_proxy_host" hcl:"ssh_proxy_host"`
+	SSHProxyPort              *int                 `mapstructure:"ssh_proxy_port" cty:"ssh_proxy_port" hcl:"ssh_proxy_port"`
+	SSHProxyUsername          *string              `mapstructure:"ssh_proxy_username" cty:"ssh_proxy_username" hcl:"ssh_proxy_username"`
+	SSHProxyPassword          *string              `mapstructure:"ssh_proxy_password" cty:"ssh_proxy_password" hcl:"ssh_proxy_password"`
+	SSHKeepAliveInterval      *string              `mapstructure:"ssh_keep_alive_interval" cty:"ssh_keep_alive_interval" hcl:"ssh_keep_alive_interval"`
+	SSHReadWriteTimeout       *string              `mapstructure:"ssh_read_write_timeout" cty:"ssh_read_write_timeout" hcl:"ssh_read_write_timeout"`
+	SSHRemoteTunnels          []string             `mapstructure:"ssh_remote_tunnels" cty:"ssh_remote_tunnels" hcl:"ssh_remote_tunnels"`
+	SSHLocalTunnels           []string             `mapstructure:"ssh_local_tunnels" cty:"ssh_local_tunnels" hcl:"ssh_local_tunnels"`
+	SSHPublicKey              []byte               `mapstructure:"ssh_public_key" undocumented:"true" cty:"ssh_public_key" hcl:"ssh_public_key"`
+	SSHPrivateKey             []byte               `mapstructure:"ssh_private_key" undocumented:"true" cty:"ssh_private_key" hcl:"ssh_private_key"`
+	WinRMUser                 *string              `mapstructure:"winrm_username" cty:"winrm_username" hcl:"winrm_username"`
+	WinRMPassword             *string              `mapstructure:"winrm_password" cty:"winrm_password" hcl:"winrm_password"`
+	WinRMHost                 *string              `mapstructure:"winrm_host" cty:"winrm_host" hcl:"winrm_host"`
+	WinRMNoProxy              *bool                `mapstructure:"winrm_no_proxy" cty:"winrm_no_proxy" hcl:"winrm_no_proxy"`
+	WinRMPort                 *int                 `mapstructure:"winrm_port" cty:"winrm_port" hcl:"winrm_port"`
+	WinRMTimeout              *string              `mapstructure:"winrm_timeout" cty:"winrm_timeout" hcl:"winrm_timeout"`
+	WinRMUseSSL               *bool                `mapstructure:"winrm_use_ssl" cty:"winrm_use_ssl" hcl:"winrm_use_ssl"`
+	WinRMInsecure             *bool                `mapstructure:"winrm_insecure" cty:"winrm_insecure" hcl:"winrm_insecure"`
+	WinRMUseNTLM              *bool                `mapstructure:"winrm_use_ntlm" cty:"winrm_use_ntlm" hcl:"winrm_use_ntlm"`
 }
 
 // FlatMapstructure returns a new FlatConfig.
@@ -126,6 +167,16 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"packer_user_variables":        &hcldec.AttrSpec{Name: "packer_user_variables", Type: cty.Map(cty.String), Required: false},
 		"packer_sensitive_variables":   &hcldec.AttrSpec{Name: "packer_sensitive_variables", Type: cty.List(cty.String), Required: false},
 		"base_image":                   &hcldec.AttrSpec{Name: "base_image", Type: cty.String, Required: false},
+		"use_backing_file":             &hcldec.AttrSpec{Name: "use_backing_file", Type: cty.Bool, Required: false},
+		"source_rootfs":                &hcldec.AttrSpec{Name: "source_rootfs", Type: cty.String, Required: false},
+		"bootstrap":                    &hcldec.BlockSpec{TypeName: "bootstrap", Nested: hcldec.ObjectSpec((*FlatBootstrapConfig)(nil).HCL2Spec())},
+		"partition_table":              &hcldec.AttrSpec{Name: "partition_table", Type: cty.String, Required: false},
+		"root_fs":                      &hcldec.AttrSpec{Name: "root_fs", Type: cty.String, Required: false},
+		"free_space":                   &hcldec.AttrSpec{Name: "free_space", Type: cty.String, Required: false},
+		"kernel":                       &hcldec.AttrSpec{Name: "kernel", Type: cty.String, Required: false},
+		"initrd":                       &hcldec.AttrSpec{Name: "initrd", Type: cty.String, Required: false},
+		"kernel_cmdline":               &hcldec.AttrSpec{Name: "kernel_cmdline", Type: cty.String, Required: false},
+		"fstab_by":                     &hcldec.AttrSpec{Name: "fstab_by", Type: cty.String, Required: false},
 		"base_image_checksum":          &hcldec.AttrSpec{Name: "base_image_checksum", Type: cty.String, Required: false},
 		"strategy":                     &hcldec.AttrSpec{Name: "strategy", Type: cty.String, Required: false},
 		"output_directory":             &hcldec.AttrSpec{Name: "output_directory", Type: cty.String, Required: false},
@@ -153,9 +204,9 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"firmware":                     &hcldec.AttrSpec{Name: "firmware", Type: cty.String, Required: false},
 		"ovmf_code":                    &hcldec.AttrSpec{Name: "ovmf_code", Type: cty.String, Required: false},
 		"ovmf_vars":                    &hcldec.AttrSpec{Name: "ovmf_vars", Type: cty.String, Required: false},
-		"kernel":                       &hcldec.AttrSpec{Name: "kernel", Type: cty.String, Required: false},
-		"initrd":                       &hcldec.AttrSpec{Name: "initrd", Type: cty.String, Required: false},
-		"kernel_cmdline":               &hcldec.AttrSpec{Name: "kernel_cmdline", Type: cty.String, Required: false},
+		"boot_kernel":                  &hcldec.AttrSpec{Name: "boot_kernel", Type: cty.String, Required: false},
+		"boot_initrd":                  &hcldec.AttrSpec{Name: "boot_initrd", Type: cty.String, Required: false},
+		"boot_cmdline":                 &hcldec.AttrSpec{Name: "boot_cmdline", Type: cty.String, Required: false},
 		"user_data":                    &hcldec.AttrSpec{Name: "user_data", Type: cty.String, Required: false},
 		"meta_data":                    &hcldec.AttrSpec{Name: "meta_data", Type: cty.String, Required: false},
 		"inject_ssh_key":               &hcldec.AttrSpec{Name: "inject_ssh_key", Type: cty.Bool, Required: false},
@@ -225,9 +276,9 @@ type FlatQemuConfig struct {
 	Firmware        *string    `mapstructure:"firmware" cty:"firmware" hcl:"firmware"`
 	OVMFCode        *string    `mapstructure:"ovmf_code" cty:"ovmf_code" hcl:"ovmf_code"`
 	OVMFVars        *string    `mapstructure:"ovmf_vars" cty:"ovmf_vars" hcl:"ovmf_vars"`
-	Kernel          *string    `mapstructure:"kernel" cty:"kernel" hcl:"kernel"`
-	Initrd          *string    `mapstructure:"initrd" cty:"initrd" hcl:"initrd"`
-	KernelCmdline   *string    `mapstructure:"kernel_cmdline" cty:"kernel_cmdline" hcl:"kernel_cmdline"`
+	BootKernel      *string    `mapstructure:"boot_kernel" cty:"boot_kernel" hcl:"boot_kernel"`
+	BootInitrd      *string    `mapstructure:"boot_initrd" cty:"boot_initrd" hcl:"boot_initrd"`
+	BootCmdline     *string    `mapstructure:"boot_cmdline" cty:"boot_cmdline" hcl:"boot_cmdline"`
 	UserData        *string    `mapstructure:"user_data" cty:"user_data" hcl:"user_data"`
 	MetaData        *string    `mapstructure:"meta_data" cty:"meta_data" hcl:"meta_data"`
 	InjectSSHKey    *bool      `mapstructure:"inject_ssh_key" cty:"inject_ssh_key" hcl:"inject_ssh_key"`
@@ -255,9 +306,9 @@ func (*FlatQemuConfig) HCL2Spec() map[string]hcldec.Spec {
 		"firmware":         &hcldec.AttrSpec{Name: "firmware", Type: cty.String, Required: false},
 		"ovmf_code":        &hcldec.AttrSpec{Name: "ovmf_code", Type: cty.String, Required: false},
 		"ovmf_vars":        &hcldec.AttrSpec{Name: "ovmf_vars", Type: cty.String, Required: false},
-		"kernel":           &hcldec.AttrSpec{Name: "kernel", Type: cty.String, Required: false},
-		"initrd":           &hcldec.AttrSpec{Name: "initrd", Type: cty.String, Required: false},
-		"kernel_cmdline":   &hcldec.AttrSpec{Name: "kernel_cmdline", Type: cty.String, Required: false},
+		"boot_kernel":      &hcldec.AttrSpec{Name: "boot_kernel", Type: cty.String, Required: false},
+		"boot_initrd":      &hcldec.AttrSpec{Name: "boot_initrd", Type: cty.String, Required: false},
+		"boot_cmdline":     &hcldec.AttrSpec{Name: "boot_cmdline", Type: cty.String, Required: false},
 		"user_data":        &hcldec.AttrSpec{Name: "user_data", Type: cty.String, Required: false},
 		"meta_data":        &hcldec.AttrSpec{Name: "meta_data", Type: cty.String, Required: false},
 		"inject_ssh_key":   &hcldec.AttrSpec{Name: "inject_ssh_key", Type: cty.Bool, Required: false},

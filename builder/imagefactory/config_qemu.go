@@ -36,18 +36,20 @@ type QemuConfig struct {
 	// The OVMF variables template, copied for each build. Defaults to
 	// `/usr/share/OVMF/OVMF_VARS.fd`.
 	OVMFVars string `mapstructure:"ovmf_vars"`
-	// Boot this kernel directly instead of the disk's boot loader: a host
-	// path, or `image` for the image's own `/vmlinuz` (else the newest
-	// `/boot/vmlinuz-*`), copied out before the boot. Without it the disk
-	// boots by itself (its boot loader, through `firmware`).
-	Kernel string `mapstructure:"kernel"`
-	// The initrd for `kernel`: a host path, or `image` for the image's
+	// For `strategy = "qemu"`: boot this kernel directly instead of the
+	// disk's boot loader: a host path, or `image` for the image's own
+	// `/vmlinuz` (else the newest `/boot/vmlinuz-*`), copied out before the
+	// boot. Without it the disk boots by itself (its boot loader, through
+	// `firmware`). Not to be confused with `kernel`, which a disk made from
+	// a root tree installs.
+	BootKernel string `mapstructure:"boot_kernel"`
+	// The initrd for `boot_kernel`: a host path, or `image` for the image's
 	// `/initrd.img` (else the `/boot/initrd.img-*` matching the kernel).
-	// Defaults to `image` when `kernel` is `image`.
-	Initrd string `mapstructure:"initrd"`
-	// The kernel command line for `kernel`. Defaults to
+	// Defaults to `image` when `boot_kernel` is `image`.
+	BootInitrd string `mapstructure:"boot_initrd"`
+	// The kernel command line for `boot_kernel`. Defaults to
 	// `root=UUID=<the root filesystem's UUID> ro console=ttyS0,115200`.
-	KernelCmdline string `mapstructure:"kernel_cmdline"`
+	BootCmdline string `mapstructure:"boot_cmdline"`
 	// The cloud-init user-data of the NoCloud seed (a `cidata` ISO9660
 	// built in Go and attached as a second disk). The default lets
 	// `ssh_username` log in with the build's key and changes nothing
@@ -148,13 +150,13 @@ func (c *Config) prepareQemu(add func(string, ...interface{})) []string {
 	default:
 		add("firmware %q is not supported; use bios or uefi", q.Firmware)
 	}
-	if q.Kernel == KernelFromImage && q.Initrd == "" {
-		q.Initrd = KernelFromImage
+	if q.BootKernel == KernelFromImage && q.BootInitrd == "" {
+		q.BootInitrd = KernelFromImage
 	}
-	if q.Kernel == "" && (q.Initrd != "" || q.KernelCmdline != "") {
-		add("initrd and kernel_cmdline need kernel (a host path, or %q for the image's own)", KernelFromImage)
+	if q.BootKernel == "" && (q.BootInitrd != "" || q.BootCmdline != "") {
+		add("boot_initrd and boot_cmdline need boot_kernel (a host path, or %q for the image's own)", KernelFromImage)
 	}
-	for _, f := range []struct{ name, path string }{{"kernel", q.Kernel}, {"initrd", q.Initrd}} {
+	for _, f := range []struct{ name, path string }{{"boot_kernel", q.BootKernel}, {"boot_initrd", q.BootInitrd}} {
 		if f.path == "" || f.path == KernelFromImage {
 			continue
 		}

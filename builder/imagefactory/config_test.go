@@ -1,6 +1,7 @@
 package imagefactory
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -101,7 +102,37 @@ func TestConfigPrepare(t *testing.T) {
 		{name: "resolv_conf bind", set: map[string]interface{}{"resolv_conf": "bind"}},
 		{name: "disk_size in bytes", set: map[string]interface{}{"disk_size": "1073741824"}},
 
-		{name: "no base_image", unset: []string{"base_image"}, wantErr: []string{"base_image is required"}},
+		{name: "no base_image", unset: []string{"base_image"}, wantErr: []string{"exactly one of base_image (a disk image), source_rootfs (a root tree) and bootstrap (a tree made by debootstrap) is required; 0 given"}},
+		{name: "base_image and source_rootfs", set: map[string]interface{}{"source_rootfs": "/srv/tree"}, wantErr: []string{"exactly one of base_image"}},
+		{name: "source_rootfs defaults", unset: []string{"base_image"}, set: map[string]interface{}{"source_rootfs": "tree.tar.zst"},
+			check: func(t *testing.T, c *Config) {
+				if c.PartitionTable != "gpt" || c.RootFS != "ext4" || c.FreeSpace != "256M" || c.FstabBy != "label" ||
+					c.KernelCmdline != "console=tty0 console=ttyS0,115200" || !filepath.IsAbs(c.SourceRootfs) {
+					t.Errorf("defaults: %+v", c)
+				}
+			}},
+		{name: "bootstrap", unset: []string{"base_image"}, set: map[string]interface{}{"bootstrap": map[string]interface{}{"tool": "debootstrap", "suite": "bookworm", "include": []string{"linux-image-amd64"}}, "partition_table": "mbr", "root_fs": "xfs", "disk_size": "2G"},
+			check: func(t *testing.T, c *Config) {
+				if c.Bootstrap == nil || c.Bootstrap.Suite != "bookworm" || c.Bootstrap.CacheDir == "" || c.PartitionTable != "mbr" || c.RootFS != "xfs" {
+					t.Errorf("bootstrap: %+v %+v", c, c.Bootstrap)
+				}
+			}},
+		{name: "bootstrap without suite, other tool", unset: []string{"base_image"}, set: map[string]interface{}{"bootstrap": map[string]interface{}{"tool": "mmdebstrap"}},
+			wantErr: []string{`bootstrap.tool "mmdebstrap" is not supported; use "debootstrap"`, "bootstrap.suite is required"}},
+		{name: "tree options", unset: []string{"base_image"}, set: map[string]interface{}{"source_rootfs": "/t", "partition_table": "apm", "root_fs": "btrfs", "fstab_by": "partuuid", "free_space": "lots", "initrd": "/i"},
+			wantErr: []string{`partition_table "apm" is not supported`, `root_fs "btrfs" is not supported`, `fstab_by "partuuid" is not supported`, "free_space: ", "initrd needs kernel"}},
+		{name: "tree options on a base image", set: map[string]interface{}{"root_fs": "xfs", "kernel": "/vmlinuz"},
+			wantErr: []string{"root_fs applies only to a disk made from a root tree", "kernel applies only to a disk made from a root tree"}},
+		{name: "use_backing_file defaults to qcow2", set: map[string]interface{}{"use_backing_file": true},
+			check: func(t *testing.T, c *Config) {
+				if c.Format != "qcow2" {
+					t.Errorf("format %q", c.Format)
+				}
+			}},
+		{name: "use_backing_file raw", set: map[string]interface{}{"use_backing_file": true, "format": "raw"},
+			wantErr: []string{`use_backing_file makes a qcow2 overlay; format "raw" cannot have a backing file`}},
+		{name: "use_backing_file URL", set: map[string]interface{}{"use_backing_file": true, "base_image": "https://example.com/x.qcow2", "base_image_checksum": "none"},
+			wantErr: []string{"use_backing_file needs base_image to be a local file"}},
 		{name: "URL without checksum", set: map[string]interface{}{"base_image": "https://example.com/debian.qcow2"},
 			wantErr: []string{`base_image_checksum is required when base_image is a URL (https://example.com/debian.qcow2); use "none" to skip the check`}},
 		{name: "upper-case URL without checksum", set: map[string]interface{}{"base_image": "HTTP://example.com/x.img"},
@@ -113,14 +144,14 @@ func TestConfigPrepare(t *testing.T) {
 			check: func(t *testing.T, c *Config) {
 				if c.Accelerator != "tcg" && c.Accelerator != "kvm" || c.CPUs != 1 || c.Memory != 1024 || c.Firmware != "bios" ||
 					c.Comm.Type != "ssh" || c.Comm.SSHUsername != "root" || c.Comm.SSHHost != "127.0.0.1" ||
-					c.ShutdownTimeout != 5*time.Minute || c.QemuBinary == "" || c.Kernel != "" {
+					c.ShutdownTimeout != 5*time.Minute || c.QemuBinary == "" || c.BootKernel != "" {
 					t.Errorf("qemu defaults: %+v, comm %+v", c.QemuConfig, c.Comm)
 				}
 			},
 		},
 		{
 			name: "qemu, kernel from the image, uefi",
-			set: map[string]interface{}{"strategy": "qemu", "kernel": "image", "firmware": "uefi", "accelerator": "tcg",
+			set: map[string]interface{}{"strategy": "qemu", "boot_kernel": "image", "firmware": "uefi", "accelerator": "tcg",
 				"cpus": 2, "memory": 2048, "qemuargs": [][]string{{"-no-hpet"}}, "ssh_username": "debian",
 				"user_data": "#cloud-config\n# {{ .SSHPublicKey }}", "shutdown_command": "poweroff", "shutdown_timeout": "30s"},
 			check: func(t *testing.T, c *Config) {
@@ -131,10 +162,10 @@ func TestConfigPrepare(t *testing.T) {
 			},
 		},
 		{name: "qemu bad options", set: map[string]interface{}{"strategy": "qemu", "accelerator": "hvf", "firmware": "coreboot",
-			"initrd": "/boot/initrd.img", "kernel_cmdline": "quiet", "communicator": "winrm", "qemuargs": [][]string{{}}},
+			"boot_initrd": "/boot/initrd.img", "boot_cmdline": "quiet", "communicator": "winrm", "qemuargs": [][]string{{}}},
 			wantErr: []string{`accelerator "hvf" is not supported`, `firmware "coreboot" is not supported`,
 				"initrd and kernel_cmdline need kernel", `communicator "winrm"`, "qemuargs[0] is empty"}},
-		{name: "qemu missing kernel file", set: map[string]interface{}{"strategy": "qemu", "kernel": "/nonexistent/vmlinuz"},
+		{name: "qemu missing kernel file", set: map[string]interface{}{"strategy": "qemu", "boot_kernel": "/nonexistent/vmlinuz"},
 			wantErr: []string{"kernel: stat /nonexistent/vmlinuz: no such file or directory"}},
 		{name: "qemu ssh_host elsewhere", set: map[string]interface{}{"strategy": "qemu", "ssh_host": "10.0.0.1"},
 			wantErr: []string{`ssh_host "10.0.0.1": the qemu strategy forwards SSH on 127.0.0.1 only`}},

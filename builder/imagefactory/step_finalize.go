@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
@@ -26,8 +27,18 @@ func (s *stepFinalize) Run(ctx context.Context, state multistep.StateBag) multis
 		state.Put(stateVirtualSize, fi.Size())
 	}
 
-	switch cfg.Format {
-	case "raw":
+	switch {
+	case cfg.UseBackingFile:
+		base, _ := filepath.Abs(cfg.BaseImage)
+		baseFmt := state.Get(stateBaseFormat).(diskimage.Format)
+		ui.Say(fmt.Sprintf("Writing the changes as a qcow2 overlay on %s...", base))
+		start := time.Now()
+		if err := diskimage.Overlay(ctx, work, base, baseFmt, final); err != nil {
+			return haltf(state, "use_backing_file: %v", err)
+		}
+		ui.Say(fmt.Sprintf("Overlay written in %s", time.Since(start).Round(time.Millisecond)))
+		os.Remove(work)
+	case cfg.Format == "raw":
 		if err := os.Rename(work, final); err != nil {
 			return haltf(state, "naming the image %s: %v", final, err)
 		}

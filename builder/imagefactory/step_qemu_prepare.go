@@ -12,7 +12,7 @@ import (
 // stepQemuPrepare works on the image offline, before its boot: it records
 // what the boot may change (so that exactly that is taken out after it),
 // injects the build's key with inject_ssh_key, and copies the kernel out
-// for kernel = "image".
+// for boot_kernel = "image".
 type stepQemuPrepare struct{}
 
 func (s *stepQemuPrepare) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
@@ -35,7 +35,7 @@ func (s *stepQemuPrepare) Run(ctx context.Context, state multistep.StateBag) mul
 		ui.Error("Warning: " + w)
 	}
 
-	kernel, initrd := cfg.Kernel, cfg.Initrd
+	kernel, initrd := cfg.BootKernel, cfg.BootInitrd
 	if kernel == KernelFromImage || initrd == KernelFromImage {
 		k, i, err := qemu.ExtractKernel(sess.RootFS(), state.Get(stateQemuDir).(string), initrd == KernelFromImage)
 		if err != nil {
@@ -49,7 +49,7 @@ func (s *stepQemuPrepare) Run(ctx context.Context, state multistep.StateBag) mul
 		}
 		ui.Say("Copied the image's kernel out for a direct kernel boot")
 	}
-	cmdline := cfg.KernelCmdline
+	cmdline := cfg.BootCmdline
 	if kernel != "" && cmdline == "" {
 		root := "LABEL=" + sess.Root.FS.Label
 		if sess.Root.FS.UUID != "" {

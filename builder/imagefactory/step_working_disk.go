@@ -43,6 +43,9 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 	if err != nil {
 		return haltf(state, "base image %s: %v", src, err)
 	}
+	if compression != diskimage.NoCompression && cfg.UseBackingFile {
+		return haltf(state, "use_backing_file: base image %s is %s compressed; a backing file must be a disk image qemu can read in place (decompress it first)", src, compression)
+	}
 	if compression != diskimage.NoCompression {
 		plain := s.work + ".decompressed"
 		defer os.Remove(plain)

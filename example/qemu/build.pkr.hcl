@@ -9,7 +9,7 @@
 # The base image needs a kernel, sshd and (for the seed) cloud-init, e.g.
 # DEBIAN_INCLUDE_EXTRA=linux-image-amd64,cloud-init scripts/debian-rootfs.sh
 # laid on a disk as example/make-base-image.sh does. Without a boot loader on
-# the disk, kernel = "image" boots the image's own /vmlinuz directly.
+# the disk, boot_kernel = "image" boots the image's own /vmlinuz directly.
 
 packer {
   required_plugins {
@@ -28,7 +28,7 @@ source "imagefactory" "web-qemu" {
   format           = "qcow2"
 
   strategy = "qemu"
-  kernel   = "image" # omit for a disk that boots by itself (GRUB)
+  boot_kernel = "image" # omit for a disk that boots by itself (GRUB)
   cpus     = 2
   memory   = 1024
   # firmware = "uefi"

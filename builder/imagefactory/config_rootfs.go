@@ -1,0 +1,99 @@
+package imagefactory
+
+import (
+	"path/filepath"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootloader"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootstrap"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/partition"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/rootfs"
+)
+
+// defaultFreeSpace is the room left in a root filesystem made from a tree.
+const defaultFreeSpace = "256M"
+
+// fromTree says the disk is made from a root tree, not a base image.
+func (c *Config) fromTree() bool { return c.SourceRootfs != "" || c.Bootstrap != nil }
+
+// prepareRootfs validates and defaults the options of a disk made from a
+// root tree.
+func (c *Config) prepareRootfs(add func(string, ...interface{})) {
+	if !c.fromTree() {
+		for name, set := range map[string]bool{
+			"partition_table": c.PartitionTable != "", "root_fs": c.RootFS != "", "free_space": c.FreeSpace != "",
+			"kernel": c.Kernel != "", "initrd": c.Initrd != "", "kernel_cmdline": c.KernelCmdline != "", "fstab_by": c.FstabBy != "",
+		} {
+			if set {
+				add("%s applies only to a disk made from a root tree (source_rootfs or bootstrap)", name)
+			}
+		}
+		return
+	}
+	switch c.PartitionTable {
+	case "":
+		c.PartitionTable = partition.GPT
+	case partition.GPT, partition.MBR:
+	default:
+		add("partition_table %q is not supported; use gpt or mbr", c.PartitionTable)
+	}
+	switch c.RootFS {
+	case "":
+		c.RootFS = rootfs.Ext4
+	case rootfs.Ext4, rootfs.XFS:
+	default:
+		add("root_fs %q is not supported; use ext4 or xfs", c.RootFS)
+	}
+	if c.FreeSpace == "" {
+		c.FreeSpace = defaultFreeSpace
+	}
+	if _, err := diskimage.ParseSize(c.FreeSpace); err != nil {
+		add("free_space: %v", err)
+	}
+	if c.DiskSize != "" {
+		if _, err := diskimage.ParseSize(c.DiskSize); err != nil {
+			add("disk_size: %v", err)
+		}
+	}
+	if c.Initrd != "" && c.Kernel == "" {
+		add("initrd needs kernel: the tree's own kernel comes with its own initrd")
+	}
+	for name, p := range map[string]string{"kernel": c.Kernel, "initrd": c.Initrd} {
+		if p != "" && !filepath.IsAbs(p) {
+			if abs, err := filepath.Abs(p); err == nil {
+				p = abs
+			}
+			if name == "kernel" {
+				c.Kernel = p
+			} else {
+				c.Initrd = p
+			}
+		}
+	}
+	if c.KernelCmdline == "" {
+		c.KernelCmdline = bootloader.DefaultCmdline
+	}
+	switch c.FstabBy {
+	case "":
+		c.FstabBy = "label"
+	case "label", "uuid":
+	default:
+		add("fstab_by %q is not supported; use label or uuid", c.FstabBy)
+	}
+	if b := c.Bootstrap; b != nil {
+		if b.Tool != bootstrap.Debootstrap {
+			add("bootstrap.tool %q is not supported; use %q", b.Tool, bootstrap.Debootstrap)
+		}
+		if b.Suite == "" {
+			add("bootstrap.suite is required (e.g. bookworm)")
+		}
+		if b.CacheDir == "" {
+			b.CacheDir = bootstrap.DefaultCacheDir()
+		}
+	}
+	if c.SourceRootfs != "" {
+		if abs, err := filepath.Abs(c.SourceRootfs); err == nil {
+			c.SourceRootfs = abs
+		}
+	}
+}

@@ -1,0 +1,89 @@
+package bootloader
+
+import (
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
+)
+
+func TestVersionLess(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		less bool
+	}{
+		{"6.1.0-28-amd64", "6.1.0-101-amd64", true},
+		{"6.1.0-101-amd64", "6.1.0-28-amd64", false},
+		{"5.10.0-9-amd64", "6.1.0-1-amd64", true},
+		{"6.1.0-28-amd64", "6.1.0-28-amd64", false},
+		{"6.1.0-28-amd64", "6.1.0-28-cloud-amd64", true},
+	} {
+		if got := versionLess(tc.a, tc.b); got != tc.less {
+			t.Errorf("versionLess(%q, %q) = %v", tc.a, tc.b, got)
+		}
+	}
+}
+
+func TestFindKernel(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		files          []string
+		kernel, initrd string
+		err            error
+	}{
+		{"none", []string{"boot/config-6.1.0-28-amd64"}, "", "", ErrNoKernel},
+		{"no boot", nil, "", "", ErrNoKernel},
+		{"newest wins", []string{"boot/vmlinuz-6.1.0-9-amd64", "boot/vmlinuz-6.1.0-28-amd64", "boot/initrd.img-6.1.0-28-amd64", "boot/initrd.img-6.1.0-9-amd64"},
+			"/boot/vmlinuz-6.1.0-28-amd64", "/boot/initrd.img-6.1.0-28-amd64", nil},
+		{"no initrd", []string{"boot/vmlinuz-6.1.0-28-amd64"}, "/boot/vmlinuz-6.1.0-28-amd64", "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, f := range tc.files {
+				os.MkdirAll(filepath.Join(dir, filepath.Dir(f)), 0o755)
+				os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644)
+			}
+			r, err := inroot.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			k, i, err := FindKernel(r)
+			if err != tc.err || k != tc.kernel || i != tc.initrd {
+				t.Errorf("FindKernel = %q, %q, %v; want %q, %q, %v", k, i, err, tc.kernel, tc.initrd, tc.err)
+			}
+		})
+	}
+}
+
+func TestConfig(t *testing.T) {
+	cfg := Config(Root{UUID: "u-1"}, Entry{Title: "Debian GNU/Linux 12 (bookworm)", Kernel: "/boot/vmlinuz-6", Initrd: "/boot/initrd.img-6", Cmdline: DefaultCmdline})
+	for _, want := range []string{
+		"menuentry 'Debian GNU/Linux 12 (bookworm)' {",
+		"search --no-floppy --fs-uuid --set=root u-1",
+		"linux /boot/vmlinuz-6 root=UUID=u-1 ro console=tty0 console=ttyS0,115200\n",
+		"initrd /boot/initrd.img-6\n",
+		"terminal_output console serial",
+	} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("grub.cfg lacks %q:\n%s", want, cfg)
+		}
+	}
+}
+
+func TestPatchCore(t *testing.T) {
+	core := make([]byte, 5*sector+100)
+	binary.LittleEndian.PutUint16(core[sector-2:], kernelSegment)
+	if err := patchCore(core, 2048); err != nil {
+		t.Fatal(err)
+	}
+	if got := binary.LittleEndian.Uint64(core[blocklistStart:]); got != 2049 {
+		t.Errorf("block list start %d, want 2049", got)
+	}
+	if got := binary.LittleEndian.Uint16(core[blocklistStart+8:]); got != 5 {
+		t.Errorf("block list length %d, want 5 sectors", got)
+	}
+}

@@ -1,0 +1,282 @@
+// Package bootstrap makes a root tree with debootstrap and caches it,
+// keyed by what went into it, so that later builds (and other checkouts on
+// the same machine) reuse it. No mirror is named: debootstrap uses its
+// built-in default.
+package bootstrap
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
+)
+
+// DefaultCacheDir is $IMAGEFACTORY_CACHE, else /var/cache/imagefactory
+// (shared with scripts/debian-rootfs.sh).
+func DefaultCacheDir() string {
+	if d := os.Getenv("IMAGEFACTORY_CACHE"); d != "" {
+		return d
+	}
+	return "/var/cache/imagefactory"
+}
+
+// Tools the package knows.
+const Debootstrap = "debootstrap"
+
+// Options say what tree to make.
+type Options struct {
+	Tool     string   // only "debootstrap"
+	Suite    string   // bookworm
+	Variant  string   // minbase, buildd, fakechroot or "" (debootstrap's default)
+	Include  []string // extra packages
+	CacheDir string   // DefaultCacheDir() if empty
+	Journal  *cleanup.Journal
+	Log      func(string) // debootstrap's progress lines; may be nil
+}
+
+// treeVersion changes when what Tree does to debootstrap's output changes,
+// so older cached trees are not reused.
+const treeVersion = "1"
+
+// Key identifies a tree by its inputs.
+func (o Options) Key() string {
+	inc := append([]string(nil), o.Include...)
+	sort.Strings(inc)
+	sum := sha256.Sum256([]byte(strings.Join([]string{treeVersion, o.Tool, o.Suite, o.Variant, strings.Join(inc, ","), hostArch()}, "\x00")))
+	return hex.EncodeToString(sum[:6])
+}
+
+func hostArch() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Machine[:])
+}
+
+// Path is where the tree for o is cached.
+func (o Options) Path() string {
+	v := o.Variant
+	if v == "" {
+		v = "default"
+	}
+	return filepath.Join(o.cacheDir(), fmt.Sprintf("%s-%s-%s-%s", o.Tool, o.Suite, v, o.Key()))
+}
+
+func (o Options) cacheDir() string {
+	if o.CacheDir != "" {
+		return o.CacheDir
+	}
+	return DefaultCacheDir()
+}
+
+// Tree returns the cached tree for o, making it first if needed (under a
+// lock: concurrent builds wait for one debootstrap). cached says whether
+// it was there already. The tree must be treated as read-only.
+func Tree(ctx context.Context, o Options) (tree string, cached bool, err error) {
+	if o.Tool != Debootstrap {
+		return "", false, fmt.Errorf("bootstrap tool %q is not supported; use %q", o.Tool, Debootstrap)
+	}
+	if o.Journal == nil {
+		return "", false, errors.New("bootstrap: no cleanup journal")
+	}
+	final := o.Path()
+	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		return "", false, fmt.Errorf("bootstrap cache %s: %w", filepath.Dir(final), err)
+	}
+	unlock, err := lock(ctx, filepath.Join(filepath.Dir(final), "."+filepath.Base(final)+".lock"))
+	if err != nil {
+		return "", false, err
+	}
+	defer unlock()
+	if fi, err := os.Stat(final); err == nil && fi.IsDir() {
+		return final, true, nil
+	}
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		return "", false, errors.New("debootstrap not found (apt-get install debootstrap)")
+	}
+	if err := o.make(ctx, final); err != nil {
+		return "", false, err
+	}
+	return final, false, nil
+}
+
+// WorkDir is where the tree for o is made before it is renamed into the
+// cache.
+func WorkDir(o Options) string {
+	return filepath.Join(filepath.Dir(o.Path()), ".work-"+filepath.Base(o.Path()))
+}
+
+// make runs debootstrap in a work directory beside final and renames the
+// tree into place once whole. Everything debootstrap mounts in the tree and
+// every process it leaves in it is journaled first.
+func (o Options) make(ctx context.Context, final string) (err error) {
+	j := o.Journal
+	// One name per key (the lock makes one builder at a time use it), so a
+	// killed run's leftovers are found and removed here; the journal's
+	// release refuses to remove it while anything is mounted below it.
+	work := WorkDir(o)
+	if h, err := j.Take(cleanup.FileEntry(work)); err != nil {
+		return err
+	} else if err := j.Release(h); err != nil {
+		return fmt.Errorf("bootstrap: an earlier run's work directory: %w", err)
+	}
+	var handles []cleanup.Handle
+	releaseAll := func() error {
+		var errs []error
+		for i := len(handles) - 1; i >= 0; i-- {
+			errs = append(errs, j.Release(handles[i]))
+		}
+		handles = nil
+		return errors.Join(errs...)
+	}
+	defer func() { err = errors.Join(err, releaseAll()) }()
+	tree := filepath.Join(work, "tree")
+	entries := []cleanup.Entry{cleanup.FileEntry(work)}
+	for _, m := range []string{"proc", "sys", "dev", "dev/pts"} {
+		entries = append(entries, cleanup.MountEntry(filepath.Join(tree, m), m, "debootstrap"))
+	}
+	entries = append(entries, cleanup.ChrootEntry(tree))
+	for _, e := range entries {
+		h, err := j.Take(e)
+		if err != nil {
+			return err
+		}
+		handles = append(handles, h)
+	}
+	if err := os.MkdirAll(tree, 0o755); err != nil {
+		return err
+	}
+
+	args := []string{}
+	if o.Variant != "" {
+		args = append(args, "--variant="+o.Variant)
+	}
+	if len(o.Include) > 0 {
+		args = append(args, "--include="+strings.Join(o.Include, ","))
+	}
+	args = append(args, o.Suite, tree) // no mirror: debootstrap's default
+	if err := o.debootstrap(ctx, args); err != nil {
+		return err
+	}
+	if err := tidy(tree); err != nil {
+		return fmt.Errorf("bootstrap: tidying the tree: %w", err)
+	}
+	// Release the mounts and processes (not the work directory) before the
+	// tree moves.
+	keep := handles[0]
+	handles = handles[1:]
+	if err := releaseAll(); err != nil {
+		handles = []cleanup.Handle{keep}
+		return err
+	}
+	handles = []cleanup.Handle{keep}
+	if err := os.Rename(tree, final); err != nil {
+		return fmt.Errorf("bootstrap: caching the tree as %s: %w", final, err)
+	}
+	return nil
+}
+
+// debootstrap runs it in its own process group (killed whole on cancel),
+// handing its output lines to Log and keeping the last ones for the error.
+func (o Options) debootstrap(ctx context.Context, args []string) error {
+	cmd := exec.CommandContext(ctx, "debootstrap", args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	var tail []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			line := sc.Text()
+			tail = append(tail, line)
+			if len(tail) > 15 {
+				tail = tail[1:]
+			}
+			if o.Log != nil {
+				o.Log(line)
+			}
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	err := cmd.Run()
+	pw.Close()
+	<-done
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("debootstrap: %w", ctx.Err())
+		}
+		return fmt.Errorf("debootstrap %s: %v:\n%s", strings.Join(args, " "), err, strings.Join(tail, "\n"))
+	}
+	return nil
+}
+
+// tidy removes what debootstrap copied from the build host or what would
+// make every instance alike: the host's resolv.conf and hostname, the
+// machine id systemd's postinst made, package caches and indexes.
+func tidy(tree string) error {
+	writes := map[string]string{
+		"etc/resolv.conf": "",
+		"etc/hostname":    "localhost\n",
+		"etc/machine-id":  "",
+	}
+	for name, content := range writes {
+		p := filepath.Join(tree, name)
+		if fi, err := os.Lstat(p); err == nil && !fi.Mode().IsRegular() {
+			continue // a symlink (resolv.conf to systemd-resolved): keep it
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	os.Remove(filepath.Join(tree, "var/lib/dbus/machine-id"))
+	for _, glob := range []string{"var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*_*"} {
+		matches, _ := filepath.Glob(filepath.Join(tree, glob))
+		for _, m := range matches {
+			os.Remove(m)
+		}
+	}
+	return nil
+}
+
+// lock takes an exclusive flock on path, waiting while ctx allows.
+func lock(ctx context.Context, path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap cache lock: %w", err)
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("bootstrap cache lock %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
