@@ -30,10 +30,10 @@ const (
 	stateSSHPort    = "ssh_port"    // int, forwarded to the guest's 22
 
 	// disks from a root tree
-	stateRootTree      = "root_tree"       // string, the root tree a disk is made from
-	stateTreeKernel    = "tree_kernel"     // string, the kernel inside the tree, "" when kernel is given
-	stateTreeInitrd    = "tree_initrd"     // string, its initrd inside the tree, or ""
-	stateRootUUID      = "root_uuid"       // string, the UUID of the root filesystem made from a tree
+	stateRootTree   = "root_tree"   // string, the root tree a disk is made from
+	stateTreeKernel = "tree_kernel" // string, the kernel inside the tree, "" when kernel is given
+	stateTreeInitrd = "tree_initrd" // string, its initrd inside the tree, or ""
+	stateRootUUID   = "root_uuid"   // string, the UUID of the root filesystem made from a tree
 )
 
 // generatedDataKeys are exposed to provisioners as build.<Key> (HCL2) or
