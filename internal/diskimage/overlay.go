@@ -19,10 +19,6 @@ func Overlay(ctx context.Context, work, base string, baseFmt Format, dst string)
 	if err != nil {
 		return err
 	}
-	absWork, err := filepath.Abs(work)
-	if err != nil {
-		return err
-	}
 	part := dst + ".part"
 	defer func() {
 		if err != nil {
@@ -30,8 +26,8 @@ func Overlay(ctx context.Context, work, base string, baseFmt Format, dst string)
 		}
 	}()
 	os.Remove(part)
-	if _, err := runQemuImg(ctx, "create", "-q", "-f", "qcow2", "-b", absWork, "-F", string(Raw), part); err != nil {
-		return fmt.Errorf("overlay on %s: %w", base, err)
+	if err := CreateOverlay(ctx, work, Raw, part); err != nil {
+		return err
 	}
 	if _, err := runQemuImg(ctx, "rebase", "-q", "-f", "qcow2", "-b", absBase, "-F", string(baseFmt), part); err != nil {
 		return fmt.Errorf("overlay on %s: %w", base, err)
