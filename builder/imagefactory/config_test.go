@@ -155,7 +155,7 @@ func TestConfigPrepare(t *testing.T) {
 				"cpus": 2, "memory": 2048, "qemuargs": [][]string{{"-no-hpet"}}, "ssh_username": "debian",
 				"user_data": "#cloud-config\n# {{ .SSHPublicKey }}", "shutdown_command": "poweroff", "shutdown_timeout": "30s"},
 			check: func(t *testing.T, c *Config) {
-				if c.Initrd != "image" || c.OVMFCode != "/usr/share/OVMF/OVMF_CODE.fd" || c.CPUs != 2 || c.Comm.SSHUsername != "debian" ||
+				if c.BootInitrd != "image" || c.OVMFCode != "/usr/share/OVMF/OVMF_CODE.fd" || c.CPUs != 2 || c.Comm.SSHUsername != "debian" ||
 					c.ShutdownTimeout != 30*time.Second || !strings.Contains(c.UserData, "{{ .SSHPublicKey }}") {
 					t.Errorf("qemu settings: %+v", c.QemuConfig)
 				}
@@ -164,7 +164,7 @@ func TestConfigPrepare(t *testing.T) {
 		{name: "qemu bad options", set: map[string]interface{}{"strategy": "qemu", "accelerator": "hvf", "firmware": "coreboot",
 			"boot_initrd": "/boot/initrd.img", "boot_cmdline": "quiet", "communicator": "winrm", "qemuargs": [][]string{{}}},
 			wantErr: []string{`accelerator "hvf" is not supported`, `firmware "coreboot" is not supported`,
-				"initrd and kernel_cmdline need kernel", `communicator "winrm"`, "qemuargs[0] is empty"}},
+				"boot_initrd and boot_cmdline need boot_kernel", `communicator "winrm"`, "qemuargs[0] is empty"}},
 		{name: "qemu missing kernel file", set: map[string]interface{}{"strategy": "qemu", "boot_kernel": "/nonexistent/vmlinuz"},
 			wantErr: []string{"kernel: stat /nonexistent/vmlinuz: no such file or directory"}},
 		{name: "qemu ssh_host elsewhere", set: map[string]interface{}{"strategy": "qemu", "ssh_host": "10.0.0.1"},
