@@ -76,6 +76,10 @@ func mountPoints() ([]string, error) {
 	return out, nil
 }
 
+// IsMountPoint tells whether path (absolute, symlinks resolved) is a mount
+// point in this mount namespace.
+func IsMountPoint(path string) (bool, error) { return isMountPoint(path) }
+
 func isMountPoint(path string) (bool, error) {
 	mps, err := mountPoints()
 	if err != nil {

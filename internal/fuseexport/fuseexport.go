@@ -58,6 +58,10 @@ func Open(ctx context.Context, image, format string, journal *cleanup.Journal) (
 	if err != nil {
 		return nil, err
 	}
+	// Resolved as mountinfo will show the mount point.
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
+		abs = filepath.Join(dir, filepath.Base(abs))
+	}
 	e := &Export{Path: filepath.Join(filepath.Dir(abs), "."+filepath.Base(abs)+".raw-view"), journal: journal}
 	if e.fileH, err = journal.Take(cleanup.FileEntry(e.Path)); err != nil {
 		return nil, err
@@ -103,7 +107,8 @@ func (e *Export) start(ctx context.Context, image, format string) error {
 	}
 	deadline := time.After(readyTimeout)
 	for {
-		if ok, err := isFuseMount(e.Path); err != nil {
+		// Only the daemon mounts on the placeholder this build just made.
+		if ok, err := cleanup.IsMountPoint(e.Path); err != nil {
 			return err
 		} else if ok {
 			return nil
@@ -145,33 +150,6 @@ func (e *Export) Close() error {
 	}
 	errs = append(errs, e.journal.Release(e.mountH), e.journal.Release(e.fileH))
 	return errors.Join(errs...)
-}
-
-// isFuseMount tells whether path is the mount point of a FUSE filesystem.
-func isFuseMount(path string) (bool, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		// ... mount point is field 5; the fstype follows the " - " separator.
-		if len(f) < 10 || unescape(f[4]) != path {
-			continue
-		}
-		for i, x := range f {
-			if x == "-" && i+1 < len(f) && strings.HasPrefix(f[i+1], "fuse") {
-				return true, nil
-			}
-		}
-	}
-	return false, nil
-}
-
-// unescape undoes mountinfo's octal escapes of space, tab, newline and \.
-func unescape(s string) string {
-	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	return r.Replace(s)
 }
 
 // escape doubles the commas in a value of qemu's key=value option syntax.
