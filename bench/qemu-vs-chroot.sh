@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The same provisioning with strategy = "chroot" and with strategy = "qemu"
+# The example's provisioning (apt: update, upgrade, nginx-light; a page
+# uploaded) with strategy = "chroot" and with strategy = "qemu"
 # (boot under QEMU, SSH, shutdown, offline clean-up of the boot), each a
 # whole `packer build` of the bootable Debian 12 disk (kernel, initrd,
 # sshd, cloud-init: scripts/debian-rootfs.sh with
@@ -69,15 +70,31 @@ cat >"$WORK/build.pkr.hcl" <<-'HCL'
 	  base_image       = var.base
 	  output_directory = var.out
 	  strategy         = var.strategy
-	  kernel           = var.strategy == "qemu" ? "image" : null
+	  boot_kernel      = var.strategy == "qemu" ? "image" : null
+	  memory           = 1024
 	}
+	# example/build.pkr.hcl's provisioning (its elements provisioner works
+	# in a chroot only): the same apt work and page, in both strategies.
 	build {
 	  sources = ["source.imagefactory.bench"]
 	  provisioner "shell" {
-	    inline = ["echo provisioned > /etc/bench-provisioned", "dpkg -l > /dev/null"]
+	    inline = [
+	      "apt-get update",
+	      "apt-get -y upgrade",
+	      "apt-get install -y --no-install-recommends nginx-light",
+	      "systemctl enable nginx.service",
+	      "rm -f /var/www/html/index.nginx-debian.html",
+	      "apt-get clean",
+	      "rm -rf /var/lib/apt/lists/*",
+	    ]
+	  }
+	  provisioner "file" {
+	    source      = "EXAMPLE/files/index.html"
+	    destination = "/var/www/html/index.html"
 	  }
 	}
 HCL
+sed -i "s|EXAMPLE/|$ROOT/example/|" "$WORK/build.pkr.hcl"
 
 build() { # strategy -> seconds
 	local start end

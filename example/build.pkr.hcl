@@ -1,18 +1,19 @@
-# The example build: a Debian 12 web server image made from a base image.
+# The example factory: a Debian 12 web server image made from nothing.
 #
 #   make example       # from the repository root, as root
 #
-# example/make-base-image.sh makes the base image (debootstrap, an MBR disk
-# with one ext4 partition labelled cloudimg-rootfs, converted to qcow2);
-# example/run.sh installs the plugin, runs this template and checks the
-# result. By hand, from the repository root:
+# debootstrap makes the root tree (cached in /var/cache/imagefactory) -> the
+# builder lays it on a bootable GPT disk (BIOS boot + EFI system + root
+# partition, GRUB for BIOS and UEFI) -> every provisioner below runs in a
+# chroot on it -> imagefactory-scrub removes what ties the image to the
+# factory -> imagefactory-sparsify shrinks it and writes a zstd qcow2.
+# example/run.sh then boots the result under QEMU and checks from outside
+# that nginx answers, that the SSH host keys are new and that
+# /etc/machine-id was made at first boot (example/boot-test.sh).
+#
+# By hand, from the repository root, with the plugin installed:
 #
 #   packer build -force example/build.pkr.hcl
-#
-# The builder copies the base image to a raw working disk, grows it to
-# disk_size, attaches the partitions as loop devices, mounts the root
-# filesystem and runs every provisioner below in a chroot on it. Nothing of
-# that is left on the host afterwards.
 
 packer {
   required_plugins {
@@ -23,80 +24,67 @@ packer {
   }
 }
 
-variable "base_image" {
+variable "factory_record" {
   type        = string
   default     = ""
-  description = "The base disk image; empty means example/cache/debian-12-base.qcow2."
-}
-
-variable "base_image_checksum" {
-  type        = string
-  default     = ""
-  description = "Its checksum (sha256:..., file:..., none); empty means the .sha256 file beside the default image."
+  description = "Where the build copies the factory's SSH host public keys, for the boot test to compare; empty means example/cache/factory."
 }
 
 locals {
-  base_image          = var.base_image != "" ? var.base_image : "${path.root}/cache/debian-12-base.qcow2"
-  base_image_checksum = var.base_image_checksum != "" ? var.base_image_checksum : "file:${path.root}/cache/debian-12-base.qcow2.sha256"
+  factory_record = var.factory_record != "" ? var.factory_record : "${path.root}/cache/factory"
 }
 
 source "imagefactory" "debian-web" {
-  # A local path or a URL (http, https, file). The format (raw, qcow2,
-  # vmdk, vhdx, vpc) is detected from the content; gzip, xz and zstd are
-  # decompressed on the way in. The base image is never modified.
-  base_image = local.base_image
-  # sha256:<hex> (md5, sha1, sha512 too), file:<path or URL of a checksum
-  # file> or none. Required when base_image is a URL.
-  base_image_checksum = local.base_image_checksum
+  # No base image: debootstrap makes the tree, the builder makes the disk.
+  # The tree is cached by its inputs, so a second build skips debootstrap.
+  # The mirror is debootstrap's default (deb.debian.org).
+  bootstrap {
+    tool    = "debootstrap"
+    suite   = "bookworm"
+    variant = "minbase"
+    include = ["systemd-sysv", "udev", "linux-image-amd64", "openssh-server"]
+  }
+  partition_table = "gpt" # BIOS boot + EFI system partition + root
+  root_fs         = "ext4"
+  # Room for apt in the chroot; imagefactory-sparsify takes what is left
+  # unused back out (shrink).
+  free_space = "768M"
+  # kernel_cmdline = "console=tty0 console=ttyS0,115200" (the default)
 
-  # The base disk is 2 GiB; grow it to 3 GiB. The last partition and its
-  # ext4 filesystem grow with it, before anything is mounted.
-  disk_size = "3G"
-
-  # The working disk is raw; the artifact is converted at the end.
-  format           = "qcow2"
+  # The working disk stays raw: the post-processors convert it once.
+  format           = "raw"
   output_directory = "${path.root}/output-debian-web"
-  image_name       = "debian-12-web" # -> output-debian-web/debian-12-web.qcow2
+  image_name       = "debian-12-web" # -> output-debian-web/debian-12-web.raw
 
   # Host commands after provisioning, before the unmount: hand the blocks
-  # freed by apt back to the working disk (the loop device punches holes in
-  # it), so the qcow2 carries only live data: about 250 MiB instead of 350
-  # to 480. The sync first: ext4 frees deleted files' blocks only when the
-  # journal commits, and fstrim skips blocks not yet freed.
-  pre_unmount_commands = ["sync -f {{.MountPath}}", "fstrim -v {{.MountPath}}"]
+  # apt freed back to the working disk. sync first: ext4 frees deleted
+  # files' blocks only when the journal commits.
+  pre_unmount_commands = ["sync -f {{.MountPath}}", "fstrim {{.MountPath}}"]
 
-  # The other options, with their defaults or an example:
-  #
-  # strategy        = "chroot"
-  # root_partition  = 1                    # default: the filesystem labelled cloudimg-rootfs
-  #                                        # or img-rootfs, else the one holding /etc/fstab
-  # required_mounts = ["/boot"]            # fstab mounts that must mount (others may be skipped)
-  # mount_options   = ["noatime"]          # for the root filesystem
-  # mount_path      = "/mnt/{{.BuildName}}" # default /run/imagefactory/mnt/<build name>-<random>
-  # chroot_mounts = [                      # merged by target into proc, sysfs, /dev, /dev/pts, tmpfs /run
-  #   ["tmpfs", "tmpfs", "/tmp"],
-  #   ["none", "", "/run"],                # fstype none removes a default
-  # ]
-  # resolv_conf          = "copy"          # copy (the image's own file is restored), bind or keep
-  # allow_service_starts = false           # a policy-rc.d refuses service starts during the build
-  # copy_files           = ["/etc/apt/apt.conf.d/01proxy"]   # host files copied in at the same path
-  # pre_mount_commands   = ["echo disk {{.DiskPath}} root {{.Device}}"]
-  # post_mount_commands  = ["ls {{.MountPath}}"]
-  # command_wrapper      = "sudo {{.Command}}" # when Packer itself is not run as root
-  # environment = {                        # the chroot does not inherit the host's environment
-  #   http_proxy = "http://proxy.example:3128"
-  # }
+  # Everything else as for a base image (example/base-image.pkr.hcl lists
+  # the options): chroot_mounts, resolv_conf = "copy", a policy-rc.d that
+  # refuses service starts during the build, copy_files, environment...
 }
 
 build {
   sources = ["source.imagefactory.debian-web"]
 
+  # The factory's identity, as the tree made it: debootstrap's openssh-server
+  # made host keys, and every image from the cached tree would share them.
+  # Recorded on the host so the boot test can show that the image's are new.
+  provisioner "shell-local" {
+    inline = [
+      "rm -rf '${local.factory_record}' && mkdir -p '${local.factory_record}'",
+      "cp ${build.MountPath}/etc/ssh/ssh_host_*_key.pub '${local.factory_record}/'",
+      "ls '${local.factory_record}'",
+    ]
+  }
+
   # diskimage-builder elements, unmodified: example/elements/web-info and
   # DIB's own runtime-ssh-host-keys (Debian's python3-diskimage-builder),
-  # which it depends on. Inside phases run in the chroot, outside phases
-  # on the host with TARGET_ROOT = the mounted root. Before the shell
-  # provisioner, whose apt cleanup then also removes the package lists
-  # install-packages fetched.
+  # which it depends on: it removes the host keys and enables a unit that
+  # makes new ones at boot. Inside phases run in the chroot, outside phases
+  # on the host with TARGET_ROOT = the mounted root.
   provisioner "imagefactory-elements" {
     elements      = ["web-info"]
     elements_path = ["${path.root}/elements", "/usr/lib/python3/dist-packages/diskimage_builder/elements"]
@@ -104,13 +92,15 @@ build {
 
   # Runs in the chroot. Package scripts cannot start services here (the
   # builder's policy-rc.d refuses), so nginx is installed and enabled, not
-  # started.
+  # started. systemd-networkd (part of systemd) brings up the NIC with DHCP.
   provisioner "shell" {
     inline = [
       "apt-get update",
-      "apt-get -y upgrade", # the base image's security updates
+      "apt-get -y upgrade", # the tree's security updates
       "apt-get install -y --no-install-recommends nginx-light",
       "systemctl enable nginx.service",
+      "printf '[Match]\\nName=en* eth*\\n\\n[Network]\\nDHCP=yes\\n' > /etc/systemd/network/80-dhcp.network",
+      "systemctl enable systemd-networkd.service",
       "rm -f /var/www/html/index.nginx-debian.html",
       "printf 'built %s from %s, nginx %s\\n' \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" \"Debian $(cat /etc/debian_version)\" \"$(dpkg-query -W -f='$${Version}' nginx-light)\" > /var/www/html/build-info.txt",
       "apt-get clean",
@@ -124,12 +114,21 @@ build {
     destination = "/var/www/html/index.html"
   }
 
-  # Runs on the host while the image is still mounted: the builder's
-  # generated data says where.
-  provisioner "shell-local" {
-    inline = [
-      "echo 'root filesystem mounted at ${build.MountPath} from ${build.Device} (partition ${build.RootPartition} of ${build.DiskPath})'",
-      "ls -l ${build.MountPath}/var/www/html",
-    ]
+  post-processors {
+    # What ties the image to the factory or to one server: host keys (and a
+    # first-boot unit to make new ones if nothing else would), machine-id
+    # (set to "uninitialized": systemd makes one at first boot), logs, apt
+    # and shell histories, leases... The report is debian-12-web.scrub.json.
+    post-processor "imagefactory-scrub" {}
+
+    # The root filesystem just large enough plus 256 MiB, every free block
+    # returned, converted to a zstd-compressed qcow2 (debian-12-web.qcow2,
+    # with a .sha256 beside it); the raw disk is removed.
+    post-processor "imagefactory-sparsify" {
+      format      = "qcow2"
+      compression = "zstd"
+      shrink      = true
+      free_space  = "256M"
+    }
   }
 }

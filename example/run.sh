@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# The example end to end (`make example`, as root, from the repository root):
+# The example factory end to end (`make example`, as root, from the
+# repository root):
 #
 #   1. install the freshly built plugin into a private plugin directory
-#   2. make the Debian 12 base image (example/make-base-image.sh; cached)
-#   3. packer build -force example/build.pkr.hcl
-#   4. check the image: format and size, the page and nginx in its root
-#      filesystem (read with debugfs, no mount), nothing left on the host
+#   2. packer build -force example/build.pkr.hcl: debootstrap (cached) ->
+#      bootable GPT disk -> chroot provisioning (elements, nginx) -> scrub ->
+#      sparsify (shrink, zstd qcow2)
+#   3. check the image offline: format, compression, table, a clean
+#      filesystem, nginx installed and enabled, nothing of the factory left
+#      (read with debugfs and sfdisk: no mount), nothing left on the host
+#   4. boot it under QEMU and check from outside (example/boot-test.sh):
+#      nginx answers, the SSH host keys are new, machine-id made at boot
 #
 # `make example` builds ./packer-plugin-imagefactory and bin/packer first.
 set -euo pipefail
@@ -19,6 +24,7 @@ plugin=$root/packer-plugin-imagefactory
 output_dir=$example/output-debian-web
 artifact=$output_dir/debian-12-web.qcow2
 build_name=debian-web
+factory_record=$cache/factory # the factory's SSH host keys, recorded by the build
 
 log() { printf '\n==> example: %s\n' "$*"; }
 die() {
@@ -28,10 +34,10 @@ die() {
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-((EUID == 0)) || die "run as root (loop devices, mounts, chroot, debootstrap)"
+((EUID == 0)) || die "run as root (debootstrap, loop devices, mounts, chroot)"
 [[ -x $packer ]] || die "$packer not found (make tools builds it)"
 [[ -x $plugin ]] || die "$plugin not found (make build builds it)"
-for tool in qemu-img sfdisk debugfs dumpe2fs e2fsck losetup findmnt; do
+for tool in qemu-img sfdisk sgdisk debugfs e2fsck losetup findmnt sha256sum qemu-system-x86_64 debootstrap; do
 	command -v "$tool" >/dev/null || die "$tool not found (make deps installs it)"
 done
 t_start=$(now)
@@ -49,11 +55,6 @@ rm -rf "$PACKER_PLUGIN_PATH"
 "$packer" plugins install --path "$plugin" github.com/imagefactory/imagefactory
 "$packer" plugins installed
 
-log "making the base image"
-t0=$(now)
-"$example/make-base-image.sh"
-t_base=$(since "$t0")
-
 # What the host holds before the build, to tell what the build left.
 snapshot() { { losetup -l -n -O NAME,BACK-FILE 2>/dev/null || true; } | sort; }
 loops_before=$(snapshot)
@@ -66,48 +67,51 @@ if ! "$packer" build -force "$example/build.pkr.hcl" 2>&1 | tee "$build_log"; th
 	die "packer build failed (log: $build_log)"
 fi
 t_build=$(since "$t0")
+# The builder says how long debootstrap took, or that the tree was cached.
+t_debootstrap=$(sed -n 's/.*Root tree made by debootstrap in \([0-9hms.]*\).*/\1/p' "$build_log" | tail -1)
+grep -q 'Root tree found in the cache' "$build_log" && t_debootstrap=cached
 
-log "checking $artifact"
+log "checking $artifact offline"
 t0=$(now)
-failures=0
-check() { # check DESCRIPTION COMMAND...: runs the command, reports ok/FAIL
-	local what=$1
-	shift
-	if "$@"; then
-		printf '  ok    %s\n' "$what"
-	else
-		printf '  FAIL  %s\n' "$what"
-		failures=$((failures + 1))
-	fi
-}
+# shellcheck source=example/checks.sh
+source "$example/checks.sh"
 
 [[ -f $artifact ]] || die "no artifact at $artifact"
 info=$(qemu-img info "$artifact")
 echo "$info"
 format=$(sed -n 's/^file format: //p' <<<"$info")
+compression=$(sed -n 's/^ *compression type: //p' <<<"$info")
 vsize=$(sed -n 's/^virtual size: .*(\([0-9]*\) bytes)$/\1/p' <<<"$info")
 check "format is qcow2 (got $format)" test "$format" = qcow2
-check "virtual size is 3 GiB (got $vsize)" test "$vsize" = $((3 * 1024 * 1024 * 1024))
-check "no working disk left in $output_dir" test -z "$(find "$output_dir" -name '*.work.raw*')"
+check "compressed with zstd (got ${compression:-none})" test "$compression" = zstd
+shrank=$(grep -o 'Shrank the root filesystem.*' "$build_log" | sed 's/\x1b\[[0-9;]*m//g' || true)
+check "shrunk by sparsify to $((vsize >> 20)) MiB${shrank:+: $shrank}" test -n "$shrank"
+check "the checksum file beside it matches" sh -c "cd '$output_dir' && sha256sum --quiet -c '$(basename "$artifact").sha256'"
+check "no raw working disk or half-written file left in $output_dir" \
+	test -z "$(find "$output_dir" -name '*.raw*' -o -name '.*' -type f)"
+check "the scrub report is there ($(basename "$artifact" .qcow2).scrub.json)" test -s "$output_dir/debian-12-web.scrub.json"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 raw=$tmp/img.raw
 qemu-img convert -O raw "$artifact" "$raw"
 sfdisk -d "$raw"
-# The root partition's byte offset, from the table (not assumed).
-start=$(sfdisk -d "$raw" | sed -n 's/^.*1 : start= *\([0-9]*\),.*$/\1/p')
-size=$(sfdisk -d "$raw" | sed -n 's/^.*1 : start=.*size= *\([0-9]*\),.*$/\1/p')
-[[ -n $start ]] || die "no partition 1 in $artifact"
+check "the GPT is valid (sgdisk -v)" sh -c "sgdisk -v '$raw' | grep -q 'No problems found'"
+check "partition 1 is a BIOS boot partition" sh -c "sfdisk -d '$raw' | grep -q '1 : .*type=21686148-6449-6E6F-744E-656564454649'"
+check "partition 2 is an EFI system partition" sh -c "sfdisk -d '$raw' | grep -q '2 : .*type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B'"
+# The root is the last partition: its byte offset from the table.
+start=$(sfdisk -d "$raw" | sed -n 's/^.* : start= *\([0-9]*\),.*$/\1/p' | tail -1)
+[[ -n $start ]] || die "no partition in $artifact"
 fs="$raw?offset=$((start * 512))" # e2fsprogs' io option: no loop device needed
-check "partition 1 grew to the end of the disk" test $(((start + size) * 512)) = "$vsize"
-check "the filesystem is clean (e2fsck -fn)" e2fsck -fn "$fs"
+check "the root filesystem is clean (e2fsck -fn)" e2fsck -fn "$fs"
 
 # debugfs -R prints to stdout; its banner goes to stderr.
 in_image() { debugfs -R "$1" "$fs" 2>/dev/null; }
-blocks=$(dumpe2fs -h "$fs" 2>/dev/null | sed -n 's/^Block count: *//p')
-bsize=$(dumpe2fs -h "$fs" 2>/dev/null | sed -n 's/^Block size: *//p')
-check "the ext4 filesystem fills the partition ($((blocks * bsize)) bytes)" test $((blocks * bsize)) = $((size * 512))
+absent() { grep -q 'File not found' <(debugfs -R "stat $1" "$fs" 2>&1); }
+check "the root is labelled cloudimg-rootfs" test "$(blkid -p -O $((start * 512)) -s LABEL -o value "$raw")" = cloudimg-rootfs
+check "GRUB's config boots the image's kernel with a serial console" \
+	grep -q 'console=ttyS0' <(in_image 'cat /boot/grub/grub.cfg')
+check "/etc/fstab mounts / by label" grep -q '^LABEL=cloudimg-rootfs' <(in_image 'cat /etc/fstab')
 check "/var/www/html/index.html is example/files/index.html" \
 	cmp -s <(in_image 'cat /var/www/html/index.html') "$example/files/index.html"
 info_txt=$(in_image 'cat /var/www/html/build-info.txt')
@@ -119,10 +123,13 @@ check "the elements provisioner ran web-info: $(in_image 'cat /var/www/html/elem
 	grep -q '^elements: web-info runtime-ssh-host-keys ' <(in_image 'cat /var/www/html/elements.txt')
 check "runtime-ssh-host-keys enabled ssh-keygen.service" \
 	grep -q 'ssh-keygen.service' <(in_image 'ls /etc/systemd/system/multi-user.target.wants')
-check "/tmp/in_target.d is not left in the image" grep -q 'File not found' <(debugfs -R 'stat /tmp/in_target.d' "$fs" 2>&1)
-check "the builder's policy-rc.d is gone" grep -q 'File not found' <(debugfs -R 'stat /usr/sbin/policy-rc.d' "$fs" 2>&1)
-check "resolv.conf is the base image's (empty)" test -z "$(in_image 'cat /etc/resolv.conf')"
+check "no SSH host key of the factory left" test -z "$(in_image 'ls -p /etc/ssh' | tr -s ' \t' '\n\n' | grep '^ssh_host_')"
+check "/etc/machine-id is \"uninitialized\" (systemd makes one at first boot)" test "$(in_image 'cat /etc/machine-id')" = uninitialized
+check "/tmp/in_target.d is not left in the image" absent /tmp/in_target.d
+check "the builder's policy-rc.d is gone" absent /usr/sbin/policy-rc.d
+check "resolv.conf is the tree's (empty)" test -z "$(in_image 'cat /etc/resolv.conf')"
 check "still Debian 12 ($(in_image 'cat /etc/debian_version'))" grep -q '^12\.' <(in_image 'cat /etc/debian_version')
+rm -f "$raw"
 
 # Nothing of the build on the host: no loop device on its working disk, no
 # mount of its root or chroot. (Other builds may run on this host, so the
@@ -133,22 +140,27 @@ check "no loop device left (losetup -a)${new_loops:+: $new_loops}" test -z "$new
 check "no mount left (findmnt)${new_mounts:+: $new_mounts}" test -z "$new_mounts"
 t_check=$(since "$t0")
 
-read_timing() { sed -n "s/^$1 //p" "$cache/base-image.timings" 2>/dev/null || true; }
-secs() { [[ $1 == cached || -z $1 ]] && echo "${1:-?}" || echo "${1}s"; }
+log "boot test"
+t0=$(now)
+if "$example/boot-test.sh" "$artifact" "$factory_record"; then
+	check "the boot test passed" true
+else
+	check "the boot test passed" false
+fi
+t_boot=$(since "$t0")
+
 apparent=$(stat -c %s "$artifact")
 allocated=$(($(stat -c %b "$artifact") * $(stat -c %B "$artifact")))
-cat <<EOF
+cat <<SUMMARY
 
 ==> example: summary
-  base image    $cache/debian-12-base.qcow2
-    debootstrap   $(secs "$(read_timing debootstrap)")
-    disk          $(secs "$(read_timing disk)")
-    total         ${t_base}s
   packer build  ${t_build}s  (log: $build_log)
-  checks        ${t_check}s, $failures failed
+    debootstrap   ${t_debootstrap:-?}
+  offline checks ${t_check}s
+  boot test     ${t_boot}s
   artifact      $artifact
-    qcow2 file    $((apparent / 1024 / 1024)) MiB ($((allocated / 1024 / 1024)) MiB allocated), virtual $((vsize / 1024 / 1024 / 1024)) GiB
-  total         $(since "$t_start")s
-EOF
+    qcow2 file    $((apparent >> 20)) MiB ($((allocated >> 20)) MiB allocated), virtual $((vsize >> 20)) MiB
+  total         $(since "$t_start")s, $failures check(s) failed
+SUMMARY
 ((failures == 0)) || die "$failures check(s) failed"
 echo "==> example: OK"

@@ -16,6 +16,7 @@ packages=(
 	debootstrap       # the example's Debian base image
 	zstd xz-utils gzip
 	curl ca-certificates
+	openssh-client     # ssh-keyscan, ssh-keygen: the example's boot test compares host keys
 	qemu-system-x86   # strategy = "qemu": the builder boots images (TCG without KVM)
 	ovmf              # firmware = "uefi" for the qemu strategy
 	glance-api        # OpenStack Glance: fetchdisk's acceptance tests and bench import into it

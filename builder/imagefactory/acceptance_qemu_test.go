@@ -95,43 +95,8 @@ func TestAccQemu(t *testing.T) {
 			}
 
 			fixture.WithReadOnlyMount(t, out, disk.Root(), func(dir string) {
-				read := func(p string) string {
-					b, _ := os.ReadFile(filepath.Join(dir, p))
-					return string(b)
-				}
-				exists := func(p string) bool { _, err := os.Lstat(filepath.Join(dir, p)); return err == nil }
-				if read("etc/factory-made") != "made-in-the-factory\n" || read("etc/factory-upload") != "uploaded over ssh\n" {
-					t.Errorf("the provisioners' files are not in the output")
-				}
-				if k := strings.TrimSpace(read("etc/factory-kernel")); !exists("lib/modules/" + k) {
-					t.Errorf("the guest ran kernel %q, not the image's", k)
-				}
-				if got := read("etc/machine-id"); got != "uninitialized\n" {
-					t.Errorf("/etc/machine-id = %q, want uninitialized", got)
-				}
-				if keys, _ := filepath.Glob(filepath.Join(dir, "etc/ssh/ssh_host_*")); len(keys) > 0 {
-					t.Errorf("the factory's SSH host keys are in the output: %v", keys)
-				}
-				for _, p := range []string{
-					"root/.ssh/authorized_keys", "var/lib/cloud/instances", "var/lib/cloud/instance", "var/lib/cloud/data",
-					"var/lib/systemd/random-seed", "etc/ssh/sshd_config.d/00-imagefactory-build.conf",
-				} {
-					if exists(p) {
-						t.Errorf("/%s is in the output", p)
-					}
-				}
-				if gen, _ := filepath.Glob(filepath.Join(dir, "etc/systemd/network/10-cloud-init-*")); len(gen) > 0 {
-					t.Errorf("cloud-init's network configuration of the factory boot is in the output: %v", gen)
-				}
-				if leases, _ := filepath.Glob(filepath.Join(dir, "var/lib/dhcp/*")); len(leases) > 0 {
-					t.Errorf("DHCP leases in the output: %v", leases)
-				}
-				if !tc.cloudInit && !exists("etc/cloud/cloud-init.disabled") {
-					t.Errorf("the image's own cloud-init.disabled went")
-				}
-				if strings.Contains(read("var/log/cloud-init.log"), "imagefactory") {
-					t.Errorf("cloud-init's log of the factory boot is in the output")
-				}
+				assertQemuProvisioned(t, dir)
+				assertNoFactoryBoot(t, dir, tc.cloudInit)
 			})
 
 			// The scrub post-processor with the factory-boot operations
@@ -201,6 +166,66 @@ func TestAccQemuFaults(t *testing.T) {
 		}
 	})
 }
+
+// assertQemuProvisioned checks, in the output's mounted root, what
+// qemuProvisioners left: their files, and the kernel the guest ran being
+// the image's own.
+func assertQemuProvisioned(t *testing.T, dir string) {
+	t.Helper()
+	read := func(p string) string {
+		b, _ := os.ReadFile(filepath.Join(dir, p))
+		return string(b)
+	}
+	if read("etc/factory-made") != "made-in-the-factory\n" || read("etc/factory-upload") != "uploaded over ssh\n" {
+		t.Errorf("the provisioners' files are not in the output")
+	}
+	if k := strings.TrimSpace(read("etc/factory-kernel")); k == "" || !fileExists(filepath.Join(dir, "lib/modules", k)) {
+		t.Errorf("the guest ran kernel %q, not the image's", k)
+	}
+}
+
+// assertNoFactoryBoot checks, in the output's mounted root, that nothing
+// the guest generated about itself during the factory boot is left: host
+// keys, machine-id, the build's key and sshd drop-in, cloud-init's
+// instance state and network configuration, leases. imageCloudInit says
+// whether the image's cloud-init was enabled (else its own
+// cloud-init.disabled must stay).
+func assertNoFactoryBoot(t *testing.T, dir string, imageCloudInit bool) {
+	t.Helper()
+	read := func(p string) string {
+		b, _ := os.ReadFile(filepath.Join(dir, p))
+		return string(b)
+	}
+	if got := read("etc/machine-id"); got != "uninitialized\n" {
+		t.Errorf("/etc/machine-id = %q, want uninitialized", got)
+	}
+	if keys, _ := filepath.Glob(filepath.Join(dir, "etc/ssh/ssh_host_*")); len(keys) > 0 {
+		t.Errorf("the factory's SSH host keys are in the output: %v", keys)
+	}
+	for _, p := range []string{
+		"root/.ssh/authorized_keys", "var/lib/cloud/instances", "var/lib/cloud/instance", "var/lib/cloud/data",
+		"var/lib/systemd/random-seed", "etc/ssh/sshd_config.d/00-imagefactory-build.conf",
+	} {
+		if fileExists(filepath.Join(dir, p)) {
+			t.Errorf("/%s is in the output", p)
+		}
+	}
+	if gen, _ := filepath.Glob(filepath.Join(dir, "etc/systemd/network/10-cloud-init-*")); len(gen) > 0 {
+		t.Errorf("cloud-init's network configuration of the factory boot is in the output: %v", gen)
+	}
+	if leases, _ := filepath.Glob(filepath.Join(dir, "var/lib/dhcp/*")); len(leases) > 0 {
+		t.Errorf("DHCP leases in the output: %v", leases)
+	}
+	if !imageCloudInit && fileExists(filepath.Join(dir, "usr/bin/cloud-init")) && !fileExists(filepath.Join(dir, "etc/cloud/cloud-init.disabled")) {
+		t.Errorf("the image's own cloud-init.disabled went")
+	}
+	if strings.Contains(read("var/log/cloud-init.log"), "imagefactory") {
+		t.Errorf("cloud-init's log of the factory boot is in the output")
+	}
+}
+
+// fileExists: path exists (a dangling link counts).
+func fileExists(path string) bool { _, err := os.Lstat(path); return err == nil }
 
 // assertNoQemuLeaks checks, scoped to this test's own directory (other
 // builds run on the machine at the same time), that no loop device backed

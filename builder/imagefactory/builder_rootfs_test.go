@@ -3,10 +3,12 @@ package imagefactory
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
@@ -60,43 +62,110 @@ func TestRunFromTree(t *testing.T) {
 	}
 }
 
-// TestRunBackingFile: use_backing_file makes a small qcow2 overlay on the
-// base image, which stays as it was.
+// TestRunBackingFile: use_backing_file makes the working disk a qcow2
+// overlay on the base image (exported over FUSE, nothing copied), which
+// becomes the artifact; the base stays as it was. With disk_size the
+// overlay, its last partition and filesystem grow.
 func TestRunBackingFile(t *testing.T) {
-	disk := fixture.NewDisk(t, fixture.DiskOptions{})
-	base := fixture.QCOW2(t, disk.Path)
-	sum := fixture.Sha256(t, base)
-	b, dir := newBuilder(t, base, map[string]interface{}{"use_backing_file": true})
-	hook := &packersdk.MockHook{RunFunc: func(context.Context) error {
-		return os.WriteFile(filepath.Join(dir, "mnt", "etc", "chained"), []byte("yes\n"), 0o644)
-	}}
-	art, err := b.Run(context.Background(), packersdk.TestUi(t), hook)
+	for _, tc := range []struct {
+		name     string
+		diskSize string
+		want     int64 // virtual size of the artifact
+	}{
+		{"same size", "", fixture.DefaultDiskSize},
+		{"disk_size", "384M", 384 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			disk := fixture.NewDisk(t, fixture.DiskOptions{})
+			base := fixture.QCOW2(t, disk.Path)
+			sum := fixture.Sha256(t, base)
+			extra := map[string]interface{}{"use_backing_file": true}
+			if tc.diskSize != "" {
+				extra["disk_size"] = tc.diskSize
+			}
+			b, dir := newBuilder(t, base, extra)
+			hook := &packersdk.MockHook{RunFunc: func(context.Context) error {
+				return os.WriteFile(filepath.Join(dir, "mnt", "etc", "chained"), []byte("yes\n"), 0o644)
+			}}
+			ui := &recordingUi{Ui: packersdk.TestUi(t)}
+			art, err := b.Run(context.Background(), ui, hook)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(ui.said(), "nothing of the base is copied") {
+				t.Errorf("the working disk was not an overlay:\n%s", ui.said())
+			}
+			out, err := exec.Command("qemu-img", "info", "--output=json", art.Files()[0]).Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var info struct {
+				Format      string `json:"format"`
+				Backing     string `json:"full-backing-filename"`
+				VirtualSize int64  `json:"virtual-size"`
+			}
+			json.Unmarshal(out, &info)
+			if info.Format != "qcow2" || info.Backing != base || info.VirtualSize != tc.want {
+				t.Errorf("artifact %s: want qcow2 on %s, %d bytes: %s", art.Files()[0], base, tc.want, out)
+			}
+			if fixture.Sha256(t, base) != sum {
+				t.Error("the base image changed")
+			}
+			raw := filepath.Join(t.TempDir(), "flat.raw")
+			if b, err := exec.Command("qemu-img", "convert", "-O", "raw", art.Files()[0], raw).CombinedOutput(); err != nil {
+				t.Fatalf("%v %s", err, b)
+			}
+			root := disk.Root()
+			if fs := ext4Bytes(t, raw, root.Offset); tc.diskSize != "" && fs < tc.want-root.Offset-(2<<20) {
+				t.Errorf("the root filesystem has %d bytes: it did not grow with the disk to %d", fs, tc.want)
+			}
+			if got := string(fixture.ReadFileFromPartition(t, raw, root, "/etc/chained")); got != "yes\n" {
+				t.Errorf("/etc/chained = %q", got)
+			}
+			fixture.E2fsck(t, raw, root.Offset)
+			if left, _ := filepath.Glob(filepath.Join(dir, "out", ".*")); len(left) > 0 {
+				t.Errorf("left: %v", left)
+			}
+		})
+	}
+}
+
+// recordingUi keeps what the builder says.
+type recordingUi struct {
+	packersdk.Ui
+	mu   sync.Mutex
+	text strings.Builder
+}
+
+func (u *recordingUi) Say(msg string) {
+	u.mu.Lock()
+	u.text.WriteString(msg + "\n")
+	u.mu.Unlock()
+	u.Ui.Say(msg)
+}
+
+func (u *recordingUi) said() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.text.String()
+}
+
+// ext4Bytes is the size of the ext4 filesystem at offset in img, from its
+// superblock (dumpe2fs).
+func ext4Bytes(t *testing.T, img string, offset int64) int64 {
+	t.Helper()
+	out, err := exec.Command("dumpe2fs", "-h", fmt.Sprintf("%s?offset=%d", img, offset)).Output()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("dumpe2fs: %v", err)
 	}
-	out, err := exec.Command("qemu-img", "info", "--output=json", art.Files()[0]).Output()
-	if err != nil {
-		t.Fatal(err)
+	var blocks, size int64
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, "Block count:"); ok {
+			fmt.Sscan(strings.TrimSpace(v), &blocks)
+		}
+		if v, ok := strings.CutPrefix(line, "Block size:"); ok {
+			fmt.Sscan(strings.TrimSpace(v), &size)
+		}
 	}
-	var info struct {
-		Format  string `json:"format"`
-		Backing string `json:"full-backing-filename"`
-	}
-	json.Unmarshal(out, &info)
-	if info.Format != "qcow2" || info.Backing != base {
-		t.Errorf("artifact %s: %s", art.Files()[0], out)
-	}
-	if fixture.Sha256(t, base) != sum {
-		t.Error("the base image changed")
-	}
-	raw := filepath.Join(t.TempDir(), "flat.raw")
-	if b, err := exec.Command("qemu-img", "convert", "-O", "raw", art.Files()[0], raw).CombinedOutput(); err != nil {
-		t.Fatalf("%v %s", err, b)
-	}
-	if got := string(fixture.ReadFileFromPartition(t, raw, disk.Root(), "/etc/chained")); got != "yes\n" {
-		t.Errorf("/etc/chained = %q", got)
-	}
-	if left, _ := filepath.Glob(filepath.Join(dir, "out", ".*")); len(left) > 0 {
-		t.Errorf("left: %v", left)
-	}
+	return blocks * size
 }

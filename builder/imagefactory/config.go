@@ -32,10 +32,12 @@ type Config struct {
 	BaseImage string `mapstructure:"base_image" required:"true"`
 	// With a local `base_image`: the artifact is a qcow2 overlay whose
 	// backing file is the base image (by its absolute path), holding only
-	// the clusters the build changed. The build still works on a raw copy
-	// (loop devices need one; there is no NBD here); at the end the
-	// overlay is computed against the base (`qemu-img rebase`). `format`
-	// must be `qcow2` (the default then). The base must stay where it is.
+	// the clusters the build changed. The build works on that overlay,
+	// shown to the loop devices as a raw file over FUSE by
+	// qemu-storage-daemon (there is no NBD here): nothing of the base is
+	// copied. Without FUSE it works on a raw copy and computes the overlay
+	// at the end (`qemu-img rebase`). `format` must be `qcow2` (the default
+	// then). The base must stay where it is.
 	UseBackingFile bool `mapstructure:"use_backing_file"`
 	// Make a bootable disk from a root tree instead of starting from a
 	// disk image: a directory, or a tarball (`.tar`, `.tar.gz`, `.tar.xz`,

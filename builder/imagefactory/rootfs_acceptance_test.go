@@ -123,34 +123,96 @@ func checkTreeDisk(t *testing.T, img, table, fs, label string) {
 	}
 }
 
+// bootstrapInclude is the package list of the bootstrap tests, the same as
+// example/build.pkr.hcl's, so the example and the tests share one cached
+// debootstrap tree.
+const bootstrapInclude = `["systemd-sysv", "udev", "linux-image-amd64", "openssh-server"]`
+
+// networkd is a chroot provisioner that gives the image DHCP on its NIC
+// (systemd-networkd, part of systemd), as example/build.pkr.hcl does: a
+// bare debootstrap tree brings no network up, and the qemu strategy needs
+// one to reach sshd.
+const networkd = `
+  provisioner "shell" {
+    inline = [
+      "printf '[Match]\\nName=en* eth*\\n\\n[Network]\\nDHCP=yes\\n' > /etc/systemd/network/80-dhcp.network",
+      "systemctl enable systemd-networkd.service",
+    ]
+  }
+`
+
 // TestAccBootstrapBoots runs the real debootstrap path (its tree cached in
 // $IMAGEFACTORY_CACHE, else /var/cache/imagefactory, keyed by its inputs),
 // makes a GPT disk, provisions it in the chroot and boots it with SeaBIOS
-// and OVMF.
+// and OVMF. Then the qemu strategy boots that artifact by its own GRUB (no
+// boot_kernel) through a qcow2 overlay on it (use_backing_file: QEMU runs
+// on the overlay's FUSE view), reaches it with an injected key (the image
+// has no cloud-init), provisions it over SSH, and the output, mounted,
+// holds nothing of the factory boot.
 func TestAccBootstrapBoots(t *testing.T) {
+	requireQemu(t)
 	a := newAcc(t)
 	res := mustBuild(t, a, treeTemplate(`
   bootstrap {
     tool    = "debootstrap"
     suite   = "bookworm"
     variant = "minbase"
-    include = ["systemd-sysv", "udev", "linux-image-amd64"]
+    include = `+bootstrapInclude+`
   }
   format = "qcow2"
-`, marker), nil)
+`, marker+networkd), nil)
 	img := filepath.Join(a.out(), "t.qcow2")
 	t.Logf("build %s; %s", res.Duration, describeImage(t, img))
 	checkTreeDisk(t, img, "gpt", "ext4", "cloudimg-rootfs")
 	a.assertNoLeaksHere(t)
 	fixture.BootToLogin(t, img, fixture.BootOptions{})
 	fixture.BootToLogin(t, img, fixture.BootOptions{UEFI: true})
+
+	baseSum := fixture.Sha256(t, img)
+	res = mustBuild(t, a, template(`
+  strategy         = "qemu"
+  memory           = 1024
+  inject_ssh_key   = true
+  shutdown_command = "systemctl poweroff"
+  use_backing_file = true
+`, qemuProvisioners), map[string]string{"base": img, "out": filepath.Join(a.Dir, "qemu")})
+	overlay := filepath.Join(a.Dir, "qemu", "t.qcow2")
+	t.Logf("qemu strategy build %s; %s", res.Duration, describeImage(t, overlay))
+	if !strings.Contains(res.Output, "nothing of the base is copied") {
+		t.Errorf("the qemu build's working disk was not an overlay on its base:\n%s", res.Output)
+	}
+	if b := backingFile(t, overlay); b != img {
+		t.Errorf("the qemu build's artifact is backed by %q, want %s", b, img)
+	}
+	out := toRaw(t, overlay) // follows the backing file
+	for _, w := range []string{"Booting the image under QEMU", "Connected to SSH!", "The guest powered off", "Removed what the factory boot left"} {
+		if !strings.Contains(res.Output, w) {
+			t.Errorf("output lacks %q:\n%s", w, res.Output)
+		}
+	}
+	// GRUB, and only GRUB, puts BOOT_IMAGE= on the kernel's command line:
+	// the disk booted by its own boot loader, not by a -kernel of ours.
+	if console, _ := os.ReadFile(filepath.Join(a.Dir, "qemu", "console.log")); !strings.Contains(string(console), "Command line: BOOT_IMAGE=") {
+		t.Errorf("console.log does not show a boot through the image's GRUB:\n%.3000s", console)
+	}
+	if fixture.Sha256(t, img) != baseSum {
+		t.Errorf("the qemu build changed its base image")
+	}
+	fixture.WithReadOnlyMount(t, out, lastPartition(t, out, "ext4"), func(dir string) {
+		assertQemuProvisioned(t, dir)
+		assertNoFactoryBoot(t, dir, false)
+		if b, _ := os.ReadFile(filepath.Join(dir, "etc/imagefactory-marker")); string(b) != "provisioned-in-chroot\n" {
+			t.Errorf("the chroot build's marker is not in the qemu build's output")
+		}
+	})
+	assertNoQemuLeaks(t, a)
 }
 
 // TestAccRootfsTarballChained makes an MBR base image from the bootable
 // Debian tarball (scripts/debian-rootfs.sh), then builds an application
 // image on that artifact with use_backing_file: a qcow2 overlay that names
 // the base, holds only the changes, and boots with SeaBIOS (GRUB's core in
-// the MBR gap; the bootstrap test boots GPT with both firmwares).
+// the MBR gap) and OVMF (the EFI system partition beside the root).
 func TestAccRootfsTarballChained(t *testing.T) {
 	a := newAcc(t)
 	tarball := fixture.DebianRootfs(t, true)
@@ -182,18 +244,11 @@ func TestAccRootfsTarballChained(t *testing.T) {
 	if fixture.Sha256(t, base) != baseSum {
 		t.Errorf("the base image changed")
 	}
-	var info struct {
-		Format  string `json:"format"`
-		Backing string `json:"full-backing-filename"`
-		BFormat string `json:"backing-filename-format"`
+	if !strings.Contains(res.Output, "nothing of the base is copied") {
+		t.Errorf("the app build's working disk was not an overlay on the base:\n%s", res.Output)
 	}
-	out, err := exec.Command("qemu-img", "info", "--output=json", app).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	json.Unmarshal(out, &info)
-	if info.Format != "qcow2" || info.Backing != base || info.BFormat != "qcow2" {
-		t.Errorf("app image: format %s, backing %s (%s); want qcow2 on %s (qcow2)", info.Format, info.Backing, info.BFormat, base)
+	if b := backingFile(t, app); b != base {
+		t.Errorf("app image: backing %q; want a qcow2 on %s (qcow2)", b, base)
 	}
 	if as, bs := allocated(t, app), allocated(t, base); as*4 > bs {
 		t.Errorf("the overlay allocates %d bytes, the base %d: not an overlay of the changes", as, bs)
@@ -208,7 +263,9 @@ func TestAccRootfsTarballChained(t *testing.T) {
 	}
 	fixture.E2fsck(t, raw, root.Offset)
 	a.assertNoLeaksHere(t)
+	// An MBR disk carries an EFI system partition too: both firmwares boot it.
 	fixture.BootToLogin(t, app, fixture.BootOptions{})
+	fixture.BootToLogin(t, app, fixture.BootOptions{UEFI: true})
 }
 
 // TestAccRootfsDirectoryXFS makes a GPT disk with an xfs root from a
@@ -312,4 +369,25 @@ func describeImage(t *testing.T, path string) string {
 	}
 	json.Unmarshal(out, &info)
 	return fmt.Sprintf("%s: %d MiB file, %d MiB allocated, virtual %d MiB", filepath.Base(path), fi.Size()>>20, allocated(t, path)>>20, info.VirtualSize>>20)
+}
+
+// backingFile is the absolute backing file of a qcow2 image whose backing
+// format is recorded as qcow2, or "" (with an error) for anything else.
+func backingFile(t *testing.T, img string) string {
+	t.Helper()
+	var info struct {
+		Format  string `json:"format"`
+		Backing string `json:"full-backing-filename"`
+		BFormat string `json:"backing-filename-format"`
+	}
+	out, err := exec.Command("qemu-img", "info", "--output=json", img).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal(out, &info)
+	if info.Format != "qcow2" || info.BFormat != "qcow2" {
+		t.Errorf("%s: format %s, backing format %s; want a qcow2 backed by a qcow2", img, info.Format, info.BFormat)
+		return ""
+	}
+	return info.Backing
 }

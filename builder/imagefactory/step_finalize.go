@@ -27,7 +27,14 @@ func (s *stepFinalize) Run(ctx context.Context, state multistep.StateBag) multis
 		state.Put(stateVirtualSize, fi.Size())
 	}
 
+	w, _ := state.Get(stateWorkOverlay).(*workOverlay)
 	switch {
+	case w != nil:
+		// The writes are in the overlay already: it only needs its name.
+		if err := w.finish(final); err != nil {
+			return haltf(state, "use_backing_file: %v", err)
+		}
+		ui.Say(fmt.Sprintf("The overlay on %s holds this build's changes", state.Get(stateBaseImagePath)))
 	case cfg.UseBackingFile:
 		base, _ := filepath.Abs(cfg.BaseImage)
 		baseFmt := state.Get(stateBaseFormat).(diskimage.Format)

@@ -15,16 +15,20 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fuseexport"
 	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
 
 // stepWorkingDisk makes the raw working disk from the base image: a reflink
 // or hole-skipping copy of a raw image, a conversion of any other format,
-// decompressing on the way in. The base image is only ever read.
+// decompressing on the way in; with use_backing_file, a qcow2 overlay on
+// the base shown as a raw file over FUSE (work_overlay.go). The base image
+// is only ever read.
 type stepWorkingDisk struct {
-	work   string
-	handle cleanup.Handle // the journal removes the disk if the build is killed
-	taken  bool
+	work    string
+	handle  cleanup.Handle // the journal removes the disk if the build is killed
+	taken   bool
+	overlay *workOverlay // use_backing_file, with a FUSE export
 }
 
 func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
@@ -71,6 +75,27 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 	}
 	state.Put(stateBaseFormat, info.Format)
 
+	if cfg.UseBackingFile {
+		var size int64
+		if cfg.DiskSize != "" {
+			size, _ = diskimage.ParseSize(cfg.DiskSize) // validated in Prepare
+		}
+		w, err := openWorkOverlay(ctx, journalOf(state), cfg.OutputDirectory, cfg.ImageName, src, info.Format, info.VirtualSize, size)
+		switch {
+		case err == nil:
+			s.overlay = w
+			state.Put(stateWorkOverlay, w)
+			state.Put(stateDiskPath, w.view)
+			putGenerated(state, "DiskPath", w.view)
+			ui.Say(fmt.Sprintf("Working disk: a qcow2 overlay on %s, shown as a raw file over FUSE (qemu-storage-daemon); nothing of the base is copied", src))
+			return multistep.ActionContinue
+		case !errors.Is(err, fuseexport.ErrUnavailable):
+			return haltf(state, "use_backing_file: %v", err)
+		default:
+			ui.Say(fmt.Sprintf("No FUSE export here (%v): the working disk is a raw copy, and the overlay is computed from it at the end", err))
+		}
+	}
+
 	start := time.Now()
 	if info.Format == diskimage.Raw {
 		bar := packerglue.NewProgressBar(ui, "working copy", info.ActualSize)
@@ -99,6 +124,11 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 // Cleanup removes the working disk unless the finalize step renamed it
 // (then there is nothing left to remove).
 func (s *stepWorkingDisk) Cleanup(state multistep.StateBag) {
+	if s.overlay != nil {
+		if err := s.overlay.release(journalOf(state)); err != nil {
+			uiOf(state).Error(fmt.Sprintf("removing the working overlay: %v", err))
+		}
+	}
 	if s.taken {
 		if err := journalOf(state).Release(s.handle); err != nil {
 			uiOf(state).Error(fmt.Sprintf("removing the working disk: %v", err))

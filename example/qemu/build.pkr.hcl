@@ -1,15 +1,16 @@
-# The qemu strategy: the same kind of build as example/build.pkr.hcl, but the
-# image is booted under QEMU and provisioned over SSH instead of in a chroot.
-# For installs that need a running system (services started, their own
-# kernel and /proc). Under TCG (no /dev/kvm) expect minutes, not seconds:
-# `make bench` prints the ratio to the chroot strategy.
+# The qemu strategy, chained on the example factory's image: the image is
+# booted under QEMU and provisioned over SSH instead of in a chroot, for
+# installs that need a running system (services started, their own kernel
+# and /proc). Under TCG (no /dev/kvm) expect minutes, not seconds: `make
+# bench` prints the ratio to the chroot strategy.
 #
-#   packer build -var base=debian-12-with-kernel.raw example/qemu/build.pkr.hcl
+#   make example                                  # makes the base image
+#   packer build -force example/qemu/build.pkr.hcl
 #
-# The base image needs a kernel, sshd and (for the seed) cloud-init, e.g.
-# DEBIAN_INCLUDE_EXTRA=linux-image-amd64,cloud-init scripts/debian-rootfs.sh
-# laid on a disk as example/make-base-image.sh does. Without a boot loader on
-# the disk, boot_kernel = "image" boots the image's own /vmlinuz directly.
+# The artifact is a qcow2 overlay on the base image holding only this
+# build's changes (use_backing_file). Any image with sshd and a network
+# configuration boots here; by its own boot loader (GRUB) unless
+# boot_kernel = "image" boots its /vmlinuz directly.
 
 packer {
   required_plugins {
@@ -20,20 +21,30 @@ packer {
   }
 }
 
-variable "base" { type = string }
+variable "base" {
+  type        = string
+  default     = ""
+  description = "The base image; empty means the example factory's, example/output-debian-web/debian-12-web.qcow2."
+}
+
+locals {
+  base = var.base != "" ? var.base : "${path.root}/../output-debian-web/debian-12-web.qcow2"
+}
 
 source "imagefactory" "web-qemu" {
-  base_image       = var.base
-  output_directory = "output-web-qemu"
-  format           = "qcow2"
+  base_image       = local.base
+  use_backing_file = true # the working disk and the artifact: a qcow2 overlay on base
+  output_directory = "${path.root}/../output-web-qemu"
+  image_name       = "debian-12-web-app"
 
   strategy = "qemu"
-  boot_kernel = "image" # omit for a disk that boots by itself (GRUB)
   cpus     = 2
   memory   = 1024
   # firmware = "uefi"
-  # For an image without cloud-init:
-  # inject_ssh_key = true
+  # The factory's image has no cloud-init: the build's SSH key is put in
+  # offline before the boot and taken out afterwards.
+  inject_ssh_key   = true
+  shutdown_command = "systemctl poweroff"
 }
 
 build {
@@ -41,15 +52,13 @@ build {
 
   provisioner "shell" {
     inline = [
-      "apt-get update",
-      "apt-get install -y --no-install-recommends nginx-light",
-      "systemctl enable nginx",
-      # A running system: the service really starts and answers.
-      "systemctl start nginx && sleep 1 && test \"$(systemctl is-active nginx)\" = active",
+      # A running system: the services the base image enabled are up.
+      "test \"$(systemctl is-active nginx)\" = active",
+      "echo \"application layer, built on $(cat /var/www/html/build-info.txt)\" > /var/www/html/app.txt",
     ]
   }
 
-  # Host keys, machine-id, cloud-init state and the build's key are already
-  # gone; the scrub post-processor takes out the rest (logs, caches...).
+  # Host keys, machine-id and the build's key are already gone; the scrub
+  # post-processor takes out the rest (logs, caches...) in the overlay.
   post-processor "imagefactory-scrub" {}
 }

@@ -91,3 +91,48 @@ func TestTreeDebootstrap(t *testing.T) {
 	// Scoped to this key's paths: other builds may bootstrap meanwhile.
 	before.AssertNoLeaksIn(t, WorkDir(o), o.Path())
 }
+
+// TestTreeCancelled cancels a real debootstrap once it has mounted /proc
+// and the rest in the tree ("Installing core packages"), in a cache of its
+// own: Tree returns the cancellation, and neither the work directory, a
+// tree under the final name, a mount nor a process in it is left.
+func TestTreeCancelled(t *testing.T) {
+	if testing.Short() || os.Geteuid() != 0 {
+		t.Skip("runs debootstrap (a minute or two, root, Debian's archive)")
+	}
+	before := fixture.LeakSnapshot()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var lines []string
+	procMounted := false
+	var o Options
+	o = Options{Tool: Debootstrap, Suite: "bookworm", Variant: "minbase", CacheDir: t.TempDir(), Journal: journal(t),
+		Log: func(line string) {
+			lines = append(lines, line)
+			if strings.Contains(line, "Installing core packages") && ctx.Err() == nil {
+				// Something to tear down, or the test shows nothing.
+				mi, _ := os.ReadFile("/proc/self/mountinfo")
+				procMounted = strings.Contains(string(mi), " "+filepath.Join(WorkDir(o), "tree/proc")+" ")
+				cancel()
+			}
+		}}
+	_, _, err := Tree(ctx, o)
+	if err == nil {
+		t.Fatal("a cancelled debootstrap made a tree")
+	}
+	if !strings.Contains(err.Error(), "context canceled") {
+		t.Errorf("error %q does not say it was cancelled; debootstrap said:\n%s", err, strings.Join(lines, "\n"))
+	}
+	if ctx.Err() == nil {
+		t.Fatalf("debootstrap ended before it installed anything:\n%s", strings.Join(lines, "\n"))
+	}
+	if !procMounted {
+		t.Errorf("debootstrap had not mounted /proc in the tree when it was cancelled")
+	}
+	for _, p := range []string{o.Path(), WorkDir(o)} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("%s left after the cancel", p)
+		}
+	}
+	before.AssertNoLeaksIn(t, o.CacheDir)
+}

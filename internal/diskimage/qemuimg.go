@@ -306,3 +306,12 @@ func CreateOverlay(ctx context.Context, base string, baseFmt Format, overlay str
 	}
 	return nil
 }
+
+// ResizeQCOW2 sets a qcow2 image's virtual size (qemu-img resize); an
+// overlay grows without touching its backing file.
+func ResizeQCOW2(ctx context.Context, path string, size int64) error {
+	if _, err := runQemuImg(ctx, "resize", "-q", "-f", "qcow2", path, fmt.Sprint(size)); err != nil {
+		return fmt.Errorf("resize %s: %w", path, err)
+	}
+	return nil
+}
