@@ -175,7 +175,12 @@ func TestAccBootstrapBoots(t *testing.T) {
   inject_ssh_key   = true
   shutdown_command = "systemctl poweroff"
   use_backing_file = true
-`, qemuProvisioners), map[string]string{"base": img, "out": filepath.Join(a.Dir, "qemu")})
+`, qemuProvisioners+`
+  provisioner "shell" {
+    # The tree's resolv.conf is empty: the build gives the boot QEMU's DNS.
+    inline = ["getent hosts deb.debian.org"]
+  }
+`), map[string]string{"base": img, "out": filepath.Join(a.Dir, "qemu")})
 	overlay := filepath.Join(a.Dir, "qemu", "t.qcow2")
 	t.Logf("qemu strategy build %s; %s", res.Duration, describeImage(t, overlay))
 	if !strings.Contains(res.Output, "nothing of the base is copied") {
@@ -203,6 +208,9 @@ func TestAccBootstrapBoots(t *testing.T) {
 		assertNoFactoryBoot(t, dir, false)
 		if b, _ := os.ReadFile(filepath.Join(dir, "etc/imagefactory-marker")); string(b) != "provisioned-in-chroot\n" {
 			t.Errorf("the chroot build's marker is not in the qemu build's output")
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "etc/resolv.conf")); err != nil || len(b) != 0 {
+			t.Errorf("/etc/resolv.conf in the output = %q (%v), want the tree's empty file back", b, err)
 		}
 	})
 	assertNoQemuLeaks(t, a)

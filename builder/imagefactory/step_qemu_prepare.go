@@ -11,8 +11,9 @@ import (
 
 // stepQemuPrepare works on the image offline, before its boot: it records
 // what the boot may change (so that exactly that is taken out after it),
-// injects the build's key with inject_ssh_key, and copies the kernel out
-// for boot_kernel = "image".
+// injects the build's key with inject_ssh_key, gives an image without a
+// resolver QEMU's for the boot, and copies the kernel out for
+// boot_kernel = "image".
 type stepQemuPrepare struct{}
 
 func (s *stepQemuPrepare) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
@@ -30,6 +31,11 @@ func (s *stepQemuPrepare) Run(ctx context.Context, state multistep.StateBag) mul
 			return haltf(state, "inject_ssh_key: %v", err)
 		}
 		ui.Say(fmt.Sprintf("Put the build's key in %s/.ssh/authorized_keys (removed after the build)", g.Home))
+	}
+	if wrote, err := g.ProvideDNS(sess.RootFS()); err != nil {
+		return halt(state, err)
+	} else if wrote {
+		ui.Say("The image names no DNS server: its /etc/resolv.conf names QEMU's (" + qemu.UserNetDNS + ") for the boot and is put back after it")
 	}
 	for _, w := range g.Warnings {
 		ui.Error("Warning: " + w)

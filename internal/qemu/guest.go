@@ -55,6 +55,8 @@ type GuestState struct {
 	hadSSHDir, hadAuthorized bool
 	wroteDropIn              bool
 	existing                 map[string]bool // generatedConfig matches before the boot
+	resolv                   *resolvState    // the image's resolv.conf, when the boot needs the build's
+	wroteResolv              bool
 	Warnings                 []string
 }
 
@@ -79,6 +81,9 @@ func Inspect(root *inroot.Root, user, key string) (*GuestState, error) {
 		for _, m := range ms {
 			g.existing[m] = true
 		}
+	}
+	if err := g.recordResolv(root); err != nil {
+		return nil, err
 	}
 	return g, nil
 }
@@ -142,7 +147,8 @@ func (g *GuestState) InjectKey(root *inroot.Root) error {
 // Undo removes, from the image after the boot, what the factory put in or
 // the boot generated: the build's key (whether injected or written by
 // cloud-init), the sshd drop-in, cloud-init's generated configuration,
-// and through the scrub operations FactoryBootOps the guest's identity.
+// the boot's resolv.conf (the image's own is put back), and through the
+// scrub operations FactoryBootOps the guest's identity.
 // The report lists every change.
 func (g *GuestState) Undo(ctx context.Context, root *inroot.Root) (*scrub.Report, error) {
 	var errs []error
@@ -177,6 +183,8 @@ func (g *GuestState) Undo(ctx context.Context, root *inroot.Root) (*scrub.Report
 			}
 		}
 	}
+	resolvAction, err := g.restoreResolv(root)
+	errs = append(errs, err)
 	ops, err := scrub.Select(FactoryBootOps)
 	if err != nil {
 		return nil, err
@@ -188,6 +196,9 @@ func (g *GuestState) Undo(ctx context.Context, root *inroot.Root) (*scrub.Report
 	}
 	for _, p := range extra {
 		rep.Changes = append(rep.Changes, scrub.Change{Op: "factory-boot", Path: p, Action: scrub.Removed})
+	}
+	if resolvAction != "" {
+		rep.Changes = append(rep.Changes, scrub.Change{Op: "factory-boot", Path: resolvConf, Action: resolvAction})
 	}
 	return rep, errors.Join(errs...)
 }
