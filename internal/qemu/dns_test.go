@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/scrub"
 )
 
@@ -42,15 +41,7 @@ func TestProvideDNS(t *testing.T) {
 			case tc.before != nil:
 				os.WriteFile(conf, []byte(*tc.before), 0o640)
 			}
-			root, err := inroot.Open(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer root.Close()
-			g, err := Inspect(root, "root", "ssh-ed25519 AAAA build")
-			if err != nil {
-				t.Fatal(err)
-			}
+			root, g := inspectDir(t, dir, "root", "ssh-ed25519 AAAA build")
 			wrote, err := g.ProvideDNS(root)
 			if err != nil || wrote != tc.wantWrite {
 				t.Fatalf("ProvideDNS = %v, %v; want %v", wrote, err, tc.wantWrite)

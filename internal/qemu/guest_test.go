@@ -23,6 +23,22 @@ func writeTree(t *testing.T, dir string, files map[string]string) {
 	}
 }
 
+// inspectDir opens dir as an image root (closed at the test's end) and
+// records its state for user.
+func inspectDir(t *testing.T, dir, user, key string) (*inroot.Root, *GuestState) {
+	t.Helper()
+	root, err := inroot.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Close() })
+	g, err := Inspect(root, user, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, g
+}
+
 // A factory boot, simulated on a directory: inject the key, then what the
 // boot would write (host keys, cloud-init state and network config, a
 // machine id, a lease); Undo leaves the image as it was, the user's own
@@ -142,15 +158,7 @@ func TestGuestStateRoundTrip(t *testing.T) {
 func TestInjectKeyUnknownUser(t *testing.T) {
 	dir := t.TempDir()
 	writeTree(t, dir, map[string]string{"etc/passwd": "root:x:0:0:root:/root:/bin/bash\n"})
-	root, err := inroot.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
-	g, err := Inspect(root, "packer", "ssh-ed25519 AAAA c")
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, g := inspectDir(t, dir, "packer", "ssh-ed25519 AAAA c")
 	if err := g.InjectKey(root); err == nil || !strings.Contains(err.Error(), `"packer" is not in the image's /etc/passwd`) {
 		t.Errorf("InjectKey for a missing user = %v", err)
 	}
