@@ -3,7 +3,6 @@ package imagefactory
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,7 +115,7 @@ func TestRunBackingFile(t *testing.T) {
 				t.Fatalf("%v %s", err, b)
 			}
 			root := disk.Root()
-			if fs := ext4Bytes(t, raw, root.Offset); tc.diskSize != "" && fs < tc.want-root.Offset-(2<<20) {
+			if fs := ext4Bytes(fixture.Ext4Header(t, raw, root.Offset)); tc.diskSize != "" && fs < tc.want-root.Offset-(2<<20) {
 				t.Errorf("the root filesystem has %d bytes: it did not grow with the disk to %d", fs, tc.want)
 			}
 			if got := string(fixture.ReadFileFromPartition(t, raw, root, "/etc/chained")); got != "yes\n" {
@@ -150,22 +149,5 @@ func (u *recordingUi) said() string {
 	return u.text.String()
 }
 
-// ext4Bytes is the size of the ext4 filesystem at offset in img, from its
-// superblock (dumpe2fs).
-func ext4Bytes(t *testing.T, img string, offset int64) int64 {
-	t.Helper()
-	out, err := exec.Command("dumpe2fs", "-h", fmt.Sprintf("%s?offset=%d", img, offset)).Output()
-	if err != nil {
-		t.Fatalf("dumpe2fs: %v", err)
-	}
-	var blocks, size int64
-	for _, line := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(line, "Block count:"); ok {
-			fmt.Sscan(strings.TrimSpace(v), &blocks)
-		}
-		if v, ok := strings.CutPrefix(line, "Block size:"); ok {
-			fmt.Sscan(strings.TrimSpace(v), &size)
-		}
-	}
-	return blocks * size
-}
+// ext4Bytes is the size of an ext4 filesystem from its superblock.
+func ext4Bytes(h map[string]int64) int64 { return h["Block count"] * h["Block size"] }

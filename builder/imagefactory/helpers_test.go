@@ -67,31 +67,15 @@ func grownSize(t *testing.T, img string, p fixture.Partition) int64 {
 	if p.Number == 0 {
 		return 0 // whole disk: ReadFileFromPartition uses the file's size
 	}
-	out, err := exec.Command("sfdisk", "--json", img).Output()
+	tab, err := fixture.ReadTable(t, img)
 	if err != nil {
 		t.Fatalf("sfdisk --json %s: %v", img, err)
 	}
-	var d struct {
-		PartitionTable struct {
-			SectorSize int64 `json:"sectorsize"`
-			Partitions []struct {
-				Node string `json:"node"`
-				Size int64  `json:"size"`
-			} `json:"partitions"`
-		} `json:"partitiontable"`
-	}
-	if err := json.Unmarshal(out, &d); err != nil {
-		t.Fatal(err)
-	}
-	ss := d.PartitionTable.SectorSize
-	if ss == 0 {
-		ss = 512
-	}
-	parts := d.PartitionTable.Partitions
+	parts := tab.PartitionTable.Partitions
 	if p.Number > len(parts) {
-		t.Fatalf("partition %d missing from the table: %s", p.Number, out)
+		t.Fatalf("partition %d missing from the table: %+v", p.Number, parts)
 	}
-	return parts[p.Number-1].Size * ss
+	return parts[p.Number-1].Size * tab.PartitionTable.SectorSize
 }
 
 // verifyGPT checks the table with sgdisk: both headers, CRCs, backup at the

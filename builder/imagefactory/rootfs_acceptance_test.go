@@ -64,28 +64,16 @@ func (a *acc) assertNoLeaksHere(t *testing.T) {
 // our code): the root of a disk made from a tree.
 func lastPartition(t *testing.T, raw, fs string) fixture.Partition {
 	t.Helper()
-	out, err := exec.Command("sfdisk", "--json", raw).Output()
+	tab, err := fixture.ReadTable(t, raw)
 	if err != nil {
 		t.Fatalf("sfdisk --json %s: %v", raw, err)
 	}
-	var d struct {
-		PartitionTable struct {
-			Label      string `json:"label"`
-			Partitions []struct {
-				Start, Size int64
-				Type        string `json:"type"`
-			} `json:"partitions"`
-		} `json:"partitiontable"`
-	}
-	if err := json.Unmarshal(out, &d); err != nil {
-		t.Fatal(err)
-	}
-	ps := d.PartitionTable.Partitions
+	ps, ss := tab.PartitionTable.Partitions, tab.PartitionTable.SectorSize
 	if len(ps) == 0 {
-		t.Fatalf("no partitions in %s: %s", raw, out)
+		t.Fatalf("no partitions in %s", raw)
 	}
 	p := ps[len(ps)-1]
-	return fixture.Partition{Number: len(ps), Offset: p.Start * 512, Size: p.Size * 512, FS: fs}
+	return fixture.Partition{Number: len(ps), Offset: p.Start * ss, Size: p.Size * ss, FS: fs}
 }
 
 // checkTreeDisk checks a disk made from a tree from outside: the table,
@@ -97,9 +85,8 @@ func checkTreeDisk(t *testing.T, img, table, fs, label string) {
 	if qemuImgFormat(t, img) != "raw" {
 		raw = toRaw(t, img)
 	}
-	out, _ := exec.Command("sfdisk", "--json", raw).Output()
-	if !strings.Contains(string(out), `"label": "`+map[string]string{"gpt": "gpt", "mbr": "dos"}[table]+`"`) {
-		t.Errorf("partition table is not %s:\n%s", table, out)
+	if tab, err := fixture.ReadTable(t, raw); err != nil || tab.PartitionTable.Label != map[string]string{"gpt": "gpt", "mbr": "dos"}[table] {
+		t.Errorf("partition table is not %s: %+v, %v", table, tab.PartitionTable, err)
 	}
 	if table == "gpt" {
 		verifyGPT(t, raw)

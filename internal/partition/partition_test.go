@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 )
 
 func needTool(t *testing.T, names ...string) {
@@ -31,20 +32,6 @@ func run(t *testing.T, stdin string, name string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
-}
-
-func blankDisk(t *testing.T, size int64) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.raw")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 // sfdiskTable is `sfdisk --json` output: the reference we compare with.
@@ -155,7 +142,7 @@ func TestReadFixtures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := blankDisk(t, tt.size)
+			p := fixture.SparseFile(t, tt.size)
 			tt.build(t, p)
 			got, err := Read(p)
 			if err != nil {
@@ -171,7 +158,7 @@ func TestReadFixtures(t *testing.T) {
 
 func TestReadGPTDetails(t *testing.T) {
 	needTool(t, "sgdisk")
-	p := blankDisk(t, 64<<20)
+	p := fixture.SparseFile(t, 64<<20)
 	run(t, "", "sgdisk", append(sgdiskArgs, p)...)
 	tb, err := Read(p)
 	if err != nil {
@@ -217,7 +204,7 @@ func TestReadNone(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := blankDisk(t, tt.size)
+			p := fixture.SparseFile(t, tt.size)
 			tt.build(t, p)
 			got, err := Read(p)
 			if err != nil {
@@ -262,12 +249,12 @@ func flipByte(t *testing.T, path string, off int64) {
 func TestReadErrors(t *testing.T) {
 	needTool(t, "sfdisk", "sgdisk")
 	mbrDisk := func(t *testing.T) string {
-		p := blankDisk(t, 64<<20)
+		p := fixture.SparseFile(t, 64<<20)
 		run(t, mbrScript, "sfdisk", "-q", p)
 		return p
 	}
 	gptDisk := func(t *testing.T) string {
-		p := blankDisk(t, 64<<20)
+		p := fixture.SparseFile(t, 64<<20)
 		run(t, "", "sgdisk", append(sgdiskArgs, p)...)
 		return p
 	}
@@ -320,7 +307,7 @@ func TestReadErrors(t *testing.T) {
 			return p
 		}, []string{"protective MBR", "damaged"}},
 		{"4096-byte sector GPT", func(t *testing.T) string {
-			p := blankDisk(t, 64<<20)
+			p := fixture.SparseFile(t, 64<<20)
 			writeAt(t, p, []byte("EFI PART"), 4096)
 			return p
 		}, []string{"4096-byte sectors"}},
@@ -385,7 +372,7 @@ func TestGrowLast(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := blankDisk(t, 64<<20)
+			p := fixture.SparseFile(t, 64<<20)
 			tt.build(t, p)
 			before, err := Read(p)
 			if err != nil {
@@ -468,7 +455,7 @@ func TestGrowLastErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := blankDisk(t, 64<<20)
+			p := fixture.SparseFile(t, 64<<20)
 			if tt.script != "" {
 				run(t, tt.script, "sfdisk", "-q", p)
 			}
@@ -501,7 +488,7 @@ func TestShrinkLast(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := blankDisk(t, 64<<20)
+			p := fixture.SparseFile(t, 64<<20)
 			tt.build(t, p)
 			before, err := Read(p)
 			if err != nil {
@@ -557,7 +544,7 @@ func TestShrinkLastErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := blankDisk(t, 64<<20)
+			p := fixture.SparseFile(t, 64<<20)
 			if tt.gpt {
 				run(t, "", "sgdisk", append(sgdiskArgs, p)...)
 			} else {
@@ -633,7 +620,7 @@ func TestCreate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := blankDisk(t, tt.size)
+			p := fixture.SparseFile(t, tt.size)
 			if err := Create(p, tt.kind, tt.parts, tt.opts...); err != nil {
 				t.Fatal(err)
 			}
@@ -667,7 +654,7 @@ func TestCreate(t *testing.T) {
 	}
 
 	t.Run("mbr over a stale gpt", func(t *testing.T) {
-		p := blankDisk(t, 64<<20)
+		p := fixture.SparseFile(t, 64<<20)
 		if err := Create(p, GPT, []Spec{{Type: "linux"}}); err != nil {
 			t.Fatal(err)
 		}
@@ -695,7 +682,7 @@ func TestCreate(t *testing.T) {
 	}
 	for _, tt := range errTests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := blankDisk(t, 64<<20)
+			p := fixture.SparseFile(t, 64<<20)
 			err := Create(p, tt.kind, tt.parts)
 			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), p) {
 				t.Fatalf("err = %v, want one containing %q and the path", err, tt.want)

@@ -122,20 +122,6 @@ func withMounted(t *testing.T, disk string, offset, size int64, fstype string, f
 	f(dir)
 }
 
-func sparseFile(t *testing.T, size int64) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.raw")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func TestMakeKeepsEverything(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (device nodes, owners, loop devices)")
@@ -153,7 +139,7 @@ func TestMakeKeepsEverything(t *testing.T) {
 			snap := fixture.LeakSnapshot()
 			const offset = 1 << 20
 			size := Size(u, fstype, 0)
-			disk := sparseFile(t, offset+size)
+			disk := fixture.SparseFile(t, offset+size)
 			spec := Spec{Type: fstype, Label: DefaultLabel(fstype), UUID: "5b0b8f3c-4f5e-4a53-9d1a-3c9e2f0a7b11", Usage: u}
 			ctx := context.Background()
 			switch fstype {
@@ -196,7 +182,7 @@ func TestMakeExt4TooSmall(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(tree, "big"), big, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	disk := sparseFile(t, 1<<20+16*mib)
+	disk := fixture.SparseFile(t, 1<<20+16*mib)
 	err := MakeExt4(context.Background(), disk, 1<<20, 16*mib, tree, Spec{Type: Ext4, Label: LabelExt4, UUID: "5b0b8f3c-4f5e-4a53-9d1a-3c9e2f0a7b11"})
 	if err == nil || !strings.Contains(err.Error(), ErrNoSpace.Error()) {
 		t.Fatalf("MakeExt4 of 40 MiB into 16 MiB: %v, want %v", err, ErrNoSpace)

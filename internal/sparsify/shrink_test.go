@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -90,21 +89,10 @@ func TestShrink(t *testing.T) {
 	}
 }
 
-// freeBytes reads the free block count of the ext4 at offset with dumpe2fs.
+// freeBytes is the free space of the ext4 at offset, from its superblock.
 func freeBytes(t *testing.T, img string, offset int64) int64 {
-	t.Helper()
-	out := run(t, "dumpe2fs", "-h", img+"?offset="+strconv.FormatInt(offset, 10))
-	var free, bs int64
-	for _, line := range strings.Split(out, "\n") {
-		k, v, _ := strings.Cut(line, ":")
-		switch k {
-		case "Free blocks":
-			free, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		case "Block size":
-			bs, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		}
-	}
-	return free * bs
+	h := fixture.Ext4Header(t, img, offset)
+	return h["Free blocks"] * h["Block size"]
 }
 
 func TestShrinkRefused(t *testing.T) {
