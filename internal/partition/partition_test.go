@@ -34,36 +34,13 @@ func run(t *testing.T, stdin string, name string, args ...string) string {
 	return string(out)
 }
 
-// sfdiskTable is `sfdisk --json` output: the reference we compare with.
-type sfdiskTable struct {
-	PartitionTable struct {
-		Label      string `json:"label"`
-		ID         string `json:"id"`
-		LastLBA    int64  `json:"lastlba"`
-		Partitions []struct {
-			Node     string `json:"node"`
-			Start    int64  `json:"start"`
-			Size     int64  `json:"size"`
-			Type     string `json:"type"`
-			UUID     string `json:"uuid"`
-			Name     string `json:"name"`
-			Bootable bool   `json:"bootable"`
-			Attrs    string `json:"attrs"` // GPT: "LegacyBIOSBootable ..."
-		} `json:"partitions"`
-	} `json:"partitiontable"`
-}
-
 // expectFromSfdisk turns sfdisk's view into the Table Read should return,
 // including PARTUUIDs as blkid shows them.
 func expectFromSfdisk(t *testing.T, path string) *Table {
 	t.Helper()
-	var st sfdiskTable
-	out, err := exec.Command("sfdisk", "--json", path).Output() // stdout only: warnings go to stderr
+	st, err := fixture.ReadTable(t, path)
 	if err != nil {
 		t.Fatalf("sfdisk --json %s: %v", path, err)
-	}
-	if err := json.Unmarshal(out, &st); err != nil {
-		t.Fatal(err)
 	}
 	fi, _ := os.Stat(path)
 	pt := st.PartitionTable
