@@ -83,11 +83,7 @@ func TestAccQemu(t *testing.T) {
   }
 `), map[string]string{"base": disk.Path})
 			out := filepath.Join(a.out(), "t.raw")
-			for _, w := range []string{"Booting the image under QEMU", "Connected to SSH!", "The guest powered off", "Removed what the factory boot left"} {
-				if !strings.Contains(res.Output, w) {
-					t.Errorf("output lacks %q:\n%s", w, res.Output)
-				}
-			}
+			assertQemuBuildSteps(t, res.Output)
 
 			console, err := os.ReadFile(filepath.Join(a.out(), "console.log"))
 			if err != nil || !strings.Contains(string(console), "Linux version") {
@@ -165,6 +161,17 @@ func TestAccQemuFaults(t *testing.T) {
 			t.Errorf("%d QEMU processes left after the cancel", n)
 		}
 	})
+}
+
+// assertQemuBuildSteps checks that a qemu strategy build said it went
+// through every stage: boot, SSH, power-off, the offline clean-up.
+func assertQemuBuildSteps(t *testing.T, output string) {
+	t.Helper()
+	for _, w := range []string{"Booting the image under QEMU", "Connected to SSH!", "The guest powered off", "Removed what the factory boot left"} {
+		if !strings.Contains(output, w) {
+			t.Errorf("output lacks %q:\n%s", w, output)
+		}
+	}
 }
 
 // assertQemuProvisioned checks, in the output's mounted root, what
