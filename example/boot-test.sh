@@ -66,10 +66,9 @@ free_port() {
 # root_fs IMAGE_RAW: debugfs's "file?offset=" of the last partition (the
 # root filesystem of a disk made from a tree), from the table.
 root_fs() {
-	local start
-	start=$(sfdisk -d "$1" | sed -n 's/^.* : start= *\([0-9]*\),.*$/\1/p' | tail -1)
-	[[ -n $start ]] || die "no partition table in $1"
-	echo "$1?offset=$((start * 512))"
+	local offset
+	offset=$(root_offset "$1") || die "no partition table in $1"
+	echo "$1?offset=$offset"
 }
 read_file() { debugfs -R "cat $2" "$1" 2>/dev/null; }
 

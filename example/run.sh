@@ -100,15 +100,14 @@ check "the GPT is valid (sgdisk -v)" sh -c "sgdisk -v '$raw' | grep -q 'No probl
 check "partition 1 is a BIOS boot partition" sh -c "sfdisk -d '$raw' | grep -q '1 : .*type=21686148-6449-6E6F-744E-656564454649'"
 check "partition 2 is an EFI system partition" sh -c "sfdisk -d '$raw' | grep -q '2 : .*type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B'"
 # The root is the last partition: its byte offset from the table.
-start=$(sfdisk -d "$raw" | sed -n 's/^.* : start= *\([0-9]*\),.*$/\1/p' | tail -1)
-[[ -n $start ]] || die "no partition in $artifact"
-fs="$raw?offset=$((start * 512))" # e2fsprogs' io option: no loop device needed
+offset=$(root_offset "$raw") || die "no partition in $artifact"
+fs="$raw?offset=$offset" # e2fsprogs' io option: no loop device needed
 check "the root filesystem is clean (e2fsck -fn)" e2fsck -fn "$fs"
 
 # debugfs -R prints to stdout; its banner goes to stderr.
 in_image() { debugfs -R "$1" "$fs" 2>/dev/null; }
 absent() { grep -q 'File not found' <(debugfs -R "stat $1" "$fs" 2>&1); }
-check "the root is labelled cloudimg-rootfs" test "$(blkid -p -O $((start * 512)) -s LABEL -o value "$raw")" = cloudimg-rootfs
+check "the root is labelled cloudimg-rootfs" test "$(blkid -p -O $offset -s LABEL -o value "$raw")" = cloudimg-rootfs
 check "GRUB's config boots the image's kernel with a serial console" \
 	grep -q 'console=ttyS0' <(in_image 'cat /boot/grub/grub.cfg')
 check "/etc/fstab mounts / by label" grep -q '^LABEL=cloudimg-rootfs' <(in_image 'cat /etc/fstab')
