@@ -23,7 +23,7 @@ var (
 type GuestError struct {
 	Err     error  // ErrStalled or ErrExited
 	Detail  string // what was watched and for how long, or QEMU's exit status
-	Stderr  string // QEMU's standard error, trimmed ("" if it said nothing)
+	Stderr  string // QEMU's standard error so far, trimmed ("" if it said nothing)
 	Console string // the serial console file
 	Tail    string // its last lines ("" if it is empty)
 }
@@ -64,11 +64,10 @@ func (m *Machine) Watch(ctx context.Context, o WatchOptions) error {
 	w := watcher{
 		console: m.Opts.ConsoleLog,
 		exited:  m.done,
-		exit: func() (error, string) {
-			return m.err, strings.TrimSpace(m.stderr.String())
-		},
-		now:  time.Now,
-		opts: o,
+		status:  func() error { return m.err },
+		stderr:  func() string { return strings.TrimSpace(m.stderr.String()) },
+		now:     time.Now,
+		opts:    o,
 	}
 	if q := m.qmp; q != nil {
 		w.blockOps = q.BlockOps
@@ -90,7 +89,8 @@ type watcher struct {
 	console  string
 	blockOps func() (uint64, error)
 	exited   <-chan struct{}
-	exit     func() (status error, stderr string) // valid once exited is closed
+	status   func() error  // QEMU's exit status, once exited is closed
+	stderr   func() string // what QEMU said so far
 	tick     <-chan time.Time
 	now      func() time.Time
 	opts     WatchOptions
@@ -142,26 +142,25 @@ func (w *watcher) run(ctx context.Context) error {
 			if !watchIO {
 				what = fmt.Sprintf("nothing on the serial console (its disk I/O could not be read: %v)", opsErr)
 			}
-			return w.guestError(ErrStalled, fmt.Sprintf("%s for %s", what, w.opts.Stall), "")
+			return w.guestError(ErrStalled, fmt.Sprintf("%s for %s", what, w.opts.Stall))
 		}
 	}
 }
 
 func (w *watcher) exitError() error {
-	status, stderr := w.exit()
-	detail := "exit status 0"
-	if status != nil {
-		detail = status.Error()
+	detail := "exit status 0 while the guest was booting (it powered off or rebooted: QEMU runs with -no-reboot)"
+	if status := w.status(); status != nil {
+		detail = status.Error() + " while the guest was booting"
 	}
-	return w.guestError(ErrExited, detail+" while the guest was booting", stderr)
+	return w.guestError(ErrExited, detail)
 }
 
-func (w *watcher) guestError(kind error, detail, stderr string) error {
+func (w *watcher) guestError(kind error, detail string) error {
 	n := w.opts.TailLines
 	if n <= 0 {
 		n = 40
 	}
-	return &GuestError{Err: kind, Detail: detail, Stderr: stderr, Console: w.console, Tail: Tail(w.console, n)}
+	return &GuestError{Err: kind, Detail: detail, Stderr: w.stderr(), Console: w.console, Tail: Tail(w.console, n)}
 }
 
 // fileSize is the file's size, or -1 if it cannot be read.

@@ -49,9 +49,11 @@ func TestWatch(t *testing.T) {
 	}{
 		{
 			name: "silent guest stalls", console: "SeaBIOS\nMARKER-LINE\n",
+			stderr: "qemu-system-x86_64: warning: host doesn't support requested feature",
 			events: []watchEvent{tick(sec), tick(sec), tick(sec)},
 			want:   ErrStalled,
-			in:     []string{"the guest made no progress: nothing on the serial console and no disk I/O for 3s", "Last lines of the serial console", "MARKER-LINE"},
+			in: []string{"the guest made no progress: nothing on the serial console and no disk I/O for 3s", "Last lines of the serial console", "MARKER-LINE",
+				"QEMU said: qemu-system-x86_64: warning"},
 		},
 		{
 			name: "console output keeps it alive, then silence", console: "boot\n",
@@ -100,7 +102,7 @@ func TestWatch(t *testing.T) {
 			name: "QEMU exits cleanly (a guest reboot under -no-reboot)", console: "reboot: Restarting system\n",
 			events: []watchEvent{{exit: true}},
 			want:   ErrExited,
-			in:     []string{"QEMU exited: exit status 0 while the guest was booting", "Restarting system"},
+			in:     []string{"QEMU exited: exit status 0 while the guest was booting (it powered off or rebooted: QEMU runs with -no-reboot)", "Restarting system"},
 		},
 		{
 			name: "an exit racing a stall is reported as the exit", status: errors.New("signal: killed"),
@@ -127,7 +129,8 @@ func TestWatch(t *testing.T) {
 			w := watcher{
 				console: console,
 				exited:  exited,
-				exit:    func() (error, string) { return tc.status, tc.stderr },
+				status:  func() error { return tc.status },
+				stderr:  func() string { return tc.stderr },
 				tick:    ticks,
 				now: func() time.Time {
 					now := clock
