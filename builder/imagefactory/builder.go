@@ -165,12 +165,12 @@ func (b *Builder) qemuSteps() []multistep.Step {
 		&stepRelease{steps: []releaser{before, beforeRoot}},
 		&stepQemuSeed{},
 		&stepQemuLaunch{},
-		&communicator.StepConnect{
+		&stepQemuWaitSSH{connect: &communicator.StepConnect{
 			Config:    &cfg.Comm,
 			Host:      func(multistep.StateBag) (string, error) { return cfg.Comm.SSHHost, nil },
 			SSHConfig: cfg.Comm.SSHConfigFunc(),
 			SSHPort:   func(state multistep.StateBag) (int, error) { return state.Get(stateSSHPort).(int), nil },
-		},
+		}},
 		new(commonsteps.StepProvision),
 		&stepQemuShutdown{},
 		after,

@@ -95,6 +95,7 @@ type FlatConfig struct {
 	InjectSSHKey              *bool                `mapstructure:"inject_ssh_key" cty:"inject_ssh_key" hcl:"inject_ssh_key"`
 	ShutdownCommand           *string              `mapstructure:"shutdown_command" cty:"shutdown_command" hcl:"shutdown_command"`
 	ShutdownTimeout           *string              `mapstructure:"shutdown_timeout" cty:"shutdown_timeout" hcl:"shutdown_timeout"`
+	BootStallTimeout          *string              `mapstructure:"boot_stall_timeout" cty:"boot_stall_timeout" hcl:"boot_stall_timeout"`
 	Type                      *string              `mapstructure:"communicator" cty:"communicator" hcl:"communicator"`
 	PauseBeforeConnect        *string              `mapstructure:"pause_before_connecting" cty:"pause_before_connecting" hcl:"pause_before_connecting"`
 	SSHHost                   *string              `mapstructure:"ssh_host" cty:"ssh_host" hcl:"ssh_host"`
@@ -212,6 +213,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"inject_ssh_key":               &hcldec.AttrSpec{Name: "inject_ssh_key", Type: cty.Bool, Required: false},
 		"shutdown_command":             &hcldec.AttrSpec{Name: "shutdown_command", Type: cty.String, Required: false},
 		"shutdown_timeout":             &hcldec.AttrSpec{Name: "shutdown_timeout", Type: cty.String, Required: false},
+		"boot_stall_timeout":           &hcldec.AttrSpec{Name: "boot_stall_timeout", Type: cty.String, Required: false},
 		"communicator":                 &hcldec.AttrSpec{Name: "communicator", Type: cty.String, Required: false},
 		"pause_before_connecting":      &hcldec.AttrSpec{Name: "pause_before_connecting", Type: cty.String, Required: false},
 		"ssh_host":                     &hcldec.AttrSpec{Name: "ssh_host", Type: cty.String, Required: false},
@@ -268,22 +270,23 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 // FlatQemuConfig is an auto-generated flat version of QemuConfig.
 // Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
 type FlatQemuConfig struct {
-	QemuBinary      *string    `mapstructure:"qemu_binary" cty:"qemu_binary" hcl:"qemu_binary"`
-	Accelerator     *string    `mapstructure:"accelerator" cty:"accelerator" hcl:"accelerator"`
-	CPUs            *int       `mapstructure:"cpus" cty:"cpus" hcl:"cpus"`
-	Memory          *int       `mapstructure:"memory" cty:"memory" hcl:"memory"`
-	QemuArgs        [][]string `mapstructure:"qemuargs" cty:"qemuargs" hcl:"qemuargs"`
-	Firmware        *string    `mapstructure:"firmware" cty:"firmware" hcl:"firmware"`
-	OVMFCode        *string    `mapstructure:"ovmf_code" cty:"ovmf_code" hcl:"ovmf_code"`
-	OVMFVars        *string    `mapstructure:"ovmf_vars" cty:"ovmf_vars" hcl:"ovmf_vars"`
-	BootKernel      *string    `mapstructure:"boot_kernel" cty:"boot_kernel" hcl:"boot_kernel"`
-	BootInitrd      *string    `mapstructure:"boot_initrd" cty:"boot_initrd" hcl:"boot_initrd"`
-	BootCmdline     *string    `mapstructure:"boot_cmdline" cty:"boot_cmdline" hcl:"boot_cmdline"`
-	UserData        *string    `mapstructure:"user_data" cty:"user_data" hcl:"user_data"`
-	MetaData        *string    `mapstructure:"meta_data" cty:"meta_data" hcl:"meta_data"`
-	InjectSSHKey    *bool      `mapstructure:"inject_ssh_key" cty:"inject_ssh_key" hcl:"inject_ssh_key"`
-	ShutdownCommand *string    `mapstructure:"shutdown_command" cty:"shutdown_command" hcl:"shutdown_command"`
-	ShutdownTimeout *string    `mapstructure:"shutdown_timeout" cty:"shutdown_timeout" hcl:"shutdown_timeout"`
+	QemuBinary       *string    `mapstructure:"qemu_binary" cty:"qemu_binary" hcl:"qemu_binary"`
+	Accelerator      *string    `mapstructure:"accelerator" cty:"accelerator" hcl:"accelerator"`
+	CPUs             *int       `mapstructure:"cpus" cty:"cpus" hcl:"cpus"`
+	Memory           *int       `mapstructure:"memory" cty:"memory" hcl:"memory"`
+	QemuArgs         [][]string `mapstructure:"qemuargs" cty:"qemuargs" hcl:"qemuargs"`
+	Firmware         *string    `mapstructure:"firmware" cty:"firmware" hcl:"firmware"`
+	OVMFCode         *string    `mapstructure:"ovmf_code" cty:"ovmf_code" hcl:"ovmf_code"`
+	OVMFVars         *string    `mapstructure:"ovmf_vars" cty:"ovmf_vars" hcl:"ovmf_vars"`
+	BootKernel       *string    `mapstructure:"boot_kernel" cty:"boot_kernel" hcl:"boot_kernel"`
+	BootInitrd       *string    `mapstructure:"boot_initrd" cty:"boot_initrd" hcl:"boot_initrd"`
+	BootCmdline      *string    `mapstructure:"boot_cmdline" cty:"boot_cmdline" hcl:"boot_cmdline"`
+	UserData         *string    `mapstructure:"user_data" cty:"user_data" hcl:"user_data"`
+	MetaData         *string    `mapstructure:"meta_data" cty:"meta_data" hcl:"meta_data"`
+	InjectSSHKey     *bool      `mapstructure:"inject_ssh_key" cty:"inject_ssh_key" hcl:"inject_ssh_key"`
+	ShutdownCommand  *string    `mapstructure:"shutdown_command" cty:"shutdown_command" hcl:"shutdown_command"`
+	ShutdownTimeout  *string    `mapstructure:"shutdown_timeout" cty:"shutdown_timeout" hcl:"shutdown_timeout"`
+	BootStallTimeout *string    `mapstructure:"boot_stall_timeout" cty:"boot_stall_timeout" hcl:"boot_stall_timeout"`
 }
 
 // FlatMapstructure returns a new FlatQemuConfig.
@@ -298,22 +301,23 @@ func (*QemuConfig) FlatMapstructure() interface{ HCL2Spec() map[string]hcldec.Sp
 // The decoded values from this spec will then be applied to a FlatQemuConfig.
 func (*FlatQemuConfig) HCL2Spec() map[string]hcldec.Spec {
 	s := map[string]hcldec.Spec{
-		"qemu_binary":      &hcldec.AttrSpec{Name: "qemu_binary", Type: cty.String, Required: false},
-		"accelerator":      &hcldec.AttrSpec{Name: "accelerator", Type: cty.String, Required: false},
-		"cpus":             &hcldec.AttrSpec{Name: "cpus", Type: cty.Number, Required: false},
-		"memory":           &hcldec.AttrSpec{Name: "memory", Type: cty.Number, Required: false},
-		"qemuargs":         &hcldec.AttrSpec{Name: "qemuargs", Type: cty.List(cty.List(cty.String)), Required: false},
-		"firmware":         &hcldec.AttrSpec{Name: "firmware", Type: cty.String, Required: false},
-		"ovmf_code":        &hcldec.AttrSpec{Name: "ovmf_code", Type: cty.String, Required: false},
-		"ovmf_vars":        &hcldec.AttrSpec{Name: "ovmf_vars", Type: cty.String, Required: false},
-		"boot_kernel":      &hcldec.AttrSpec{Name: "boot_kernel", Type: cty.String, Required: false},
-		"boot_initrd":      &hcldec.AttrSpec{Name: "boot_initrd", Type: cty.String, Required: false},
-		"boot_cmdline":     &hcldec.AttrSpec{Name: "boot_cmdline", Type: cty.String, Required: false},
-		"user_data":        &hcldec.AttrSpec{Name: "user_data", Type: cty.String, Required: false},
-		"meta_data":        &hcldec.AttrSpec{Name: "meta_data", Type: cty.String, Required: false},
-		"inject_ssh_key":   &hcldec.AttrSpec{Name: "inject_ssh_key", Type: cty.Bool, Required: false},
-		"shutdown_command": &hcldec.AttrSpec{Name: "shutdown_command", Type: cty.String, Required: false},
-		"shutdown_timeout": &hcldec.AttrSpec{Name: "shutdown_timeout", Type: cty.String, Required: false},
+		"qemu_binary":        &hcldec.AttrSpec{Name: "qemu_binary", Type: cty.String, Required: false},
+		"accelerator":        &hcldec.AttrSpec{Name: "accelerator", Type: cty.String, Required: false},
+		"cpus":               &hcldec.AttrSpec{Name: "cpus", Type: cty.Number, Required: false},
+		"memory":             &hcldec.AttrSpec{Name: "memory", Type: cty.Number, Required: false},
+		"qemuargs":           &hcldec.AttrSpec{Name: "qemuargs", Type: cty.List(cty.List(cty.String)), Required: false},
+		"firmware":           &hcldec.AttrSpec{Name: "firmware", Type: cty.String, Required: false},
+		"ovmf_code":          &hcldec.AttrSpec{Name: "ovmf_code", Type: cty.String, Required: false},
+		"ovmf_vars":          &hcldec.AttrSpec{Name: "ovmf_vars", Type: cty.String, Required: false},
+		"boot_kernel":        &hcldec.AttrSpec{Name: "boot_kernel", Type: cty.String, Required: false},
+		"boot_initrd":        &hcldec.AttrSpec{Name: "boot_initrd", Type: cty.String, Required: false},
+		"boot_cmdline":       &hcldec.AttrSpec{Name: "boot_cmdline", Type: cty.String, Required: false},
+		"user_data":          &hcldec.AttrSpec{Name: "user_data", Type: cty.String, Required: false},
+		"meta_data":          &hcldec.AttrSpec{Name: "meta_data", Type: cty.String, Required: false},
+		"inject_ssh_key":     &hcldec.AttrSpec{Name: "inject_ssh_key", Type: cty.Bool, Required: false},
+		"shutdown_command":   &hcldec.AttrSpec{Name: "shutdown_command", Type: cty.String, Required: false},
+		"shutdown_timeout":   &hcldec.AttrSpec{Name: "shutdown_timeout", Type: cty.String, Required: false},
+		"boot_stall_timeout": &hcldec.AttrSpec{Name: "boot_stall_timeout", Type: cty.String, Required: false},
 	}
 	return s
 }

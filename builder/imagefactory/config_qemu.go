@@ -75,6 +75,13 @@ type QemuConfig struct {
 	// How long the guest may take to power off before QEMU is quit by
 	// force (with a warning). Defaults to `5m`.
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	// How long the guest may make no progress while the build waits for
+	// SSH. A guest that writes nothing on its serial console and does no
+	// disk I/O for that long is taken as hung: the build fails with the
+	// last lines of its console instead of waiting out `ssh_timeout`. A
+	// QEMU that exits while the build waits fails it at once, with QEMU's
+	// message. Defaults to `5m`.
+	BootStallTimeout time.Duration `mapstructure:"boot_stall_timeout"`
 }
 
 // Strategies the builder knows.
@@ -176,6 +183,12 @@ func (c *Config) prepareQemu(add func(string, ...interface{})) []string {
 	}
 	if q.ShutdownTimeout < 0 {
 		add("shutdown_timeout must be positive")
+	}
+	if q.BootStallTimeout == 0 {
+		q.BootStallTimeout = 5 * time.Minute
+	}
+	if q.BootStallTimeout < 0 {
+		add("boot_stall_timeout %s must be positive (or unset for the default 5m)", q.BootStallTimeout)
 	}
 
 	// The SDK's SSH communicator, reaching the forwarded port on loopback.

@@ -169,6 +169,20 @@ func TestConfigPrepare(t *testing.T) {
 			wantErr: []string{"kernel: stat /nonexistent/vmlinuz: no such file or directory"}},
 		{name: "qemu ssh_host elsewhere", set: map[string]interface{}{"strategy": "qemu", "ssh_host": "10.0.0.1"},
 			wantErr: []string{`ssh_host "10.0.0.1": the qemu strategy forwards SSH on 127.0.0.1 only`}},
+		{name: "qemu boot_stall_timeout", set: map[string]interface{}{"strategy": "qemu", "boot_stall_timeout": "20s"},
+			check: func(t *testing.T, c *Config) {
+				if c.BootStallTimeout != 20*time.Second {
+					t.Errorf("boot_stall_timeout = %s, want 20s", c.BootStallTimeout)
+				}
+			}},
+		{name: "qemu boot_stall_timeout default", set: map[string]interface{}{"strategy": "qemu", "boot_stall_timeout": "0s"},
+			check: func(t *testing.T, c *Config) {
+				if c.BootStallTimeout != 5*time.Minute {
+					t.Errorf("boot_stall_timeout = %s, want the default 5m", c.BootStallTimeout)
+				}
+			}},
+		{name: "qemu negative boot_stall_timeout", set: map[string]interface{}{"strategy": "qemu", "boot_stall_timeout": "-1m"},
+			wantErr: []string{"boot_stall_timeout -1m0s must be positive (or unset for the default 5m)"}},
 		{name: "bad format", set: map[string]interface{}{"format": "vmdk"}, wantErr: []string{`format "vmdk" is not supported; use raw or qcow2`}},
 		{name: "bad disk_size", set: map[string]interface{}{"disk_size": "eight gigs"}, wantErr: []string{"disk_size: "}},
 		{name: "negative disk_size", set: map[string]interface{}{"disk_size": "-8G"}, wantErr: []string{"disk_size: "}},

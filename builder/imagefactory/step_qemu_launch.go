@@ -2,6 +2,7 @@ package imagefactory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -70,19 +71,26 @@ func (s *stepQemuLaunch) Run(ctx context.Context, state multistep.StateBag) mult
 }
 
 // Cleanup quits a QEMU still running (a failure or a cancel before the
-// shutdown step) and, on failure, shows the end of the serial console.
+// shutdown step) and, on failure, shows the end of the serial console
+// unless the build's error carries it already (stepQemuWaitSSH's).
 func (s *stepQemuLaunch) Cleanup(state multistep.StateBag) {
 	if s.machine == nil {
 		return
 	}
 	ui := uiOf(state)
-	_, failed := state.GetOk("error")
+	failure, failed := state.GetOk("error")
 	_, cancelled := state.GetOk(multistep.StateCancelled)
 	if exited, _ := s.machine.Exited(); !exited {
 		ui.Say("Stopping QEMU...")
 	}
 	if err := s.machine.Quit(); err != nil {
 		ui.Error(fmt.Sprintf("stopping QEMU: %v", err))
+	}
+	// A watchdog's error (stepQemuWaitSSH) already carries QEMU's message
+	// and the console's last lines.
+	var shown *qemu.GuestError
+	if err, ok := failure.(error); ok && errors.As(err, &shown) {
+		failed = false
 	}
 	if failed || cancelled {
 		if stderr := strings.TrimSpace(s.machine.Stderr()); stderr != "" {

@@ -5,11 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -25,7 +26,7 @@ type Machine struct {
 	handle cleanup.Handle
 	j      *cleanup.Journal
 	qmp    *QMP
-	stderr bytes.Buffer
+	stderr limitedWriter // QEMU's standard error, readable while it runs
 	done   chan struct{}
 	err    error // QEMU's exit, valid once done is closed
 }
@@ -65,7 +66,8 @@ func Start(ctx context.Context, o Options, j *cleanup.Journal) (*Machine, error)
 	}
 	m := &Machine{Opts: o, Args: append([]string{path}, args...), j: j, done: make(chan struct{})}
 	m.cmd = exec.Command(path, args...)
-	m.cmd.Stderr = &limitedWriter{w: &m.stderr, n: 64 << 10}
+	m.stderr.n = 64 << 10
+	m.cmd.Stderr = &m.stderr
 	// Its own process group: a Ctrl-C on the terminal reaches Packer, which
 	// cancels the build; QEMU must wait for the orderly stop, not die early.
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -191,30 +193,48 @@ func (m *Machine) Kill() error {
 	return err
 }
 
+// limitedWriter keeps the first n bytes written to it and drops the rest;
+// it may be read while written to.
 type limitedWriter struct {
-	w io.Writer
-	n int
+	mu sync.Mutex
+	b  bytes.Buffer
+	n  int
 }
 
 func (l *limitedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.n > 0 {
 		q := p
 		if len(q) > l.n {
 			q = q[:l.n]
 		}
-		l.w.Write(q)
+		l.b.Write(q)
 		l.n -= len(q)
 	}
 	return len(p), nil
 }
 
+func (l *limitedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// terminalEscape matches the escape sequences boot loaders and kernels
+// write to a serial console (ECMA-48: CSI such as GRUB's clear screen
+// "ESC[H ESC[J", and the short ESC sequences such as "ESC c" or "ESC(B").
+var terminalEscape = regexp.MustCompile(`\x1b(\[[0-?]*[ -/]*[@-~]|[ -/]*[0-Z\\-~])`)
+
 // Tail returns the last n lines of a text file (the serial console), with
-// control characters other than newline and tab removed.
+// terminal escape sequences and control characters other than newline and
+// tab removed.
 func Tail(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return ""
 	}
+	b = terminalEscape.ReplaceAll(b, nil)
 	s := strings.Map(func(r rune) rune {
 		if r == '\n' || r == '\t' || r >= 0x20 && r != 0x7f {
 			return r

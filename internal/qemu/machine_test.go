@@ -100,3 +100,33 @@ func TestMachineStartFails(t *testing.T) {
 		t.Errorf("Start with a missing disk = %v, want QEMU's error naming it", err)
 	}
 }
+
+// Tail keeps the last lines of a console file as text: terminal escape
+// sequences (GRUB clears the screen) and other control characters go.
+func TestTail(t *testing.T) {
+	for _, tc := range []struct {
+		name, console string
+		n             int
+		want          string
+	}{
+		{"last lines", "a\nb\nc\nd\n", 2, "c\nd"},
+		{"fewer lines than asked", "a\nb", 5, "a\nb"},
+		{"GRUB's clear screen", "\x1b[H\x1b[J\x1b[1;1HIMAGEFACTORY-STALL-MARKER\n", 5, "IMAGEFACTORY-STALL-MARKER"},
+		{"colours and short escapes", "\x1b[0;32mOK\x1b[0m\r\n\x1bcre\x1b(Bset\x1b7\n", 5, "OK\nreset"},
+		{"control characters", "a\x00\x07b\tc\x7f\n", 5, "ab\tc"},
+		{"empty", "", 5, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "console.log")
+			if err := os.WriteFile(p, []byte(tc.console), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if got := Tail(p, tc.n); got != tc.want {
+				t.Errorf("Tail = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	if got := Tail(filepath.Join(t.TempDir(), "missing"), 5); got != "" {
+		t.Errorf("Tail of a missing file = %q", got)
+	}
+}
