@@ -63,16 +63,40 @@ type Host struct {
 	kvm  Verdict
 }
 
-var host = &Host{Probe: ProbeKVM}
+var (
+	hostMu sync.Mutex
+	host   = &Host{Probe: ProbeKVM}
+)
+
+func current() *Host {
+	hostMu.Lock()
+	defer hostMu.Unlock()
+	return host
+}
+
+// SetProber makes the package's functions ask p, with a fresh cache,
+// until restore is called: for tests of code that asks KVM() or
+// Accelerator().
+func SetProber(p Prober) (restore func()) {
+	hostMu.Lock()
+	defer hostMu.Unlock()
+	old := host
+	host = &Host{Probe: p}
+	return func() {
+		hostMu.Lock()
+		defer hostMu.Unlock()
+		host = old
+	}
+}
 
 // KVM is the real host's verdict on KVM, probed on the first call (up to
 // DefaultDeadline plus a second) and cached for the life of the process.
-func KVM() Verdict { return host.KVM() }
+func KVM() Verdict { return current().KVM() }
 
 // Accelerator is the real host's choice of accelerator: see
 // Host.Accelerator.
 func Accelerator(requested, guestArch string) (accel, reason string, err error) {
-	return host.Accelerator(requested, guestArch)
+	return current().Accelerator(requested, guestArch)
 }
 
 // KVM is h's verdict, probed on the first call and cached.
