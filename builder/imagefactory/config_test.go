@@ -268,7 +268,7 @@ func TestConfigAccelerator(t *testing.T) {
 		{"auto where KVM hangs", kvmHangs(0), "auto", "tcg", kvmHangs(0).Reason, ""},
 		{"kvm where KVM works", works, "kvm", "kvm", works.Reason, ""},
 		{"kvm where KVM is unproven", unproven, "kvm", "kvm", unproven.Reason, `accelerator = "kvm": KVM is unproven`},
-		{"tcg", works, "tcg", "tcg", `accelerator = "tcg"`, ""},
+		{"tcg", works, "tcg", "tcg", `asked for: accelerator = "tcg"`, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			defer hostcap.SetProber(func(time.Duration) hostcap.Verdict { return tc.verdict })()

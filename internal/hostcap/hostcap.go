@@ -132,7 +132,7 @@ func (h *Host) Accelerator(requested, guestArch string) (accel, reason string, e
 	}
 	switch requested {
 	case AccelTCG:
-		return AccelTCG, `accelerator = "tcg"`, nil
+		return AccelTCG, `asked for: accelerator = "tcg"`, nil
 	case "", AccelAuto:
 		if foreign != "" {
 			return AccelTCG, foreign, nil

@@ -41,8 +41,8 @@ func TestAccelerator(t *testing.T) {
 		{"kvm, permission denied", denied, "kvm", "", "", "", `permission denied (run as root or join the kvm group); set accelerator = "tcg"`, 1},
 		{"kvm, unproven: allowed", unproven, "kvm", "", "kvm", "KVM is unproven", "", 1},
 		{"kvm, foreign guest", works, "kvm", foreign, "", "", `guest arch ` + foreign + ` is not the host's`, 0},
-		{"tcg", works, "tcg", "", "tcg", `accelerator = "tcg"`, "", 0},
-		{"tcg, foreign guest", hangs, "tcg", foreign, "tcg", `accelerator = "tcg"`, "", 0},
+		{"tcg", works, "tcg", "", "tcg", `asked for: accelerator = "tcg"`, "", 0},
+		{"tcg, foreign guest", hangs, "tcg", foreign, "tcg", `asked for: accelerator = "tcg"`, "", 0},
 		{"unknown", works, "hvf", "", "", "", `accelerator "hvf" is not supported; use "auto" (the default), "kvm" or "tcg"`, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
