@@ -118,7 +118,7 @@ func probeKVM(dev string, code []byte, deadline time.Duration) Verdict {
 	return probe(func() (vcpu, Verdict) {
 		vm, v := newVM(dev, code)
 		if vm == nil {
-			return nil, v
+			return nil, v // not a nil *vmRun in a non-nil vcpu
 		}
 		return vm, v
 	}, deadline)
@@ -130,7 +130,7 @@ func probeKVM(dev string, code []byte, deadline time.Duration) Verdict {
 func newVM(dev string, code []byte) (vm *vmRun, v Verdict) {
 	vm = &vmRun{tid: unix.Gettid()}
 	defer func() {
-		if vm == nil || v.Reason != "" {
+		if v.Reason != "" {
 			vm.close()
 			vm = nil
 		}
@@ -206,7 +206,7 @@ func newVM(dev string, code []byte) (vm *vmRun, v Verdict) {
 	return vm, Verdict{}
 }
 
-// enter is one KVM_RUN; it implements guest for watchGuest.
+// enter is one KVM_RUN, and the exit it ended with.
 func (vm *vmRun) enter() (guestExit, error) {
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(vm.vcpu), kvmRun, 0); e != 0 {
 		return guestExit{}, e
@@ -223,8 +223,10 @@ func (vm *vmRun) enter() (guestExit, error) {
 		if off > 0 && off+n <= len(vm.run) {
 			x.data = append([]byte(nil), vm.run[off:off+n]...)
 		}
-	case exitFailEntry, exitInternalError:
+	case exitFailEntry: // __u64 hardware_entry_failure_reason
 		x.detail = *(*uint64)(unsafe.Pointer(&u[0]))
+	case exitInternalError: // __u32 suberror
+		x.detail = uint64(*(*uint32)(unsafe.Pointer(&u[0])))
 	}
 	return x, nil
 }
