@@ -139,9 +139,13 @@ check "no loop device left (losetup -a)${new_loops:+: $new_loops}" test -z "$new
 check "no mount left (findmnt)${new_mounts:+: $new_mounts}" test -z "$new_mounts"
 t_check=$(since "$t0")
 
-log "boot test"
+# The builder's one decision on the accelerator (internal/hostcap), for
+# the boot test and the summary.
+accel=$(go run ./cmd/hostcap accelerator 2>"$cache/accelerator") || die "$(cat "$cache/accelerator")"
+accel_reason=$(sed 's/^accelerator [a-z]*: //' "$cache/accelerator")
+log "boot test, accelerator $accel ($accel_reason)"
 t0=$(now)
-if "$example/boot-test.sh" "$artifact" "$factory_record"; then
+if ACCEL=$accel "$example/boot-test.sh" "$artifact" "$factory_record"; then
 	check "the boot test passed" true
 else
 	check "the boot test passed" false
@@ -156,10 +160,10 @@ cat <<SUMMARY
   packer build  ${t_build}s  (log: $build_log)
     debootstrap   ${t_debootstrap:-?}
   offline checks ${t_check}s
-  boot test     ${t_boot}s
+  boot test     ${t_boot}s under QEMU, accelerator $accel ($accel_reason)
   artifact      $artifact
     qcow2 file    $((apparent >> 20)) MiB ($((allocated >> 20)) MiB allocated), virtual $((vsize >> 20)) MiB
   total         $(since "$t_start")s, $failures check(s) failed
 SUMMARY
 ((failures == 0)) || die "$failures check(s) failed"
-echo "==> example: OK"
+echo "==> example: OK (boot test under $accel)"

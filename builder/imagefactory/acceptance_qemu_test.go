@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/hostcap"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/qemu"
 )
 
@@ -161,6 +162,59 @@ func TestAccQemuFaults(t *testing.T) {
 			t.Errorf("%d QEMU processes left after the cancel", n)
 		}
 	})
+}
+
+// TestAccQemuKVMRefused: on a host where KVM cannot run a guest (the CI's
+// /dev/kvm opens but its guests crawl), accelerator = "kvm" is refused in
+// Prepare: packer build fails at once with a message naming KVM, the
+// reason and the way out, and nothing boots. Skipped where hostcap proves
+// KVM (nothing to refuse) or cannot probe it (kvm is then allowed).
+func TestAccQemuKVMRefused(t *testing.T) {
+	requireQemu(t)
+	if v := hostcap.KVM(); v.Usable || v.Unproven {
+		t.Skipf("KVM is not refused on this host: usable %v, unproven %v: %s", v.Usable, v.Unproven, v.Reason)
+	} else {
+		t.Logf("KVM on this host (probed in %s): %s", v.Took.Round(time.Millisecond), v.Reason)
+	}
+	a := newAcc(t)
+	// The disk does not matter: nothing may get as far as reading it.
+	base := fixture.SparseFile(t, 64<<20)
+	run := a.Start(t, template(qemuSource+`  accelerator = "kvm"
+`, qemuProvisioners), map[string]string{"base": base})
+	// A deadline that stops a build which boots after all; no assertion
+	// on the time itself.
+	select {
+	case <-waitDone(run):
+	case <-time.After(60 * time.Second):
+		t.Fatalf("packer build with accelerator = \"kvm\" still runs after 60s:\n%s", run.Output())
+	}
+	res := run.Wait()
+	t.Logf("packer build refused accelerator = \"kvm\" in %s", res.Duration.Round(time.Millisecond))
+	if res.ExitCode == 0 {
+		t.Fatalf("packer build with accelerator = \"kvm\" succeeded:\n%s", res.Output)
+	}
+	for _, w := range []string{`accelerator = "kvm": KVM cannot run a guest on this host: /dev/kvm opens but`, `set accelerator = "tcg"`} {
+		if !strings.Contains(res.Output, w) {
+			t.Errorf("the error does not say %q:\n%s", w, res.Output)
+		}
+	}
+	if strings.Contains(res.Output, "Booting the image under QEMU") {
+		t.Errorf("the build booted:\n%s", res.Output)
+	}
+	if _, err := os.Stat(filepath.Join(a.out(), "console.log")); !os.IsNotExist(err) {
+		t.Errorf("a console.log was written (%v): something booted", err)
+	}
+	if _, err := os.Stat(a.out()); !os.IsNotExist(err) {
+		t.Errorf("output directory left after a refused build")
+	}
+	assertNoQemuLeaks(t, a)
+}
+
+// waitDone is closed when run ends.
+func waitDone(run *fixture.Run) <-chan struct{} {
+	c := make(chan struct{})
+	go func() { run.Wait(); close(c) }()
+	return c
 }
 
 // assertQemuBuildSteps checks that a qemu strategy build said it went

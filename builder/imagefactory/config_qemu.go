@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/hostcap"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/qemu"
 )
 
@@ -18,8 +19,12 @@ type QemuConfig struct {
 	// The QEMU binary. Defaults to `qemu-system-x86_64` (the host's
 	// architecture).
 	QemuBinary string `mapstructure:"qemu_binary"`
-	// `kvm` or `tcg`. Defaults to `kvm` when `/dev/kvm` can be opened,
-	// else `tcg` (software emulation: several times slower).
+	// `auto` (default), `kvm` or `tcg`. `auto` uses KVM only where it has
+	// been shown to run a guest: once per build, a tiny test guest must
+	// reach 64-bit long mode under `/dev/kvm` and run a loop at hardware
+	// speed within 5 s; else `tcg` (software emulation: several times
+	// slower). The build says which one it chose and why. `kvm` on a host
+	// where that proof fails is refused before anything boots.
 	Accelerator string `mapstructure:"accelerator"`
 	// Virtual CPUs. Defaults to 1.
 	CPUs int `mapstructure:"cpus"`
@@ -82,6 +87,9 @@ type QemuConfig struct {
 	// QEMU that exits while the build waits fails it at once, with QEMU's
 	// message. Defaults to `5m`.
 	BootStallTimeout time.Duration `mapstructure:"boot_stall_timeout"`
+
+	// The accelerator Prepare chose (kvm or tcg) and why, in one line.
+	accel, accelReason string
 }
 
 // Strategies the builder knows.
@@ -110,16 +118,17 @@ func (c *Config) prepareQemu(add func(string, ...interface{})) []string {
 		}
 	}
 	if q.Accelerator == "" {
-		q.Accelerator = qemu.AccelTCG
-		if qemu.KVMUsable("") {
-			q.Accelerator = qemu.AccelKVM
+		q.Accelerator = hostcap.AccelAuto
+	}
+	// Decided here, so that a KVM that cannot run a guest fails the build
+	// in seconds, before anything boots.
+	if accel, reason, err := hostcap.Accelerator(q.Accelerator, ""); err != nil {
+		add("%v", err)
+	} else {
+		q.accel, q.accelReason = accel, reason
+		if q.Accelerator == hostcap.AccelKVM && hostcap.KVM().Unproven {
+			warns = append(warns, fmt.Sprintf(`accelerator = "kvm": %s`, reason))
 		}
-	}
-	if q.Accelerator != qemu.AccelKVM && q.Accelerator != qemu.AccelTCG {
-		add("accelerator %q is not supported; use kvm or tcg", q.Accelerator)
-	}
-	if q.Accelerator == qemu.AccelKVM && !qemu.KVMUsable("") {
-		add("accelerator kvm: /dev/kvm cannot be opened on this host; use tcg")
 	}
 	if q.CPUs == 0 {
 		q.CPUs = 1

@@ -5,9 +5,18 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/hostcap"
 )
 
+// kvmHangs fakes hostcap's probe on a host like the CI's: /dev/kvm opens
+// but no guest gets far under it.
+func kvmHangs(time.Duration) hostcap.Verdict {
+	return hostcap.Verdict{Reason: "/dev/kvm opens but a test guest did not reach long mode in 5s"}
+}
+
 func TestConfigPrepare(t *testing.T) {
+	defer hostcap.SetProber(kvmHangs)()
 	// base is a minimal valid configuration, as Packer passes it.
 	base := func() map[string]interface{} {
 		return map[string]interface{}{
@@ -142,7 +151,8 @@ func TestConfigPrepare(t *testing.T) {
 			name: "qemu defaults",
 			set:  map[string]interface{}{"strategy": "qemu"},
 			check: func(t *testing.T, c *Config) {
-				if c.Accelerator != "tcg" && c.Accelerator != "kvm" || c.CPUs != 1 || c.Memory != 1024 || c.Firmware != "bios" ||
+				if c.Accelerator != "auto" || c.accel != "tcg" || c.accelReason != kvmHangs(0).Reason ||
+					c.CPUs != 1 || c.Memory != 1024 || c.Firmware != "bios" ||
 					c.Comm.Type != "ssh" || c.Comm.SSHUsername != "root" || c.Comm.SSHHost != "127.0.0.1" ||
 					c.ShutdownTimeout != 5*time.Minute || c.QemuBinary == "" || c.BootKernel != "" {
 					t.Errorf("qemu defaults: %+v, comm %+v", c.QemuConfig, c.Comm)
@@ -165,6 +175,8 @@ func TestConfigPrepare(t *testing.T) {
 			"boot_initrd": "/boot/initrd.img", "boot_cmdline": "quiet", "communicator": "winrm", "qemuargs": [][]string{{}}},
 			wantErr: []string{`accelerator "hvf" is not supported`, `firmware "coreboot" is not supported`,
 				"boot_initrd and boot_cmdline need boot_kernel", `communicator "winrm"`, "qemuargs[0] is empty"}},
+		{name: "qemu, kvm where KVM cannot run a guest", set: map[string]interface{}{"strategy": "qemu", "accelerator": "kvm"},
+			wantErr: []string{`accelerator = "kvm": KVM cannot run a guest on this host: /dev/kvm opens but a test guest did not reach long mode in 5s; set accelerator = "tcg"`}},
 		{name: "qemu missing kernel file", set: map[string]interface{}{"strategy": "qemu", "boot_kernel": "/nonexistent/vmlinuz"},
 			wantErr: []string{"kernel: stat /nonexistent/vmlinuz: no such file or directory"}},
 		{name: "qemu ssh_host elsewhere", set: map[string]interface{}{"strategy": "qemu", "ssh_host": "10.0.0.1"},
@@ -239,6 +251,7 @@ func TestConfigPrepare(t *testing.T) {
 }
 
 func TestConfigQemuWarnsOfChrootOptions(t *testing.T) {
+	defer hostcap.SetProber(kvmHangs)()
 	var c Config
 	warns, err := c.Prepare(map[string]interface{}{
 		"packer_build_name": "web", "base_image": "x.img", "strategy": "qemu",
@@ -249,5 +262,41 @@ func TestConfigQemuWarnsOfChrootOptions(t *testing.T) {
 	}
 	if len(warns) != 2 || !strings.Contains(warns[0], "copy_files") || !strings.Contains(warns[1], "resolv_conf") {
 		t.Errorf("warnings = %q, want copy_files and resolv_conf", warns)
+	}
+}
+
+// The accelerator Prepare chooses and the one line the build shows, for
+// each verdict of hostcap's probe (faked).
+func TestConfigAccelerator(t *testing.T) {
+	works := hostcap.Verdict{Usable: true, Reason: "a test guest reached long mode under /dev/kvm and ran 256Mi loop iterations in 120ms"}
+	unproven := hostcap.Verdict{Unproven: true, Reason: "KVM is unproven: the KVM probe is not implemented on linux/arm64"}
+	for _, tc := range []struct {
+		name      string
+		verdict   hostcap.Verdict
+		requested string
+		accel     string
+		reason    string
+		warning   string
+	}{
+		{"auto where KVM works", works, "", "kvm", works.Reason, ""},
+		{"auto where KVM hangs", kvmHangs(0), "auto", "tcg", kvmHangs(0).Reason, ""},
+		{"kvm where KVM works", works, "kvm", "kvm", works.Reason, ""},
+		{"kvm where KVM is unproven", unproven, "kvm", "kvm", unproven.Reason, `accelerator = "kvm": KVM is unproven`},
+		{"tcg", works, "tcg", "tcg", `asked for: accelerator = "tcg"`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer hostcap.SetProber(func(time.Duration) hostcap.Verdict { return tc.verdict })()
+			var c Config
+			warns, err := c.Prepare(map[string]interface{}{"packer_build_name": "web", "base_image": "x.img", "strategy": "qemu", "accelerator": tc.requested})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.accel != tc.accel || c.accelReason != tc.reason {
+				t.Errorf("accelerator %q (%s), want %q (%s)", c.accel, c.accelReason, tc.accel, tc.reason)
+			}
+			if w := strings.Join(warns, "\n"); (tc.warning == "") != (w == "") || !strings.Contains(w, tc.warning) {
+				t.Errorf("warnings %q, want %q", warns, tc.warning)
+			}
+		})
 	}
 }

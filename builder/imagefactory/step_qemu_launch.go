@@ -31,13 +31,14 @@ func (s *stepQemuLaunch) Run(ctx context.Context, state multistep.StateBag) mult
 	dir := state.Get(stateQemuDir).(string)
 	kernel := state.Get(stateKernel).([3]string)
 
+	ui.Say(fmt.Sprintf("Accelerator: %s (%s)", cfg.accel, cfg.accelReason))
 	port, err := qemu.FreePort()
 	if err != nil {
 		return haltf(state, "finding a free port on 127.0.0.1: %v", err)
 	}
 	o := qemu.Options{
 		Binary:      cfg.QemuBinary,
-		Accelerator: cfg.Accelerator,
+		Accelerator: cfg.accel,
 		CPUs:        cfg.CPUs,
 		MemoryMiB:   cfg.Memory,
 		Firmware:    cfg.Firmware,
@@ -66,7 +67,7 @@ func (s *stepQemuLaunch) Run(ctx context.Context, state multistep.StateBag) mult
 	state.Put(stateMachine, m)
 	state.Put(stateSSHPort, port)
 	ui.Say(fmt.Sprintf("Booting the image under QEMU (%s, %d CPU, %d MiB, %s%s); SSH on 127.0.0.1:%d, console in %s",
-		cfg.Accelerator, cfg.CPUs, cfg.Memory, cfg.Firmware, map[bool]string{true: ", direct kernel boot"}[kernel[0] != ""], port, o.ConsoleLog))
+		cfg.accel, cfg.CPUs, cfg.Memory, cfg.Firmware, map[bool]string{true: ", direct kernel boot"}[kernel[0] != ""], port, o.ConsoleLog))
 	return multistep.ActionContinue
 }
 

@@ -1,8 +1,9 @@
 # The qemu strategy, chained on the example factory's image: the image is
 # booted under QEMU and provisioned over SSH instead of in a chroot, for
 # installs that need a running system (services started, their own kernel
-# and /proc). Under TCG (no /dev/kvm) expect minutes, not seconds: `make
-# bench` prints the ratio to the chroot strategy.
+# and /proc). Under TCG (where KVM cannot run a guest: the build says which
+# accelerator it chose) expect minutes, not seconds: `make bench` prints the
+# ratio to the chroot strategy.
 #
 #   make example                                  # makes the base image
 #   packer build -force example/qemu/build.pkr.hcl

@@ -7,17 +7,14 @@ package qemu
 
 import (
 	"fmt"
-	"os"
-	"runtime"
 	"strconv"
 	"strings"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/hostcap"
 )
 
-// Accelerators and firmwares.
+// Firmwares.
 const (
-	AccelKVM = "kvm"
-	AccelTCG = "tcg"
-
 	FirmwareBIOS = "bios"
 	FirmwareUEFI = "uefi"
 )
@@ -32,7 +29,7 @@ const (
 type Options struct {
 	Binary      string // qemu-system-<arch>; default from Arch
 	Arch        string // x86_64 (default), aarch64, ...
-	Accelerator string // kvm or tcg
+	Accelerator string // kvm, tcg, or auto ("" too): hostcap.Accelerator decides
 	CPUs        int
 	MemoryMiB   int
 	Firmware    string // bios (default) or uefi
@@ -57,53 +54,32 @@ type Options struct {
 // DefaultBinary is qemu-system-<arch> for the host's architecture.
 func DefaultBinary(arch string) string {
 	if arch == "" {
-		arch = HostArch()
+		arch = hostcap.HostArch()
 	}
 	return "qemu-system-" + arch
 }
 
-// HostArch is the host's architecture as QEMU names it.
-func HostArch() string {
-	switch runtime.GOARCH {
-	case "amd64":
-		return "x86_64"
-	case "arm64":
-		return "aarch64"
-	case "386":
-		return "i386"
-	}
-	return runtime.GOARCH
-}
-
-// KVMUsable reports whether /dev/kvm can be opened for reading and writing
-// (present and permitted), and the guest's architecture is the host's.
-func KVMUsable(arch string) bool {
-	if arch != "" && arch != HostArch() {
-		return false
-	}
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return false
-	}
-	f.Close()
-	return true
-}
-
-// Args builds QEMU's command line (without the binary).
+// Args builds QEMU's command line (without the binary). An accelerator
+// left to auto is decided by hostcap (which may probe KVM: seconds, once
+// per process).
 func Args(o Options) ([]string, error) {
 	if o.Disk == "" {
 		return nil, fmt.Errorf("qemu: no disk")
 	}
 	arch := o.Arch
 	if arch == "" {
-		arch = HostArch()
+		arch = hostcap.HostArch()
 	}
 	accel := o.Accelerator
-	if accel == "" {
-		accel = AccelTCG
-	}
-	if accel != AccelKVM && accel != AccelTCG {
-		return nil, fmt.Errorf("qemu: accelerator %q is not kvm or tcg", accel)
+	switch accel {
+	case hostcap.AccelKVM, hostcap.AccelTCG:
+	case "", hostcap.AccelAuto:
+		var err error
+		if accel, _, err = hostcap.Accelerator(accel, arch); err != nil {
+			return nil, fmt.Errorf("qemu: %v", err)
+		}
+	default:
+		return nil, fmt.Errorf("qemu: accelerator %q is not kvm, tcg or auto", accel)
 	}
 	cpus, mem := o.CPUs, o.MemoryMiB
 	if cpus <= 0 {
@@ -125,7 +101,7 @@ func Args(o Options) ([]string, error) {
 	if arch == "aarch64" {
 		machine, cpu = "virt", "max"
 	}
-	if accel == AccelKVM {
+	if accel == hostcap.AccelKVM {
 		cpu = "host"
 	}
 	add("-machine", machine+",accel="+accel)

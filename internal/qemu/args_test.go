@@ -3,10 +3,17 @@ package qemu
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/hostcap"
 )
 
 func TestArgs(t *testing.T) {
-	base := Options{Disk: "/out/disk.raw", SSHPort: 2222, QMPSocket: "/run/q.sock", ConsoleLog: "/out/console.log"}
+	// auto asks hostcap: here, a host where KVM is proven.
+	defer hostcap.SetProber(func(time.Duration) hostcap.Verdict {
+		return hostcap.Verdict{Usable: true, Reason: "faked"}
+	})()
+	base := Options{Disk: "/out/disk.raw", SSHPort: 2222, QMPSocket: "/run/q.sock", ConsoleLog: "/out/console.log", Accelerator: hostcap.AccelTCG}
 	with := func(f func(*Options)) Options { o := base; f(&o); return o }
 	for _, tc := range []struct {
 		name    string
@@ -22,7 +29,7 @@ func TestArgs(t *testing.T) {
 			"-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22", "-device virtio-net-pci,netdev=net0",
 			"-serial file:/out/console.log", "-qmp unix:/run/q.sock,server=on,wait=off", "-display none",
 		}, []string{"-kernel", "pflash", "seed0"}, ""},
-		{"kvm", with(func(o *Options) { o.Accelerator = AccelKVM; o.CPUs = 2; o.MemoryMiB = 2048 }),
+		{"kvm", with(func(o *Options) { o.Accelerator = hostcap.AccelKVM; o.CPUs = 2; o.MemoryMiB = 2048 }),
 			[]string{"-machine q35,accel=kvm", "-cpu host", "-smp 2 -m 2048"}, nil, ""},
 		{"uefi", with(func(o *Options) { o.Firmware = FirmwareUEFI; o.OVMFCode = "/c.fd"; o.OVMFVars = "/out/vars.fd" }),
 			[]string{"-drive if=pflash,format=raw,unit=0,readonly=on,file=/c.fd", "-drive if=pflash,format=raw,unit=1,file=/out/vars.fd"}, nil, ""},
@@ -37,6 +44,16 @@ func TestArgs(t *testing.T) {
 		{"qemuargs appended", with(func(o *Options) { o.Extra = [][]string{{"-device", "virtio-balloon"}, {"-no-hpet"}} }),
 			[]string{"-device virtio-balloon -no-hpet"}, nil, ""},
 		{"bad accelerator", with(func(o *Options) { o.Accelerator = "hvf" }), nil, nil, `accelerator "hvf"`},
+		{"auto where KVM runs a guest", with(func(o *Options) { o.Accelerator = hostcap.AccelAuto }),
+			[]string{"-machine q35,accel=kvm", "-cpu host"}, nil, ""},
+		{"auto for another architecture", with(func(o *Options) {
+			o.Accelerator = ""
+			o.Arch = "aarch64"
+			o.Firmware = FirmwareUEFI
+			o.OVMFCode = "/c.fd"
+			o.OVMFVars = "/v.fd"
+		}),
+			[]string{"-machine virt,accel=tcg", "-cpu max"}, nil, ""},
 		{"bad firmware", with(func(o *Options) { o.Firmware = "coreboot" }), nil, nil, `firmware "coreboot"`},
 		{"no port", with(func(o *Options) { o.SSHPort = 0 }), nil, nil, "SSH port"},
 		{"no disk", Options{SSHPort: 1}, nil, nil, "no disk"},
