@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -218,15 +219,24 @@ func waitDone(run *fixture.Run) <-chan struct{} {
 }
 
 // assertQemuBuildSteps checks that a qemu strategy build said it went
-// through every stage: boot, SSH, power-off, the offline clean-up.
+// through every stage: the accelerator chosen and why (the templates set
+// none: "auto" decides), boot, SSH, power-off, the offline clean-up.
 func assertQemuBuildSteps(t *testing.T, output string) {
 	t.Helper()
+	if !accelLine.MatchString(output) {
+		t.Errorf("output does not name the accelerator chosen and why (%s):\n%s", accelLine, output)
+	} else {
+		t.Logf("%s", accelLine.FindString(output))
+	}
 	for _, w := range []string{"Booting the image under QEMU", "Connected to SSH!", "The guest powered off", "Removed what the factory boot left"} {
 		if !strings.Contains(output, w) {
 			t.Errorf("output lacks %q:\n%s", w, output)
 		}
 	}
 }
+
+// accelLine is the launch step's line naming the accelerator and the reason.
+var accelLine = regexp.MustCompile(`Accelerator: (kvm|tcg) \(\S[^\n]*\)`)
 
 // assertQemuProvisioned checks, in the output's mounted root, what
 // qemuProvisioners left: their files, and the kernel the guest ran being
