@@ -115,10 +115,21 @@ func checkTreeDisk(t *testing.T, img, table, fs, label string) {
 // debootstrap tree.
 const bootstrapInclude = `["systemd-sysv", "udev", "linux-image-amd64", "openssh-server"]`
 
+// bootstrapSource makes a bootable GPT qcow2 disk from that tree.
+const bootstrapSource = `
+  bootstrap {
+    tool    = "debootstrap"
+    suite   = "bookworm"
+    variant = "minbase"
+    include = ` + bootstrapInclude + `
+  }
+  format = "qcow2"
+`
+
 // networkd is a chroot provisioner that gives the image DHCP on its NIC
 // (systemd-networkd, part of systemd), as example/build.pkr.hcl does: a
-// bare debootstrap tree brings no network up, and the qemu strategy needs
-// one to reach sshd.
+// bare debootstrap tree brings no network up. (The qemu strategy brings
+// its own up for its boot: TestAccQemuNetwork.)
 const networkd = `
   provisioner "shell" {
     inline = [
@@ -139,15 +150,7 @@ const networkd = `
 func TestAccBootstrapBoots(t *testing.T) {
 	requireQemu(t)
 	a := newAcc(t)
-	res := mustBuild(t, a, treeTemplate(`
-  bootstrap {
-    tool    = "debootstrap"
-    suite   = "bookworm"
-    variant = "minbase"
-    include = `+bootstrapInclude+`
-  }
-  format = "qcow2"
-`, marker+networkd), nil)
+	res := mustBuild(t, a, treeTemplate(bootstrapSource, marker+networkd), nil)
 	img := filepath.Join(a.out(), "t.qcow2")
 	t.Logf("build %s; %s", res.Duration, describeImage(t, img))
 	checkTreeDisk(t, img, "gpt", "ext4", "cloudimg-rootfs")

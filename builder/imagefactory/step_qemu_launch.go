@@ -48,6 +48,7 @@ func (s *stepQemuLaunch) Run(ctx context.Context, state multistep.StateBag) mult
 		Initrd:      kernel[1],
 		Cmdline:     kernel[2],
 		SSHPort:     port,
+		MAC:         state.Get(stateGuest).(*qemu.GuestState).MAC,
 		QMPSocket:   filepath.Join(dir, "qmp.sock"),
 		ConsoleLog:  filepath.Join(cfg.OutputDirectory, "console.log"),
 		Extra:       cfg.QemuArgs,

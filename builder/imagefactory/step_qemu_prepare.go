@@ -11,9 +11,10 @@ import (
 
 // stepQemuPrepare works on the image offline, before its boot: it records
 // what the boot may change (so that exactly that is taken out after it),
-// injects the build's key with inject_ssh_key, gives an image without a
-// resolver QEMU's for the boot, and copies the kernel out for
-// boot_kernel = "image".
+// injects the build's key with inject_ssh_key, brings the network up for
+// the boot through a network manager the image has (matching the factory
+// NIC's MAC), gives an image without a resolver QEMU's for the boot, and
+// copies the kernel out for boot_kernel = "image".
 type stepQemuPrepare struct{}
 
 func (s *stepQemuPrepare) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
@@ -31,6 +32,19 @@ func (s *stepQemuPrepare) Run(ctx context.Context, state multistep.StateBag) mul
 			return haltf(state, "inject_ssh_key: %v", err)
 		}
 		ui.Say(fmt.Sprintf("Put the build's key in %s/.ssh/authorized_keys (removed after the build)", g.Home))
+	}
+	mac, err := qemu.NewMAC()
+	if err != nil {
+		return haltf(state, "making the factory NIC's MAC address: %v", err)
+	}
+	plan, err := g.ProvideNetwork(sess.RootFS(), mac)
+	if err != nil {
+		return halt(state, err)
+	}
+	if plan.Manager == "" {
+		ui.Error("Warning: " + plan.String())
+	} else {
+		ui.Say(plan.String())
 	}
 	if wrote, err := g.ProvideDNS(sess.RootFS()); err != nil {
 		return halt(state, err)

@@ -12,8 +12,10 @@ import (
 
 // stepQemuScrub takes out of the image, offline after the shutdown, what
 // the factory boot left in it: the build's key (and the sshd drop-in),
-// cloud-init's generated configuration and instance state, the SSH host
-// keys, machine-id (to "uninitialized"), DHCP leases, the random seed.
+// cloud-init's instance state, the SSH host keys, machine-id (to
+// "uninitialized"), DHCP leases, the random seed; and it puts the image's
+// network configuration, resolv.conf and cloud-init's generated files back
+// as they were before the boot, the build's own network files taken out.
 type stepQemuScrub struct{}
 
 func (s *stepQemuScrub) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {

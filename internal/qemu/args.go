@@ -7,6 +7,7 @@ package qemu
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -18,6 +19,11 @@ const (
 	FirmwareBIOS = "bios"
 	FirmwareUEFI = "uefi"
 )
+
+// NICSlot is the factory NIC's PCI slot on the machine's root bus.
+const NICSlot = "0x3"
+
+var macAddress = regexp.MustCompile(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`)
 
 // Default OVMF files (Debian's ovmf package).
 const (
@@ -45,6 +51,7 @@ type Options struct {
 	Cmdline string
 
 	SSHPort    int    // host port on 127.0.0.1 forwarded to the guest's 22
+	MAC        string // the NIC's MAC address (aa:bb:cc:dd:ee:ff), or "" for QEMU's default
 	QMPSocket  string // unix socket of the QMP monitor
 	ConsoleLog string // the serial console goes here
 
@@ -151,7 +158,16 @@ func Args(o Options) ([]string, error) {
 	// User-mode networking: no privileges, and the only way in is the
 	// forwarded port, bound to the host's loopback.
 	add("-netdev", fmt.Sprintf("user,id=net0,hostfwd=tcp:127.0.0.1:%d-:22", o.SSHPort))
-	add("-device", "virtio-net-pci,netdev=net0")
+	// A fixed slot: the NIC's name in the guest does not depend on which
+	// other devices come first (enp0s3 on q35 under systemd's naming).
+	nic := "virtio-net-pci,netdev=net0,addr=" + NICSlot
+	if o.MAC != "" {
+		if !macAddress.MatchString(o.MAC) {
+			return nil, fmt.Errorf("qemu: MAC address %q is not six colon-separated hex bytes", o.MAC)
+		}
+		nic += ",mac=" + o.MAC
+	}
+	add("-device", nic)
 	add("-device", "virtio-rng-pci")
 
 	if o.ConsoleLog != "" {

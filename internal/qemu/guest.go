@@ -24,18 +24,6 @@ var FactoryBootOps = []string{
 	"random-seed", "credential-secret", "utmp",
 }
 
-// generatedConfig are files cloud-init writes on a first boot about the
-// machine it ran on (network config matching the factory's NIC, sudoers
-// for a created user). Removed after the boot only when they were not in
-// the image before it.
-var generatedConfig = []string{
-	"/etc/systemd/network/10-cloud-init-*.network",
-	"/etc/netplan/50-cloud-init.yaml",
-	"/etc/network/interfaces.d/50-cloud-init*",
-	"/etc/sudoers.d/90-cloud-init-users",
-	"/etc/cloud/cloud.cfg.d/99-installer.cfg",
-}
-
 // sshdDropIn lets the build's key log in as root; sshd takes the first
 // value it reads, and drop-ins are read in name order, so 00- wins.
 const sshdDropIn = "/etc/ssh/sshd_config.d/00-imagefactory-build.conf"
@@ -52,18 +40,19 @@ type GuestState struct {
 	Key      string // the build's authorized_keys line
 	Injected bool   // the key was put in offline
 
+	MAC string // the factory NIC's, once ProvideNetwork chose it
+
 	hadSSHDir, hadAuthorized bool
 	wroteDropIn              bool
-	existing                 map[string]bool // generatedConfig matches before the boot
-	resolv                   *resolvState    // the image's resolv.conf, when the boot needs the build's
-	wroteResolv              bool
+	snap                     *snapshot // bootWatched, and what the build writes for the boot
+	needDNS                  bool      // the image names no resolver
 	Warnings                 []string
 }
 
 // Inspect records the image's state before the boot (root is its mounted
 // root filesystem) for user, whose key the build will use.
 func Inspect(root *inroot.Root, user, key string) (*GuestState, error) {
-	g := &GuestState{User: user, Key: key, existing: map[string]bool{}}
+	g := &GuestState{User: user, Key: key, snap: newSnapshot()}
 	home, uid, gid, err := lookupUser(root, user)
 	if err != nil {
 		return nil, err
@@ -73,16 +62,11 @@ func Inspect(root *inroot.Root, user, key string) (*GuestState, error) {
 		g.hadSSHDir, _ = root.Exists(path.Join(home, ".ssh"))
 		g.hadAuthorized, _ = root.Exists(path.Join(home, ".ssh", "authorized_keys"))
 	}
-	for _, glob := range generatedConfig {
-		ms, err := globIn(root, glob)
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range ms {
-			g.existing[m] = true
-		}
+	if err := g.snap.watch(root, bootWatched...); err != nil {
+		return nil, err
 	}
-	if err := g.recordResolv(root); err != nil {
+	g.Warnings = append(g.Warnings, g.snap.Warnings...)
+	if g.needDNS, err = needsResolver(root); err != nil {
 		return nil, err
 	}
 	return g, nil
@@ -146,10 +130,11 @@ func (g *GuestState) InjectKey(root *inroot.Root) error {
 
 // Undo removes, from the image after the boot, what the factory put in or
 // the boot generated: the build's key (whether injected or written by
-// cloud-init), the sshd drop-in, cloud-init's generated configuration,
-// the boot's resolv.conf (the image's own is put back), and through the
-// scrub operations FactoryBootOps the guest's identity.
-// The report lists every change.
+// cloud-init), the sshd drop-in, and through the scrub operations
+// FactoryBootOps the guest's identity; and it puts back every path of
+// bootWatched and every file written for the boot as it was before
+// (network configuration, cloud-init's files, resolv.conf). The report
+// lists every change.
 func (g *GuestState) Undo(ctx context.Context, root *inroot.Root) (*scrub.Report, error) {
 	var errs []error
 	var extra []string
@@ -169,21 +154,7 @@ func (g *GuestState) Undo(ctx context.Context, root *inroot.Root) (*scrub.Report
 			errs = append(errs, err)
 		}
 	}
-	for _, glob := range generatedConfig {
-		ms, err := globIn(root, glob)
-		errs = append(errs, err)
-		for _, m := range ms {
-			if g.existing[m] {
-				continue
-			}
-			if err := root.Remove(m); err != nil {
-				errs = append(errs, err)
-			} else {
-				extra = append(extra, m)
-			}
-		}
-	}
-	resolvAction, err := g.restoreResolv(root)
+	restored, err := g.snap.restore(root, "factory-boot")
 	errs = append(errs, err)
 	ops, err := scrub.Select(FactoryBootOps)
 	if err != nil {
@@ -197,9 +168,7 @@ func (g *GuestState) Undo(ctx context.Context, root *inroot.Root) (*scrub.Report
 	for _, p := range extra {
 		rep.Changes = append(rep.Changes, scrub.Change{Op: "factory-boot", Path: p, Action: scrub.Removed})
 	}
-	if resolvAction != "" {
-		rep.Changes = append(rep.Changes, scrub.Change{Op: "factory-boot", Path: resolvConf, Action: resolvAction})
-	}
+	rep.Changes = append(rep.Changes, restored...)
 	return rep, errors.Join(errs...)
 }
 
