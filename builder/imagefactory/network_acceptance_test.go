@@ -97,7 +97,6 @@ func TestAccQemuNetwork(t *testing.T) {
 			out := filepath.Join(a.Dir, "qemu-"+tc.name)
 			res := mustBuild(t, a, template(`
   strategy         = "qemu"
-  accelerator      = "tcg"
   memory           = 1024
   inject_ssh_key   = true
   shutdown_command = "systemctl poweroff"
