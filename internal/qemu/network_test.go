@@ -165,7 +165,7 @@ func TestProvideNetwork(t *testing.T) {
 				t.Errorf("the plan says %q", s)
 			}
 
-			rep, err := g.Undo(context.Background(), root)
+			rep, err := g.Undo(context.Background(), root, time.Time{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -229,7 +229,7 @@ func TestProvideNetworkConfined(t *testing.T) {
 			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 				t.Errorf("ProvideNetwork = %v, want error %q", err, tc.wantErr)
 			}
-			if _, err := g.Undo(context.Background(), root); err != nil {
+			if _, err := g.Undo(context.Background(), root, time.Time{}); err != nil {
 				t.Fatal(err)
 			}
 			if diff := fixture.ManifestDiff(hostBefore, fixture.DirManifest(t, host), 20); len(diff) > 0 {
@@ -246,7 +246,14 @@ func TestProvideNetworkConfined(t *testing.T) {
 // (content, mode, owner, symlink targets, times), whatever the boot did to
 // it; what appeared is removed; paths outside the watched ones keep what
 // the boot (or a provisioner) made of them.
+// With the mark taken after the boot (no provisioner ran), the same.
 func TestUndoRestoresNetworkConfig(t *testing.T) {
+	for _, name := range []string{"without a mark", "with a mark after the boot"} {
+		t.Run(name, func(t *testing.T) { undoRestoresNetworkConfig(t, name != "without a mark") })
+	}
+}
+
+func undoRestoresNetworkConfig(t *testing.T, withMark bool) {
 	dir := t.TempDir()
 	makeTree(t, dir, map[string]string{
 		"etc/network/interfaces":                     "auto lo\niface lo inet loopback\n",
@@ -320,7 +327,12 @@ func TestUndoRestoresNetworkConfig(t *testing.T) {
 	write("etc/sudoers.d/90-cloud-init-users", "root ALL=(ALL) NOPASSWD:ALL\n")
 	write("var/lib/NetworkManager/secret_key", "factory\n")
 
-	rep, err := g.Undo(context.Background(), root)
+	var mark time.Time
+	if withMark {
+		time.Sleep(20 * time.Millisecond) // past the kernel's timestamp tick
+		mark = time.Now()
+	}
+	rep, err := g.Undo(context.Background(), root, mark)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +382,7 @@ func TestUndoRestoresNetworkConfig(t *testing.T) {
 		}
 	}
 	// A second Undo finds nothing left.
-	if rep, err := g.Undo(context.Background(), root); err != nil || len(rep.Changes) != 0 {
+	if rep, err := g.Undo(context.Background(), root, mark); err != nil || len(rep.Changes) != 0 {
 		t.Errorf("second Undo: %v, %+v", err, rep.Changes)
 	}
 }
