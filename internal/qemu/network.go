@@ -199,8 +199,17 @@ type unitFile struct {
 	enabled bool   // some .wants or .requires directory links it
 }
 
+// bootWants is where the build links a unit it enables for the boot: a
+// unit directory of systemd's search path (systemd.unit(5); "systemd-analyze
+// unit-paths" lists it on Debian 12) that systemctl enable and disable
+// never write to. A provisioner's "systemctl enable" of the same unit
+// then makes its own link in /etc, which stays when the build's goes; in
+// /etc/systemd/system the two would be one link, the build's, and the
+// provisioner's intent would go with it.
+const bootWants = "/usr/local/lib/systemd/system/multi-user.target.wants"
+
 func (u unitFile) service() bootService {
-	return bootService{link: path.Join("/etc/systemd/system/multi-user.target.wants", u.name), target: u.file}
+	return bootService{link: path.Join(bootWants, u.name), target: u.file}
 }
 
 // unitDirs are systemd's unit directories that an offline image holds, in

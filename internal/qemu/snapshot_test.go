@@ -7,6 +7,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +61,7 @@ func (f img) remove(name string) {
 
 func (f img) link(name, target string) {
 	f.t.Helper()
+	os.MkdirAll(filepath.Dir(f.p(name)), 0o755)
 	os.Remove(f.p(name))
 	if err := os.Symlink(target, f.p(name)); err != nil {
 		f.t.Fatal(err)
@@ -104,6 +106,7 @@ func TestUndoKeepsProvisionerChanges(t *testing.T) {
 		boot, prov func(img)
 		mark       string            // "after-boot" (default), "none", "before-build" (the host's clock ahead of the guest's)
 		kept       map[string]string // left as the provisioner made it (with all beneath): why
+		also       []string          // the same, outside the places watched (not reported)
 		want       map[string]string // content after Undo ("" = missing)
 		err        string
 	}{
@@ -155,9 +158,12 @@ func TestUndoKeepsProvisionerChanges(t *testing.T) {
 			prov: func(f img) {
 				f.add(networkdFile[1:], "# a provisioner's line\n")
 				f.write("etc/systemd/network/60-app.network", "[Match]\nName=en*\n")
+				// systemctl enable systemd-networkd: a link of its own.
+				f.link("etc/systemd/system/multi-user.target.wants/systemd-networkd.service", "/usr/lib/systemd/system/systemd-networkd.service")
 			},
 			kept: map[string]string{"/etc/systemd/network/60-app.network": madeBy},
-			want: map[string]string{networkdFile: "", "/etc/systemd/system/multi-user.target.wants/systemd-networkd.service": ""}},
+			also: []string{"/etc/systemd/system/multi-user.target.wants"},
+			want: map[string]string{networkdFile: "", bootWants + "/systemd-networkd.service": "", "/usr/local": ""}},
 		{name: "NetworkManager: the build's keyfile goes, a provisioner's stays", tree: merge(systemd, networkManager, networkManagerOn, map[string]string{"var/lib/": ""}), network: true,
 			boot: func(f img) { f.write("var/lib/NetworkManager/secret_key", "boot's\n") },
 			prov: func(f img) {
@@ -238,7 +244,7 @@ func TestUndoKeepsProvisionerChanges(t *testing.T) {
 			// provisioner left (as it left it) and the paths of want.
 			want := maps.Clone(before)
 			loose := map[string]bool{} // directories whose mtime the provisioner moved
-			for p := range tc.kept {
+			for _, p := range append(slices.Collect(maps.Keys(tc.kept)), tc.also...) {
 				for q := range want {
 					if q == p || strings.HasPrefix(q, p+"/") {
 						delete(want, q)
