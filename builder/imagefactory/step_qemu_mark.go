@@ -59,7 +59,7 @@ func readGuestClock(ctx context.Context, comm packersdk.Communicator) (time.Time
 	case status := <-exited:
 		mark, err := qemu.ParseGuestClock(out.String())
 		if err != nil && (status != 0 || errOut.Len() > 0) {
-			err = fmt.Errorf("%w; exit status %d, %s", err, status, strings.TrimSpace(errOut.String()))
+			err = fmt.Errorf("%w; exit status %d, %s", err, status, strings.ReplaceAll(strings.TrimSpace(errOut.String()), "\n", " / "))
 		}
 		return mark, err
 	}

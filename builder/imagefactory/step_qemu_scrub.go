@@ -3,6 +3,7 @@ package imagefactory
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -42,6 +43,7 @@ func (s *stepQemuScrub) Run(ctx context.Context, state multistep.StateBag) multi
 	}
 	uiOf(state).Say(msg)
 	if len(kept) > 0 {
+		sort.Strings(kept)
 		uiOf(state).Say(fmt.Sprintf("Kept what provisioners did to the network configuration (%d):\n  %s", len(kept), strings.Join(kept, "\n  ")))
 	}
 	return multistep.ActionContinue
