@@ -48,11 +48,17 @@ func (g *GuestState) ProvideDNS(root *inroot.Root) (bool, error) {
 	if !g.needDNS {
 		return false, nil
 	}
+	var old []byte
+	if e := g.snap.entries[resolvConf]; e != nil && e.kind == kindFile {
+		old = e.data
+	}
 	if err := root.WriteFile(resolvConf, []byte(resolverText), 0o644); err != nil {
 		return false, fmt.Errorf("resolv.conf for the boot: %w", err)
 	}
 	g.snap.stamp(root, resolvConf)
-	// A provisioner may add to it: their lines stay, the build's go.
-	g.snap.blocks[resolvConf] = &buildBlock{text: resolverText, traces: []string{resolverText[:strings.IndexByte(resolverText, '\n')]}}
+	// A provisioner may add to it: their lines stay, the image's come back
+	// in place of the build's.
+	g.snap.blocks[resolvConf] = &buildBlock{text: resolverText, replaced: string(old),
+		traces: []string{resolverText[:strings.IndexByte(resolverText, '\n')]}}
 	return true, nil
 }

@@ -95,21 +95,23 @@ type snapshot struct {
 	patterns []string
 	parents  map[string]*dirTimes
 	own      map[string]bool        // written by the build for its boot alone: always put back
+	made     map[string]bool        // directories made for them outside the watched places
 	blocks   map[string]*buildBlock // the build's lines in a file that is the image's too
 	known    map[string]time.Time   // ctimes as the build left them before the boot
 	Warnings []string
 }
 
-// buildBlock is what the build added to a file of the image's: the text as
-// written, and traces, strings that only the build's lines hold.
+// buildBlock is what the build put in a file of the image's: the text as
+// written, what it replaced there, and traces, strings that only the
+// build's lines hold.
 type buildBlock struct {
-	text   string
-	traces []string
+	text, replaced string
+	traces         []string
 }
 
 func newSnapshot() *snapshot {
 	return &snapshot{entries: map[string]*entry{}, trees: map[string]bool{}, parents: map[string]*dirTimes{},
-		own: map[string]bool{}, blocks: map[string]*buildBlock{}, known: map[string]time.Time{}}
+		own: map[string]bool{}, made: map[string]bool{}, blocks: map[string]*buildBlock{}, known: map[string]time.Time{}}
 }
 
 // watch records each spec (bootWatched's syntax) as the image holds it now.
@@ -150,8 +152,9 @@ func (s *snapshot) watch(root *inroot.Root, specs ...string) error {
 
 // track records p, about to be written by the build, as it is now; when
 // some of its parents are missing too it records the topmost missing one,
-// so that the directories the build makes for p are removed again. (A
-// watched path records no missing parents: a provisioner may make them.)
+// so that the directories the build makes for p are removed again (those
+// that hold nothing else then: see made). (A watched path records no
+// missing parents: a provisioner may make them.)
 func (s *snapshot) track(root *inroot.Root, p string) error {
 	top := path.Clean(p)
 	for {
@@ -167,6 +170,9 @@ func (s *snapshot) track(root *inroot.Root, p string) error {
 			break
 		}
 		top = parent
+	}
+	if _, watched := s.entries[top]; !watched && top != path.Clean(p) {
+		s.made[top] = true
 	}
 	if err := s.record(root, top, false); err != nil {
 		return err
@@ -373,6 +379,8 @@ func (s *snapshot) restore(root *inroot.Root, op string, mark time.Time) ([]scru
 		e := s.entries[p]
 		_, exists := r.seen[p]
 		switch {
+		case s.made[p]:
+			// below, once what is watched beneath it is done
 		case s.own[p]:
 			r.putBack(p, e)
 		case s.blocks[p] != nil && exists && r.byProvisioner(p):
@@ -402,6 +410,12 @@ func (s *snapshot) restore(root *inroot.Root, op string, mark time.Time) ([]scru
 			}
 		default:
 			r.putBack(p, e)
+		}
+	}
+
+	for _, p := range paths {
+		if s.made[p] && r.seen[p] != nil && !r.under(p) {
+			r.prune(p)
 		}
 	}
 
@@ -565,8 +579,40 @@ func (r *restoring) trim(p string) {
 	}
 }
 
+// prune takes out of p, a directory made for the build's own files
+// outside the watched places, those files and then the directories they
+// leave empty; anything else there is not the build's (nor the boot's
+// concern) and stays. It reports the topmost path it removes whole.
+func (r *restoring) prune(p string) {
+	if r.s.own[p] || r.onlyOwn(p) {
+		r.note(p, scrub.Removed, r.root.RemoveAll(p))
+		return
+	}
+	if names, err := readDirNames(r.root, p); err == nil {
+		for _, n := range names {
+			r.prune(path.Join(p, n))
+		}
+	}
+}
+
+// onlyOwn: p is a directory that holds nothing but the build's own files
+// (or nothing), as it is now.
+func (r *restoring) onlyOwn(p string) bool {
+	names, err := readDirNames(r.root, p)
+	if err != nil {
+		return false
+	}
+	for _, n := range names {
+		if c := path.Join(p, n); !r.s.own[c] && !r.onlyOwn(c) {
+			return false
+		}
+	}
+	return true
+}
+
 // cut takes the build's lines out of p, a file of the image's that a
-// provisioner changed, and keeps the rest as the provisioner left it.
+// provisioner changed (back to what they replaced), and keeps the rest as
+// the provisioner left it.
 func (r *restoring) cut(p string, b *buildBlock) {
 	fi, err := r.root.Lstat(p)
 	var data []byte
@@ -595,6 +641,7 @@ func (r *restoring) cut(p string, b *buildBlock) {
 		r.kept(p, changedBy)
 		return
 	}
+	rest = text[:i] + b.replaced + text[i+len(b.text):]
 	f, err := r.root.OpenFile(p, os.O_WRONLY|os.O_TRUNC|unix.O_NOFOLLOW, 0)
 	if err == nil {
 		_, err = f.WriteString(rest)
