@@ -322,38 +322,12 @@ func (s *snapshot) restore(root *inroot.Root, op string, mark time.Time) ([]scru
 	r := &restoring{s: s, root: root, op: op, mark: mark,
 		seen: map[string]*observed{}, keep: map[string]bool{}, settled: map[string]bool{}}
 
-	// Look first: taking out what the boot made moves the ctimes of the
-	// directories it was in.
 	paths := make([]string, 0, len(s.entries))
 	for p := range s.entries {
 		paths = append(paths, p)
 	}
 	sort.Strings(paths)
-	for p := range s.trees {
-		r.observe(p, true)
-	}
-	var matches []string
-	for _, pat := range s.patterns {
-		ms, err := globIn(root, pat)
-		r.errs = append(r.errs, err)
-		matches = append(matches, ms...)
-		r.observe(path.Dir(pat), false)
-	}
-	for _, m := range matches {
-		r.observe(m, true)
-	}
-	for _, p := range paths {
-		r.observe(p, true)
-		for a := path.Dir(p); ; a = path.Dir(a) { // up to the first directory that exists
-			r.observe(a, false)
-			if r.seen[a] != nil || a == "/" {
-				break
-			}
-		}
-	}
-	for dir := range s.parents {
-		r.observe(dir, false)
-	}
+	matches := r.observeAll(paths)
 
 	// What appeared: new entries in the trees, new pattern matches.
 	var fresh []string
@@ -458,6 +432,38 @@ type observed struct {
 	ctime time.Time
 	dir   bool
 	names []string // a directory's entries, once observed deep (non-nil)
+}
+
+// observeAll looks at everything restore decides on before it changes
+// anything: taking out what the boot made moves the ctimes of the
+// directories it was in. It returns the watched patterns' matches.
+func (r *restoring) observeAll(paths []string) []string {
+	for p := range r.s.trees {
+		r.observe(p, true)
+	}
+	var matches []string
+	for _, pat := range r.s.patterns {
+		ms, err := globIn(r.root, pat)
+		r.errs = append(r.errs, err)
+		matches = append(matches, ms...)
+		r.observe(path.Dir(pat), false)
+	}
+	for _, m := range matches {
+		r.observe(m, true)
+	}
+	for _, p := range paths {
+		r.observe(p, true)
+		for a := path.Dir(p); ; a = path.Dir(a) { // up to the first directory that exists
+			r.observe(a, false)
+			if r.seen[a] != nil || a == "/" {
+				break
+			}
+		}
+	}
+	for dir := range r.s.parents {
+		r.observe(dir, false)
+	}
+	return matches
 }
 
 // observe notes p, and with deep everything beneath it; a path missing
