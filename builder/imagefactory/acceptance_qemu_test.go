@@ -228,7 +228,7 @@ func assertQemuBuildSteps(t *testing.T, output string) {
 	} else {
 		t.Logf("%s", accelLine.FindString(output))
 	}
-	for _, w := range []string{"Booting the image under QEMU", "Connected to SSH!", "The guest powered off", "Removed what the factory boot left"} {
+	for _, w := range []string{"Booting the image under QEMU", "Connected to SSH!", "Guest clock when SSH answered: ", "The guest powered off", "Removed what the factory boot left"} {
 		if !strings.Contains(output, w) {
 			t.Errorf("output lacks %q:\n%s", w, output)
 		}

@@ -171,6 +171,7 @@ func (b *Builder) qemuSteps() []multistep.Step {
 			SSHConfig: cfg.Comm.SSHConfigFunc(),
 			SSHPort:   func(state multistep.StateBag) (int, error) { return state.Get(stateSSHPort).(int), nil },
 		}},
+		&stepQemuMark{},
 		new(commonsteps.StepProvision),
 		&stepQemuShutdown{},
 		after,

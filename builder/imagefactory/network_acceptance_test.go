@@ -2,6 +2,7 @@ package imagefactory_test
 
 import (
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -13,7 +14,7 @@ import (
 // netConfigPaths are the image's network configuration locations that a
 // qemu build must hand back unchanged (the *.wants directories of
 // /etc/systemd/system are added by netManifest).
-var netConfigPaths = []string{"etc/network", "etc/systemd/network", "etc/resolv.conf", "etc/udev/rules.d"}
+var netConfigPaths = []string{"etc/network", "etc/systemd/network", "etc/netplan", "etc/resolv.conf", "etc/udev/rules.d"}
 
 // netManifest lists, for the root partition of raw, every file under
 // netConfigPaths and /etc/systemd/system/*.wants (fixture.DirManifest:
@@ -48,7 +49,10 @@ func netManifest(t *testing.T, raw string) map[string]string {
 // name on QEMU's pc machine, which the q35 factory VM does not have
 // (networkd off, no .network file). Both provision over SSH with the
 // key injected offline, and their network configuration comes out of
-// the qemu build exactly as it went in.
+// the qemu build exactly as it went in, but for what the provisioners
+// wrote there: on the disk without network configuration, a shell
+// provisioner writes a .network file and a file provisioner a netplan
+// file, and both are in the output byte for byte.
 func TestAccQemuNetwork(t *testing.T) {
 	requireQemu(t)
 	a := newAcc(t)
@@ -87,11 +91,31 @@ func TestAccQemuNetwork(t *testing.T) {
 	t.Logf("disk with ifupdown naming ens3: %s", res.Duration)
 	ifupdownImg := filepath.Join(ifupdown, "t.qcow2")
 
+	const appNetwork, appNetplan = "[Match]\nName=en*\n\n[Network]\nDHCP=yes\n", "network:\n  version: 2\n  renderer: networkd\n"
 	for _, tc := range []struct {
 		name, base, manager string
+		provision           string            // more provisioners
+		written             map[string]string // by them in the network configuration: content
 	}{
-		{"ifupdown-ens3", ifupdownImg, "Network for the factory boot: ifupdown, DHCP on the NIC matched by MAC 52:54:00:"},
-		{"no-network-configuration", noNetImg, "Network for the factory boot: systemd-networkd (systemd-networkd.service enabled for this boot only), DHCP on the NIC matched by MAC 52:54:00:"},
+		{"ifupdown-ens3", ifupdownImg, "Network for the factory boot: ifupdown, DHCP on the NIC matched by MAC 52:54:00:", "", nil},
+		{"no-network-configuration", noNetImg, "Network for the factory boot: systemd-networkd (systemd-networkd.service enabled for this boot only), DHCP on the NIC matched by MAC 52:54:00:",
+			// networkd reads its files when it starts: the factory's
+			// network is not disturbed.
+			`
+  provisioner "shell" {
+    inline = ["printf '` + strings.ReplaceAll(appNetwork, "\n", `\\n`) + `' > /etc/systemd/network/60-app.network"]
+  }
+  provisioner "shell" {
+    inline = ["mkdir -p /etc/netplan"]
+  }
+  provisioner "file" {
+    content     = "` + strings.ReplaceAll(appNetplan, "\n", `\n`) + `"
+    destination = "/etc/netplan/60-app.yaml"
+  }
+  provisioner "shell" {
+    inline = ["chmod 600 /etc/netplan/60-app.yaml"]
+  }
+`, map[string]string{"/etc/systemd/network/60-app.network": appNetwork, "/etc/netplan/60-app.yaml": appNetplan}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(a.Dir, "qemu-"+tc.name)
@@ -109,10 +133,10 @@ func TestAccQemuNetwork(t *testing.T) {
       "getent hosts deb.debian.org",
     ]
   }
-`), map[string]string{"base": tc.base, "out": out})
+`+tc.provision), map[string]string{"base": tc.base, "out": out})
 			t.Logf("qemu build %s", res.Duration)
 			for _, line := range strings.Split(res.Output, "\n") {
-				if regexp.MustCompile(`Network for the factory boot|\(factory-boot\)|52:54:00|enp0s3|deb\.debian\.org`).MatchString(line) {
+				if regexp.MustCompile(`Network for the factory boot|\(factory-boot\)|52:54:00|enp0s3|deb\.debian\.org|Guest clock|Kept what|: (made|changed|removed) by a provisioner`).MatchString(line) {
 					t.Log(strings.TrimSpace(line))
 				}
 			}
@@ -125,7 +149,34 @@ func TestAccQemuNetwork(t *testing.T) {
 			if m := regexp.MustCompile(`matched by MAC (52:54:00(:[0-9a-f]{2}){3})`).FindStringSubmatch(res.Output); m == nil || strings.Count(res.Output, m[1]) < 2 {
 				t.Errorf("the guest's enp0s3 does not have the MAC the build chose (%v):\n%s", m, res.Output)
 			}
-			before, after := netManifest(t, toRaw(t, tc.base)), netManifest(t, toRaw(t, filepath.Join(out, "t.qcow2")))
+			raw := toRaw(t, filepath.Join(out, "t.qcow2"))
+			before, after := netManifest(t, toRaw(t, tc.base)), netManifest(t, raw)
+			// What the provisioners wrote is there byte for byte, and
+			// named as kept; the directories it went in changed by it.
+			for p, content := range tc.written {
+				if got := readOut(t, raw, lastPartition(t, raw, "ext4"), p); got != content {
+					t.Errorf("%s in the output = %q, want what the provisioner wrote, %q", p, got, content)
+				}
+				named := false // p, or the directory made for it
+				for q := p; q != "/etc"; q = path.Dir(q) {
+					named = named || strings.Contains(res.Output, q+": made by a provisioner\n")
+				}
+				if !named {
+					t.Errorf("the build does not say it kept %s:\n%s", p, res.Output)
+				}
+				if mode := map[bool]string{true: "mode=100600 ", false: "mode=100644 "}[strings.HasPrefix(p, "/etc/netplan/")]; !strings.HasPrefix(after[p], mode) {
+					t.Errorf("%s in the output: %s, want %s", p, after[p], mode)
+				}
+				delete(after, p)
+				for d := path.Dir(p); before[d] != ""; d = path.Dir(d) {
+					if before[d] != "missing" {
+						before[d], after[d] = withoutMtime(before[d]), withoutMtime(after[d])
+						break
+					}
+					delete(before, d) // made by the provisioner
+					delete(after, d)
+				}
+			}
 			if diff := fixture.ManifestDiff(before, after, 30); len(diff) > 0 {
 				t.Errorf("the image's network configuration changed in the qemu build:\n%s", strings.Join(diff, "\n"))
 			}
@@ -135,4 +186,9 @@ func TestAccQemuNetwork(t *testing.T) {
 			assertNoQemuLeaks(t, a)
 		})
 	}
+}
+
+// withoutMtime is a manifest line without its mtime.
+func withoutMtime(line string) string {
+	return regexp.MustCompile(` mtime=\S+`).ReplaceAllString(line, "")
 }

@@ -29,6 +29,7 @@ const (
 	stateSeed       = "seed"        // the cidata ISO
 	stateMachine    = "machine"     // *qemu.Machine
 	stateSSHPort    = "ssh_port"    // int, forwarded to the guest's 22
+	stateGuestMark  = "guest_mark"  // time.Time, the guest's clock when SSH answered (absent: not read)
 
 	// disks from a root tree
 	stateRootTree   = "root_tree"   // string, the root tree a disk is made from

@@ -3,6 +3,7 @@ package qemu
 import (
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
@@ -41,13 +42,23 @@ const resolverText = "# Written by the imagefactory build for its boot under QEM
 
 // ProvideDNS writes QEMU's user-network resolver into the image when it
 // has none (see needsResolver); Undo puts the image's file back (it is
-// one of bootWatched). It says whether it wrote anything.
+// one of bootWatched), or, when a provisioner changed it, cuts the
+// build's lines out of it. It says whether it wrote anything.
 func (g *GuestState) ProvideDNS(root *inroot.Root) (bool, error) {
 	if !g.needDNS {
 		return false, nil
 	}
+	var old []byte
+	if e := g.snap.entries[resolvConf]; e != nil && e.kind == kindFile {
+		old = e.data
+	}
 	if err := root.WriteFile(resolvConf, []byte(resolverText), 0o644); err != nil {
 		return false, fmt.Errorf("resolv.conf for the boot: %w", err)
 	}
+	g.snap.stamp(root, resolvConf)
+	// A provisioner may add to it: their lines stay, the image's come back
+	// in place of the build's.
+	g.snap.blocks[resolvConf] = &buildBlock{text: resolverText, replaced: string(old),
+		traces: []string{resolverText[:strings.IndexByte(resolverText, '\n')]}}
 	return true, nil
 }

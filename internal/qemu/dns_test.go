@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/scrub"
 )
@@ -52,7 +53,7 @@ func TestProvideDNS(t *testing.T) {
 			if tc.bootWrite != "" {
 				os.WriteFile(conf, []byte(tc.bootWrite), 0o644)
 			}
-			rep, err := g.Undo(context.Background(), root)
+			rep, err := g.Undo(context.Background(), root, time.Time{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/scrub"
@@ -133,9 +134,12 @@ func (g *GuestState) InjectKey(root *inroot.Root) error {
 // cloud-init), the sshd drop-in, and through the scrub operations
 // FactoryBootOps the guest's identity; and it puts back every path of
 // bootWatched and every file written for the boot as it was before
-// (network configuration, cloud-init's files, resolv.conf). The report
-// lists every change.
-func (g *GuestState) Undo(ctx context.Context, root *inroot.Root) (*scrub.Report, error) {
+// (network configuration, cloud-init's files, resolv.conf), but for what
+// provisioners changed there after mark, the guest's clock when SSH first
+// answered (zero: not known, and everything is put back; see
+// snapshot.restore). The report lists every change, and with Action Kept
+// every path left as a provisioner made it.
+func (g *GuestState) Undo(ctx context.Context, root *inroot.Root, mark time.Time) (*scrub.Report, error) {
 	var errs []error
 	var extra []string
 	if g.Home != "" {
@@ -154,7 +158,7 @@ func (g *GuestState) Undo(ctx context.Context, root *inroot.Root) (*scrub.Report
 			errs = append(errs, err)
 		}
 	}
-	restored, err := g.snap.restore(root, "factory-boot")
+	restored, err := g.snap.restore(root, "factory-boot", mark)
 	errs = append(errs, err)
 	ops, err := scrub.Select(FactoryBootOps)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
@@ -116,7 +117,7 @@ func TestGuestStateRoundTrip(t *testing.T) {
 				"var/lib/systemd/random-seed":                    "seed",
 			})
 
-			rep, err := g.Undo(context.Background(), root)
+			rep, err := g.Undo(context.Background(), root, time.Time{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -147,7 +148,7 @@ func TestGuestStateRoundTrip(t *testing.T) {
 				t.Error("empty report")
 			}
 			// A second Undo finds nothing of the factory left.
-			rep, err = g.Undo(context.Background(), root)
+			rep, err = g.Undo(context.Background(), root, time.Time{})
 			if err != nil || len(rep.Changes) != 0 {
 				t.Errorf("second Undo: %v, changes %+v", err, rep.Changes)
 			}

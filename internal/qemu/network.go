@@ -199,8 +199,17 @@ type unitFile struct {
 	enabled bool   // some .wants or .requires directory links it
 }
 
+// bootWants is where the build links a unit it enables for the boot: a
+// unit directory of systemd's search path (systemd.unit(5); "systemd-analyze
+// unit-paths" lists it on Debian 12) that systemctl enable and disable
+// never write to. A provisioner's "systemctl enable" of the same unit
+// then makes its own link in /etc, which stays when the build's goes; in
+// /etc/systemd/system the two would be one link, the build's, and the
+// provisioner's intent would go with it.
+const bootWants = "/usr/local/lib/systemd/system/multi-user.target.wants"
+
 func (u unitFile) service() bootService {
-	return bootService{link: path.Join("/etc/systemd/system/multi-user.target.wants", u.name), target: u.file}
+	return bootService{link: path.Join(bootWants, u.name), target: u.file}
 }
 
 // unitDirs are systemd's unit directories that an offline image holds, in
@@ -261,7 +270,11 @@ func anyExists(root *inroot.Root, names ...string) (bool, error) {
 }
 
 // writeFor writes a file the boot needs, recording first what was there.
-func (g *GuestState) writeFor(root *inroot.Root, plan *NetworkPlan, name string, data []byte, perm fs.FileMode) error {
+// added is "" when the whole file is the build's: it goes after the boot
+// whatever a provisioner did to it. Else added is what the build appended
+// to a file of the image's, which a provisioner may edit: their edits are
+// kept, and added cut out (traces: what only added holds).
+func (g *GuestState) writeFor(root *inroot.Root, plan *NetworkPlan, name string, data []byte, perm fs.FileMode, added string, traces ...string) error {
 	if err := g.snap.track(root, name); err != nil {
 		return err
 	}
@@ -270,6 +283,12 @@ func (g *GuestState) writeFor(root *inroot.Root, plan *NetworkPlan, name string,
 	}
 	if err := root.WriteFile(name, data, perm); err != nil {
 		return err
+	}
+	g.snap.stamp(root, name)
+	if added == "" {
+		g.snap.own[name] = true
+	} else {
+		g.snap.blocks[name] = &buildBlock{text: added, traces: traces}
 	}
 	plan.Files = append(plan.Files, name)
 	return nil
@@ -282,7 +301,7 @@ func (g *GuestState) writeNetworkd(root *inroot.Root, plan *NetworkPlan) error {
 	plan.Match = "MAC " + plan.MAC
 	conf := "# " + writtenBy + "\n[Match]\nMACAddress=" + plan.MAC +
 		"\n\n[Network]\nDHCP=ipv4\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
-	return g.writeFor(root, plan, networkdFile, []byte(conf), 0o644)
+	return g.writeFor(root, plan, networkdFile, []byte(conf), 0o644, "")
 }
 
 // writeNetworkManager: a keyfile (nm-settings-keyfile(5); NetworkManager
@@ -298,7 +317,7 @@ func (g *GuestState) writeNetworkManager(root *inroot.Root, plan *NetworkPlan) e
 	conf := fmt.Sprintf("# %s\n[connection]\nid=imagefactory-build\nuuid=%x-%x-%x-%x-%x\ntype=ethernet\nautoconnect=true\nautoconnect-priority=999\n\n"+
 		"[ethernet]\nmac-address=%s\n\n[ipv4]\nmethod=auto\n\n[ipv6]\nmethod=ignore\n",
 		writtenBy, u[0:4], u[4:6], u[6:8], u[8:10], u[10:], strings.ToUpper(plan.MAC))
-	return g.writeFor(root, plan, nmKeyfile, []byte(conf), 0o600)
+	return g.writeFor(root, plan, nmKeyfile, []byte(conf), 0o600, "")
 }
 
 // writeIfupdown appends a stanza to /etc/network/interfaces. Debian's
@@ -338,8 +357,8 @@ func (g *GuestState) writeIfupdown(root *inroot.Root, plan *NetworkPlan) error {
 		}
 		stanza = "auto eth0\niface eth0 inet dhcp\n"
 	}
-	data := append(old, []byte("\n# "+writtenBy+"\n"+stanza)...)
-	return g.writeFor(root, plan, interfaces, data, 0o644)
+	added := "\n# " + writtenBy + "\n" + stanza
+	return g.writeFor(root, plan, interfaces, append(old, added...), 0o644, added, "# "+writtenBy, buildIface)
 }
 
 // hasDHCPClient: one of the clients Debian's ifupdown runs for "inet dhcp".
@@ -363,5 +382,10 @@ func (g *GuestState) enableForBoot(root *inroot.Root, s bootService) error {
 	if err := root.RemoveAll(s.link); err != nil {
 		return err
 	}
-	return root.Symlink(s.target, s.link)
+	if err := root.Symlink(s.target, s.link); err != nil {
+		return err
+	}
+	g.snap.stamp(root, s.link)
+	g.snap.own[s.link] = true
+	return nil
 }

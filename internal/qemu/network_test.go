@@ -97,20 +97,20 @@ func TestProvideNetwork(t *testing.T) {
 	}{
 		{"bare Debian: networkd installed, nothing enabled", merge(systemd, networkd), NetworkNetworkd, "systemd-networkd.service",
 			map[string]string{networkdFile: `(?s)\[Match\]\nMACAddress=52:54:00:12:34:56\n.*\[Network\]\nDHCP=ipv4\n`},
-			map[string]string{"/etc/systemd/system/multi-user.target.wants/systemd-networkd.service": "/usr/lib/systemd/system/systemd-networkd.service"}, 0},
+			map[string]string{bootWants + "/systemd-networkd.service": "/usr/lib/systemd/system/systemd-networkd.service"}, 0},
 		{"Ubuntu: networkd enabled, netplan", merge(systemd, networkd, networkdOn, map[string]string{"etc/netplan/50-cloud-init.yaml": "network: {}\n"}),
 			NetworkNetworkd, "", map[string]string{networkdFile: `MACAddress=52:54:00:12:34:56\n`}, nil, 0},
 		{"Debian with ifupdown naming ens3, networkd installed but off", merge(systemd, networkd, ifupdown, ifupdownOn), NetworkIfupdown, "",
 			map[string]string{interfaces: `(?s)^source .*iface ens3 inet dhcp\n\n# Written by the imagefactory build.*\nauto mac/52:54:00:12:34:56/=imagefactory-build\niface imagefactory-build inet dhcp\n$`}, nil, 0},
 		{"ifupdown installed, networking.service off, no networkd", merge(systemd, ifupdown), NetworkIfupdown, "networking.service",
 			map[string]string{interfaces: `auto mac/52:54:00:12:34:56/=imagefactory-build\n`},
-			map[string]string{"/etc/systemd/system/multi-user.target.wants/networking.service": "/usr/lib/systemd/system/networking.service"}, 0},
+			map[string]string{bootWants + "/networking.service": "/usr/lib/systemd/system/networking.service"}, 0},
 		{"Fedora: NetworkManager enabled", merge(systemd, networkManager, networkManagerOn), NetworkNetworkManager, "",
 			map[string]string{nmKeyfile: `(?s)type=ethernet\n.*autoconnect-priority=999\n.*\[ethernet\]\nmac-address=52:54:00:12:34:56\n.*\[ipv4\]\nmethod=auto\n`}, nil, 0o600},
 		{"NetworkManager installed but off, networkd masked", merge(systemd, networkd, networkManager,
 			map[string]string{"etc/systemd/system/systemd-networkd.service": "-> /dev/null"}), NetworkNetworkManager, "NetworkManager.service",
 			map[string]string{nmKeyfile: `mac-address=52:54:00:12:34:56\n`},
-			map[string]string{"/etc/systemd/system/multi-user.target.wants/NetworkManager.service": "/usr/lib/systemd/system/NetworkManager.service"}, 0o600},
+			map[string]string{bootWants + "/NetworkManager.service": "/usr/lib/systemd/system/NetworkManager.service"}, 0o600},
 		{"networkd and NetworkManager both enabled", merge(systemd, networkd, networkdOn, networkManager, networkManagerOn), NetworkNetworkd, "",
 			map[string]string{networkdFile: `MACAddress=`}, nil, 0},
 		{"networkd off, ifupdown and NetworkManager off", merge(systemd, networkd, networkManager, ifupdown), NetworkNetworkd, "systemd-networkd.service",
@@ -165,7 +165,7 @@ func TestProvideNetwork(t *testing.T) {
 				t.Errorf("the plan says %q", s)
 			}
 
-			rep, err := g.Undo(context.Background(), root)
+			rep, err := g.Undo(context.Background(), root, time.Time{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -216,7 +216,7 @@ func TestProvideNetworkConfined(t *testing.T) {
 	}{
 		{"interfaces links to a host file", merge(systemd, ifupdown, ifupdownOn, map[string]string{"etc/network/interfaces": "-> " + hostFile}), ""},
 		{"/etc/systemd/network links to a host directory", merge(systemd, networkd, map[string]string{"etc/systemd/network": "-> " + host}), "does not resolve to a directory"},
-		{"the wants directory climbs out", merge(systemd, networkd, map[string]string{"etc/systemd/system/multi-user.target.wants": "-> ../../../../../../../../" + host}), "does not resolve to a directory"},
+		{"the wants directory climbs out", merge(systemd, networkd, map[string]string{bootWants[1:]: "-> ../../../../../../../../" + host}), "does not resolve to a directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -229,7 +229,7 @@ func TestProvideNetworkConfined(t *testing.T) {
 			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 				t.Errorf("ProvideNetwork = %v, want error %q", err, tc.wantErr)
 			}
-			if _, err := g.Undo(context.Background(), root); err != nil {
+			if _, err := g.Undo(context.Background(), root, time.Time{}); err != nil {
 				t.Fatal(err)
 			}
 			if diff := fixture.ManifestDiff(hostBefore, fixture.DirManifest(t, host), 20); len(diff) > 0 {
@@ -246,7 +246,14 @@ func TestProvideNetworkConfined(t *testing.T) {
 // (content, mode, owner, symlink targets, times), whatever the boot did to
 // it; what appeared is removed; paths outside the watched ones keep what
 // the boot (or a provisioner) made of them.
+// With the mark taken after the boot (no provisioner ran), the same.
 func TestUndoRestoresNetworkConfig(t *testing.T) {
+	for _, name := range []string{"without a mark", "with a mark after the boot"} {
+		t.Run(name, func(t *testing.T) { undoRestoresNetworkConfig(t, name != "without a mark") })
+	}
+}
+
+func undoRestoresNetworkConfig(t *testing.T, withMark bool) {
 	dir := t.TempDir()
 	makeTree(t, dir, map[string]string{
 		"etc/network/interfaces":                     "auto lo\niface lo inet loopback\n",
@@ -320,7 +327,12 @@ func TestUndoRestoresNetworkConfig(t *testing.T) {
 	write("etc/sudoers.d/90-cloud-init-users", "root ALL=(ALL) NOPASSWD:ALL\n")
 	write("var/lib/NetworkManager/secret_key", "factory\n")
 
-	rep, err := g.Undo(context.Background(), root)
+	var mark time.Time
+	if withMark {
+		time.Sleep(20 * time.Millisecond) // past the kernel's timestamp tick
+		mark = time.Now()
+	}
+	rep, err := g.Undo(context.Background(), root, mark)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +382,7 @@ func TestUndoRestoresNetworkConfig(t *testing.T) {
 		}
 	}
 	// A second Undo finds nothing left.
-	if rep, err := g.Undo(context.Background(), root); err != nil || len(rep.Changes) != 0 {
+	if rep, err := g.Undo(context.Background(), root, mark); err != nil || len(rep.Changes) != 0 {
 		t.Errorf("second Undo: %v, %+v", err, rep.Changes)
 	}
 }
