@@ -379,8 +379,8 @@ echo "written to $OUT/results.txt; nothing left mounted or attached"
 # table and bench/out/scrub-sparsify.txt).
 "$BENCH_DIR/scrub-sparsify.sh"
 
-# The qemu strategy against the chroot strategy, whole builds (minutes
-# under TCG): BENCH_QEMU=0 skips it.
+# packer-plugin-qemu against our qemu and chroot strategies, whole builds
+# (minutes under TCG): BENCH_QEMU=0 skips it.
 if [[ ${BENCH_QEMU:-1} == 1 ]]; then
 	echo
 	"$BENCH_DIR/qemu-vs-chroot.sh" | tee -a "$OUT/results.txt"

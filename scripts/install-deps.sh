@@ -25,6 +25,7 @@ packages=(
 	grub-pc-bin        # GRUB's BIOS images for disks made from a root tree
 	grub-efi-amd64-bin # GRUB's UEFI images for them
 	acl                # setfacl/getfacl: ACLs kept when a tree becomes a filesystem
+	xorriso            # packer-plugin-qemu's cd_content ISO (the cidata seed in bench/qemu-vs-chroot.sh)
 )
 
 missing=()
