@@ -159,6 +159,17 @@ func (h *Host) Accelerator(requested, guestArch string) (accel, reason string, e
 	return "", "", fmt.Errorf(`accelerator %q is not supported; use "auto" (the default), "kvm" or "tcg"`, requested)
 }
 
+// CPUModel is the -cpu model that goes with accel: "host" under KVM (the
+// host's own CPU, passed through), else "max" (every feature TCG emulates,
+// so guests built for x86-64-v2 or v3 boot). The builder and the test
+// fixtures boot with it alike.
+func CPUModel(accel string) string {
+	if accel == AccelKVM {
+		return "host"
+	}
+	return "max"
+}
+
 // HostArch is the host's architecture as QEMU names it (x86_64, aarch64,
 // i386; else Go's GOARCH).
 func HostArch() string {

@@ -104,13 +104,10 @@ func Args(o Options) ([]string, error) {
 	add := func(v ...string) { a = append(a, v...) }
 
 	machine := "q35"
-	cpu := "max"
 	if arch == "aarch64" {
-		machine, cpu = "virt", "max"
+		machine = "virt"
 	}
-	if accel == hostcap.AccelKVM {
-		cpu = "host"
-	}
+	cpu := hostcap.CPUModel(accel)
 	add("-machine", machine+",accel="+accel)
 	add("-cpu", cpu)
 	add("-smp", strconv.Itoa(cpus), "-m", strconv.Itoa(mem))
