@@ -26,6 +26,7 @@ const (
 	stateInstanceID = "instance_id" // cloud-init instance id
 	stateGuest      = "guest"       // *qemu.GuestState, recorded before the boot
 	stateKernel     = "kernel"      // [3]string: kernel, initrd, cmdline ("" = boot the disk)
+	stateCPUModel   = "cpu_model"   // [2]string: QEMU's -cpu, and why
 	stateSeed       = "seed"        // the cidata ISO
 	stateMachine    = "machine"     // *qemu.Machine
 	stateSSHPort    = "ssh_port"    // int, forwarded to the guest's 22
