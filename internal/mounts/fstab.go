@@ -72,7 +72,7 @@ func (s *Stack) MountFstab(entries []fstab.Entry, resolve func(fstab.Entry) (dev
 		skipped = append(skipped, Skipped{Entry: e, Reason: reason})
 		return nil
 	}
-	kernelFS := kernelFilesystems()
+	kernelFS := KernelFilesystems()
 	for _, e := range todo {
 		if r := e.NotMountableReason(); r != "" {
 			if err := skip(e, r); err != nil {
@@ -141,7 +141,7 @@ func (s *Stack) MountFstab(entries []fstab.Entry, resolve func(fstab.Entry) (dev
 }
 
 // kernelFilesystems reads /proc/filesystems; nil if unreadable.
-func kernelFilesystems() map[string]bool {
+func KernelFilesystems() map[string]bool {
 	b, err := os.ReadFile("/proc/filesystems")
 	if err != nil {
 		return nil

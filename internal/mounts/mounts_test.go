@@ -302,7 +302,7 @@ func TestStackRootFstabChroot(t *testing.T) {
 		"/proc: type proc is not a disk filesystem",
 		"/boot/efi: this kernel cannot mount vfat filesystems (not in /proc/filesystems)",
 	}
-	if kernelFilesystems()["vfat"] {
+	if KernelFilesystems()["vfat"] {
 		t.Logf("this kernel has vfat; the ESP (zeros) fails differently")
 	} else if !reflect.DeepEqual(reasons, wantReasons) {
 		t.Errorf("skipped:\n%s\nwant\n%s", strings.Join(reasons, "\n"), strings.Join(wantReasons, "\n"))
@@ -363,7 +363,7 @@ func TestStackRootFstabChroot(t *testing.T) {
 // image had stays.
 func TestSkippedMountPlaceholder(t *testing.T) {
 	needRoot(t)
-	if kernelFilesystems()["vfat"] {
+	if KernelFilesystems()["vfat"] {
 		t.Skip("this kernel mounts vfat: nothing is skipped")
 	}
 	for _, tc := range []struct {
