@@ -41,7 +41,7 @@ func fixed(what, notRoot string) func(*Session, *Partition) Holding {
 
 func holdsNothing(s *Session, p *Partition) Holding {
 	if p.Number > 0 && p.TypeName() == "BIOS boot" {
-		return Holding{What: "GRUB's core image (BIOS boot partition), no filesystem", NotRoot: "no filesystem"}
+		return Holding{What: "GRUB's core image (BIOS boot partition)", NotRoot: "no filesystem"}
 	}
 	return Holding{What: "no filesystem blkid recognizes", NotRoot: "no filesystem"}
 }
