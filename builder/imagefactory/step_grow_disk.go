@@ -3,7 +3,6 @@ package imagefactory
 import (
 	"context"
 	"fmt"
-	"os"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
@@ -24,11 +23,8 @@ func (s *stepGrowDisk) Run(ctx context.Context, state multistep.StateBag) multis
 	}
 	disk := state.Get(stateDiskPath).(string)
 	size, _ := diskimage.ParseSize(cfg.DiskSize) // validated in Prepare
-	fi, err := os.Stat(disk)
-	if err != nil {
-		return haltf(state, "disk_size %s: %v", cfg.DiskSize, err)
-	}
-	if fi.Size() == size {
+	// The base's size: a use_backing_file overlay is made at disk_size.
+	if state.Get(stateBaseSize).(int64) == size {
 		uiOf(state).Say(fmt.Sprintf("disk_size %s is the base image's size already: nothing to grow", cfg.DiskSize))
 		return multistep.ActionContinue
 	}
