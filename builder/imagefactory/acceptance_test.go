@@ -425,8 +425,9 @@ func TestAccFaults(t *testing.T) {
 }
 
 // killMidBuild starts a build whose provisioner prints FACTORY-SLEEPING
-// and sleeps, then kills the plugin with SIGKILL once it sleeps.
-func killMidBuild(t *testing.T, a *acc, tmpl string, vars map[string]string) {
+// and sleeps, then kills the plugin with SIGKILL once it sleeps, and
+// returns the build's output.
+func killMidBuild(t *testing.T, a *acc, tmpl string, vars map[string]string) string {
 	t.Helper()
 	run := a.Start(t, tmpl, vars)
 	run.WaitForOutput(t, "FACTORY-SLEEPING", 2*time.Minute)
@@ -438,7 +439,7 @@ func killMidBuild(t *testing.T, a *acc, tmpl string, vars map[string]string) {
 	// too, as a crashed CI runner would. The chroot's sleep survives.
 	time.Sleep(time.Second)
 	run.Interrupt(t, syscall.SIGKILL)
-	run.Wait()
+	return run.Wait().Output
 }
 
 // TestAccBadInputs: each bad base image gives one clear error naming the

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -151,8 +152,20 @@ func TestAccUbuntuLayout(t *testing.T) {
 func TestAccPreloadReapedAfterKill(t *testing.T) {
 	a := newAcc(t)
 	disk := fixture.NewDisk(t, fixture.DiskOptions{Tree: func(dir string) { fixture.PreloadTree(t, dir) }})
-	killMidBuild(t, a, template(``, `provisioner "shell" { inline = ["echo FACTORY-SLEEPING", "sleep 300"] }`),
+	out := killMidBuild(t, a, template(``, `provisioner "shell" { inline = ["echo FACTORY-SLEEPING", "sleep 300"] }`),
 		map[string]string{"base": disk.Path, "out": "killed"})
+	// The killed build's root is still mounted, the file still aside:
+	// otherwise this test proves nothing.
+	m := regexp.MustCompile(`Mounted the root filesystem at (\S+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("the killed build did not say where it mounted the root:\n%s", out)
+	}
+	if _, err := os.Lstat(filepath.Join(m[1], "etc/ld.so.preload")); !os.IsNotExist(err) {
+		t.Fatalf("/etc/ld.so.preload is in place in the killed build's mounted root (%v)", err)
+	}
+	if _, err := os.Lstat(filepath.Join(m[1], "etc/ld.so.preload.imagefactory-orig")); err != nil {
+		t.Fatalf("the killed build's root has no moved-aside /etc/ld.so.preload: %v", err)
+	}
 
 	work, _ := filepath.Glob(filepath.Join(a.Dir, "killed", ".*.work.raw"))
 	if len(work) != 1 {
