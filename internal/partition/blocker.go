@@ -74,6 +74,7 @@ type GrowBlockedError struct {
 	Blocker string // "partition 5 (Linux swap, logical, in extended partition 2)"
 	After   int    // the partition it lies after (0: none)
 	Why     string
+	Swap    bool // the blocker is swap space
 }
 
 func (e *GrowBlockedError) Error() string {
@@ -81,11 +82,15 @@ func (e *GrowBlockedError) Error() string {
 	if e.After > 0 {
 		after = fmt.Sprintf(" after partition %d", e.After)
 	}
+	remake := "make the base image with the partition to grow as a primary partition lying last"
+	booted := "move the data off it, delete it with fdisk and its line in /etc/fstab, then growpart and resize the filesystem before it"
+	if e.Swap {
+		remake = "make the base image without it (a swap file in the root filesystem grows with it) or with it placed before the root partition"
+		booted = "swapoff, delete it with fdisk and its line in /etc/fstab, then growpart and resize the root filesystem"
+	}
 	return fmt.Sprintf("%s lies%s at the end of the disk: only the partition that ends last can grow, and %s. "+
-		"What you can do: leave disk_size unset (the image keeps its size); or make the base image without it "+
-		"(a swap file in the root filesystem grows with it) or with it placed before the root partition; "+
-		"or grow on the booted system: swapoff, delete it with fdisk and its line in /etc/fstab, then growpart and resize the root filesystem",
-		e.Blocker, after, e.Why)
+		"What you can do: leave disk_size unset (the image keeps its size); or %s; or grow on the booted system: %s",
+		e.Blocker, after, e.Why, remake, booted)
 }
 
 // CheckGrow reads the table of the disk image at path and says, before
@@ -148,7 +153,7 @@ func CheckGrow(path string) error {
 	default:
 		return nil
 	}
-	e := &GrowBlockedError{Blocker: s.describe(), Why: why}
+	e := &GrowBlockedError{Blocker: s.describe(), Why: why, Swap: s.IsSwap()}
 	var afterEnd int64
 	for _, o := range slots {
 		if !o.extended && o.in == 0 && !o.IsSwap() && o.End() <= s.Start && o.End() > afterEnd {

@@ -65,7 +65,11 @@ func TestCheckGrow(t *testing.T) {
 			if !errors.As(err, &blocked) || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("CheckGrow = %v, want a refusal containing %q", err, tt.want)
 			}
-			for _, what := range []string{"leave disk_size unset", "swap file", "before the root partition"} {
+			todo := []string{"leave disk_size unset", "a primary partition lying last"}
+			if blocked.Swap {
+				todo = []string{"leave disk_size unset", "swap file", "before the root partition", "swapoff"}
+			}
+			for _, what := range todo {
 				if !strings.Contains(err.Error(), what) {
 					t.Errorf("the refusal does not say what to do (%q): %v", what, err)
 				}
