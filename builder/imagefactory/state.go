@@ -12,6 +12,7 @@ const (
 	stateBaseImagePath = "base_image_path" // the downloaded or local base image
 	stateDiskPath      = "disk_path"       // the raw working disk
 	stateBaseFormat    = "base_format"     // the base image's detected format
+	stateBaseSize      = "base_size"       // int64, the base image's virtual size in bytes
 	stateJournal       = "journal"         // *cleanup.Journal
 	stateGrown         = "grown_partition" // *partition.Partition grown by disk_size, or nil
 	stateMountPath     = "mount_path"      // string, the root's mount point
