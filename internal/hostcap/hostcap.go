@@ -166,7 +166,8 @@ func (h *Host) Accelerator(requested, guestArch string) (accel, reason string, e
 // functions by the CPU's features, and TCG runs the newer ones slower:
 // SSSE3 and SSE4.2 (Nehalem) more than SSE2, AVX2 (max) more still.
 // Measured on a guest workload (dpkg --verify, gzip, sort, python3) with
-// QEMU 7.2: qemu64 67 s, Nehalem 102-115 s, max 121-127 s (bench notes in
+// QEMU 7.2, two rounds on a loaded host: qemu64 67-89 s, Nehalem
+// 102-115 s, max 121-127 s (the figures are in
 // docs/builders/imagefactory.mdx). So each image gets the least model
 // that runs it: qemu64 (packer-plugin-qemu's default too) for the
 // baseline, Nehalem, the oldest named model with every x86-64-v2 feature
