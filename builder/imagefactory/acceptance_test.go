@@ -1,10 +1,13 @@
 package imagefactory_test
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -404,7 +407,14 @@ func TestAccFaults(t *testing.T) {
 	t.Run("sigkill-then-new-build", func(t *testing.T) {
 		a := newAcc(t)
 		disk := fixture.NewDisk(t, fixture.DiskOptions{SeparateBoot: true})
-		killMidBuild(t, a, template(``, sleeper), map[string]string{"base": disk.Path, "out": "killed"})
+		killed := killMidBuild(t, a, template(``, sleeper), map[string]string{"base": disk.Path, "out": "killed"})
+		m := regexp.MustCompile(`Mounted the root filesystem at (\S+)`).FindStringSubmatch(killed)
+		if m == nil {
+			t.Fatalf("the killed build does not say where it mounted the root:\n%s", killed)
+		}
+		if _, err := os.Stat(m[1]); err != nil {
+			t.Fatalf("the killed build's mount path: %v", err)
+		}
 
 		// The killed build really left its loop devices, mounts and the
 		// process in the chroot behind; otherwise this test proves nothing.
@@ -419,6 +429,9 @@ func TestAccFaults(t *testing.T) {
 		}
 		if work, _ := filepath.Glob(filepath.Join(a.Dir, "killed", ".*.work.raw")); len(work) > 0 {
 			t.Errorf("the killed build's working disk was not removed by the reaper: %v", work)
+		}
+		if _, err := os.Lstat(m[1]); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("the killed build's mount path %s was not removed by the reaper (%v)", m[1], err)
 		}
 		a.assertNoLeaks(t)
 	})

@@ -115,7 +115,7 @@ func (s *Session) MountRoot() error {
 	if s.Root == nil {
 		return errors.New("no root filesystem chosen")
 	}
-	if err := os.MkdirAll(s.opts.MountPath, 0o755); err != nil {
+	if err := s.makeMountDir(); err != nil {
 		return fmt.Errorf("creating mount_path %s: %w", s.opts.MountPath, err)
 	}
 	var flags uintptr
@@ -127,8 +127,7 @@ func (s *Session) MountRoot() error {
 	s.stack.ReadOnly = s.opts.ReadOnly
 	if err := s.stack.MountRoot(s.Root.Device, s.Root.FS.Type, s.opts.MountPath, flags, strings.Join(s.opts.MountOptions, ",")); err != nil {
 		s.stack = nil
-		removeMountDir(s.opts.MountPath)
-		return fmt.Errorf("mounting the root filesystem (%s) at %s: %w", s.Root, s.opts.MountPath, err)
+		return errors.Join(fmt.Errorf("mounting the root filesystem (%s) at %s: %w", s.Root, s.opts.MountPath, err), s.removeMountDir())
 	}
 	s.mountedAt[s.Root] = s.opts.MountPath
 	s.rootFS = s.stack.Root()
@@ -146,7 +145,7 @@ func (s *Session) Unmount() error {
 	if err == nil {
 		s.stack = nil
 		clear(s.mountedAt)
-		removeMountDir(s.opts.MountPath)
+		err = s.removeMountDir()
 	}
 	return err
 }

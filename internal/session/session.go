@@ -11,7 +11,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
@@ -79,6 +81,11 @@ type Session struct {
 
 	chroot      cleanup.Handle
 	chrootTaken bool
+
+	// The mount path's directory, journaled when the session made it, so
+	// that the reaper removes it after a kill too.
+	mountDir      cleanup.Handle
+	mountDirTaken bool
 }
 
 func (s *Session) logf(format string, a ...any) {
@@ -248,8 +255,37 @@ func Open(ctx context.Context, opts Options, chroot bool) (*Session, error) {
 	return s, nil
 }
 
-// removeMountDir removes the (now empty) mount point directory the session
-// created; a non-empty one is left alone: it is not ours to empty.
-func removeMountDir(dir string) {
-	_ = os.Remove(dir)
+// makeMountDir creates the mount path if missing, journaled first (the
+// reaper removes it after a kill, once nothing is mounted in it); a
+// directory that exists is the user's and is left as it is.
+func (s *Session) makeMountDir() error {
+	dir := s.opts.MountPath
+	if _, err := os.Lstat(dir); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return err
+	}
+	h, err := s.opts.Journal.Take(cleanup.FileEntry(dir))
+	if err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return errors.Join(err, s.opts.Journal.Forget(h))
+	}
+	s.mountDir, s.mountDirTaken = h, true
+	return nil
+}
+
+// removeMountDir removes the mount path directory the session made (now
+// empty: nothing is mounted there any more) and its journal entry.
+func (s *Session) removeMountDir() error {
+	if !s.mountDirTaken {
+		return nil
+	}
+	s.mountDirTaken = false
+	if err := os.Remove(s.opts.MountPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return errors.Join(fmt.Errorf("removing the mount path %s: %w", s.opts.MountPath, err), s.opts.Journal.Forget(s.mountDir))
+	}
+	return s.opts.Journal.Forget(s.mountDir)
 }

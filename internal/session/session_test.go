@@ -3,6 +3,8 @@ package session
 import (
 	"bufio"
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -590,6 +592,12 @@ func TestOpen(t *testing.T) {
 			}
 			if !ro && err != nil {
 				t.Errorf("write in a read-write session: %v", err)
+			}
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			if _, err := os.Lstat(e.opts.MountPath); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("the mount path the session made is left after Close (%v)", err)
 			}
 		})
 	}
