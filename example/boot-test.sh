@@ -88,8 +88,10 @@ qemu-img create -q -f qcow2 -b "$(realpath "$image")" -F qcow2 "$overlay"
 accel=$(cd "$here/.." && go run ./cmd/hostcap accelerator "${ACCEL:-auto}" 2>"$tmp/accel") ||
 	die "$(cat "$tmp/accel")"
 accel_reason=$(sed 's/^accelerator [a-z]*: //' "$tmp/accel")
-cpu=max
-if [[ $accel == kvm ]]; then cpu=host; fi # as the builder (internal/qemu/args.go)
+# As the builder's qemu strategy would boot this Debian image (glibc built
+# for the x86-64 baseline; internal/hostcap.CPUModel): qemu64 under TCG.
+cpu=qemu64
+if [[ $accel == kvm ]]; then cpu=host; fi
 http_port=$(free_port)
 ssh_port=$(free_port)
 qmp_port=$(free_port)
