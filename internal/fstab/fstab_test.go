@@ -207,3 +207,40 @@ func TestMountableAndDepth(t *testing.T) {
 		t.Error("HasOption matched a prefix")
 	}
 }
+
+func TestFixRoot(t *testing.T) {
+	const uuid = "5b0b8f3c-4f5e-4a53-9d1a-3c9e2f0a7b11"
+	ext4 := RootFS{UUID: uuid, Label: "cloudimg-rootfs", Type: "ext4", Spec: "LABEL=cloudimg-rootfs"}
+	rest := "/dev/xvdb\t/mnt\tauto\tdefaults,nofail\t0\t2\n"
+	for _, tc := range []struct {
+		name, in   string
+		r          RootFS
+		want, said string
+	}{
+		{"by label, kept", "# AMI\nLABEL=cloudimg-rootfs / ext4 defaults,discard 0 1\n" + rest, ext4,
+			"# AMI\nLABEL=cloudimg-rootfs / ext4 defaults,discard 0 1\n" + rest, ""},
+		{"by UUID in capitals, kept", "UUID=" + strings.ToUpper(uuid) + "  /  ext4  defaults  0  1\n", ext4,
+			"UUID=" + strings.ToUpper(uuid) + "  /  ext4  defaults  0  1\n", ""},
+		{"by udev link, kept", "/dev/disk/by-uuid/" + uuid + " / ext4 defaults 0 1\n", ext4,
+			"/dev/disk/by-uuid/" + uuid + " / ext4 defaults 0 1\n", ""},
+		{"Xen device path replaced", "/dev/xvda1 / ext4 defaults,noatime 0 0 # root\n" + rest, ext4,
+			"LABEL=cloudimg-rootfs\t/\text4\tdefaults,noatime\t0\t0\n" + rest, "line 1 (/): device /dev/xvda1 -> LABEL=cloudimg-rootfs"},
+		{"another label replaced, ext3 becomes ext4", rest + "LABEL=/ / ext3 defaults 1 1\n", ext4,
+			rest + "LABEL=cloudimg-rootfs\t/\text4\tdefaults\t1\t1\n", "line 2 (/): device LABEL=/ -> LABEL=cloudimg-rootfs, type ext3 -> ext4"},
+		{"short line gets its type", "UUID=" + uuid + " /\n", ext4,
+			"UUID=" + uuid + "\t/\text4\tdefaults\t0\t1\n", "line 1 (/): type auto -> ext4"},
+		{"no / line", "proc /proc proc defaults 0 0", RootFS{UUID: uuid, Type: "xfs", Spec: "UUID=" + uuid},
+			"proc /proc proc defaults 0 0\nUUID=" + uuid + "\t/\txfs\tdefaults\t0\t0\n", "no / line: added UUID=" + uuid + "\t/\txfs\tdefaults\t0\t0"},
+		{"empty fstab", "", ext4, "LABEL=cloudimg-rootfs\t/\text4\tdefaults\t0\t1\n", "no / line: added LABEL=cloudimg-rootfs\t/\text4\tdefaults\t0\t1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, said, err := FixRoot(tc.in, tc.r)
+			if err != nil || got != tc.want || said != tc.said {
+				t.Errorf("FixRoot =\n%q, %q, %v\nwant\n%q, %q", got, said, err, tc.want, tc.said)
+			}
+		})
+	}
+	if _, _, err := FixRoot("/dev/sda1\n", ext4); err == nil {
+		t.Error("FixRoot accepted a line without a mount point")
+	}
+}
