@@ -3,6 +3,7 @@ package imagefactory
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,3 +152,75 @@ func (u *recordingUi) said() string {
 
 // ext4Bytes is the size of an ext4 filesystem from its superblock.
 func ext4Bytes(h map[string]int64) int64 { return h["Block count"] * h["Block size"] }
+
+// TestRunFromFilesystemImage runs the builder in-process on bare ext4 and
+// xfs filesystem images (no partition table, no kernel) with a kernel and
+// its modules given by path: the new root is of the image's kind and keeps
+// its UUID and label, the image's fstab is kept as it was (it names the
+// root by UUID), the modules are copied in, and the image file is
+// unchanged.
+func TestRunFromFilesystemImage(t *testing.T) {
+	for _, fs := range []string{"ext4", "xfs"} {
+		t.Run(fs, func(t *testing.T) {
+			img := fixture.BareFSImage(t, fs)
+			src := img.Root()
+			sum := fixture.Sha256(t, img.Path)
+			fstabBefore := string(fixture.ReadFileFromPartition(t, img.Path, src, "/etc/fstab"))
+			kdir := t.TempDir()
+			kernel := filepath.Join(kdir, "vmlinuz-9.9.9-test")
+			os.WriteFile(kernel, []byte("a kernel"), 0o644)
+			modules := filepath.Join(kdir, "modules")
+			os.MkdirAll(filepath.Join(modules, "kernel"), 0o755)
+			os.WriteFile(filepath.Join(modules, "modules.dep"), []byte("kernel/a.ko:\n"), 0o644)
+			before := fixture.LeakSnapshot()
+			b, dir := newBuilder(t, "", map[string]interface{}{"base_image": "", "source_rootfs": img.Path,
+				"kernel": kernel, "kernel_modules": modules, "disk_size": "600M"})
+			hook := &packersdk.MockHook{RunFunc: func(context.Context) error {
+				mnt := filepath.Join(dir, "mnt")
+				if got, _ := os.ReadFile(filepath.Join(mnt, "etc/fstab")); string(got) != fstabBefore {
+					t.Errorf("fstab during provisioning:\n%s\nwant the image's:\n%s", got, fstabBefore)
+				}
+				cfg, _ := os.ReadFile(filepath.Join(mnt, "boot/grub/grub.cfg"))
+				if !strings.Contains(string(cfg), "root=UUID="+src.UUID) {
+					t.Errorf("grub.cfg does not boot the image's UUID %s:\n%s", src.UUID, cfg)
+				}
+				if dep, err := os.ReadFile(filepath.Join(mnt, "lib/modules/9.9.9-test/modules.dep")); string(dep) != "kernel/a.ko:\n" {
+					t.Errorf("modules not copied: %q %v", dep, err)
+				}
+				return os.WriteFile(filepath.Join(mnt, "etc/provisioned"), []byte("yes\n"), 0o644)
+			}}
+			ui := &recordingUi{Ui: packersdk.TestUi(t)}
+			art, err := b.Run(context.Background(), ui, hook)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !hook.RunCalled {
+				t.Fatal("provisioning did not run")
+			}
+			out := art.Files()[0]
+			tab, err := fixture.ReadTable(t, out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ps, ss := tab.PartitionTable.Partitions, tab.PartitionTable.SectorSize
+			root := fixture.Partition{Offset: ps[len(ps)-1].Start * ss, Size: ps[len(ps)-1].Size * ss, FS: fs}
+			blk, _ := exec.Command("blkid", "-p", "-O", fmt.Sprint(root.Offset), "-o", "export", out).CombinedOutput()
+			for _, want := range []string{"TYPE=" + fs, "UUID=" + src.UUID, "LABEL=" + src.Label} {
+				if !strings.Contains(string(blk), want+"\n") {
+					t.Errorf("output root: want %s:\n%s", want, blk)
+				}
+			}
+			if got := string(fixture.ReadFileFromPartition(t, out, root, "/etc/provisioned")); got != "yes\n" {
+				t.Errorf("/etc/provisioned = %q", got)
+			}
+			fixture.FsckPartition(t, out, root)
+			if fixture.Sha256(t, img.Path) != sum {
+				t.Error("the filesystem image changed")
+			}
+			if !strings.Contains(ui.said(), "Kept the image's /etc/fstab") {
+				t.Errorf("the build did not say it kept the fstab:\n%s", ui.said())
+			}
+			before.AssertNoLeaksIn(t, dir, filepath.Dir(img.Path))
+		})
+	}
+}

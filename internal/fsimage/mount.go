@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
@@ -43,7 +44,7 @@ func mountData(fstype string) (kernelType, data string) {
 
 // Mount attaches the image at path to a read-only loop device and mounts
 // it read-only (nosuid, nodev, noexec, its journal not replayed) on dir,
-// which it creates and which must not exist. Nothing can write to the
+// which it creates (its parent too) and which must not exist. Nothing can write to the
 // file through it: the loop device itself refuses writes. Every resource
 // is journaled before it is taken; on error what was taken is released.
 func Mount(j *cleanup.Journal, path string, info Info, dir string) (_ *Mounted, err error) {
@@ -63,6 +64,9 @@ func Mount(j *cleanup.Journal, path string, info Info, dir string) (_ *Mounted, 
 		return nil, err
 	}
 	m.handles = append(m.handles, dh)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, err
+	}
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, err
 	}
