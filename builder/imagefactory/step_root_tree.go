@@ -81,6 +81,10 @@ func (s *stepRootTree) Run(ctx context.Context, state multistep.StateBag) multis
 	}
 	kernel, initrd, err := bootloader.FindKernel(root)
 	if errors.Is(err, bootloader.ErrNoKernel) {
+		if info, ok := state.GetOk(stateSourceFS); ok {
+			return haltf(state, "source_rootfs %s (an %s filesystem image) has no kernel (/boot/vmlinuz-*): give kernel and initrd, a kernel on this host to copy into its /boot with its modules (kernel_modules)%s",
+				cfg.SourceRootfs, info.(fsimage.Info).Type, hostKernelHint())
+		}
 		return haltf(state, "root tree %s has no kernel (/boot/vmlinuz-*): install one in it (bootstrap include = [\"linux-image-amd64\"]) or give kernel and initrd%s", describeSource(cfg), hostKernelHint())
 	}
 	if err != nil {
@@ -103,6 +107,9 @@ func (s *stepRootTree) open(ctx context.Context, state multistep.StateBag) (stri
 	case perr == nil:
 		return s.mount(state, info)
 	case errors.Is(perr, fsimage.ErrUnsupported):
+		if strings.Contains(perr.Error(), "features") {
+			return "", fmt.Errorf("source_rootfs %s: %w; give its files as a directory or a tarball instead", src, perr)
+		}
 		return "", fmt.Errorf("source_rootfs %s: %w", src, perr)
 	}
 	tree := filepath.Join(cfg.OutputDirectory, "."+cfg.ImageName+".tree")
@@ -120,7 +127,12 @@ func (s *stepRootTree) open(ctx context.Context, state multistep.StateBag) (stri
 		if strings.Contains(holds, "whole disk") {
 			holds += " (a whole disk image is a base_image)"
 		}
-		return "", fmt.Errorf("%w; nor is it an ext2/3/4 or xfs filesystem image%s", err, holds)
+		tar := err
+		if inner := errors.Unwrap(err); inner != nil {
+			tar = inner
+		}
+		return "", fmt.Errorf("source_rootfs %s is neither a directory, a tarball tar can read (.tar, .tar.gz, .tar.xz, .tar.zst) nor an ext2/3/4 or xfs filesystem image%s; %v",
+			src, holds, tar)
 	}
 	return tree, nil
 }
@@ -170,7 +182,11 @@ func (s *stepRootTree) Cleanup(state multistep.StateBag) {
 func findKernelModules(cfg *Config, root *inroot.Root) (kernelModules, string, error) {
 	release, err := bootloader.KernelVersion(cfg.Kernel)
 	if err != nil {
-		return kernelModules{}, "", fmt.Errorf("kernel: %w", err)
+		if cfg.KernelModules == "" {
+			// Not an x86 bzImage (arm64's Image has no release in it).
+			return kernelModules{}, fmt.Sprintf("no modules copied: %v (give kernel_modules)", err), nil
+		}
+		release = filepath.Base(cfg.KernelModules) // named as /lib/modules/ names it
 	}
 	mods := kernelModules{Release: release}
 	if fi, err := root.Stat("/lib/modules/" + release); err == nil && fi.IsDir() {
