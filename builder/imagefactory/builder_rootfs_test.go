@@ -135,6 +135,7 @@ type recordingUi struct {
 	packersdk.Ui
 	mu   sync.Mutex
 	text strings.Builder
+	errs strings.Builder
 }
 
 func (u *recordingUi) Say(msg string) {
@@ -142,6 +143,19 @@ func (u *recordingUi) Say(msg string) {
 	u.text.WriteString(msg + "\n")
 	u.mu.Unlock()
 	u.Ui.Say(msg)
+}
+
+func (u *recordingUi) Error(msg string) {
+	u.mu.Lock()
+	u.errs.WriteString(msg + "\n")
+	u.mu.Unlock()
+	u.Ui.Error(msg)
+}
+
+func (u *recordingUi) errors() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.errs.String()
 }
 
 func (u *recordingUi) said() string {
@@ -160,12 +174,36 @@ func ext4Bytes(h map[string]int64) int64 { return h["Block count"] * h["Block si
 // root by UUID), the modules are copied in, and the image file is
 // unchanged.
 func TestRunFromFilesystemImage(t *testing.T) {
-	for _, fs := range []string{"ext4", "xfs"} {
-		t.Run(fs, func(t *testing.T) {
-			img := fixture.BareFSImage(t, fs)
+	const xenFstab = "# a Xen-era AMI\n/dev/xvda1 / ext3 defaults,noatime 1 1\n/dev/xvdb /mnt auto defaults,nofail 0 2\n"
+	for _, tc := range []struct {
+		name, fs  string
+		fstab     string // the image's, "" for the fixture's (by UUID)
+		unclean   bool
+		wantFstab func(src fixture.Partition, before string) string // nil: unchanged
+		said      string
+	}{
+		{name: "ext4", fs: "ext4", said: "Kept the image's /etc/fstab"},
+		{name: "xfs", fs: "xfs", said: "Kept the image's /etc/fstab"},
+		{name: "ext4 unclean, fstab by Xen device", fs: "ext4", unclean: true,
+			fstab: xenFstab,
+			wantFstab: func(src fixture.Partition, _ string) string {
+				return strings.Replace(xenFstab, "/dev/xvda1 / ext3 defaults,noatime 1 1", "LABEL="+src.Label+"\t/\text4\tdefaults,noatime\t1\t1", 1)
+			},
+			said: "Changed the image's /etc/fstab, line 2 (/): device /dev/xvda1 -> LABEL=cloudimg-rootfs, type ext3 -> ext4"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := tc.fs
+			img := fixture.BareFSImage(t, fs, tc.fstab)
 			src := img.Root()
+			if tc.unclean {
+				fixture.SetExtIncompat(t, img.Path, 0, 0x4) // needs_recovery
+			}
 			sum := fixture.Sha256(t, img.Path)
 			fstabBefore := string(fixture.ReadFileFromPartition(t, img.Path, src, "/etc/fstab"))
+			wantFstab := fstabBefore
+			if tc.wantFstab != nil {
+				wantFstab = tc.wantFstab(src, fstabBefore)
+			}
 			kdir := t.TempDir()
 			kernel := filepath.Join(kdir, "vmlinuz-9.9.9-test")
 			os.WriteFile(kernel, []byte("a kernel"), 0o644)
@@ -177,8 +215,8 @@ func TestRunFromFilesystemImage(t *testing.T) {
 				"kernel": kernel, "kernel_modules": modules, "disk_size": "600M"})
 			hook := &packersdk.MockHook{RunFunc: func(context.Context) error {
 				mnt := filepath.Join(dir, "mnt")
-				if got, _ := os.ReadFile(filepath.Join(mnt, "etc/fstab")); string(got) != fstabBefore {
-					t.Errorf("fstab during provisioning:\n%s\nwant the image's:\n%s", got, fstabBefore)
+				if got, _ := os.ReadFile(filepath.Join(mnt, "etc/fstab")); string(got) != wantFstab {
+					t.Errorf("fstab during provisioning:\n%s\nwant:\n%s", got, wantFstab)
 				}
 				cfg, _ := os.ReadFile(filepath.Join(mnt, "boot/grub/grub.cfg"))
 				if !strings.Contains(string(cfg), "root=UUID="+src.UUID) {
@@ -217,8 +255,11 @@ func TestRunFromFilesystemImage(t *testing.T) {
 			if fixture.Sha256(t, img.Path) != sum {
 				t.Error("the filesystem image changed")
 			}
-			if !strings.Contains(ui.said(), "Kept the image's /etc/fstab") {
-				t.Errorf("the build did not say it kept the fstab:\n%s", ui.said())
+			if !strings.Contains(ui.said(), tc.said) {
+				t.Errorf("the build did not say %q:\n%s", tc.said, ui.said())
+			}
+			if warned := strings.Contains(ui.errors(), "was not cleanly unmounted"); warned != tc.unclean {
+				t.Errorf("warned of an unclean journal: %v, want %v:\n%s", warned, tc.unclean, ui.errors())
 			}
 			before.AssertNoLeaksIn(t, dir, filepath.Dir(img.Path))
 		})

@@ -96,7 +96,7 @@ func TestAccRootfsFilesystemImageBadInput(t *testing.T) {
 	os.WriteFile(junk, []byte(strings.Repeat("neither a filesystem nor a tarball\n", 4096)), 0o644)
 	fakeKernel := filepath.Join(t.TempDir(), "vmlinuz-9.9.9-test")
 	os.WriteFile(fakeKernel, []byte("a kernel"), 0o644)
-	unknown := fixture.BareFSImage(t, "ext4")
+	unknown := fixture.BareFSImage(t, "ext4", "")
 	fixture.SetExtIncompat(t, unknown.Path, 0, 1<<30)
 	for _, tc := range []struct {
 		name, path, options, want string
@@ -106,8 +106,8 @@ func TestAccRootfsFilesystemImageBadInput(t *testing.T) {
 			"nor an ext2/3/4 or xfs filesystem image: it holds a whole disk with an MBR partition table (a whole disk image is a base_image); tar: "},
 		{"unknown ext feature", unknown.Path, "",
 			": unsupported filesystem features: ext incompatible features unknown 0x40000000, which Linux cannot mount"},
-		{"no kernel", fixture.BareFSImage(t, "xfs").Path, "", "(an xfs filesystem image) has no kernel (/boot/vmlinuz-*): give kernel and initrd"},
-		{"kernel_modules missing", fixture.BareFSImage(t, "ext4").Path, fmt.Sprintf("kernel = %q\n  kernel_modules = \"/nonexistent/modules\"", fakeKernel), "kernel_modules /nonexistent/modules is not a directory"},
+		{"no kernel", fixture.BareFSImage(t, "xfs", "").Path, "", "(an xfs filesystem image) has no kernel (/boot/vmlinuz-*): give kernel and initrd"},
+		{"kernel_modules missing", fixture.BareFSImage(t, "ext4", "").Path, fmt.Sprintf("kernel = %q\n  kernel_modules = \"/nonexistent/modules\"", fakeKernel), "kernel_modules /nonexistent/modules is not a directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := newAcc(t)
