@@ -179,11 +179,15 @@ func TestRunFromFilesystemImage(t *testing.T) {
 		name, fs  string
 		fstab     string // the image's, "" for the fixture's (by UUID)
 		unclean   bool
+		wrap      func(t testing.TB, raw string) string             // the file given: a qcow2 or a compressed image
 		wantFstab func(src fixture.Partition, before string) string // nil: unchanged
 		said      string
 	}{
 		{name: "ext4", fs: "ext4", said: "Kept the image's /etc/fstab"},
 		{name: "xfs", fs: "xfs", said: "Kept the image's /etc/fstab"},
+		{name: "xfs in a qcow2", fs: "xfs", wrap: fixture.QCOW2, said: "is a qcow2 image: converting it to a raw working copy"},
+		{name: "ext4 compressed with zstd", fs: "ext4", wrap: func(t testing.TB, p string) string { return fixture.Compress(t, p, "zst") },
+			said: "is a zstd-compressed file holding a filesystem: decompressing it"},
 		{name: "ext4 unclean, fstab by Xen device", fs: "ext4", unclean: true,
 			fstab: xenFstab,
 			wantFstab: func(src fixture.Partition, _ string) string {
@@ -198,8 +202,12 @@ func TestRunFromFilesystemImage(t *testing.T) {
 			if tc.unclean {
 				fixture.SetExtIncompat(t, img.Path, 0, 0x4) // needs_recovery
 			}
-			sum := fixture.Sha256(t, img.Path)
 			fstabBefore := string(fixture.ReadFileFromPartition(t, img.Path, src, "/etc/fstab"))
+			given := img.Path
+			if tc.wrap != nil {
+				given = tc.wrap(t, img.Path)
+			}
+			sum := fixture.Sha256(t, given)
 			wantFstab := fstabBefore
 			if tc.wantFstab != nil {
 				wantFstab = tc.wantFstab(src, fstabBefore)
@@ -211,7 +219,7 @@ func TestRunFromFilesystemImage(t *testing.T) {
 			os.MkdirAll(filepath.Join(modules, "kernel"), 0o755)
 			os.WriteFile(filepath.Join(modules, "modules.dep"), []byte("kernel/a.ko:\n"), 0o644)
 			before := fixture.LeakSnapshot()
-			b, dir := newBuilder(t, "", map[string]interface{}{"base_image": "", "source_rootfs": img.Path,
+			b, dir := newBuilder(t, "", map[string]interface{}{"base_image": "", "source_rootfs": given,
 				"kernel": kernel, "kernel_modules": modules, "disk_size": "600M"})
 			hook := &packersdk.MockHook{RunFunc: func(context.Context) error {
 				mnt := filepath.Join(dir, "mnt")
@@ -252,8 +260,11 @@ func TestRunFromFilesystemImage(t *testing.T) {
 				t.Errorf("/etc/provisioned = %q", got)
 			}
 			fixture.FsckPartition(t, out, root)
-			if fixture.Sha256(t, img.Path) != sum {
+			if fixture.Sha256(t, given) != sum {
 				t.Error("the filesystem image changed")
+			}
+			if left, _ := filepath.Glob(filepath.Join(dir, "out", ".*")); len(left) > 0 {
+				t.Errorf("working files left: %v", left)
 			}
 			if !strings.Contains(ui.said(), tc.said) {
 				t.Errorf("the build did not say %q:\n%s", tc.said, ui.said())
@@ -261,7 +272,7 @@ func TestRunFromFilesystemImage(t *testing.T) {
 			if warned := strings.Contains(ui.errors(), "was not cleanly unmounted"); warned != tc.unclean {
 				t.Errorf("warned of an unclean journal: %v, want %v:\n%s", warned, tc.unclean, ui.errors())
 			}
-			before.AssertNoLeaksIn(t, dir, filepath.Dir(img.Path))
+			before.AssertNoLeaksIn(t, dir, filepath.Dir(img.Path), filepath.Dir(given))
 		})
 	}
 }

@@ -44,7 +44,9 @@ type Config struct {
 	// `.tar.zst`; the compression is recognised by content), or a
 	// filesystem image: a file holding one bare ext2, ext3, ext4 or xfs
 	// filesystem with no partition table, such as an AMI's image file
-	// (recognised by its superblock, not its name). The source is only
+	// (recognised by its superblock, not its name), also inside a qcow2 or
+	// compressed (gzip, xz, zstd; then read from a sparse raw working copy
+	// in the output directory). The source is only
 	// read: a filesystem image is attached to a read-only loop device and
 	// mounted read-only without replaying its journal (`ro,noload`,
 	// `ro,norecovery`), and its files are copied into the new root

@@ -104,6 +104,8 @@ func TestAccRootfsFilesystemImageBadInput(t *testing.T) {
 		{"neither", junk, "", "is neither a directory, a tarball tar can read (.tar, .tar.gz, .tar.xz, .tar.zst) nor an ext2/3/4 or xfs filesystem image; tar: "},
 		{"whole disk", fixture.NewDisk(t, fixture.DiskOptions{}).Path, "",
 			"nor an ext2/3/4 or xfs filesystem image: it holds a whole disk with an MBR partition table (a whole disk image is a base_image); tar: "},
+		{"qcow2 of a whole disk", fixture.QCOW2(t, fixture.NewDisk(t, fixture.DiskOptions{}).Path), "",
+			"is a qcow2 image whose content is not an ext2/3/4 or xfs filesystem: it holds a whole disk with an MBR partition table (a whole disk image is a base_image)"},
 		{"unknown ext feature", unknown.Path, "",
 			": unsupported filesystem features: ext incompatible features unknown 0x40000000, which Linux cannot mount"},
 		{"no kernel", fixture.BareFSImage(t, "xfs", "").Path, "", "(an xfs filesystem image) has no kernel (/boot/vmlinuz-*): give kernel and initrd"},

@@ -13,6 +13,7 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootloader"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fsimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/rootfs"
@@ -24,8 +25,7 @@ import (
 // other file is unpacked as a tarball into the output directory, under a
 // hidden name, and removed at the end.
 type stepRootTree struct {
-	handle  cleanup.Handle
-	taken   bool
+	handles []cleanup.Handle // working files, in the order taken
 	mounted *fsimage.Mounted
 }
 
@@ -102,31 +102,35 @@ func (s *stepRootTree) open(ctx context.Context, state multistep.StateBag) (stri
 	cfg := configOf(state)
 	ui := uiOf(state)
 	src := cfg.SourceRootfs
-	info, perr := fsimage.Probe(src)
+	image, container, err := s.unwrap(ctx, state)
+	if err != nil {
+		return "", err
+	}
+	info, perr := fsimage.Probe(image)
 	switch {
 	case perr == nil:
-		return s.mount(state, info)
+		return s.mount(state, image, info)
+	case container != "" && errors.Is(perr, fsimage.ErrNotFilesystem):
+		return "", fmt.Errorf("source_rootfs %s is %s whose content is not an ext2/3/4 or xfs filesystem%s%s",
+			src, container, strings.TrimPrefix(perr.Error(), fsimage.ErrNotFilesystem.Error()), baseImageHint(perr))
+	case container != "":
+		return "", fmt.Errorf("source_rootfs %s (%s): %w", src, container, perr)
 	case errors.Is(perr, fsimage.ErrUnsupported):
 		if strings.Contains(perr.Error(), "features") {
 			return "", fmt.Errorf("source_rootfs %s: %w; give its files as a directory or a tarball instead", src, perr)
 		}
 		return "", fmt.Errorf("source_rootfs %s: %w", src, perr)
 	}
-	tree := filepath.Join(cfg.OutputDirectory, "."+cfg.ImageName+".tree")
-	h, err := journalOf(state).Take(cleanup.FileEntry(tree))
+	tree, err := s.workFile(state, ".tree")
 	if err != nil {
 		return "", err
 	}
-	s.handle, s.taken = h, true
 	ui.Say(fmt.Sprintf("Unpacking %s...", src))
 	if err := rootfs.Extract(ctx, src, tree); err != nil {
 		if !errors.Is(perr, fsimage.ErrNotFilesystem) || ctx.Err() != nil {
 			return "", err
 		}
-		holds := strings.TrimPrefix(perr.Error(), fsimage.ErrNotFilesystem.Error())
-		if strings.Contains(holds, "whole disk") {
-			holds += " (a whole disk image is a base_image)"
-		}
+		holds := strings.TrimPrefix(perr.Error(), fsimage.ErrNotFilesystem.Error()) + baseImageHint(perr)
 		tar := err
 		if inner := errors.Unwrap(err); inner != nil {
 			tar = inner
@@ -137,12 +141,76 @@ func (s *stepRootTree) open(ctx context.Context, state multistep.StateBag) (stri
 	return tree, nil
 }
 
+// unwrap gives the file to probe for a filesystem: source_rootfs itself,
+// or, when it is a qcow2 (or another image format) or a compressed file
+// whose content starts with an ext or xfs superblock, a sparse raw copy of
+// its content in the output directory (container says what it was). A
+// compressed tarball is left to tar.
+func (s *stepRootTree) unwrap(ctx context.Context, state multistep.StateBag) (image, container string, err error) {
+	src := configOf(state).SourceRootfs
+	format, err := diskimage.Detect(src)
+	if err != nil {
+		return "", "", fmt.Errorf("source_rootfs: %w", err)
+	}
+	kind := diskimage.NoCompression
+	if format == diskimage.Raw {
+		if kind, err = diskimage.DetectCompression(src); err != nil {
+			return "", "", fmt.Errorf("source_rootfs: %w", err)
+		}
+		if kind == diskimage.NoCompression {
+			return src, "", nil
+		}
+		head, err := diskimage.DecompressedHead(src, fsimage.HeadSize)
+		if err != nil || !fsimage.Recognised(head) {
+			return src, "", nil // a compressed tarball, or for tar to refuse
+		}
+	}
+	work, err := s.workFile(state, ".source.raw")
+	if err != nil {
+		return "", "", err
+	}
+	if format != diskimage.Raw {
+		container = "a " + string(format) + " image"
+		uiOf(state).Say(fmt.Sprintf("source_rootfs %s is %s: converting it to a raw working copy (%s) to read its filesystem...", src, container, work))
+		err = diskimage.ConvertToRaw(ctx, src, format, work, nil)
+	} else {
+		container = "a " + string(kind) + "-compressed file"
+		uiOf(state).Say(fmt.Sprintf("source_rootfs %s is %s holding a filesystem: decompressing it to a raw working copy (%s)...", src, container, work))
+		err = diskimage.Decompress(ctx, src, work, nil)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("source_rootfs %s (%s): %w", src, container, err)
+	}
+	return work, container, nil
+}
+
+// workFile journals a working file or directory of the build, removed at
+// the end: the output directory's ".NAME" + suffix.
+func (s *stepRootTree) workFile(state multistep.StateBag, suffix string) (string, error) {
+	cfg := configOf(state)
+	p := filepath.Join(cfg.OutputDirectory, "."+cfg.ImageName+suffix)
+	h, err := journalOf(state).Take(cleanup.FileEntry(p))
+	if err != nil {
+		return "", err
+	}
+	s.handles = append(s.handles, h)
+	return p, nil
+}
+
+// baseImageHint says where a whole disk belongs.
+func baseImageHint(perr error) string {
+	if strings.Contains(perr.Error(), "whole disk") {
+		return " (a whole disk image is a base_image)"
+	}
+	return ""
+}
+
 // mount mounts a filesystem image read-only for the disk to be made from,
 // and makes the new root of the image's kind unless root_fs says otherwise.
-func (s *stepRootTree) mount(state multistep.StateBag, info fsimage.Info) (string, error) {
+func (s *stepRootTree) mount(state multistep.StateBag, image string, info fsimage.Info) (string, error) {
 	cfg := configOf(state)
 	ui := uiOf(state)
-	m, err := fsimage.Mount(journalOf(state), cfg.SourceRootfs, info, state.Get(stateMountPath).(string)+"-source")
+	m, err := fsimage.Mount(journalOf(state), image, info, state.Get(stateMountPath).(string)+"-source")
 	if err != nil {
 		return "", fmt.Errorf("source_rootfs %s: %w", cfg.SourceRootfs, err)
 	}
@@ -168,11 +236,12 @@ func (s *stepRootTree) Cleanup(state multistep.StateBag) {
 			uiOf(state).Error(fmt.Sprintf("releasing the filesystem image: %v", err))
 		}
 	}
-	if s.taken {
-		if err := journalOf(state).Release(s.handle); err != nil {
-			uiOf(state).Error(fmt.Sprintf("removing the unpacked root tree: %v", err))
+	for i := len(s.handles) - 1; i >= 0; i-- {
+		if err := journalOf(state).Release(s.handles[i]); err != nil {
+			uiOf(state).Error(fmt.Sprintf("removing a working copy of source_rootfs: %v", err))
 		}
 	}
+	s.handles = nil
 }
 
 // findKernelModules finds the modules of the kernel option: the tree's

@@ -44,9 +44,15 @@ var ErrNotFilesystem = errors.New("not an ext2/3/4 or xfs filesystem image")
 // features this program cannot read (the error names them).
 var ErrUnsupported = errors.New("unsupported filesystem features")
 
-// headSize covers every superblock and signature Probe and Identify look
-// at: ext's at 1024, xfs's at 0, btrfs's at 64 KiB, GPT's at 512.
-const headSize = 0x10000 + 0x1000
+// HeadSize covers every superblock and signature Probe, Recognised and
+// Identify look at: ext's at 1024, xfs's at 0, btrfs's at 64 KiB, GPT's
+// at 512.
+const HeadSize = 0x10000 + 0x1000
+
+// Recognised reports whether head, a file's first HeadSize bytes, starts
+// with an ext2/3/4 or xfs superblock (whether Probe would read it, before
+// its checks).
+func Recognised(head []byte) bool { return isExt(head) || isXFS(head) }
 
 // Probe reads the superblock of the filesystem image at path. It returns
 // ErrNotFilesystem (wrapped, with what the file seems to hold instead
@@ -65,7 +71,7 @@ func Probe(path string) (Info, error) {
 	if !fi.Mode().IsRegular() {
 		return Info{}, fmt.Errorf("%s is not a regular file", path)
 	}
-	head := make([]byte, headSize)
+	head := make([]byte, HeadSize)
 	n, err := f.ReadAt(head, 0)
 	if err != nil && err != io.EOF {
 		return Info{}, fmt.Errorf("reading %s: %w", path, err)

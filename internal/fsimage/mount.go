@@ -47,6 +47,7 @@ func mountData(fstype string) (kernelType, data string) {
 // which it creates (its parent too) and which must not exist. Nothing can write to the
 // file through it: the loop device itself refuses writes. Every resource
 // is journaled before it is taken; on error what was taken is released.
+// Errors do not name path: the caller names the user's file.
 func Mount(j *cleanup.Journal, path string, info Info, dir string) (_ *Mounted, err error) {
 	m := &Mounted{Dir: dir, j: j}
 	defer func() {
@@ -56,7 +57,7 @@ func Mount(j *cleanup.Journal, path string, info Info, dir string) (_ *Mounted, 
 	}()
 	dev, lh, err := j.AttachLoop(loop.AttachOpts{Backing: path, Size: info.Size, ReadOnly: true})
 	if err != nil {
-		return nil, fmt.Errorf("attaching %s read-only: %w", path, err)
+		return nil, fmt.Errorf("attaching the image read-only: %w", err)
 	}
 	m.handles = append(m.handles, lh)
 	dh, err := j.Take(cleanup.FileEntry(dir))
@@ -77,7 +78,7 @@ func Mount(j *cleanup.Journal, path string, info Info, dir string) (_ *Mounted, 
 	}
 	flags := uintptr(unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
 	if err := unix.Mount(dev.Path(), dir, kernelType, flags, data); err != nil {
-		return nil, errors.Join(fmt.Errorf("mounting the %s filesystem of %s read-only (-o ro,%s): %w; the kernel's log (dmesg) says why", info.Type, path, data, err), j.Forget(mh))
+		return nil, errors.Join(fmt.Errorf("mounting its %s filesystem read-only (-o ro,%s): %w; the kernel's log (dmesg) says why", info.Type, data, err), j.Forget(mh))
 	}
 	m.handles = append(m.handles, mh)
 	return m, nil
