@@ -174,7 +174,7 @@ func ext4Bytes(h map[string]int64) int64 { return h["Block count"] * h["Block si
 // root by UUID), the modules are copied in, and the image file is
 // unchanged.
 func TestRunFromFilesystemImage(t *testing.T) {
-	const xenFstab = "# a Xen-era AMI\n/dev/xvda1 / ext3 defaults,noatime 1 1\n/dev/xvdb /mnt auto defaults,nofail 0 2\n"
+	const xenFstab = "# a Xen-era AMI\n/dev/xvda1 / ext3 defaults,noatime 1 1\n/dev/xvdb /mnt auto defaults 0 2\n"
 	for _, tc := range []struct {
 		name, fs  string
 		fstab     string // the image's, "" for the fixture's (by UUID)
@@ -271,6 +271,10 @@ func TestRunFromFilesystemImage(t *testing.T) {
 			}
 			if warned := strings.Contains(ui.errors(), "was not cleanly unmounted"); warned != tc.unclean {
 				t.Errorf("warned of an unclean journal: %v, want %v:\n%s", warned, tc.unclean, ui.errors())
+			}
+			// The Xen fstab's ephemeral disk has no nofail.
+			if warned := strings.Contains(ui.errors(), "line 3 mounts /dev/xvdb on /mnt without nofail"); warned != (tc.fstab != "") {
+				t.Errorf("warned of /dev/xvdb: %v, want %v:\n%s", warned, tc.fstab != "", ui.errors())
 			}
 			before.AssertNoLeaksIn(t, dir, filepath.Dir(img.Path), filepath.Dir(given))
 		})

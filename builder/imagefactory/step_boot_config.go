@@ -102,6 +102,12 @@ func fixImageFstab(state multistep.StateBag, r fstab.RootFS) error {
 	if err != nil {
 		return fmt.Errorf("source_rootfs %s: its /etc/fstab: %w", configOf(state).SourceRootfs, err)
 	}
+	elsewhere, _ := fstab.Elsewhere(text, r) // FixRoot parsed it
+	for _, e := range elsewhere {
+		uiOf(state).Error(fmt.Sprintf("Warning: the image's /etc/fstab line %d mounts %s on %s without nofail: the new disk holds only the root, "+
+			"so a machine without that device waits for it at boot, then stops in emergency mode (add nofail in a provisioner, or remove the line)",
+			e.Line, e.Spec, e.File))
+	}
 	if change == "" {
 		uiOf(state).Say("Kept the image's /etc/fstab: its / line names the root, which kept its UUID and label")
 		return nil

@@ -244,3 +244,28 @@ func TestFixRoot(t *testing.T) {
 		t.Error("FixRoot accepted a line without a mount point")
 	}
 }
+
+func TestElsewhere(t *testing.T) {
+	const uuid = "5b0b8f3c-4f5e-4a53-9d1a-3c9e2f0a7b11"
+	r := RootFS{UUID: uuid, Label: "cloudimg-rootfs", Type: "ext4", Spec: "LABEL=cloudimg-rootfs"}
+	text := "LABEL=cloudimg-rootfs / ext4 defaults 0 1\n" +
+		"/dev/xvdb /mnt auto defaults 0 2\n" + // waits: reported
+		"/dev/xvdc /data ext4 defaults,nofail 0 2\n" +
+		"/dev/xvdd /opt ext4 noauto 0 0\n" +
+		"UUID=" + uuid + " /srv ext4 defaults 0 2\n" + // the root again: there
+		"UUID=0000-1111 /boot/efi vfat umask=0077 0 1\n" + // waits: reported
+		"/swapfile none swap sw 0 0\n" +
+		"proc /proc proc defaults 0 0\n" +
+		"tmpfs /tmp tmpfs defaults 0 0\n"
+	got, err := Elsewhere(text, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, e := range got {
+		files = append(files, e.File)
+	}
+	if strings.Join(files, " ") != "/mnt /boot/efi" {
+		t.Errorf("Elsewhere = %v, want /mnt and /boot/efi", files)
+	}
+}

@@ -84,3 +84,23 @@ func commentField(fields []string) int {
 	}
 	return -1
 }
+
+// Elsewhere lists the entries of an fstab that mount, at boot, a disk
+// filesystem other than r without nofail or noauto: a device the disk
+// made around r does not hold (an AMI's /dev/xvdb, the original disk's
+// /boot by UUID). systemd waits for such a device (90 s by default) and
+// then stops the boot in emergency mode (systemd.mount(5), nofail).
+func Elsewhere(text string, r RootFS) ([]Entry, error) {
+	entries, err := Parse(strings.NewReader(text))
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	for _, e := range entries {
+		if e.File == "/" || r.names(e) || !e.Mountable() || e.HasOption("nofail") {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
