@@ -39,6 +39,11 @@ func TestAccRootfsFilesystemImage(t *testing.T) {
 `), nil)
 	out := filepath.Join(a.out(), "t.raw")
 	t.Logf("build %s; %s", res.Duration, describeImage(t, out))
+	for _, l := range strings.Split(res.Output, "\n") {
+		if strings.Contains(l, "Working disk") && strings.Contains(l, " made in ") {
+			t.Logf("%s", l[strings.Index(l, "Working disk"):])
+		}
+	}
 
 	if fixture.Sha256(t, img.Path) != sum {
 		t.Errorf("the filesystem image %s changed", img.Path)
@@ -84,6 +89,7 @@ func TestAccRootfsFilesystemImage(t *testing.T) {
 		t.Errorf("left in the output directory: %v", left)
 	}
 	a.assertNoLeaksHere(t)
+	a.before.AssertNoLeaksIn(t, filepath.Dir(img.Path)) // the image's read-only loop device and mount
 	fixture.BootToLogin(t, out, fixture.BootOptions{})
 }
 
@@ -136,6 +142,7 @@ func TestAccRootfsFilesystemImageBadInput(t *testing.T) {
 				t.Errorf("working files left: %v", left)
 			}
 			a.assertNoLeaksHere(t)
+			a.before.AssertNoLeaksIn(t, filepath.Dir(tc.path))
 		})
 	}
 }
