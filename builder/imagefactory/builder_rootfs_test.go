@@ -185,9 +185,9 @@ func TestRunFromFilesystemImage(t *testing.T) {
 	}{
 		{name: "ext4", fs: "ext4", said: "Kept the image's /etc/fstab"},
 		{name: "xfs", fs: "xfs", said: "Kept the image's /etc/fstab"},
-		{name: "xfs in a qcow2", fs: "xfs", wrap: fixture.QCOW2, said: "is a qcow2 image: converting it to a raw working copy"},
+		{name: "xfs in a qcow2", fs: "xfs", wrap: fixture.QCOW2, said: "is a qcow2 image: writing its content to a raw working copy"},
 		{name: "ext4 compressed with zstd", fs: "ext4", wrap: func(t testing.TB, p string) string { return fixture.Compress(t, p, "zst") },
-			said: "is a zstd-compressed file holding a filesystem: decompressing it"},
+			said: "is a zstd-compressed file: writing its content to a raw working copy"},
 		{name: "ext4 unclean, fstab by Xen device", fs: "ext4", unclean: true,
 			fstab: xenFstab,
 			wantFstab: func(src fixture.Partition, _ string) string {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootloader"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
-	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fsimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/rootfs"
@@ -142,43 +141,21 @@ func (s *stepRootTree) open(ctx context.Context, state multistep.StateBag) (stri
 }
 
 // unwrap gives the file to probe for a filesystem: source_rootfs itself,
-// or, when it is a qcow2 (or another image format) or a compressed file
-// whose content starts with an ext or xfs superblock, a sparse raw copy of
-// its content in the output directory (container says what it was). A
-// compressed tarball is left to tar.
+// or, when it is a qcow2 or compressed filesystem image, a sparse raw
+// copy of its content in the output directory (container says what it
+// was: fsimage.Container).
 func (s *stepRootTree) unwrap(ctx context.Context, state multistep.StateBag) (image, container string, err error) {
 	src := configOf(state).SourceRootfs
-	format, err := diskimage.Detect(src)
-	if err != nil {
-		return "", "", fmt.Errorf("source_rootfs: %w", err)
-	}
-	kind := diskimage.NoCompression
-	if format == diskimage.Raw {
-		if kind, err = diskimage.DetectCompression(src); err != nil {
-			return "", "", fmt.Errorf("source_rootfs: %w", err)
-		}
-		if kind == diskimage.NoCompression {
-			return src, "", nil
-		}
-		head, err := diskimage.DecompressedHead(src, fsimage.HeadSize)
-		if err != nil || !fsimage.Recognised(head) {
-			return src, "", nil // a compressed tarball, or for tar to refuse
-		}
+	container, err = fsimage.Container(src)
+	if err != nil || container == "" {
+		return src, "", err
 	}
 	work, err := s.workFile(state, ".source.raw")
 	if err != nil {
 		return "", "", err
 	}
-	if format != diskimage.Raw {
-		container = "a " + string(format) + " image"
-		uiOf(state).Say(fmt.Sprintf("source_rootfs %s is %s: converting it to a raw working copy (%s) to read its filesystem...", src, container, work))
-		err = diskimage.ConvertToRaw(ctx, src, format, work, nil)
-	} else {
-		container = "a " + string(kind) + "-compressed file"
-		uiOf(state).Say(fmt.Sprintf("source_rootfs %s is %s holding a filesystem: decompressing it to a raw working copy (%s)...", src, container, work))
-		err = diskimage.Decompress(ctx, src, work, nil)
-	}
-	if err != nil {
+	uiOf(state).Say(fmt.Sprintf("source_rootfs %s is %s: writing its content to a raw working copy (%s) to read its filesystem...", src, container, work))
+	if err := fsimage.Unwrap(ctx, src, work); err != nil {
 		return "", "", fmt.Errorf("source_rootfs %s (%s): %w", src, container, err)
 	}
 	return work, container, nil

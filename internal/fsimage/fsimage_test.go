@@ -1,6 +1,7 @@
 package fsimage
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -246,4 +247,52 @@ func attach(t *testing.T, img string) string {
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
 	return dev
+}
+
+// TestContainer: qcow2 and compressed filesystem images are containers,
+// and their content comes out whole; a bare image, a compressed tarball
+// and a compressed file of anything else are not.
+func TestContainer(t *testing.T) {
+	ext4 := mkfs(t, "ext4", 16, "-q", "-U", testUUID)
+	tarball := filepath.Join(t.TempDir(), "root.tar")
+	if out, err := exec.Command("tar", "-C", filepath.Dir(ext4), "-cf", tarball, filepath.Base(ext4)).CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v %s", err, out)
+	}
+	junk := filepath.Join(t.TempDir(), "junk")
+	writeAt(t, junk, 0, "nothing")
+	for _, tc := range []struct {
+		name, path, want string
+	}{
+		{"bare ext4", ext4, ""},
+		{"qcow2", fixture.QCOW2(t, ext4), "a qcow2 image"},
+		{"zstd", fixture.Compress(t, ext4, "zst"), "a zstd-compressed file"},
+		{"gzip", fixture.Compress(t, ext4, "gz"), "a gzip-compressed file"},
+		{"xz", fixture.Compress(t, ext4, "xz"), "an xz-compressed file"},
+		{"compressed tarball", fixture.Compress(t, tarball, "gz"), ""},
+		{"compressed junk", fixture.Compress(t, junk, "zst"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Container(tc.path)
+			if err != nil || got != tc.want {
+				t.Fatalf("Container = %q, %v; want %q", got, err, tc.want)
+			}
+			if got == "" {
+				return
+			}
+			sum := fixture.Sha256(t, tc.path)
+			dst := filepath.Join(t.TempDir(), "content.raw")
+			if err := Unwrap(context.Background(), tc.path, dst); err != nil {
+				t.Fatal(err)
+			}
+			if fixture.Sha256(t, dst) != fixture.Sha256(t, ext4) {
+				t.Error("the unwrapped content differs from the image")
+			}
+			if info, err := Probe(dst); err != nil || info.UUID != testUUID {
+				t.Errorf("Probe of the content: %+v, %v", info, err)
+			}
+			if fixture.Sha256(t, tc.path) != sum {
+				t.Error("Unwrap changed its input")
+			}
+		})
+	}
 }
