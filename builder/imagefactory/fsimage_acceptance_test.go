@@ -115,6 +115,8 @@ func TestAccRootfsFilesystemImageBadInput(t *testing.T) {
 		{"unknown ext feature", unknown.Path, "",
 			": unsupported filesystem features: ext incompatible features unknown 0x40000000, which Linux cannot mount"},
 		{"no kernel", fixture.BareFSImage(t, "xfs", "").Path, "", "(an xfs filesystem image) has no kernel (/boot/vmlinuz-*): give kernel and initrd"},
+		{"xfs label", fixture.BareFSImage(t, "ext4", "").Path, fmt.Sprintf("kernel = %q\n  root_fs = \"xfs\"", fakeKernel),
+			`: root_fs xfs cannot keep its ext4 filesystem's label "cloudimg-rootfs" (xfs labels hold 12 bytes), which its fstab may name: use root_fs = "ext4"`},
 		{"kernel_modules missing", fixture.BareFSImage(t, "ext4", "").Path, fmt.Sprintf("kernel = %q\n  kernel_modules = \"/nonexistent/modules\"", fakeKernel), "kernel_modules /nonexistent/modules is not a directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -57,9 +57,7 @@ func (s *stepMakeDisk) Run(ctx context.Context, state multistep.StateBag) multis
 		o.Extra += u.Bytes
 	}
 	if src, ok := state.GetOk(stateSourceFS); ok {
-		if err := keepIdentity(ui, &o, src.(fsimage.Info)); err != nil {
-			return halt(state, err)
-		}
+		keepIdentity(ui, &o, src.(fsimage.Info))
 	}
 
 	h, err := journalOf(state).Take(cleanup.FileEntry(o.Disk))
@@ -103,19 +101,14 @@ func (s *stepMakeDisk) Cleanup(state multistep.StateBag) {
 }
 
 // keepIdentity gives the new root the filesystem image's UUID and label,
-// what its fstab, its boot loader configuration and its users name it by.
-// An image without a label gets the default one; a label too long for
-// the new root's kind (xfs: 12 bytes) is an error naming root_fs.
-func keepIdentity(ui packersdk.Ui, o *bootdisk.Options, src fsimage.Info) error {
+// what its fstab, its boot loader configuration and its users name it by
+// (stepRootTree checked that the label fits). An image without a label
+// gets the default one.
+func keepIdentity(ui packersdk.Ui, o *bootdisk.Options, src fsimage.Info) {
 	o.UUID, o.Label = src.UUID, src.Label
-	if o.FSType == rootfs.XFS && len(src.Label) > rootfs.MaxXFSLabel {
-		return fmt.Errorf("root_fs xfs cannot keep the %s filesystem image's label %q (xfs labels hold %d bytes): use root_fs = \"ext4\"",
-			src.Type, src.Label, rootfs.MaxXFSLabel)
-	}
 	kept := fmt.Sprintf("the image's UUID %s and label %q", src.UUID, src.Label)
 	if src.Label == "" {
 		kept = fmt.Sprintf("the image's UUID %s and the label %s (the image had none)", src.UUID, rootfs.DefaultLabel(o.FSType))
 	}
 	ui.Say(fmt.Sprintf("The new %s root filesystem keeps %s", o.FSType, kept))
-	return nil
 }

@@ -187,6 +187,13 @@ func baseImageHint(perr error) string {
 func (s *stepRootTree) mount(state multistep.StateBag, image string, info fsimage.Info) (string, error) {
 	cfg := configOf(state)
 	ui := uiOf(state)
+	if !cfg.rootFSGiven && info.Type == fsimage.XFS {
+		cfg.RootFS = rootfs.XFS // read by stepMakeDisk and stepBootConfig
+	}
+	if cfg.RootFS == rootfs.XFS && len(info.Label) > rootfs.MaxXFSLabel {
+		return "", fmt.Errorf("source_rootfs %s: root_fs xfs cannot keep its %s filesystem's label %q (xfs labels hold %d bytes), which its fstab may name: use root_fs = \"ext4\"",
+			cfg.SourceRootfs, info.Type, info.Label, rootfs.MaxXFSLabel)
+	}
 	m, err := fsimage.Mount(journalOf(state), image, info, state.Get(stateMountPath).(string)+"-source")
 	if err != nil {
 		return "", fmt.Errorf("source_rootfs %s: %w", cfg.SourceRootfs, err)
@@ -200,9 +207,6 @@ func (s *stepRootTree) mount(state multistep.StateBag, image string, info fsimag
 		ui.Error(fmt.Sprintf("Warning: the %s filesystem in %s was not cleanly unmounted: its journal holds writes that were never put in place. "+
 			"They are not replayed (the file is only read), so the new disk lacks them. To keep them, replay the journal on a copy "+
 			"(cp --sparse=always %s copy.img && e2fsck -fy copy.img) and give the copy.", info.Type, cfg.SourceRootfs, cfg.SourceRootfs))
-	}
-	if !cfg.rootFSGiven && info.Type == fsimage.XFS {
-		cfg.RootFS = rootfs.XFS // read by stepMakeDisk and stepBootConfig
 	}
 	return m.Dir, nil
 }
