@@ -33,6 +33,7 @@ func (s *stepBootConfig) Run(ctx context.Context, state multistep.StateBag) mult
 	if cfg.FstabBy == "uuid" {
 		name = "UUID=" + uuid
 	}
+	wrote := ""
 	if _, ok := state.GetOk(stateSourceFS); ok {
 		// A filesystem image's root kept its identity: its fstab stays.
 		if err := fixImageFstab(state, fstab.RootFS{UUID: uuid, Label: label, Type: cfg.RootFS, Spec: name}); err != nil {
@@ -47,6 +48,7 @@ func (s *stepBootConfig) Run(ctx context.Context, state multistep.StateBag) mult
 		if err := root.WriteFile("/etc/fstab", []byte(text), 0o644); err != nil {
 			return haltf(state, "writing /etc/fstab: %v", err)
 		}
+		wrote = "/etc/fstab (root by " + cfg.FstabBy + ") and "
 	}
 
 	kernel, _ := state.Get(stateTreeKernel).(string)
@@ -83,7 +85,7 @@ func (s *stepBootConfig) Run(ctx context.Context, state multistep.StateBag) mult
 	if err := root.WriteFile(bootloader.ConfigPath, []byte(grubCfg), 0o644); err != nil {
 		return haltf(state, "writing %s: %v", bootloader.ConfigPath, err)
 	}
-	uiOf(state).Say(fmt.Sprintf("Wrote %s: %s %s", bootloader.ConfigPath, kernel, cfg.KernelCmdline))
+	uiOf(state).Say(fmt.Sprintf("Wrote %s%s: %s %s", wrote, bootloader.ConfigPath, kernel, cfg.KernelCmdline))
 	return multistep.ActionContinue
 }
 

@@ -44,10 +44,11 @@ func mountData(fstype string) (kernelType, data string) {
 
 // Mount attaches the image at path to a read-only loop device and mounts
 // it read-only (nosuid, nodev, noexec, its journal not replayed) on dir,
-// which it creates (its parent too) and which must not exist. Nothing can write to the
-// file through it: the loop device itself refuses writes. Every resource
-// is journaled before it is taken; on error what was taken is released.
-// Errors do not name path: the caller names the user's file.
+// which it creates (its parent too) and which must not exist. Nothing can
+// write to the file through it: the file is opened O_RDONLY (so it may
+// lie on read-only media) and the loop device refuses writes. Every
+// resource is journaled before it is taken; on error what was taken is
+// released. Errors do not name path: the caller names the user's file.
 func Mount(j *cleanup.Journal, path string, info Info, dir string) (_ *Mounted, err error) {
 	m := &Mounted{Dir: dir, j: j}
 	defer func() {
