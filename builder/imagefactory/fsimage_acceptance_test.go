@@ -18,9 +18,11 @@ import (
 // TestAccRootfsFilesystemImage builds a 3 GiB GPT disk from a Debian 12
 // ext4 filesystem image that has no kernel (fstab by UUID,
 // metadata_csum_seed), with a kernel, initrd and modules given by path, a
-// shell provisioner writing into the root, and disk_size. The output is
-// inspected with other tools (sfdisk, blkid, debugfs, e2fsck), the image
-// file is unchanged, and the disk boots to a login prompt.
+// shell provisioner writing into the root, and disk_size; then
+// imagefactory-scrub and imagefactory-sparsify (to qcow2) run on it in the
+// same build. The output is inspected with other tools (qemu-img, sfdisk,
+// blkid, debugfs, e2fsck), the image file is unchanged, and the disk boots
+// to a login prompt.
 func TestAccRootfsFilesystemImage(t *testing.T) {
 	a := newAcc(t)
 	img := fixture.DebianFSImage(t)
@@ -36,9 +38,20 @@ func TestAccRootfsFilesystemImage(t *testing.T) {
   provisioner "shell" {
     inline = ["test -f /lib/modules/$(ls /lib/modules)/modules.dep", "ls /lib/modules > /etc/modules-seen"]
   }
+  post-processors {
+    post-processor "imagefactory-scrub" {}
+    post-processor "imagefactory-sparsify" {
+      format = "qcow2"
+      output = "out/final.qcow2"
+    }
+  }
 `), nil)
-	out := filepath.Join(a.out(), "t.raw")
-	t.Logf("build %s; %s", res.Duration, describeImage(t, out))
+	final := filepath.Join(a.out(), "final.qcow2")
+	t.Logf("build %s; %s", res.Duration, describeImage(t, final))
+	if qemuImgFormat(t, final) != "qcow2" {
+		t.Fatalf("%s is not a qcow2", final)
+	}
+	out := toRaw(t, final)
 	for _, l := range strings.Split(res.Output, "\n") {
 		if strings.Contains(l, "Working disk") && strings.Contains(l, " made in ") {
 			t.Logf("%s", l[strings.Index(l, "Working disk"):])
@@ -56,6 +69,9 @@ func TestAccRootfsFilesystemImage(t *testing.T) {
 	}
 	if size := fixture.FileSize(t, out); size != 3<<30 {
 		t.Errorf("output is %d bytes, want disk_size 3G", size)
+	}
+	if got := readOut(t, out, lastPartition(t, out, "ext4"), "/etc/machine-id"); got != "uninitialized\n" {
+		t.Errorf("/etc/machine-id = %q: not scrubbed", got)
 	}
 	root := lastPartition(t, out, "ext4")
 	blk, _ := exec.Command("blkid", "-p", "-O", fmt.Sprint(root.Offset), "-o", "export", out).CombinedOutput()
@@ -90,7 +106,7 @@ func TestAccRootfsFilesystemImage(t *testing.T) {
 	}
 	a.assertNoLeaksHere(t)
 	a.before.AssertNoLeaksIn(t, filepath.Dir(img.Path)) // the image's read-only loop device and mount
-	fixture.BootToLogin(t, out, fixture.BootOptions{})
+	fixture.BootToLogin(t, final, fixture.BootOptions{})
 }
 
 // TestAccRootfsFilesystemImageBadInput: each bad file fails the build with
