@@ -205,8 +205,8 @@ func (s *stepRootTree) mount(state multistep.StateBag, image string, info fsimag
 		cfg.SourceRootfs, info.Type, info.UUID, info.Label, info.Size>>20, m.Dir))
 	if info.Unclean {
 		ui.Error(fmt.Sprintf("Warning: the %s filesystem in %s was not cleanly unmounted: its journal holds writes that were never put in place. "+
-			"They are not replayed (the file is only read), so the new disk lacks them. To keep them, replay the journal on a copy "+
-			"(cp --sparse=always %s copy.img && e2fsck -fy copy.img) and give the copy.", info.Type, cfg.SourceRootfs, cfg.SourceRootfs))
+			"They are not replayed (the file is only read), so the new disk lacks them. To keep them, replay the journal on a raw copy "+
+			"of the filesystem (e2fsck -fy COPY) and give the copy.", info.Type, cfg.SourceRootfs))
 	}
 	return m.Dir, nil
 }
