@@ -40,10 +40,19 @@ type Config struct {
 	// then). The base must stay where it is.
 	UseBackingFile bool `mapstructure:"use_backing_file"`
 	// Make a bootable disk from a root tree instead of starting from a
-	// disk image: a directory, or a tarball (`.tar`, `.tar.gz`, `.tar.xz`,
-	// `.tar.zst`; the compression is recognised by content). The tree is
-	// only read. It needs `/boot/vmlinuz-*` (and usually
-	// `/boot/initrd.img-*`) unless `kernel` is given.
+	// disk image: a directory, a tarball (`.tar`, `.tar.gz`, `.tar.xz`,
+	// `.tar.zst`; the compression is recognised by content), or a
+	// filesystem image: a file holding one bare ext2, ext3, ext4 or xfs
+	// filesystem with no partition table, such as an AMI's image file
+	// (recognised by its superblock, not its name), also inside a qcow2 or
+	// compressed (gzip, xz, zstd; then read from a sparse raw working copy
+	// in the output directory). The source is only
+	// read: a filesystem image is attached to a read-only loop device and
+	// mounted read-only without replaying its journal (`ro,noload`,
+	// `ro,norecovery`), and its files are copied into the new root
+	// filesystem, which keeps the image's UUID and label, so that its
+	// `/etc/fstab` still names it. The tree needs `/boot/vmlinuz-*` (and
+	// usually `/boot/initrd.img-*`) unless `kernel` is given.
 	SourceRootfs string `mapstructure:"source_rootfs"`
 	// Make the root tree with a bootstrap tool, then a bootable disk from
 	// it as with `source_rootfs`. See the `bootstrap` block below.
@@ -55,7 +64,9 @@ type Config struct {
 	PartitionTable string `mapstructure:"partition_table"`
 	// For `source_rootfs` and `bootstrap`: the root filesystem, `ext4`
 	// (default, labelled `cloudimg-rootfs`) or `xfs` (labelled
-	// `img-rootfs`: xfs labels hold 12 characters).
+	// `img-rootfs`: xfs labels hold 12 characters). From a filesystem
+	// image the default is its own kind (`xfs` for xfs, `ext4` for
+	// ext2/3/4) and the label is the image's.
 	RootFS string `mapstructure:"root_fs"`
 	// For `source_rootfs` and `bootstrap`: free space in the root
 	// filesystem beyond what the tree needs, when `disk_size` is not set
@@ -63,18 +74,30 @@ type Config struct {
 	FreeSpace string `mapstructure:"free_space"`
 	// For `source_rootfs` and `bootstrap`: a kernel image on the host to
 	// boot instead of the tree's newest `/boot/vmlinuz-*`; copied to
-	// `/boot` in the image.
+	// `/boot` in the image. What a tree without a kernel (an AMI's root
+	// filesystem from the Xen era) needs. Its modules come from
+	// `kernel_modules` when the tree has none for its release.
 	Kernel string `mapstructure:"kernel"`
 	// For `source_rootfs` and `bootstrap`: the initrd for `kernel`; copied
-	// to `/boot` in the image.
+	// to `/boot` in the image. It must hold what mounts the root (Debian's
+	// initramfs-tools with `MODULES=most`, its default, does).
 	Initrd string `mapstructure:"initrd"`
+	// With `kernel`: the directory of its modules on the host, copied to
+	// `/lib/modules/RELEASE` in the image when the tree has no such
+	// directory (RELEASE is read from the kernel image's header, as
+	// `uname -r` gives it). Default `/lib/modules/RELEASE` of the host;
+	// if that does not exist either, the build warns and the image boots
+	// with what the initrd holds only.
+	KernelModules string `mapstructure:"kernel_modules"`
 	// For `source_rootfs` and `bootstrap`: kernel arguments after
 	// `root=UUID=... ro`. Default `console=tty0 console=ttyS0,115200`
 	// (the login prompt on the first serial port too).
 	KernelCmdline string `mapstructure:"kernel_cmdline"`
 	// For `source_rootfs` and `bootstrap`: how `/etc/fstab` (written by the
 	// builder, replacing the tree's) names the root: `label` (default) or
-	// `uuid`.
+	// `uuid`. From a filesystem image the image's `/etc/fstab` is kept:
+	// only a `/` line that names another device (`/dev/xvda1`) is changed,
+	// to name the root this way, and the build says so.
 	FstabBy string `mapstructure:"fstab_by"`
 	// The checksum of `base_image` in Packer's usual forms: `sha256:...`
 	// (also md5, sha1, sha512), `file:URL-or-path` of a checksum file, or
@@ -169,6 +192,9 @@ type Config struct {
 	Comm communicator.Config `mapstructure:",squash"`
 
 	ctx interpolate.Context
+	// rootFSGiven: root_fs was set, not defaulted (a filesystem image's
+	// own kind is the default).
+	rootFSGiven bool
 }
 
 // BootstrapConfig is the `bootstrap` block: a root tree made by a bootstrap

@@ -58,6 +58,7 @@ type FlatConfig struct {
 	FreeSpace                 *string              `mapstructure:"free_space" cty:"free_space" hcl:"free_space"`
 	Kernel                    *string              `mapstructure:"kernel" cty:"kernel" hcl:"kernel"`
 	Initrd                    *string              `mapstructure:"initrd" cty:"initrd" hcl:"initrd"`
+	KernelModules             *string              `mapstructure:"kernel_modules" cty:"kernel_modules" hcl:"kernel_modules"`
 	KernelCmdline             *string              `mapstructure:"kernel_cmdline" cty:"kernel_cmdline" hcl:"kernel_cmdline"`
 	FstabBy                   *string              `mapstructure:"fstab_by" cty:"fstab_by" hcl:"fstab_by"`
 	BaseImageChecksum         *string              `mapstructure:"base_image_checksum" cty:"base_image_checksum" hcl:"base_image_checksum"`
@@ -177,6 +178,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"free_space":                   &hcldec.AttrSpec{Name: "free_space", Type: cty.String, Required: false},
 		"kernel":                       &hcldec.AttrSpec{Name: "kernel", Type: cty.String, Required: false},
 		"initrd":                       &hcldec.AttrSpec{Name: "initrd", Type: cty.String, Required: false},
+		"kernel_modules":               &hcldec.AttrSpec{Name: "kernel_modules", Type: cty.String, Required: false},
 		"kernel_cmdline":               &hcldec.AttrSpec{Name: "kernel_cmdline", Type: cty.String, Required: false},
 		"fstab_by":                     &hcldec.AttrSpec{Name: "fstab_by", Type: cty.String, Required: false},
 		"base_image_checksum":          &hcldec.AttrSpec{Name: "base_image_checksum", Type: cty.String, Required: false},

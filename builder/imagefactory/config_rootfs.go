@@ -22,7 +22,7 @@ func (c *Config) prepareRootfs(add func(string, ...interface{})) {
 	if !c.fromTree() {
 		for name, set := range map[string]bool{
 			"partition_table": c.PartitionTable != "", "root_fs": c.RootFS != "", "free_space": c.FreeSpace != "",
-			"kernel": c.Kernel != "", "initrd": c.Initrd != "", "kernel_cmdline": c.KernelCmdline != "", "fstab_by": c.FstabBy != "",
+			"kernel": c.Kernel != "", "initrd": c.Initrd != "", "kernel_modules": c.KernelModules != "", "kernel_cmdline": c.KernelCmdline != "", "fstab_by": c.FstabBy != "",
 		} {
 			if set {
 				add("%s applies only to a disk made from a root tree (source_rootfs or bootstrap)", name)
@@ -37,6 +37,7 @@ func (c *Config) prepareRootfs(add func(string, ...interface{})) {
 	default:
 		add("partition_table %q is not supported; use gpt or mbr", c.PartitionTable)
 	}
+	c.rootFSGiven = c.RootFS != ""
 	switch c.RootFS {
 	case "":
 		c.RootFS = rootfs.Ext4
@@ -58,15 +59,13 @@ func (c *Config) prepareRootfs(add func(string, ...interface{})) {
 	if c.Initrd != "" && c.Kernel == "" {
 		add("initrd needs kernel: the tree's own kernel comes with its own initrd")
 	}
-	for name, p := range map[string]string{"kernel": c.Kernel, "initrd": c.Initrd} {
-		if p != "" && !filepath.IsAbs(p) {
-			if abs, err := filepath.Abs(p); err == nil {
-				p = abs
-			}
-			if name == "kernel" {
-				c.Kernel = p
-			} else {
-				c.Initrd = p
+	if c.KernelModules != "" && c.Kernel == "" {
+		add("kernel_modules needs kernel: the tree's own kernel comes with its own modules")
+	}
+	for _, p := range []*string{&c.Kernel, &c.Initrd, &c.KernelModules} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			if abs, err := filepath.Abs(*p); err == nil {
+				*p = abs
 			}
 		}
 	}

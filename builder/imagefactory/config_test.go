@@ -128,10 +128,19 @@ func TestConfigPrepare(t *testing.T) {
 			}},
 		{name: "bootstrap without suite, other tool", unset: []string{"base_image"}, set: map[string]interface{}{"bootstrap": map[string]interface{}{"tool": "mmdebstrap"}},
 			wantErr: []string{`bootstrap.tool "mmdebstrap" is not supported; use "debootstrap"`, "bootstrap.suite is required"}},
-		{name: "tree options", unset: []string{"base_image"}, set: map[string]interface{}{"source_rootfs": "/t", "partition_table": "apm", "root_fs": "btrfs", "fstab_by": "partuuid", "free_space": "lots", "initrd": "/i"},
-			wantErr: []string{`partition_table "apm" is not supported`, `root_fs "btrfs" is not supported`, `fstab_by "partuuid" is not supported`, "free_space: ", "initrd needs kernel"}},
-		{name: "tree options on a base image", set: map[string]interface{}{"root_fs": "xfs", "kernel": "/vmlinuz"},
-			wantErr: []string{"root_fs applies only to a disk made from a root tree", "kernel applies only to a disk made from a root tree"}},
+		{name: "tree options", unset: []string{"base_image"}, set: map[string]interface{}{"source_rootfs": "/t", "partition_table": "apm", "root_fs": "btrfs", "fstab_by": "partuuid", "free_space": "lots", "initrd": "/i", "kernel_modules": "/m"},
+			wantErr: []string{`partition_table "apm" is not supported`, `root_fs "btrfs" is not supported`, `fstab_by "partuuid" is not supported`, "free_space: ", "initrd needs kernel",
+				"kernel_modules needs kernel"}},
+		{name: "kernel from the host for a tree without one", unset: []string{"base_image"},
+			set: map[string]interface{}{"source_rootfs": "ami.img", "kernel": "vmlinuz-6.1.0-50-amd64", "initrd": "/boot/initrd.img", "kernel_modules": "modules"},
+			check: func(t *testing.T, c *Config) {
+				if !filepath.IsAbs(c.SourceRootfs) || !filepath.IsAbs(c.Kernel) || c.Initrd != "/boot/initrd.img" || !filepath.IsAbs(c.KernelModules) || c.rootFSGiven || c.RootFS != "ext4" {
+					t.Errorf("paths not made absolute, or root_fs not defaulted: %+v", c)
+				}
+			}},
+		{name: "tree options on a base image", set: map[string]interface{}{"root_fs": "xfs", "kernel": "/vmlinuz", "kernel_modules": "/m"},
+			wantErr: []string{"root_fs applies only to a disk made from a root tree", "kernel applies only to a disk made from a root tree",
+				"kernel_modules applies only to a disk made from a root tree"}},
 		{name: "use_backing_file defaults to qcow2", set: map[string]interface{}{"use_backing_file": true},
 			check: func(t *testing.T, c *Config) {
 				if c.Format != "qcow2" {

@@ -38,6 +38,11 @@ const (
 	stateTreeKernel = "tree_kernel" // string, the kernel inside the tree, "" when kernel is given
 	stateTreeInitrd = "tree_initrd" // string, its initrd inside the tree, or ""
 	stateRootUUID   = "root_uuid"   // string, the UUID of the root filesystem made from a tree
+	stateRootLabel  = "root_label"  // string, its label
+	// source_rootfs as a filesystem image
+	stateSourceFS      = "source_fs"      // fsimage.Info of the image
+	stateSourceMount   = "source_mount"   // *fsimage.Mounted, released once the disk is made
+	stateKernelModules = "kernel_modules" // kernelModules, for kernel
 )
 
 // generatedDataKeys are exposed to provisioners as build.<Key> (HCL2) or

@@ -9,11 +9,14 @@ import (
 	"time"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootdisk"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootloader"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fsimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/rootfs"
 )
 
 // stepMakeDisk makes the raw working disk from the root tree (partition
@@ -46,6 +49,16 @@ func (s *stepMakeDisk) Run(ctx context.Context, state multistep.StateBag) multis
 			o.Extra += fi.Size()
 		}
 	}
+	if mods, ok := state.GetOk(stateKernelModules); ok && mods.(kernelModules).HostDir != "" {
+		u, err := rootfs.Measure(mods.(kernelModules).HostDir)
+		if err != nil {
+			return halt(state, err)
+		}
+		o.Extra += u.Bytes
+	}
+	if src, ok := state.GetOk(stateSourceFS); ok {
+		keepIdentity(ui, &o, src.(fsimage.Info))
+	}
 
 	h, err := journalOf(state).Take(cleanup.FileEntry(o.Disk))
 	if err != nil {
@@ -54,6 +67,12 @@ func (s *stepMakeDisk) Run(ctx context.Context, state multistep.StateBag) multis
 	s.handle, s.taken = h, true
 	ui.Say(fmt.Sprintf("Making a %s disk (%s) with a %s root from %s...", cfg.PartitionTable, bootdisk.Describe(cfg.PartitionTable), cfg.RootFS, o.Tree))
 	res, err := bootdisk.Make(ctx, o)
+	if m, ok := state.GetOk(stateSourceMount); ok {
+		// The filesystem image is copied: let it go now, not after the build.
+		if cerr := m.(*fsimage.Mounted).Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("releasing source_rootfs %s: %w", cfg.SourceRootfs, cerr))
+		}
+	}
 	if errors.Is(err, bootdisk.ErrTooSmall) {
 		return haltf(state, "disk_size %s is %v", cfg.DiskSize, err)
 	}
@@ -65,6 +84,7 @@ func (s *stepMakeDisk) Run(ctx context.Context, state multistep.StateBag) multis
 		diskimage.FormatSize(res.Root.Size), res.Label, diskimage.FormatSize(res.Usage.Bytes), bootloader.RemovablePath))
 
 	state.Put(stateRootUUID, res.RootUUID)
+	state.Put(stateRootLabel, res.Label)
 	state.Put(stateDiskPath, o.Disk)
 	state.Put(stateBaseFormat, "none")
 	putGenerated(state, "DiskPath", o.Disk)
@@ -78,4 +98,17 @@ func (s *stepMakeDisk) Cleanup(state multistep.StateBag) {
 			uiOf(state).Error(fmt.Sprintf("removing the working disk: %v", err))
 		}
 	}
+}
+
+// keepIdentity gives the new root the filesystem image's UUID and label,
+// what its fstab, its boot loader configuration and its users name it by
+// (stepRootTree checked that the label fits). An image without a label
+// gets the default one.
+func keepIdentity(ui packersdk.Ui, o *bootdisk.Options, src fsimage.Info) {
+	o.UUID, o.Label = src.UUID, src.Label
+	kept := fmt.Sprintf("the image's UUID %s and label %q", src.UUID, src.Label)
+	if src.Label == "" {
+		kept = fmt.Sprintf("the image's UUID %s and the label %s (the image had none)", src.UUID, rootfs.DefaultLabel(o.FSType))
+	}
+	ui.Say(fmt.Sprintf("The new %s root filesystem keeps %s", o.FSType, kept))
 }

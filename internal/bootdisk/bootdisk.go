@@ -38,6 +38,10 @@ type Options struct {
 	Extra    int64  // bytes to reserve for files added later (a kernel)
 	Journal  *cleanup.Journal
 	FillPath string // a mount point for filling xfs
+	// The root filesystem's identity: "" for a fresh UUID and
+	// rootfs.DefaultLabel. A filesystem image's root keeps its own, so
+	// that what its fstab names is still there.
+	UUID, Label string
 }
 
 // Result says what was made.
@@ -110,7 +114,13 @@ func Make(ctx context.Context, o Options) (Result, error) {
 	}
 	root := table.Partitions[len(table.Partitions)-1]
 
-	spec := rootfs.Spec{Type: o.FSType, Label: rootfs.DefaultLabel(o.FSType), UUID: uuid.NewString(), Usage: usage, Free: o.Free}
+	spec := rootfs.Spec{Type: o.FSType, Label: o.Label, UUID: o.UUID, Usage: usage, Free: o.Free}
+	if spec.Label == "" {
+		spec.Label = rootfs.DefaultLabel(o.FSType)
+	}
+	if spec.UUID == "" {
+		spec.UUID = uuid.NewString()
+	}
 	switch o.FSType {
 	case rootfs.XFS:
 		err = rootfs.MakeXFS(ctx, o.Journal, o.Disk, root.Start, root.Size, o.Tree, o.FillPath, spec)

@@ -87,3 +87,29 @@ func TestPatchCore(t *testing.T) {
 		t.Errorf("block list length %d, want 5 sectors", got)
 	}
 }
+
+func TestKernelVersion(t *testing.T) {
+	dir := t.TempDir()
+	// A setup header as the boot protocol lays it out, version string at
+	// 0x200+0x300.
+	img := make([]byte, 0x600)
+	copy(img[0x202:], "HdrS")
+	img[0x20E], img[0x20F] = 0x00, 0x03
+	copy(img[0x500:], "6.1.0-50-amd64 (debian-kernel@lists.debian.org) #1 SMP\x00")
+	withHeader := filepath.Join(dir, "vmlinuz")
+	os.WriteFile(withHeader, img, 0o644)
+	named := filepath.Join(dir, "vmlinuz-6.12.9-custom")
+	os.WriteFile(named, []byte("no header"), 0o644)
+	neither := filepath.Join(dir, "bzImage")
+	os.WriteFile(neither, []byte("no header"), 0o644)
+	for _, tc := range []struct{ path, want, wantErr string }{
+		{withHeader, "6.1.0-50-amd64", ""},
+		{named, "6.12.9-custom", ""},
+		{neither, "", "no kernel release in its x86 setup header, nor in its name"},
+	} {
+		got, err := KernelVersion(tc.path)
+		if got != tc.want || (tc.wantErr == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("KernelVersion(%s) = %q, %v; want %q, %q", filepath.Base(tc.path), got, err, tc.want, tc.wantErr)
+		}
+	}
+}

@@ -84,33 +84,11 @@ func Decompress(ctx context.Context, src, dst string, wrap WrapFunc) (err error)
 		compressed = wrap(st.Size(), in)
 		defer compressed.Close()
 	}
-	buffered := bufio.NewReaderSize(compressed, 1<<20)
-
-	var plain io.Reader
-	switch kind {
-	case Gzip:
-		zr, err := gzip.NewReader(buffered)
-		if err != nil {
-			return fmt.Errorf("decompress %s: gzip: %w", src, err)
-		}
-		defer zr.Close()
-		plain = zr
-	case XZ:
-		xr, err := xz.NewReader(buffered)
-		if err != nil {
-			return fmt.Errorf("decompress %s: xz: %w", src, err)
-		}
-		plain = xr
-	case Zstd:
-		zr, err := zstd.NewReader(buffered, zstd.WithDecoderMaxWindow(1<<31))
-		if err != nil {
-			return fmt.Errorf("decompress %s: zstd: %w", src, err)
-		}
-		defer zr.Close()
-		plain = zr
-	default:
-		plain = buffered // not compressed: still worth a sparse copy
+	plain, closeReader, err := decompressor(kind, compressed)
+	if err != nil {
+		return fmt.Errorf("decompress %s: %w", src, err)
 	}
+	defer closeReader()
 
 	part := dst + ".part"
 	out, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -138,6 +116,59 @@ func Decompress(ctx context.Context, src, dst string, wrap WrapFunc) (err error)
 		return fmt.Errorf("decompress %s: %w", src, err)
 	}
 	return nil
+}
+
+// decompressor reads kind-compressed data from r (plain data for
+// NoCompression). Call close when done.
+func decompressor(kind Compression, r io.Reader) (plain io.Reader, close func(), err error) {
+	buffered := bufio.NewReaderSize(r, 1<<20)
+	switch kind {
+	case Gzip:
+		zr, err := gzip.NewReader(buffered)
+		if err != nil {
+			return nil, nil, fmt.Errorf("gzip: %w", err)
+		}
+		return zr, func() { zr.Close() }, nil
+	case XZ:
+		xr, err := xz.NewReader(buffered)
+		if err != nil {
+			return nil, nil, fmt.Errorf("xz: %w", err)
+		}
+		return xr, func() {}, nil
+	case Zstd:
+		zr, err := zstd.NewReader(buffered, zstd.WithDecoderMaxWindow(1<<31))
+		if err != nil {
+			return nil, nil, fmt.Errorf("zstd: %w", err)
+		}
+		return zr, zr.Close, nil
+	}
+	return buffered, func() {}, nil // not compressed: still worth a sparse copy
+}
+
+// DecompressedHead returns the first n bytes of path's content once
+// decompressed (fewer if it is shorter), to tell what a compressed file
+// holds (a tar archive, a filesystem) without decompressing all of it.
+func DecompressedHead(path string, n int) ([]byte, error) {
+	kind, err := DetectCompression(path)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	plain, closeReader, err := decompressor(kind, f)
+	if err != nil {
+		return nil, fmt.Errorf("decompress %s: %w", path, err)
+	}
+	defer closeReader()
+	head := make([]byte, n)
+	m, err := io.ReadFull(plain, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("decompress %s: %w", path, err)
+	}
+	return head[:m], nil
 }
 
 // writeSparse copies r to the start of out, seeking over all-zero blocks,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,6 +72,11 @@ func TestDecompress(t *testing.T) {
 	const size, chunk = 64 << 20, 2 << 20
 	makeSparse(t, raw, size+12345, chunk, 0, 20<<20, 63<<20) // odd size: a partial last block
 	want := fileHash(t, raw)
+	st, err := os.Stat(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawSize := st.Size()
 
 	tests := []struct {
 		kind Compression
@@ -120,8 +126,30 @@ func TestDecompress(t *testing.T) {
 				t.Errorf("output allocates %d bytes, want about %d (sparse)", a, 3*chunk)
 			}
 			noFile(t, out+".part")
+
+			head, err := DecompressedHead(comp, 4<<20)
+			if err != nil || !bytes.Equal(head, readHead(t, raw, 4<<20)) {
+				t.Errorf("DecompressedHead: %d bytes, %v; want the original's first 4 MiB", len(head), err)
+			}
+			if head, err := DecompressedHead(comp, size*2); err != nil || int64(len(head)) != rawSize {
+				t.Errorf("DecompressedHead past the end: %d bytes, %v; want all %d", len(head), err, rawSize)
+			}
 		})
 	}
+}
+
+func readHead(t *testing.T, path string, n int) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := io.ReadFull(f, b); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestDecompressCancelAndCorrupt(t *testing.T) {

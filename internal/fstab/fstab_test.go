@@ -207,3 +207,65 @@ func TestMountableAndDepth(t *testing.T) {
 		t.Error("HasOption matched a prefix")
 	}
 }
+
+func TestFixRoot(t *testing.T) {
+	const uuid = "5b0b8f3c-4f5e-4a53-9d1a-3c9e2f0a7b11"
+	ext4 := RootFS{UUID: uuid, Label: "cloudimg-rootfs", Type: "ext4", Spec: "LABEL=cloudimg-rootfs"}
+	rest := "/dev/xvdb\t/mnt\tauto\tdefaults,nofail\t0\t2\n"
+	for _, tc := range []struct {
+		name, in   string
+		r          RootFS
+		want, said string
+	}{
+		{"by label, kept", "# AMI\nLABEL=cloudimg-rootfs / ext4 defaults,discard 0 1\n" + rest, ext4,
+			"# AMI\nLABEL=cloudimg-rootfs / ext4 defaults,discard 0 1\n" + rest, ""},
+		{"by UUID in capitals, kept", "UUID=" + strings.ToUpper(uuid) + "  /  ext4  defaults  0  1\n", ext4,
+			"UUID=" + strings.ToUpper(uuid) + "  /  ext4  defaults  0  1\n", ""},
+		{"by udev link, kept", "/dev/disk/by-uuid/" + uuid + " / ext4 defaults 0 1\n", ext4,
+			"/dev/disk/by-uuid/" + uuid + " / ext4 defaults 0 1\n", ""},
+		{"Xen device path replaced", "/dev/xvda1 / ext4 defaults,noatime 0 0 # root\n" + rest, ext4,
+			"LABEL=cloudimg-rootfs\t/\text4\tdefaults,noatime\t0\t0\n" + rest, "line 1 (/): device /dev/xvda1 -> LABEL=cloudimg-rootfs"},
+		{"another label replaced, ext3 becomes ext4", rest + "LABEL=/ / ext3 defaults 1 1\n", ext4,
+			rest + "LABEL=cloudimg-rootfs\t/\text4\tdefaults\t1\t1\n", "line 2 (/): device LABEL=/ -> LABEL=cloudimg-rootfs, type ext3 -> ext4"},
+		{"short line gets its type", "UUID=" + uuid + " /\n", ext4,
+			"UUID=" + uuid + "\t/\text4\tdefaults\t0\t1\n", "line 1 (/): type auto -> ext4"},
+		{"no / line", "proc /proc proc defaults 0 0", RootFS{UUID: uuid, Type: "xfs", Spec: "UUID=" + uuid},
+			"proc /proc proc defaults 0 0\nUUID=" + uuid + "\t/\txfs\tdefaults\t0\t0\n", "no / line: added UUID=" + uuid + "\t/\txfs\tdefaults\t0\t0"},
+		{"empty fstab", "", ext4, "LABEL=cloudimg-rootfs\t/\text4\tdefaults\t0\t1\n", "no / line: added LABEL=cloudimg-rootfs\t/\text4\tdefaults\t0\t1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, said, err := FixRoot(tc.in, tc.r)
+			if err != nil || got != tc.want || said != tc.said {
+				t.Errorf("FixRoot =\n%q, %q, %v\nwant\n%q, %q", got, said, err, tc.want, tc.said)
+			}
+		})
+	}
+	if _, _, err := FixRoot("/dev/sda1\n", ext4); err == nil {
+		t.Error("FixRoot accepted a line without a mount point")
+	}
+}
+
+func TestElsewhere(t *testing.T) {
+	const uuid = "5b0b8f3c-4f5e-4a53-9d1a-3c9e2f0a7b11"
+	r := RootFS{UUID: uuid, Label: "cloudimg-rootfs", Type: "ext4", Spec: "LABEL=cloudimg-rootfs"}
+	text := "LABEL=cloudimg-rootfs / ext4 defaults 0 1\n" +
+		"/dev/xvdb /mnt auto defaults 0 2\n" + // waits: reported
+		"/dev/xvdc /data ext4 defaults,nofail 0 2\n" +
+		"/dev/xvdd /opt ext4 noauto 0 0\n" +
+		"UUID=" + uuid + " /srv ext4 defaults 0 2\n" + // the root again: there
+		"UUID=0000-1111 /boot/efi vfat umask=0077 0 1\n" + // waits: reported
+		"/swapfile none swap sw 0 0\n" +
+		"proc /proc proc defaults 0 0\n" +
+		"tmpfs /tmp tmpfs defaults 0 0\n"
+	got, err := Elsewhere(text, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, e := range got {
+		files = append(files, e.File)
+	}
+	if strings.Join(files, " ") != "/mnt /boot/efi" {
+		t.Errorf("Elsewhere = %v, want /mnt and /boot/efi", files)
+	}
+}

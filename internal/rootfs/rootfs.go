@@ -33,6 +33,9 @@ const (
 	LabelXFS  = "img-rootfs"
 )
 
+// MaxXFSLabel is the longest xfs label in bytes (sb_fname; ext's hold 16).
+const MaxXFSLabel = 12
+
 // DefaultLabel is the root label for fstype.
 func DefaultLabel(fstype string) string {
 	if fstype == XFS {

@@ -44,7 +44,10 @@ func MakeXFS(ctx context.Context, j *cleanup.Journal, disk string, offset, size 
 	if err != nil {
 		return err
 	}
-	if err := unix.Mount(dev.Path(), mountDir, "xfs", unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+	// nouuid: a root made from an xfs filesystem image keeps its UUID,
+	// and xfs refuses to mount a second filesystem with the UUID of one
+	// mounted (the image, read-only, while it is copied).
+	if err := unix.Mount(dev.Path(), mountDir, "xfs", unix.MS_NOSUID|unix.MS_NODEV, "nouuid"); err != nil {
 		return errors.Join(fmt.Errorf("mounting the new xfs root filesystem: %w", err), j.Forget(mh))
 	}
 	defer func() { err = errors.Join(err, j.Release(mh)) }()
