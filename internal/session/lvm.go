@@ -7,8 +7,8 @@ import (
 	"strings"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fstab"
-	"github.com/imagefactory/packer-plugin-imagefactory/internal/lvm"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/loop"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/lvm"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/partition"
 )
 

@@ -93,18 +93,10 @@ func rewriteLV(t *testing.T, d fixture.LVMDiskInfo, edit func(lvs []fixture.LVML
 	}
 	defer f.Close()
 	text := edit(append([]fixture.LVMLV(nil), d.LVs...))
-	if err := lvm.Create(offsetWriter{f, d.PV.Offset}, fixture.LVMPVUUID, d.PV.Size, fixture.LVMPEStart, []byte(text)); err != nil {
+	if err := lvm.Create(fixture.OffsetFile{File: f, Offset: d.PV.Offset}, fixture.LVMPVUUID, d.PV.Size, fixture.LVMPEStart, []byte(text)); err != nil {
 		t.Fatal(err)
 	}
 }
-
-type offsetWriter struct {
-	f   *os.File
-	off int64
-}
-
-func (o offsetWriter) ReadAt(b []byte, off int64) (int, error)  { return o.f.ReadAt(b, o.off+off) }
-func (o offsetWriter) WriteAt(b []byte, off int64) (int, error) { return o.f.WriteAt(b, o.off+off) }
 
 // TestLVMUnusableLV: an LV in two non-contiguous segments is not attached,
 // the PV's description says why, and the fstab entry naming it fails the
