@@ -241,6 +241,37 @@ func (vg *VG) FreeAfter(e Extents) int64 {
 	return next - end
 }
 
+// FreeRanges lists pv's extents that no LV's segment uses, in order: what
+// a sparsifier may punch out of a PV.
+func (vg *VG) FreeRanges(pv *PV) []Extents {
+	used := make([]bool, pv.PECount)
+	for _, lv := range vg.LVs {
+		for _, seg := range lv.Segments {
+			n := seg.ExtentCount / max(int64(len(seg.Stripes)), 1)
+			for _, st := range seg.Stripes {
+				if st.PV != pv.Name {
+					continue
+				}
+				for e := max(st.StartPE, 0); e < min(st.StartPE+n, pv.PECount); e++ {
+					used[e] = true
+				}
+			}
+		}
+	}
+	var out []Extents
+	for e := int64(0); e < pv.PECount; e++ {
+		if used[e] {
+			continue
+		}
+		if k := len(out) - 1; k >= 0 && out[k].StartPE+out[k].Count == e {
+			out[k].Count++
+		} else {
+			out = append(out, Extents{PV: pv, StartPE: e, Count: 1})
+		}
+	}
+	return out
+}
+
 // MapperName is the LV's name under /dev/mapper: VG and LV joined by a
 // dash, each dash inside a name doubled (LVM2 libdm/libdm-string.c
 // dm_build_dm_name and _quote_hyphens): VG my-vg, LV lv-1 is my--vg-lv--1.

@@ -115,6 +115,25 @@ func (s *Session) attachLVs(ctx context.Context) error {
 	return nil
 }
 
+// FreeSpans lists the byte ranges of the disk image (start, end) that the
+// PV's free extents cover: no LV holds data there.
+func (pv *PVInfo) FreeSpans(p *Partition) [][2]int64 {
+	if pv == nil || pv.disk == nil {
+		return nil
+	}
+	vg := pv.disk.VG
+	mpv := vg.PVByID(pv.disk.Label.UUID)
+	if mpv == nil {
+		return nil
+	}
+	var out [][2]int64
+	for _, r := range vg.FreeRanges(mpv) {
+		start := p.Start + r.Offset(vg)
+		out = append(out, [2]int64{start, min(start+r.Size(vg), p.End())})
+	}
+	return out
+}
+
 // lvByPath finds the attached LV an fstab device path names:
 // /dev/mapper/VG-LV (dashes inside names doubled) or /dev/VG/LV. ok says
 // whether the path names an LV of this disk's VGs at all (attached or not).
