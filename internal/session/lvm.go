@@ -208,6 +208,11 @@ func (s *Session) GrowLVM(ctx context.Context, p *Partition) (string, error) {
 		return "", err
 	}
 	res, err := disk.Grow(f, p.Size, lvName)
+	// The writes sit in the loop device's page cache: push them to the
+	// image now, or they are lost when the autoclear loop device goes.
+	if err == nil {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -140,6 +140,7 @@ func TestLVMGrow(t *testing.T) {
 	e := newEnv(t, d.Path)
 	s := e.attach(t)
 	pv := s.Partition(3)
+	pvSize := pv.Size
 	msg, err := s.GrowLVM(context.Background(), pv)
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +159,21 @@ func TestLVMGrow(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// The image file itself holds the new metadata.
+	f, err := os.Open(d.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pvd, err := lvm.Read(fixture.OffsetFile{File: f, Offset: d.PV.Offset})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext, err := pvd.VG.Linear(pvd.VG.LV("root"))
+	if err != nil || ext.Count != 146 || pvd.VG.Seqno != 2 || pvd.Label.DeviceSize != uint64(pvSize) {
+		t.Fatalf("the image's metadata after growth: root %+v %v, seqno %d, PV size %d", ext, err, pvd.VG.Seqno, pvd.Label.DeviceSize)
+	}
 	root := d.LV("root").Partition
-	root.Size = 146 * fixture.LVMExtentSize
+	root.Size = ext.Size(pvd.VG)
 	fixture.FsckPartition(t, d.Path, root)
 }
