@@ -114,6 +114,13 @@ func TestLVMUnusableLV(t *testing.T) {
 			"segment2 {\nstart_extent = 4\nextent_count = 2\ntype = \"striped\"\nstripe_count = 1\nstripes = [\"pv0\", 112]\n}", 1)
 	})
 	e := newEnv(t, d.Path)
+	a := e.attach(t)
+	if want := "home (not attached: LV rhel/home has 2 segments"; !strings.Contains(a.Describe(), want) {
+		t.Errorf("Describe lacks %q:\n%s", want, a.Describe())
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
 	s, err := Open(context.Background(), e.opts, false)
 	if err == nil {
 		s.Close()
@@ -176,4 +183,39 @@ func TestLVMGrow(t *testing.T) {
 	root := d.LV("root").Partition
 	root.Size = ext.Size(pvd.VG)
 	fixture.FsckPartition(t, d.Path, root)
+}
+
+// TestLVMGrowRefused: when another LV follows root on the PV, disk_size
+// cannot grow root: one refusal naming the LV, and the image's metadata is
+// not rewritten.
+func TestLVMGrowRefused(t *testing.T) {
+	d := fixture.LVMDisk(t)
+	rewriteLV(t, d, func(lvs []fixture.LVMLV) string {
+		// swap takes the two extents after root.
+		lvs = append(lvs, fixture.LVMLV{Name: "swap", StartPE: 112, Count: 2})
+		return fixture.LVMMetadata(fixture.LVMVG, d.PV.Size, lvs)
+	})
+	if err := diskimage.Grow(d.Path, d.Size+64*fixture.MiB); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := partition.GrowLast(d.Path); err != nil {
+		t.Fatal(err)
+	}
+	before := fixture.Sha256(t, d.Path)
+	e := newEnv(t, d.Path)
+	s := e.attach(t)
+	if !strings.Contains(s.Describe(), "LVs var, var_log, home, tmp, root, swap") {
+		t.Errorf("Describe:\n%s", s.Describe())
+	}
+	_, err := s.GrowLVM(context.Background(), s.Partition(3))
+	want := "LV rhel/root cannot grow: no free extent follows it on its PV"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fixture.Sha256(t, d.Path) != before {
+		t.Error("the refused growth wrote to the image")
+	}
 }
