@@ -81,13 +81,15 @@ func TestLinear(t *testing.T) {
 		{"segments out of order", lvText("root", linearSeg(10, 4, 15), linearSeg(0, 10, 5)), 2048*512 + 5*ext, 14 * ext, ""},
 		{"multi-segment", lvText("root", linearSeg(0, 10, 5), linearSeg(10, 4, 20)), 0, 0, "LV rhel/root has 2 segments that are not one contiguous range"},
 		{"striped", lvText("root", "start_extent = 0\nextent_count = 10\ntype = \"striped\"\nstripe_count = 2\nstripe_size = 128\nstripes = [\"pv0\", 0, \"pv0\", 20]"),
-			0, 0, "LV rhel/root is striped over 2 PVs"},
+			0, 0, "LV rhel/root is striped (2 stripes)"},
 		{"thin", lvText("root", "start_extent = 0\nextent_count = 10\ntype = \"thin\"\nthin_pool = \"pool\"\ntransaction_id = 1\ndevice_id = 1"),
 			0, 0, "LV rhel/root is a thin LV"},
 		{"raid1", lvText("root", "start_extent = 0\nextent_count = 10\ntype = \"raid1\"\ndevice_count = 2\nregion_size = 4096\nraids = [\"root_rmeta_0\", \"root_rimage_0\"]"),
 			0, 0, "LV rhel/root is a raid1 LV"},
 		{"cache", lvText("root", "start_extent = 0\nextent_count = 10\ntype = \"cache\"\ncache_pool = \"cpool\"\norigin = \"root_corig\""),
 			0, 0, "LV rhel/root is a cache LV"},
+		{"snapshot origin", lvText("root", linearSeg(0, 10, 5)) + lvText("snapshot0", "start_extent = 0\nextent_count = 2\ntype = \"snapshot\"\nchunk_size = 8\norigin = \"root\"\ncow_store = \"snap\""),
+			0, 0, "LV rhel/root is the origin of snapshot snap"},
 		{"past the PV", lvText("root", linearSeg(0, 10, 45)), 0, 0, "lie outside pv0's 49 extents"},
 	}
 	for _, c := range cases {

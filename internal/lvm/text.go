@@ -161,7 +161,7 @@ func (p *parser) skip() {
 // digits and "+_.-", LVM2 lib/misc/lvm-string.c validate_name).
 func isNameChar(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-		c == '_' || c == '+' || c == '.' || c == '-' || c == '/' || c == '@'
+		c == '_' || c == '+' || c == '.' || c == '-'
 }
 
 func (p *parser) name() string {

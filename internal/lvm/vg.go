@@ -186,6 +186,9 @@ func (e Extents) Size(vg *VG) int64 { return e.Count * vg.ExtentSize * SectorSiz
 // there is no device mapper to join or transform more.
 func (vg *VG) Linear(lv *LV) (Extents, error) {
 	name := vg.Name + "/" + lv.Name
+	if snap := vg.snapshotOf(lv.Name); snap != "" {
+		return Extents{}, fmt.Errorf("LV %s is the origin of snapshot %s: writing it without device mapper's copy-on-write would corrupt the snapshot", name, snap)
+	}
 	if len(lv.Segments) == 0 {
 		return Extents{}, fmt.Errorf("LV %s has no segments", name)
 	}
@@ -195,7 +198,7 @@ func (vg *VG) Linear(lv *LV) (Extents, error) {
 		case seg.Type != "striped":
 			return Extents{}, fmt.Errorf("LV %s is a %s LV: only linear LVs can be mapped without device mapper", name, seg.Type)
 		case seg.StripeCount != 1 || len(seg.Stripes) != 1:
-			return Extents{}, fmt.Errorf("LV %s is striped over %d PVs: only linear LVs can be mapped without device mapper", name, max(seg.StripeCount, int64(len(seg.Stripes))))
+			return Extents{}, fmt.Errorf("LV %s is striped (%d stripes): only linear LVs can be mapped without device mapper", name, max(seg.StripeCount, int64(len(seg.Stripes))))
 		}
 		pv := vg.PV(seg.Stripes[0].PV)
 		if pv == nil {
@@ -217,6 +220,20 @@ func (vg *VG) Linear(lv *LV) (Extents, error) {
 		return Extents{}, fmt.Errorf("LV %s: extents %d-%d lie outside %s's %d extents", name, ext.StartPE, ext.StartPE+ext.Count-1, ext.PV.Name, ext.PV.PECount)
 	}
 	return ext, nil
+}
+
+// snapshotOf names an old-style (copy-on-write) snapshot whose origin is
+// the LV called origin, or "": a segment of type "snapshot" names its
+// origin (LVM2 lib/snapshot/snapshot.c, _snap_text_import).
+func (vg *VG) snapshotOf(origin string) string {
+	for _, lv := range vg.LVs {
+		for _, seg := range lv.Segments {
+			if seg.Type == "snapshot" && seg.sec.String("origin") == origin {
+				return seg.sec.String("cow_store")
+			}
+		}
+	}
+	return ""
 }
 
 // FreeAfter counts the free extents that follow e on its PV: up to the
