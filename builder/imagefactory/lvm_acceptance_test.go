@@ -215,3 +215,64 @@ func TestAccLVMFaults(t *testing.T) {
 		assertNoOwnLeaks(t, a)
 	})
 }
+
+// TestAccLVMBoot: the LVM layout holding a bootable Debian 12 tree gets
+// lvm2 from a provisioner (its initramfs then activates the VG), and the
+// output boots under QEMU, with the kernel and initrd of its /boot
+// partition and root=/dev/mapper/rhel-root, to a login prompt: the guest's
+// own device mapper finds the LVs where the build left them, and systemd
+// mounts /var, /var/log, /home, /tmp from them.
+func TestAccLVMBoot(t *testing.T) {
+	a := newAcc(t)
+	disk := fixture.LVMBootDisk(t)
+	mustBuild(t, a, template(``, `
+  provisioner "shell" {
+    inline = [
+      "apt-get update -q",
+      "apt-get install -y -q --no-install-recommends lvm2",
+      "echo booted-from-lv > /var/factory-var",
+      "lsinitramfs /boot/initrd.img-* | grep -q 'sbin/lvm$' || { echo 'no lvm in the initrd'; exit 1; }",
+    ]
+  }
+`), map[string]string{"base": disk.Path})
+	img := filepath.Join(a.out(), "t.raw")
+	boot, _ := disk.Find("/boot")
+	dir := t.TempDir()
+	var kernel, initrd string
+	fixture.WithReadOnlyMount(t, img, boot, func(mnt string) {
+		ks, _ := filepath.Glob(filepath.Join(mnt, "vmlinuz-*"))
+		is, _ := filepath.Glob(filepath.Join(mnt, "initrd.img-*"))
+		if len(ks) != 1 || len(is) != 1 {
+			t.Fatalf("/boot holds kernels %v and initrds %v, want one of each", ks, is)
+		}
+		kernel, initrd = filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd")
+		for src, dst := range map[string]string{ks[0]: kernel, is[0]: initrd} {
+			data, err := os.ReadFile(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(dst, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	assertNoOwnLeaks(t, a)
+	console := fixture.BootToLogin(t, img, fixture.BootOptions{Kernel: kernel, Initrd: initrd, Append: "root=/dev/mapper/rhel-root ro console=ttyS0"})
+	// systemd reports each fstab mount it made from the LVs.
+	for _, unit := range []string{"var.mount", "var-log.mount", "home.mount", "tmp.mount", "boot.mount"} {
+		if !strings.Contains(console, "Mounted "+unit) {
+			t.Errorf("the guest did not mount %s; console lines about mounts:\n%s", unit, grepLines(console, "mount"))
+		}
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -61,6 +61,10 @@ func TestLVMSession(t *testing.T) {
 			t.Errorf("LV %s mounted at %q", lv.Name, at)
 		}
 	}
+	// /tmp's own filesystem is 1777 at its top, as the tree's /tmp was.
+	if fi, err := os.Stat(filepath.Join(s.MountPath(), "tmp")); err != nil || fi.Mode()&os.ModeSticky == 0 || fi.Mode().Perm() != 0o777 {
+		t.Errorf("/tmp (LV rhel/tmp): %v %v", fi, err)
+	}
 	if _, err := os.Stat(filepath.Join(s.MountPath(), "boot", fixture.BootMarkerFile)); err != nil {
 		t.Errorf("/boot (xfs partition) not mounted: %v", err)
 	}
