@@ -258,12 +258,23 @@ func TestAccLVMBoot(t *testing.T) {
 	})
 	assertNoOwnLeaks(t, a)
 	console := fixture.BootToLogin(t, img, fixture.BootOptions{Kernel: kernel, Initrd: initrd, Append: "root=/dev/mapper/rhel-root ro console=ttyS0"})
-	// systemd reports each fstab mount it made from the LVs.
-	for _, unit := range []string{"var.mount", "var-log.mount", "home.mount", "tmp.mount", "boot.mount"} {
-		if !strings.Contains(console, "Mounted "+unit) {
-			t.Errorf("the guest did not mount %s; console lines about mounts:\n%s", unit, grepLines(console, "mount"))
+	// systemd reports each fstab mount it made from the LVs, as
+	// "[  OK  ] Mounted <unit> - /var/log." (with colour codes).
+	for _, mp := range []string{"/var", "/var/log", "/home", "/tmp", "/boot"} {
+		if !mountedIn(console, mp) {
+			t.Errorf("the guest did not mount %s; console lines about mounts:\n%s", mp, grepLines(console, "Mount"))
 		}
 	}
+}
+
+// mountedIn tells whether systemd's console says it mounted mp.
+func mountedIn(console, mp string) bool {
+	for _, l := range strings.Split(console, "\n") {
+		if strings.Contains(l, "Mounted ") && strings.Contains(l, " - "+mp+".") {
+			return true
+		}
+	}
+	return false
 }
 
 // grepLines returns the lines of s that contain sub.
