@@ -110,7 +110,7 @@ func TestAccLVM(t *testing.T) {
   }
 `), map[string]string{"base": disk.Path})
 	for _, want := range []string{
-		"LV rhel/root (", "LVM PV of VG rhel, LVs var, var_log, home, tmp, root",
+		"LV rhel/root (", "an LVM physical volume of volume group rhel", "LVs var, var_log, home, tmp, root",
 		"Grew the PV of VG rhel from 114 to 178 extents, LV rhel/root from 80 to 146 extents, and its xfs filesystem",
 		"LV rhel/var_log (ext4): trimmed", "LV rhel/root (xfs): trimmed",
 	} {

@@ -35,23 +35,32 @@ type LVInfo struct {
 // String is VG/LV.
 func (l *LVInfo) String() string { return l.VG + "/" + l.Name }
 
-// describe is the PV's part of Partition.String.
-func (pv *PVInfo) describe() string {
-	if pv.Err != nil {
-		return fmt.Sprintf("LVM PV whose metadata cannot be read: %v", pv.Err)
+func init() { holders[lvmMember] = holdsLVMPV }
+
+// holdsLVMPV describes a PV for the messages that list a disk: its VG and
+// LVs, and why an LV is not attached.
+func holdsLVMPV(s *Session, p *Partition) Holding {
+	h := Holding{What: "an LVM physical volume"}
+	if p.PV == nil || p.PV.disk == nil {
+		h.NotRoot = "its LVM metadata cannot be read"
+		if p.PV != nil && p.PV.Err != nil {
+			h.NotRoot += fmt.Sprintf(" (%v)", p.PV.Err)
+		}
+		return h
 	}
-	var lvs []string
-	for _, lv := range pv.LVs {
-		if why, ok := pv.Unusable[lv]; ok {
-			lvs = append(lvs, fmt.Sprintf("%s (not attached: %s)", lv, why))
-		} else {
-			lvs = append(lvs, lv)
+	h.What = "an LVM physical volume of volume group " + p.PV.VG
+	h.NotRoot = "a PV holds LVs, not files: the root is looked for in its LVs"
+	if len(p.PV.LVs) == 0 {
+		h.Detail = append(h.Detail, "no LV")
+	} else {
+		h.Detail = append(h.Detail, "LVs "+strings.Join(p.PV.LVs, ", "))
+	}
+	for _, lv := range p.PV.LVs {
+		if why, bad := p.PV.Unusable[lv]; bad {
+			h.Detail = append(h.Detail, fmt.Sprintf("LV %s: not attached: %s", lv, why))
 		}
 	}
-	if len(lvs) == 0 {
-		return fmt.Sprintf("LVM PV of VG %s, no LV", pv.VG)
-	}
-	return fmt.Sprintf("LVM PV of VG %s, LVs %s", pv.VG, strings.Join(lvs, ", "))
+	return h
 }
 
 // attachLVs reads the LVM2 metadata of every PV among the attached
@@ -259,13 +268,10 @@ func (s *Session) reattachLV(p *Partition) error {
 	return nil
 }
 
-// lvmString is Partition.String for a PV or an LV, "" for others.
+// lvmString is Partition.String for an LV, "" for others.
 func (p *Partition) lvmString(what string) string {
-	switch {
-	case p.LV != nil:
-		return fmt.Sprintf("LV %s (%s, %s)", p.LV, p.Device, what)
-	case p.PV != nil:
-		return fmt.Sprintf("partition %d (%s, %s)", p.Number, p.Device, p.PV.describe())
+	if p.LV == nil {
+		return ""
 	}
-	return ""
+	return fmt.Sprintf("LV %s (%s, %s)", p.LV, p.Device, what)
 }

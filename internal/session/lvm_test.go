@@ -34,7 +34,12 @@ func TestLVMSession(t *testing.T) {
 		t.Fatalf("root = %v, want LV rhel/root", s.Root)
 	}
 	desc := s.Describe()
-	for _, want := range []string{"LVM PV of VG rhel, LVs var, var_log, home, tmp, root", "LV rhel/root (", "LV rhel/var_log ("} {
+	for _, want := range []string{
+		"LVM2_member): Linux LVM, 460M: an LVM physical volume of volume group rhel; not usable as the root: a PV holds LVs, not files",
+		"\n      LVs var, var_log, home, tmp, root\n",
+		"LV rhel/root (/dev/loop", "xfs): LV of volume group rhel, 320M: an xfs filesystem",
+		"LV rhel/var_log (/dev/loop",
+	} {
 		if !strings.Contains(desc, want) {
 			t.Errorf("Describe lacks %q:\n%s", want, desc)
 		}
@@ -83,7 +88,7 @@ func TestLVMRootPartitionIsPV(t *testing.T) {
 	e.opts.RootPartition = 3
 	s := e.attach(t)
 	_, err := s.FindRoot(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "root_partition 3 is an LVM PV") || !strings.Contains(err.Error(), "VG rhel") {
+	if err == nil || !strings.Contains(err.Error(), "root_partition 3 is an LVM PV") || !strings.Contains(err.Error(), "volume group rhel") {
 		t.Fatalf("err = %v", err)
 	}
 }
@@ -119,7 +124,7 @@ func TestLVMUnusableLV(t *testing.T) {
 	})
 	e := newEnv(t, d.Path)
 	a := e.attach(t)
-	if want := "home (not attached: LV rhel/home has 2 segments"; !strings.Contains(a.Describe(), want) {
+	if want := "LV home: not attached: LV rhel/home has 2 segments"; !strings.Contains(a.Describe(), want) {
 		t.Errorf("Describe lacks %q:\n%s", want, a.Describe())
 	}
 	if err := a.Close(); err != nil {

@@ -56,6 +56,8 @@ func (s *Session) FindRoot(ctx context.Context) (*Partition, error) {
 		}
 		if ok {
 			withFstab = append(withFstab, p)
+		} else if s.looked[p] == "" {
+			s.looked[p] = "no /etc/fstab at its top level"
 		}
 	}
 	switch len(withFstab) {
@@ -63,8 +65,12 @@ func (s *Session) FindRoot(ctx context.Context) (*Partition, error) {
 		s.Root = withFstab[0]
 		return s.Root, nil
 	case 0:
+		what := "set root_partition to the partition holding /"
+		if !s.usable() {
+			what = "no partition holds a filesystem the builder can use as the root"
+		}
 		return nil, fmt.Errorf("no root filesystem found: no filesystem is labelled %s and none holds /etc/fstab; "+
-			"set root_partition. The disk has:\n%s", strings.Join(s.opts.RootLabels, " or "), s.Describe())
+			"%s. The disk has:\n%s", strings.Join(s.opts.RootLabels, " or "), what, s.Describe())
 	default:
 		return nil, fmt.Errorf("%d partitions hold /etc/fstab; set root_partition to choose. The disk has:\n%s",
 			len(withFstab), s.Describe())
@@ -86,6 +92,7 @@ func (s *Session) holdsFstab(p *Partition) (bool, error) {
 	st := mounts.NewStack(journalAdapter{s.opts.Journal})
 	if err := st.MountRoot(p.Device, p.FS.Type, dir, unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID|unix.MS_NOEXEC, probeOptions(p.FS.Type)); err != nil {
 		// Not mountable here: not our root.
+		s.looked[p] = fmt.Sprintf("it does not mount here (%v)", err)
 		return false, nil
 	}
 	defer st.UnmountAll()

@@ -80,6 +80,7 @@ type Session struct {
 	stack     *mounts.Stack
 	rootFS    *inroot.Root
 	mountedAt map[*Partition]string // partition -> mount point on the host
+	looked    map[*Partition]string // why FindRoot did not take a partition it looked at
 
 	chroot      cleanup.Handle
 	chrootTaken bool
@@ -117,7 +118,7 @@ func Attach(ctx context.Context, opts Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{opts: opts, Table: table, mountedAt: map[*Partition]string{}}
+	s := &Session{opts: opts, Table: table, mountedAt: map[*Partition]string{}, looked: map[*Partition]string{}}
 
 	parts := table.Partitions
 	if table.Kind == partition.None {
@@ -168,13 +169,14 @@ func (s *Session) attach(p partition.Partition) (*Partition, error) {
 	return ap, nil
 }
 
-// Describe lists the partitions, one a line.
+// Describe lists the partitions, one a line: what each holds and, when
+// the builder cannot use it as the root, why (describe.go).
 func (s *Session) Describe() string {
-	var b strings.Builder
+	var lines []string
 	for _, p := range s.Parts {
-		fmt.Fprintf(&b, "  %s\n", p)
+		lines = append(lines, s.describe(p)...)
 	}
-	return strings.TrimRight(b.String(), "\n")
+	return strings.Join(lines, "\n")
 }
 
 // Partition returns the attached partition numbered n, or nil (never an
