@@ -187,7 +187,7 @@ func TestAccLVMFaults(t *testing.T) {
 		disk := fixture.LVMDisk(t)
 		res := a.Build(t, template(``, `provisioner "shell" { inline = ["echo x > /var/log/x", "exit 7"] }`),
 			map[string]string{"base": disk.Path})
-		if res.ExitCode == 0 || !strings.Contains(res.Output, "exit status") {
+		if res.ExitCode == 0 || !strings.Contains(res.Output, "exit status: 7") && !strings.Contains(res.Output, "exit status 7") {
 			t.Fatalf("a failing provisioner built, or did not say why:\n%s", res.Output)
 		}
 		assertNoOwnLeaks(t, a)
