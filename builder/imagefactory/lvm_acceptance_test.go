@@ -7,9 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 )
@@ -195,16 +193,8 @@ func TestAccLVMFaults(t *testing.T) {
 	t.Run("sigkill-then-new-build", func(t *testing.T) {
 		a := newAcc(t)
 		disk := fixture.LVMDisk(t)
-		run := a.Start(t, template(``, `provisioner "shell" { inline = ["echo FACTORY-SLEEPING", "sleep 300"] }`),
+		killMidBuild(t, a, template(``, `provisioner "shell" { inline = ["echo FACTORY-SLEEPING", "sleep 300"] }`),
 			map[string]string{"base": disk.Path, "out": "killed"})
-		run.WaitForOutput(t, "FACTORY-SLEEPING", 2*time.Minute)
-		pid := run.WaitForPlugin(t, 10*time.Second)
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Second)
-		run.Interrupt(t, syscall.SIGKILL)
-		run.Wait()
 		if leaks := fixture.LeakSnapshot().Leaks(a.before); len(leaks) < 6 {
 			t.Fatalf("the killed build left %d things (want the LVs' loop devices and mounts among them): %v", len(leaks), leaks)
 		}
