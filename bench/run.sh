@@ -256,6 +256,14 @@ for ((r = 1; r <= N_SESSION; r++)); do
 	sample session-hand "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.6f", b - a}')"
 done
 
+# --- chroot session on the LVM layout (VG rhel, five LVs) --------------------------
+
+# The RHEL/CIS-like disk is made by the test fixture (internal/fixture/lvm.go).
+log "chroot session, LVM layout (ESP, /boot xfs, VG rhel with 5 LVs): 1 warm-up + $N_SESSION runs"
+run env IMAGEFACTORY_BENCH_LVM_DISK="$WORK/lvm.raw" go -C "$ROOT" test -count=1 -run '^TestBenchLVMDisk$' ./internal/fixture
+run "$SB" session -disk "$WORK/lvm.raw" -mount "$WORK/mnt-lvm" -state "$STATE" -n "$N_SESSION" -root-lv rhel/root >>"$WORK/samples/session-lvm"
+rm -f "$WORK/lvm.raw"
+
 # --- reflink on btrfs --------------------------------------------------------------
 
 log "reflink: btrfs on a loop-mounted 6 GiB sparse file; $N_REFLINK rounds, caches dropped before each"
@@ -331,6 +339,8 @@ row() {
 	echo "measure|ours|anchor|ratio (anchor/ours)|target|result"
 	row "chroot session: open + chroot /bin/true + close (median of $(count session-ours))" \
 		"$(median session-ours)" "by hand in bash" "$(median session-hand)" below 1 "ours < 1 s"
+	row "chroot session, LVM: 5 LVs + /boot mounted (median of $(count session-lvm))" \
+		"$(median session-lvm)" "plain layout, ours" "$(median session-ours)" below 1 "ours < 1 s"
 	row "working copy, ext4 (median of $(count copy-ours))" \
 		"$(median copy-ours)" "cp --sparse=auto" "$(median copy-cp)" ratio 1 "no slower than cp (>= 1.00x)"
 	row "working copy, ext4 vs dd (dd: $(count copy-dd) run)" \
@@ -358,7 +368,7 @@ ELAPSED=$(awk -v a="$BENCH_START" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.0f", b
 	cat "$WORK/table"
 	echo
 	echo "samples (seconds):"
-	for f in session-ours session-hand copy-ours copy-cp copy-dd copy-qemu reflink-ours reflink-cp tree-ours tree-hand; do
+	for f in session-ours session-hand session-lvm copy-ours copy-cp copy-dd copy-qemu reflink-ours reflink-cp tree-ours tree-hand; do
 		[[ -f $WORK/samples/$f ]] && printf '  %-13s %s\n' "$f" "$(tr '\n' ' ' <"$WORK/samples/$f")"
 	done
 } >"$OUT/results.txt.tmp"

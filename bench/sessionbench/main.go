@@ -3,7 +3,7 @@
 // hold no process start-up, and it reaps what a killed run left behind.
 // bench/run.sh does the anchors, the medians and the table.
 //
-//	sessionbench session -disk D -mount M -state S -n N   one time per line (s)
+//	sessionbench session -disk D -mount M -state S -n N [-root-lv VG/LV]   one time per line (s)
 //	sessionbench copy -src A -dst B                       "<seconds> <method>"
 //	sessionbench reap -state S                            releases a killed run's loops and mounts
 package main
@@ -59,6 +59,7 @@ func benchSession(ctx context.Context, args []string) error {
 	mount := fl.String("mount", "", "where to mount the root")
 	state := fl.String("state", "", "cleanup journal directory")
 	n := fl.Int("n", 10, "timed runs")
+	rootLV := fl.String("root-lv", "", "the root is this LVM LV (VG/LV), not the partition labelled cloudimg-rootfs")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -66,7 +67,7 @@ func benchSession(ctx context.Context, args []string) error {
 		return errors.New("session: -disk, -mount and -state are required")
 	}
 	for i := 0; i <= *n; i++ {
-		d, err := sessionCycle(ctx, *disk, *mount, *state)
+		d, err := sessionCycle(ctx, *disk, *mount, *state, *rootLV)
 		if err != nil {
 			return fmt.Errorf("session run %d: %w", i, err)
 		}
@@ -80,7 +81,7 @@ func benchSession(ctx context.Context, args []string) error {
 // sessionCycle is what one chroot build costs before and after its
 // provisioners: journal open, session.Open with chroot mounts, one command
 // in the chroot, session Close, journal Close.
-func sessionCycle(ctx context.Context, disk, mount, state string) (time.Duration, error) {
+func sessionCycle(ctx context.Context, disk, mount, state, rootLV string) (time.Duration, error) {
 	start := time.Now()
 	j, err := cleanup.Open(state, "bench")
 	if err != nil {
@@ -90,7 +91,10 @@ func sessionCycle(ctx context.Context, disk, mount, state string) (time.Duration
 	if err != nil {
 		return 0, errors.Join(err, j.Close())
 	}
-	if s.Root == nil || s.Root.FS.Label != "cloudimg-rootfs" {
+	switch {
+	case rootLV != "" && (s.Root == nil || s.Root.LV == nil || s.Root.LV.String() != rootLV):
+		err = fmt.Errorf("root of %s is %v, want LV %s", disk, s.Root, rootLV)
+	case rootLV == "" && (s.Root == nil || s.Root.FS.Label != "cloudimg-rootfs"):
 		err = fmt.Errorf("root of %s is %v, want the partition labelled cloudimg-rootfs", disk, s.Root)
 	}
 	if err == nil {

@@ -128,6 +128,9 @@ type Config struct {
 	// written, naming it and what to do). With `source_rootfs` or
 	// `bootstrap`: the size of the disk made (default: just large enough
 	// for the tree plus `free_space`); too small for the tree is an error.
+	// When the last partition is an LVM PV, the PV grows, then the LV
+	// holding `/` over the free extents that follow it (refused when
+	// another LV follows it), then that LV's filesystem.
 	DiskSize string `mapstructure:"disk_size"`
 	// The number (1-based, as Linux numbers them) of the partition holding
 	// the root filesystem. By default the root is found by label

@@ -10,7 +10,8 @@ import (
 )
 
 // stepGrowFilesystem grows the filesystem of the partition disk_size grew,
-// before anything of the image is mounted for work.
+// before anything of the image is mounted for work; on an LVM PV, the PV
+// and the root's LV first.
 type stepGrowFilesystem struct{}
 
 func (s *stepGrowFilesystem) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
@@ -22,6 +23,15 @@ func (s *stepGrowFilesystem) Run(ctx context.Context, state multistep.StateBag) 
 	p := sess.Partition(grown.(*partition.Partition).Number)
 	if p == nil {
 		return haltf(state, "disk_size: the grown partition %d is not attached", grown.(*partition.Partition).Number)
+	}
+	if p.PV != nil {
+		// An LVM PV: the PV, then the root's LV, then its filesystem.
+		msg, err := sess.GrowLVM(ctx, p)
+		if err != nil {
+			return haltf(state, "disk_size: %v", err)
+		}
+		uiOf(state).Say(msg)
+		return multistep.ActionContinue
 	}
 	if err := sess.GrowFilesystem(ctx, p); err != nil {
 		return haltf(state, "disk_size: growing the filesystem of partition %d: %v", p.Number, err)

@@ -24,7 +24,6 @@ var holders = map[string]func(s *Session, p *Partition) Holding{
 	"":                  holdsNothing,
 	"swap":              func(*Session, *Partition) Holding { return Holding{What: "swap space", NotRoot: "swap holds no files"} },
 	"vfat":              holdsFAT,
-	"LVM2_member":       holdsPV,
 	"btrfs":             holdsRootCandidate,
 	"ext2":              holdsRootCandidate,
 	"ext3":              holdsRootCandidate,
@@ -57,10 +56,6 @@ func holdsFAT(s *Session, p *Partition) Holding {
 	return h
 }
 
-func holdsPV(s *Session, p *Partition) Holding {
-	return Holding{What: "an LVM physical volume", NotRoot: "the builder does not read LVM volume groups; a root on a logical volume cannot be mounted"}
-}
-
 // holdsRootCandidate is a filesystem the root is looked for on; FindRoot
 // says why it was not chosen when it looked.
 func holdsRootCandidate(s *Session, p *Partition) Holding {
@@ -77,7 +72,10 @@ func (s *Session) describe(p *Partition) []string {
 	}
 	h := f(s, p)
 	var table string
-	if p.Number > 0 {
+	switch {
+	case p.LV != nil:
+		table = fmt.Sprintf("LV of volume group %s, %s: ", p.LV.VG, diskimage.FormatSize(p.Size))
+	case p.Number > 0:
 		table = fmt.Sprintf("%s, %s: ", p.TypeName(), diskimage.FormatSize(p.Size))
 	}
 	line := fmt.Sprintf("  %s: %s%s", p, table, h.What)

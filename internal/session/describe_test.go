@@ -28,7 +28,7 @@ func TestNoRootDescribesPartitions(t *testing.T) {
 		"no root filesystem found",
 		`partition 1 (/dev/loop`, `swap labelled "swap"): Linux swap, 8M: swap space; not usable as the root: swap holds no files`,
 		`partition 2 (/dev/loop`, `vfat labelled "EFI"): EFI System, 32M: a FAT filesystem, the EFI system partition; not usable as the root: FAT cannot hold a Linux root`,
-		`partition 3 (/dev/loop`, `LVM2_member): Linux LVM, 8M: an LVM physical volume; not usable as the root: the builder does not read LVM volume groups`,
+		`partition 3 (/dev/loop`, `LVM2_member): Linux LVM, 8M: an LVM physical volume; not usable as the root: its LVM metadata cannot be read`,
 		`partition 4 (/dev/loop`, `btrfs labelled "data"): Linux filesystem, 142M: a btrfs filesystem; not usable as the root: no /etc/fstab at its top level`,
 		"set root_partition to the partition holding /",
 	}

@@ -51,6 +51,9 @@ func (s *Session) MountFstab() (mounted []string, skipped []mounts.Skipped, err 
 		if e.File == "/" || !e.Mountable() && !required[path.Clean(e.File)] {
 			continue
 		}
+		if err := s.lvRefusal(e); err != nil {
+			return nil, nil, err
+		}
 		below = append(below, e)
 	}
 	resolved := map[string]*Partition{}
@@ -109,6 +112,9 @@ func (s *Session) resolve(e fstab.Entry) *Partition {
 		}
 	}
 	if kind == fstab.KindPath {
+		if p, _, _, ok := s.lvByPath(value); ok {
+			return p
+		}
 		m := devicePath.FindStringSubmatch(value)
 		if m == nil {
 			return nil

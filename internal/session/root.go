@@ -28,6 +28,9 @@ func (s *Session) FindRoot(ctx context.Context) (*Partition, error) {
 		if p.FS.Type == "" {
 			return nil, fmt.Errorf("root_partition %d holds no filesystem", n)
 		}
+		if p.PV != nil {
+			return nil, fmt.Errorf("root_partition %d is an LVM PV, not a filesystem: leave root_partition unset and the root is looked for in its LVs. The disk has:\n%s", n, s.Describe())
+		}
 		s.Root = p
 		return p, nil
 	}

@@ -47,6 +47,8 @@ type Partition struct {
 	partition.Partition
 	Device string    // the loop device
 	FS     mounts.FS // what blkid found on it; Type "" = nothing
+	PV     *PVInfo   // an LVM2 PV: its VG and LVs
+	LV     *LVInfo   // an LVM2 LV of a PV of this disk (Number is the PV's)
 
 	dev    *loop.Device
 	handle cleanup.Handle
@@ -59,6 +61,9 @@ func (p *Partition) String() string {
 		if p.FS.Label != "" {
 			what += fmt.Sprintf(" labelled %q", p.FS.Label)
 		}
+	}
+	if s := p.lvmString(what); s != "" {
+		return s
 	}
 	name := fmt.Sprintf("partition %d", p.Number)
 	if p.Number == 0 {
@@ -139,6 +144,9 @@ func Attach(ctx context.Context, opts Options) (*Session, error) {
 		}
 		s.Parts = append(s.Parts, ap)
 	}
+	if err := s.attachLVs(ctx); err != nil {
+		return nil, errors.Join(err, s.Detach())
+	}
 	// An empty file has no partition at all to look at.
 	if table.Kind == partition.None && (len(s.Parts) == 0 || s.Parts[0].FS.Type == "") {
 		return nil, errors.Join(
@@ -178,10 +186,11 @@ func (s *Session) Describe() string {
 	return strings.Join(lines, "\n")
 }
 
-// Partition returns the attached partition numbered n, or nil.
+// Partition returns the attached partition numbered n, or nil (never an
+// LV, which carries its PV's number).
 func (s *Session) Partition(n int) *Partition {
 	for _, p := range s.Parts {
-		if p.Number == n {
+		if p.Number == n && p.LV == nil {
 			return p
 		}
 	}

@@ -98,6 +98,9 @@ func shrinkRoot(ctx context.Context, s *session.Session, opts ShrinkOptions) (*s
 	if err != nil {
 		return nil, err
 	}
+	if root.LV != nil {
+		return root, fmt.Errorf("the root filesystem, %s, is on an LVM LV: shrinking an LV and its PV is not handled", root)
+	}
 	switch root.FS.Type {
 	case "ext2", "ext3", "ext4":
 	default:

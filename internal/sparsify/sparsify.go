@@ -27,6 +27,7 @@ import (
 const (
 	ActionTrimmed = "trimmed"
 	ActionSwap    = "swap"
+	ActionLVMPV   = "LVM PV: its LVs are trimmed in their own rows, its free extents punched"
 	skippedPrefix = "skipped: "
 )
 
@@ -46,6 +47,7 @@ type Result struct {
 // PartResult is what Trim did with one partition.
 type PartResult struct {
 	Number  int    // 1-based; 0 for a disk without partition table
+	LV      string // "VG/LV" when the row is an LV of partition Number's PV
 	FS      string // what blkid found; "" = nothing
 	Action  string // "trimmed", "swap" or "skipped: <reason>"
 	Trimmed int64  // bytes the filesystem discarded, or the swap bytes punched
@@ -80,14 +82,23 @@ func Trim(ctx context.Context, disk string, journal *cleanup.Journal, log func(s
 	if err != nil {
 		return res, fmt.Errorf("sparsify %s: %w", disk, err)
 	}
-	var swaps []span
+	var swaps []span // swap areas past their header, and PVs' free extents
 	err = func() error {
 		for _, p := range s.Parts {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			pr := PartResult{Number: p.Number, FS: p.FS.Type}
+			if p.LV != nil {
+				pr.LV = p.LV.String()
+			}
 			switch {
+			case p.PV != nil && p.PV.Err == nil:
+				for _, f := range p.PV.FreeSpans(p) {
+					swaps = append(swaps, span{f[0], f[1]})
+					pr.Trimmed += f[1] - f[0]
+				}
+				pr.Action = ActionLVMPV
 			case trimmable[p.FS.Type]:
 				n, err := fitrim(p, journal)
 				var me *mountError

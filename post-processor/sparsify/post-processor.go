@@ -206,6 +206,10 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		return nil, false, false, fmt.Errorf("sparsifying %s: %w", disk, err)
 	}
 	for _, pr := range res.Partitions {
+		if pr.LV != "" {
+			ui.Say(fmt.Sprintf("  LV %s (%s): %s", pr.LV, pr.FS, pr.Action))
+			continue
+		}
 		ui.Say(fmt.Sprintf("  partition %d (%s): %s", pr.Number, pr.FS, pr.Action))
 	}
 	var shrunk *sparsify.ShrinkResult
