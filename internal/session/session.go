@@ -48,6 +48,7 @@ type Partition struct {
 
 	dev    *loop.Device
 	handle cleanup.Handle
+	btrfs  *btrfsLook // what a look inside found, on btrfs
 }
 
 func (p *Partition) String() string {
@@ -160,11 +161,16 @@ func (s *Session) attach(p partition.Partition) (*Partition, error) {
 	return ap, nil
 }
 
-// Describe lists the partitions, one a line.
+// Describe lists the partitions, one a line, with the subvolumes of the
+// btrfs filesystems FindRoot looked inside.
 func (s *Session) Describe() string {
 	var b strings.Builder
 	for _, p := range s.Parts {
-		fmt.Fprintf(&b, "  %s\n", p)
+		fmt.Fprintf(&b, "  %s", p)
+		if p.btrfs != nil {
+			fmt.Fprintf(&b, ": %s", p.btrfs.describe())
+		}
+		b.WriteString("\n")
 	}
 	return strings.TrimRight(b.String(), "\n")
 }
