@@ -404,21 +404,9 @@ func TestAccFaults(t *testing.T) {
 	t.Run("sigkill-then-new-build", func(t *testing.T) {
 		a := newAcc(t)
 		disk := fixture.NewDisk(t, fixture.DiskOptions{SeparateBoot: true})
-		run := a.Start(t, template(``, sleeper), map[string]string{"base": disk.Path, "out": "killed"})
-		run.WaitForOutput(t, "FACTORY-SLEEPING", 2*time.Minute)
-		pid := run.WaitForPlugin(t, 10*time.Second)
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		// Packer itself may wait on the dead plugin's provisioner: end it
-		// too, as a crashed CI runner would. The chroot's sleep survives.
-		time.Sleep(time.Second)
-		run.Interrupt(t, syscall.SIGKILL)
-		run.Wait()
-
 		// The killed build really left its loop devices, mounts and the
 		// process in the chroot behind; otherwise this test proves nothing.
-		if leaks := fixture.LeakSnapshot().Leaks(a.before); len(leaks) == 0 {
+		if leaks := killMidBuild(t, a, disk.Path); len(leaks) == 0 {
 			t.Fatal("the killed build left nothing behind; the test cannot show the reaper works")
 		}
 

@@ -9,9 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 )
@@ -190,17 +188,7 @@ func TestAccBtrfsFaults(t *testing.T) {
 	t.Run("sigkill-then-new-build", func(t *testing.T) {
 		a := newAcc(t)
 		disk := fixture.BtrfsDisk(t, fixture.Fedora, nil)
-		run := a.Start(t, template(``, `provisioner "shell" { inline = ["echo FACTORY-SLEEPING", "sleep 300"] }`),
-			map[string]string{"base": disk.Path, "out": "killed"})
-		run.WaitForOutput(t, "FACTORY-SLEEPING", 2*time.Minute)
-		pid := run.WaitForPlugin(t, 10*time.Second)
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Second)
-		run.Interrupt(t, syscall.SIGKILL)
-		run.Wait()
-		leaks := fixture.LeakSnapshot().Leaks(a.before)
+		leaks := killMidBuild(t, a, disk.Path)
 		btrfsLeft := false
 		for _, l := range leaks {
 			btrfsLeft = btrfsLeft || strings.Contains(l, "type btrfs")
