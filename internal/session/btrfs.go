@@ -212,6 +212,15 @@ func (s *Session) RootSubvolume() (sub btrfs.Subvolume, why string, ok bool) {
 	return s.Root.btrfs.root, s.Root.btrfs.why, true
 }
 
+// RootDefaultSubvolume is the default subvolume of the root's btrfs (the
+// zero Subvolume when the root is not btrfs).
+func (s *Session) RootDefaultSubvolume() btrfs.Subvolume {
+	if s.Root == nil || s.Root.btrfs == nil {
+		return btrfs.Subvolume{}
+	}
+	return s.Root.btrfs.def
+}
+
 // btrfsRootData is the mount data that mounts the root's subvolume, with
 // the compression the image's fstab gives / (so files written in the
 // chroot are stored as the booted system would store them). A subvol= or

@@ -71,6 +71,9 @@ func TestBtrfsRoot(t *testing.T) {
 					t.Fatalf("root subvolume %v (%s), %v; want %s", sub, why, ok, disk.Subvolumes["/"])
 				}
 				t.Logf("root subvolume %s: %s", sub, why)
+				if def := s.RootDefaultSubvolume(); def.Path != disk.Default {
+					t.Errorf("default subvolume %v, want %q", def, disk.Default)
+				}
 				if !strings.Contains(s.Describe(), "subvolumes ") {
 					t.Errorf("Describe does not list the subvolumes:\n%s", s.Describe())
 				}
