@@ -44,7 +44,7 @@ func TestAccBtrfs(t *testing.T) {
 	for _, layout := range []string{fixture.Fedora, fixture.OpenSUSE} {
 		t.Run(layout, func(t *testing.T) {
 			a := newAcc(t)
-			disk := fixture.BtrfsDisk(t, layout, debianTree)
+			disk := fixture.BtrfsDisk(t, fixture.BtrfsOptions{Layout: layout, Tree: debianTree})
 			baseSum := fixture.Sha256(t, disk.Path)
 			newSize := disk.Size + 256<<20
 			res := mustBuild(t, a, template(fmt.Sprintf("  disk_size = \"%d\"", newSize), btrfsProvisioner(layout)+`
@@ -174,7 +174,7 @@ func inspectBtrfs(t *testing.T, img string, p fixture.Partition, disk fixture.Bt
 func TestAccBtrfsFaults(t *testing.T) {
 	t.Run("failing-provisioner", func(t *testing.T) {
 		a := newAcc(t)
-		disk := fixture.BtrfsDisk(t, fixture.Fedora, nil)
+		disk := fixture.BtrfsDisk(t, fixture.BtrfsOptions{Layout: fixture.Fedora})
 		res := a.Build(t, template(``, `provisioner "shell" { inline = ["echo factory > /home/f", "exit 7"] }`),
 			map[string]string{"base": disk.Path})
 		if res.ExitCode == 0 {
@@ -187,7 +187,7 @@ func TestAccBtrfsFaults(t *testing.T) {
 	})
 	t.Run("sigkill-then-new-build", func(t *testing.T) {
 		a := newAcc(t)
-		disk := fixture.BtrfsDisk(t, fixture.Fedora, nil)
+		disk := fixture.BtrfsDisk(t, fixture.BtrfsOptions{Layout: fixture.Fedora})
 		leaks := killMidBuild(t, a, disk.Path)
 		btrfsLeft := false
 		for _, l := range leaks {

@@ -50,7 +50,7 @@ func subvolumesUnder(t *testing.T, dir string) map[string]string {
 func TestBtrfsRoot(t *testing.T) {
 	requireRoot(t)
 	for _, layout := range []string{fixture.Fedora, fixture.OpenSUSE} {
-		disk := fixture.BtrfsDisk(t, layout, nil)
+		disk := fixture.BtrfsDisk(t, fixture.BtrfsOptions{Layout: layout})
 		btrfsPart := disk.Root()
 		for _, byNumber := range []bool{false, true} {
 			name := layout + "/found"
@@ -129,7 +129,7 @@ func mountOptions(t *testing.T, dir string) string {
 // root_partition, the default subvolume is mounted and the reason said.
 func TestBtrfsNoRoot(t *testing.T) {
 	requireRoot(t)
-	disk := fixture.BtrfsDisk(t, fixture.Fedora, nil)
+	disk := fixture.BtrfsDisk(t, fixture.BtrfsOptions{Layout: fixture.Fedora})
 	p := disk.Root()
 	fixture.WithSubvolume(t, disk.Path, p, "root", func(dir string) {
 		if err := os.Remove(filepath.Join(dir, "etc/fstab")); err != nil {
@@ -170,7 +170,7 @@ func BenchmarkBtrfsSession(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
 	}
-	disk := fixture.BtrfsDisk(b, fixture.Fedora, nil)
+	disk := fixture.BtrfsDisk(b, fixture.BtrfsOptions{Layout: fixture.Fedora})
 	dir := b.TempDir()
 	ctx := context.Background()
 	b.ResetTimer()
