@@ -168,6 +168,26 @@ func inspectBtrfs(t *testing.T, img string, p fixture.Partition, disk fixture.Bt
 	})
 }
 
+// TestAccBtrfsRootPartition: root_partition naming the btrfs finds the
+// root's subvolume as the search does (the issue: it mounted the top level
+// without a word, and Packer's script upload failed minutes later).
+func TestAccBtrfsRootPartition(t *testing.T) {
+	a := newAcc(t)
+	disk := fixture.BtrfsDisk(t, fixture.BtrfsOptions{Layout: fixture.Fedora})
+	root := disk.Root()
+	res := mustBuild(t, a, template(fmt.Sprintf("  root_partition = %d", root.Number),
+		`provisioner "shell" { inline = ["echo factory-root > /factory-root"] }`), map[string]string{"base": disk.Path})
+	if !strings.Contains(res.Output, "Root subvolume: root (ID 256)") {
+		t.Errorf("the build did not name the root subvolume:\n%s", res.Output)
+	}
+	fixture.WithReadOnlySubvolume(t, filepath.Join(a.out(), "t.raw"), root, "root", func(dir string) {
+		if got, err := os.ReadFile(filepath.Join(dir, "factory-root")); err != nil || string(got) != "factory-root\n" {
+			t.Errorf("/factory-root in subvolume root: %q, %v", got, err)
+		}
+	})
+	a.assertNoLeaks(t)
+}
+
 // TestAccBtrfsFaults: on the Fedora-like layout, a failing provisioner,
 // and a plugin killed with SIGKILL followed by a new build, leave no loop
 // device, mount or journal behind.
