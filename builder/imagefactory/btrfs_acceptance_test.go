@@ -224,3 +224,44 @@ func TestAccBtrfsFaults(t *testing.T) {
 		a.assertNoLeaks(t)
 	})
 }
+
+// TestAccBtrfsQemuBoot boots the Fedora-like layout, holding a bootable
+// Debian 12 tree, with the qemu strategy: the image's kernel and initrd
+// mount the root from subvolume root (the default boot_cmdline's
+// rootflags), systemd mounts /home from subvolume home and /boot from the
+// ext4, sshd lets the provisioner in; the output holds what it wrote,
+// each file in its own subvolume or filesystem.
+func TestAccBtrfsQemuBoot(t *testing.T) {
+	requireQemu(t)
+	a := newAcc(t)
+	disk := fixture.BtrfsDisk(t, fixture.BtrfsOptions{Layout: fixture.Fedora, Size: 3 << 30, Debian: true})
+	res := mustBuild(t, a, template(qemuSource, `
+  provisioner "shell" {
+    inline = [
+      "test \"$(cat /proc/1/comm)\" = systemd",
+      "findmnt -no FSROOT / > /root/factory-fsroot",
+      "findmnt -no FSROOT /home > /home/factory-home",
+      "echo factory-boot > /boot/factory-boot",
+    ]
+  }
+`), map[string]string{"base": disk.Path})
+	console, err := os.ReadFile(filepath.Join(a.out(), "console.log"))
+	if err != nil || !regexp.MustCompile(`Command line: .*rootflags=subvolid=256`).Match(console) {
+		t.Errorf("the guest's kernel command line does not name the root subvolume (%v):\n%.3000s\n%s", err, console, res.Output)
+	}
+	img := filepath.Join(a.out(), "t.raw")
+	root := disk.Root()
+	fixture.WithReadOnlySubvolume(t, img, root, "", func(top string) {
+		for path, want := range map[string]string{"root/root/factory-fsroot": "/root\n", "home/factory-home": "/home\n"} {
+			if got, err := os.ReadFile(filepath.Join(top, path)); err != nil || string(got) != want {
+				t.Errorf("%s: %q, %v; want %q (the guest's mount of that subvolume)", path, got, err, want)
+			}
+		}
+	})
+	boot, _ := disk.Find("/boot")
+	if got := readOut(t, img, boot, "/factory-boot"); got != "factory-boot\n" {
+		t.Errorf("/factory-boot in the boot partition = %q", got)
+	}
+	fixture.FsckPartition(t, img, root)
+	assertNoQemuLeaks(t, a)
+}
