@@ -406,7 +406,7 @@ func TestAccFaults(t *testing.T) {
 		disk := fixture.NewDisk(t, fixture.DiskOptions{SeparateBoot: true})
 		// The killed build really left its loop devices, mounts and the
 		// process in the chroot behind; otherwise this test proves nothing.
-		if leaks := killMidBuild(t, a, disk.Path); len(leaks) == 0 {
+		if leaks := killMidBuild(t, a, disk.Path, ``); len(leaks) == 0 {
 			t.Fatal("the killed build left nothing behind; the test cannot show the reaper works")
 		}
 

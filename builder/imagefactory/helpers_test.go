@@ -90,14 +90,14 @@ func verifyGPT(t *testing.T, img string) {
 	}
 }
 
-// killMidBuild starts a build of base (output directory "killed") whose
-// provisioner sleeps, kills the plugin with SIGKILL once it sleeps, then
-// Packer too, as a crashed CI runner would (Packer may wait on the dead
-// plugin's provisioner; the chroot's sleep survives). It returns what the
-// killed build left on the host.
-func killMidBuild(t *testing.T, a *acc, base string) []string {
+// killMidBuild starts a build of base (output directory "killed", extra
+// source settings source) whose provisioner sleeps, kills the plugin with
+// SIGKILL once it sleeps, then Packer too, as a crashed CI runner would
+// (Packer may wait on the dead plugin's provisioner; the chroot's sleep
+// survives). It returns what the killed build left on the host.
+func killMidBuild(t *testing.T, a *acc, base, source string) []string {
 	t.Helper()
-	run := a.Start(t, template(``, `provisioner "shell" { inline = ["echo FACTORY-SLEEPING", "sleep 300"] }`),
+	run := a.Start(t, template(source, `provisioner "shell" { inline = ["echo FACTORY-SLEEPING", "sleep 300"] }`),
 		map[string]string{"base": base, "out": "killed"})
 	run.WaitForOutput(t, "FACTORY-SLEEPING", 2*time.Minute)
 	pid := run.WaitForPlugin(t, 10*time.Second)
