@@ -154,7 +154,6 @@ cat >"$WORK/user-data" <<-EOF
 	users: []
 	ssh_authorized_keys:
 	  - "$(cat "$WORK/id_ed25519.pub")"
-	ssh_pwauth: false
 	preserve_hostname: true
 	locale: false
 	apt:

@@ -1,6 +1,7 @@
 package imagefactory_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -46,6 +47,7 @@ const qemuProvisioners = `
       "test \"$(cat /proc/1/comm)\" = systemd",
       "uname -r > /etc/factory-kernel",
       "systemctl is-active ssh",
+      "/lib64/ld-linux-x86-64.so.2 --help > /etc/factory-hwcaps",
       "echo made-in-the-factory > /etc/factory-made",
     ]
   }
@@ -60,7 +62,11 @@ const qemuProvisioners = `
 // key injected offline into an image whose cloud-init is disabled
 // (shutdown_command). Then it mounts the output and checks that nothing of
 // the factory boot is left, and that the scrub post-processor with the
-// same operations finds nothing to do.
+// same operations finds nothing to do. The images' glibc is marked as
+// RHEL 9's (x86-64-v2) and as RHEL 10's (x86-64-v3): the builder must boot
+// each with a CPU model that has the level (glibc refuses to run on a
+// lesser one) and no more (cheaper under TCG); the other qemu tests boot
+// Debian's own (baseline) with the least, qemu64.
 func TestAccQemu(t *testing.T) {
 	requireQemu(t)
 	for _, tc := range []struct {
@@ -68,16 +74,25 @@ func TestAccQemu(t *testing.T) {
 		opts      fixture.DebianOptions
 		source    string
 		cloudInit bool
+		libcLevel byte   // GNU_PROPERTY_X86_ISA_1_NEEDED bits to mark the image's libc with, 0 to leave it
+		cpuModel  string // the builder's choice
+		hwcaps    string // the glibc-hwcaps level the guest's loader must support
+		noHwcaps  string // and one it must not
 	}{
-		{"cidata-seed", fixture.DebianOptions{}, ``, true},
+		{"cidata-seed", fixture.DebianOptions{}, ``, true, 0b11, hostcap.TCGV2Model, "x86-64-v2 (supported", "x86-64-v3 (supported"},
 		{"inject-ssh-key", fixture.DebianOptions{NoCloudInit: true}, `
   inject_ssh_key   = true
   shutdown_command = "systemctl poweroff"
-`, false},
+`, false, 0b111, hostcap.TCGMaxModel, "x86-64-v3 (supported", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := newAcc(t)
 			disk := fixture.DebianDisk(t, tc.opts)
+			if tc.libcLevel != 0 {
+				fixture.WithReadWriteMount(t, disk.Path, disk.Root(), func(dir string) { markLibc(t, dir, tc.libcLevel) })
+			}
+			var baseSSHD string
+			fixture.WithReadOnlyMount(t, disk.Path, disk.Root(), func(dir string) { baseSSHD = sshdConfig(t, dir) })
 			ops := `["` + strings.Join(qemu.FactoryBootOps, `", "`) + `"]`
 			res := mustBuild(t, a, template(qemuSource+tc.source, qemuProvisioners+`
   post-processor "imagefactory-scrub" {
@@ -86,6 +101,14 @@ func TestAccQemu(t *testing.T) {
 `), map[string]string{"base": disk.Path})
 			out := filepath.Join(a.out(), "t.raw")
 			assertQemuBuildSteps(t, res.Output)
+			// Under KVM the model is the host's, with whatever it has.
+			accel := accelLine.FindStringSubmatch(res.Output)
+			tcg := accel != nil && accel[1] == hostcap.AccelTCG
+			if tcg {
+				if want := "CPU model: " + tc.cpuModel + " ("; !strings.Contains(res.Output, want) {
+					t.Errorf("output lacks %q:\n%s", want, res.Output)
+				}
+			}
 
 			console, err := os.ReadFile(filepath.Join(a.out(), "console.log"))
 			if err != nil || !strings.Contains(string(console), "Linux version") {
@@ -95,6 +118,13 @@ func TestAccQemu(t *testing.T) {
 			fixture.WithReadOnlyMount(t, out, disk.Root(), func(dir string) {
 				assertQemuProvisioned(t, dir)
 				assertNoFactoryBoot(t, dir, tc.cloudInit)
+				hwcaps, _ := os.ReadFile(filepath.Join(dir, "etc/factory-hwcaps"))
+				if tcg && (!strings.Contains(string(hwcaps), tc.hwcaps) || tc.noHwcaps != "" && strings.Contains(string(hwcaps), tc.noHwcaps)) {
+					t.Errorf("the guest's loader, want %q and not %q:\n%s", tc.hwcaps, tc.noHwcaps, hwcaps)
+				}
+				if got := sshdConfig(t, dir); got != baseSSHD {
+					t.Errorf("the factory boot changed the image's sshd configuration:\n--- base\n%s\n--- output\n%s", baseSSHD, got)
+				}
 			})
 
 			// The scrub post-processor with the factory-boot operations
@@ -228,7 +258,7 @@ func assertQemuBuildSteps(t *testing.T, output string) {
 	} else {
 		t.Logf("%s", accelLine.FindString(output))
 	}
-	for _, w := range []string{"Booting the image under QEMU", "Connected to SSH!", "Guest clock when SSH answered: ", "The guest powered off", "Removed what the factory boot left"} {
+	for _, w := range []string{"CPU model: ", "Booting the image under QEMU", "Connected to SSH!", "Guest clock when SSH answered: ", "The guest powered off", "Removed what the factory boot left"} {
 		if !strings.Contains(output, w) {
 			t.Errorf("output lacks %q:\n%s", w, output)
 		}
@@ -293,6 +323,45 @@ func assertNoFactoryBoot(t *testing.T, dir string, imageCloudInit bool) {
 	if strings.Contains(read("var/log/cloud-init.log"), "imagefactory") {
 		t.Errorf("cloud-init's log of the factory boot is in the output")
 	}
+}
+
+// markLibc sets the GNU_PROPERTY_X86_ISA_1_NEEDED bits in the note of
+// the Debian libc.so.6 under root (Debian marks it with the baseline bit
+// alone, as `readelf -n` shows), as glibc built with -march=x86-64-v3
+// (RHEL 10) is marked.
+func markLibc(t *testing.T, root string, bits byte) {
+	t.Helper()
+	p := filepath.Join(root, "usr/lib/x86_64-linux-gnu/libc.so.6")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pr_type 0xc0008002, pr_datasz 4, the baseline bit.
+	prop := []byte{0x02, 0x80, 0x00, 0xc0, 4, 0, 0, 0, 1, 0, 0, 0}
+	i := bytes.Index(b, prop)
+	if i < 0 || bytes.Count(b, prop) != 1 {
+		t.Fatalf("%s: want exactly one x86 ISA needed property of the baseline", p)
+	}
+	b[i+8] = bits
+	if err := os.WriteFile(p, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sshdConfig is the image's sshd configuration under root: sshd_config
+// and each drop-in in sshd_config.d, by name, with their content.
+func sshdConfig(t *testing.T, root string) string {
+	t.Helper()
+	var b strings.Builder
+	files, _ := filepath.Glob(filepath.Join(root, "etc/ssh/sshd_config.d/*"))
+	for _, f := range append([]string{filepath.Join(root, "etc/ssh/sshd_config")}, files...) {
+		c, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("reading the image's sshd configuration: %v", err)
+		}
+		fmt.Fprintf(&b, "== %s\n%s", strings.TrimPrefix(f, root), c)
+	}
+	return b.String()
 }
 
 // fileExists: path exists (a dangling link counts).

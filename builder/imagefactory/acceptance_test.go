@@ -404,9 +404,11 @@ func TestAccFaults(t *testing.T) {
 	t.Run("sigkill-then-new-build", func(t *testing.T) {
 		a := newAcc(t)
 		disk := fixture.NewDisk(t, fixture.DiskOptions{SeparateBoot: true})
+		killMidBuild(t, a, template(``, sleeper), map[string]string{"base": disk.Path, "out": "killed"})
+
 		// The killed build really left its loop devices, mounts and the
 		// process in the chroot behind; otherwise this test proves nothing.
-		if leaks := killMidBuild(t, a, disk.Path, ``); len(leaks) == 0 {
+		if leaks := fixture.LeakSnapshot().Leaks(a.before); len(leaks) == 0 {
 			t.Fatal("the killed build left nothing behind; the test cannot show the reaper works")
 		}
 
@@ -420,6 +422,24 @@ func TestAccFaults(t *testing.T) {
 		}
 		a.assertNoLeaks(t)
 	})
+}
+
+// killMidBuild starts a build whose provisioner prints FACTORY-SLEEPING
+// and sleeps, then kills the plugin with SIGKILL once it sleeps, and
+// returns the build's output.
+func killMidBuild(t *testing.T, a *acc, tmpl string, vars map[string]string) string {
+	t.Helper()
+	run := a.Start(t, tmpl, vars)
+	run.WaitForOutput(t, "FACTORY-SLEEPING", 2*time.Minute)
+	pid := run.WaitForPlugin(t, 10*time.Second)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Packer itself may wait on the dead plugin's provisioner: end it
+	// too, as a crashed CI runner would. The chroot's sleep survives.
+	time.Sleep(time.Second)
+	run.Interrupt(t, syscall.SIGKILL)
+	return run.Wait().Output
 }
 
 // TestAccBadInputs: each bad base image gives one clear error naming the

@@ -225,7 +225,9 @@ func TestAccBtrfsFaults(t *testing.T) {
 	t.Run("sigkill-then-new-build", func(t *testing.T) {
 		a := newAcc(t)
 		disk := fixture.BtrfsDisk(t, fixture.BtrfsOptions{Layout: fixture.Fedora})
-		leaks := killMidBuild(t, a, disk.Path, a.ownMountPath())
+		killMidBuild(t, a, template(a.ownMountPath(), `provisioner "shell" { inline = ["echo FACTORY-SLEEPING", "sleep 300"] }`),
+			map[string]string{"base": disk.Path, "out": "killed"})
+		leaks := fixture.LeakSnapshot().Leaks(a.before)
 		btrfsLeft := false
 		for _, l := range leaks {
 			btrfsLeft = btrfsLeft || strings.Contains(l, "type btrfs")

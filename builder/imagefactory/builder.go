@@ -125,6 +125,7 @@ func (b *Builder) chrootSteps() []multistep.Step {
 	chrootMounts := &stepChrootMounts{}
 	resolvConf := &stepResolvConf{}
 	blockServices := &stepBlockServices{}
+	preload := &stepSetAsidePreload{}
 
 	return append(b.commonSteps(),
 		attach,
@@ -138,11 +139,12 @@ func (b *Builder) chrootSteps() []multistep.Step {
 		&stepHostCommands{Name: "post_mount_commands", Commands: cfg.PostMountCommands},
 		resolvConf,
 		blockServices,
+		preload,
 		&stepCopyFiles{},
 		&stepChrootCommunicator{},
 		new(commonsteps.StepProvision),
 		&stepHostCommands{Name: "pre_unmount_commands", Commands: cfg.PreUnmountCommands},
-		&stepRelease{steps: []releaser{attach, mountRoot, chrootMounts, resolvConf, blockServices}},
+		&stepRelease{steps: []releaser{attach, mountRoot, chrootMounts, resolvConf, blockServices, preload}},
 		&stepFinalize{},
 	)
 }

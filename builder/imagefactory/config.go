@@ -96,9 +96,13 @@ type Config struct {
 	// disk is always raw; a qcow2 artifact is converted at the end.
 	Format string `mapstructure:"format"`
 	// Grow the working disk to this size (`8G`, `8GiB`, `10240M`, or
-	// bytes). The last partition (MBR or GPT, the GPT backup header moved)
-	// and its filesystem (ext4, xfs or btrfs) grow with it. A size
-	// smaller than the base image is an error. With `source_rootfs` or
+	// bytes). The partition that ends last on the disk, whatever its number
+	// (Ubuntu's root is partition 1, after 14, 15 and 16), grows with it
+	// (MBR or GPT, the GPT backup header moved), and so does its filesystem
+	// (ext4, xfs or btrfs). The base image's own size changes nothing. A
+	// size smaller than the base image is an error, and so is a swap,
+	// extended or logical partition lying last (refused before anything is
+	// written, naming it and what to do). With `source_rootfs` or
 	// `bootstrap`: the size of the disk made (default: just large enough
 	// for the tree plus `free_space`); too small for the tree is an error.
 	DiskSize string `mapstructure:"disk_size"`
@@ -111,7 +115,10 @@ type Config struct {
 	RootPartition int `mapstructure:"root_partition"`
 	// Mount points from the image's `/etc/fstab` that must be mounted.
 	// Others that cannot be mounted here (vfat, for one, on kernels
-	// without it) are reported and skipped.
+	// without it) are reported and skipped; an empty read-only placeholder
+	// stands at such a mount point, so writes below it fail instead of
+	// landing in the filesystem beneath, and a mount point directory the
+	// build had to create for it is removed afterwards.
 	RequiredMounts []string `mapstructure:"required_mounts"`
 	// Options for mounting the root filesystem, such as `noatime`. On
 	// btrfs, `subvolid=N` or `subvol=PATH` here chooses the root's

@@ -81,6 +81,7 @@ type FlatConfig struct {
 	Environment               map[string]string    `mapstructure:"environment" cty:"environment" hcl:"environment"`
 	QemuBinary                *string              `mapstructure:"qemu_binary" cty:"qemu_binary" hcl:"qemu_binary"`
 	Accelerator               *string              `mapstructure:"accelerator" cty:"accelerator" hcl:"accelerator"`
+	CPUModel                  *string              `mapstructure:"cpu_model" cty:"cpu_model" hcl:"cpu_model"`
 	CPUs                      *int                 `mapstructure:"cpus" cty:"cpus" hcl:"cpus"`
 	Memory                    *int                 `mapstructure:"memory" cty:"memory" hcl:"memory"`
 	QemuArgs                  [][]string           `mapstructure:"qemuargs" cty:"qemuargs" hcl:"qemuargs"`
@@ -199,6 +200,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"environment":                  &hcldec.AttrSpec{Name: "environment", Type: cty.Map(cty.String), Required: false},
 		"qemu_binary":                  &hcldec.AttrSpec{Name: "qemu_binary", Type: cty.String, Required: false},
 		"accelerator":                  &hcldec.AttrSpec{Name: "accelerator", Type: cty.String, Required: false},
+		"cpu_model":                    &hcldec.AttrSpec{Name: "cpu_model", Type: cty.String, Required: false},
 		"cpus":                         &hcldec.AttrSpec{Name: "cpus", Type: cty.Number, Required: false},
 		"memory":                       &hcldec.AttrSpec{Name: "memory", Type: cty.Number, Required: false},
 		"qemuargs":                     &hcldec.AttrSpec{Name: "qemuargs", Type: cty.List(cty.List(cty.String)), Required: false},
@@ -272,6 +274,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 type FlatQemuConfig struct {
 	QemuBinary       *string    `mapstructure:"qemu_binary" cty:"qemu_binary" hcl:"qemu_binary"`
 	Accelerator      *string    `mapstructure:"accelerator" cty:"accelerator" hcl:"accelerator"`
+	CPUModel         *string    `mapstructure:"cpu_model" cty:"cpu_model" hcl:"cpu_model"`
 	CPUs             *int       `mapstructure:"cpus" cty:"cpus" hcl:"cpus"`
 	Memory           *int       `mapstructure:"memory" cty:"memory" hcl:"memory"`
 	QemuArgs         [][]string `mapstructure:"qemuargs" cty:"qemuargs" hcl:"qemuargs"`
@@ -303,6 +306,7 @@ func (*FlatQemuConfig) HCL2Spec() map[string]hcldec.Spec {
 	s := map[string]hcldec.Spec{
 		"qemu_binary":        &hcldec.AttrSpec{Name: "qemu_binary", Type: cty.String, Required: false},
 		"accelerator":        &hcldec.AttrSpec{Name: "accelerator", Type: cty.String, Required: false},
+		"cpu_model":          &hcldec.AttrSpec{Name: "cpu_model", Type: cty.String, Required: false},
 		"cpus":               &hcldec.AttrSpec{Name: "cpus", Type: cty.Number, Required: false},
 		"memory":             &hcldec.AttrSpec{Name: "memory", Type: cty.Number, Required: false},
 		"qemuargs":           &hcldec.AttrSpec{Name: "qemuargs", Type: cty.List(cty.List(cty.String)), Required: false},

@@ -26,6 +26,17 @@ type QemuConfig struct {
 	// slower). The build says which one it chose and why. `kvm` on a host
 	// where that proof fails is refused before anything boots.
 	Accelerator string `mapstructure:"accelerator"`
+	// The `-cpu` model, as in packer-plugin-qemu: a name that
+	// `qemu-system-x86_64 -cpu help` lists, with features if wanted
+	// (`Haswell,+pdpe1gb`). By default the builder chooses: `host` under
+	// KVM; under TCG, the least model that has the x86-64 level the image's
+	// glibc is built for (read from the GNU property note of its
+	// `libc.so.6`), since TCG runs glibc's newer string functions slower:
+	// `qemu64` for the baseline (Debian, Ubuntu, Fedora), `Nehalem` for
+	// x86-64-v2 (RHEL 9), `max` for x86-64-v3 (RHEL 10) or a level not
+	// known. The build says which it chose and why. A `-cpu` in `qemuargs`
+	// overrides it.
+	CPUModel string `mapstructure:"cpu_model"`
 	// Virtual CPUs. Defaults to 1.
 	CPUs int `mapstructure:"cpus"`
 	// Memory in MiB. Defaults to 1024.

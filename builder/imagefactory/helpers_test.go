@@ -7,9 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 )
@@ -88,24 +86,4 @@ func verifyGPT(t *testing.T, img string) {
 	if err != nil || !strings.Contains(string(out), "No problems found") {
 		t.Errorf("sgdisk -v %s: %v\n%s", img, err, out)
 	}
-}
-
-// killMidBuild starts a build of base (output directory "killed", extra
-// source settings source) whose provisioner sleeps, kills the plugin with
-// SIGKILL once it sleeps, then Packer too, as a crashed CI runner would
-// (Packer may wait on the dead plugin's provisioner; the chroot's sleep
-// survives). It returns what the killed build left on the host.
-func killMidBuild(t *testing.T, a *acc, base, source string) []string {
-	t.Helper()
-	run := a.Start(t, template(source, `provisioner "shell" { inline = ["echo FACTORY-SLEEPING", "sleep 300"] }`),
-		map[string]string{"base": base, "out": "killed"})
-	run.WaitForOutput(t, "FACTORY-SLEEPING", 2*time.Minute)
-	pid := run.WaitForPlugin(t, 10*time.Second)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(time.Second)
-	run.Interrupt(t, syscall.SIGKILL)
-	run.Wait()
-	return fixture.LeakSnapshot().Leaks(a.before)
 }

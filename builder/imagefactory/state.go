@@ -12,6 +12,7 @@ const (
 	stateBaseImagePath = "base_image_path" // the downloaded or local base image
 	stateDiskPath      = "disk_path"       // the raw working disk
 	stateBaseFormat    = "base_format"     // the base image's detected format
+	stateBaseSize      = "base_size"       // int64, the base image's virtual size in bytes
 	stateJournal       = "journal"         // *cleanup.Journal
 	stateGrown         = "grown_partition" // *partition.Partition grown by disk_size, or nil
 	stateMountPath     = "mount_path"      // string, the root's mount point
@@ -26,6 +27,7 @@ const (
 	stateInstanceID = "instance_id" // cloud-init instance id
 	stateGuest      = "guest"       // *qemu.GuestState, recorded before the boot
 	stateKernel     = "kernel"      // [3]string: kernel, initrd, cmdline ("" = boot the disk)
+	stateCPUModel   = "cpu_model"   // [2]string: QEMU's -cpu, and why
 	stateSeed       = "seed"        // the cidata ISO
 	stateMachine    = "machine"     // *qemu.Machine
 	stateSSHPort    = "ssh_port"    // int, forwarded to the guest's 22

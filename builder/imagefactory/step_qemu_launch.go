@@ -32,6 +32,8 @@ func (s *stepQemuLaunch) Run(ctx context.Context, state multistep.StateBag) mult
 	kernel := state.Get(stateKernel).([3]string)
 
 	ui.Say(fmt.Sprintf("Accelerator: %s (%s)", cfg.accel, cfg.accelReason))
+	cpu := state.Get(stateCPUModel).([2]string)
+	ui.Say(fmt.Sprintf("CPU model: %s (%s)", cpu[0], cpu[1]))
 	port, err := qemu.FreePort()
 	if err != nil {
 		return haltf(state, "finding a free port on 127.0.0.1: %v", err)
@@ -39,6 +41,7 @@ func (s *stepQemuLaunch) Run(ctx context.Context, state multistep.StateBag) mult
 	o := qemu.Options{
 		Binary:      cfg.QemuBinary,
 		Accelerator: cfg.accel,
+		CPUModel:    cpu[0],
 		CPUs:        cfg.CPUs,
 		MemoryMiB:   cfg.Memory,
 		Firmware:    cfg.Firmware,

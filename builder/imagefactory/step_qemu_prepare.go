@@ -6,6 +6,9 @@ import (
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/hostcap"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/isalevel"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/qemu"
 )
 
@@ -27,6 +30,11 @@ func (s *stepQemuPrepare) Run(ctx context.Context, state multistep.StateBag) mul
 		return haltf(state, "looking at the image before its boot: %v", err)
 	}
 	state.Put(stateGuest, g)
+	model, why, err := cpuModel(cfg, sess.RootFS())
+	if err != nil {
+		return haltf(state, "cpu_model: %v", err)
+	}
+	state.Put(stateCPUModel, [2]string{model, why})
 	if cfg.InjectSSHKey {
 		if err := g.InjectKey(sess.RootFS()); err != nil {
 			return haltf(state, "inject_ssh_key: %v", err)
@@ -86,3 +94,26 @@ func (s *stepQemuPrepare) Run(ctx context.Context, state multistep.StateBag) mul
 }
 
 func (s *stepQemuPrepare) Cleanup(multistep.StateBag) {}
+
+// cpuModel is QEMU's -cpu for this image and why: cpu_model if set, else
+// hostcap's choice for the accelerator and the level the image's glibc
+// needs.
+func cpuModel(cfg *Config, root *inroot.Root) (string, string, error) {
+	for _, a := range cfg.QemuArgs {
+		if len(a) > 1 && a[0] == "-cpu" {
+			return a[1], "qemuargs' -cpu", nil
+		}
+	}
+	if cfg.CPUModel != "" {
+		return cfg.CPUModel, "cpu_model", nil
+	}
+	level, lib, err := isalevel.OfImage(root)
+	if err != nil {
+		return "", "", fmt.Errorf("reading the image's x86-64 level: %v", err)
+	}
+	model, why, err := hostcap.CPUModel(cfg.accel, level)
+	if lib != "" && level != isalevel.Unknown {
+		why += " (" + lib + ")"
+	}
+	return model, why, err
+}

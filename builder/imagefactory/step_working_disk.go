@@ -74,6 +74,7 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 		return haltf(state, "base image %s: %v", cfg.BaseImage, err)
 	}
 	state.Put(stateBaseFormat, info.Format)
+	state.Put(stateBaseSize, info.VirtualSize)
 
 	if cfg.UseBackingFile {
 		var size int64

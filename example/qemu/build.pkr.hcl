@@ -41,7 +41,9 @@ source "imagefactory" "web-qemu" {
   strategy = "qemu"
   cpus     = 2
   memory   = 1024
-  # firmware = "uefi"
+  # accelerator = "auto"   # kvm only where a test guest runs under it, else tcg
+  # cpu_model   = "max"    # default: host under kvm; under tcg the least the image needs (qemu64 for Debian)
+  # firmware    = "uefi"
   # The factory's image has no cloud-init: the build's SSH key is put in
   # offline before the boot and taken out afterwards.
   inject_ssh_key   = true

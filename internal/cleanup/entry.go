@@ -18,13 +18,15 @@ const (
 	KindChroot Kind = "chroot"  // processes whose root is in a directory
 	KindFile   Kind = "file"    // a temporary file or directory
 	KindProc   Kind = "process" // one process (a virtual machine), by pid and start time
+	KindMoved  Kind = "moved"   // a file of an image moved aside for the session
 )
 
 // Entry is one privileged resource, as written to the journal. Build it
-// with LoopEntry, MountEntry, ChrootEntry or FileEntry.
+// with LoopEntry, MountEntry, ChrootEntry, FileEntry, ProcessEntry or
+// MovedEntry.
 type Entry struct {
 	Kind Kind   `json:"kind"`
-	Path string `json:"path"` // loop: device; mount: target; chroot: root; file: path
+	Path string `json:"path"` // loop: device; mount: target; chroot: root; file: path; moved: image root
 
 	// loop
 	Backing    string `json:"backing,omitempty"`
@@ -39,6 +41,13 @@ type Entry struct {
 	// mount (for messages only)
 	Source string `json:"source,omitempty"`
 	FSType string `json:"fstype,omitempty"`
+
+	// moved: the file's path inside the image, where it stands meanwhile,
+	// and its device and inode (what names it after the rename)
+	Name  string `json:"name,omitempty"`
+	Aside string `json:"aside,omitempty"`
+	Dev   uint64 `json:"dev,omitempty"`
+	Ino   uint64 `json:"ino,omitempty"`
 }
 
 // LoopEntry records a loop device bound to backing (inode ino) at offset.
@@ -97,6 +106,8 @@ func (e Entry) String() string {
 		return fmt.Sprintf("mount %s (%s %s)", e.Path, e.FSType, e.Source)
 	case KindProc:
 		return fmt.Sprintf("process %d (%s)", e.PID, e.Path)
+	case KindMoved:
+		return fmt.Sprintf("moved %s%s (aside at %s)", e.Path, e.Name, e.Aside)
 	default:
 		return fmt.Sprintf("%s %s", e.Kind, e.Path)
 	}
@@ -126,6 +137,8 @@ func (e Entry) validate() error {
 		if e.PID == os.Getpid() {
 			return fmt.Errorf("cleanup: refusing a process entry for this process")
 		}
+	case KindMoved:
+		return e.validateMoved()
 	default:
 		return fmt.Errorf("cleanup: unknown entry kind %q for %s", e.Kind, e.Path)
 	}
@@ -148,6 +161,8 @@ func release(e Entry, dev *loop.Device) (string, error) {
 		return releaseFile(e)
 	case KindProc:
 		return releaseProc(e)
+	case KindMoved:
+		return releaseMoved(e)
 	}
 	return "", fmt.Errorf("cleanup: unknown entry kind %q for %s", e.Kind, e.Path)
 }

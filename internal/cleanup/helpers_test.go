@@ -88,6 +88,19 @@ func runChild(mode string) error {
 			return err
 		}
 		fmt.Println("ready", cmd.Process.Pid)
+	case "moved-entry":
+		root, name := os.Getenv("IF_ROOT"), "/etc/ld.so.preload"
+		var st unix.Stat_t
+		if err := unix.Lstat(root+name, &st); err != nil {
+			return err
+		}
+		if _, err := j.Take(MovedEntry(root, name, name+".aside", st.Dev, st.Ino)); err != nil {
+			return err
+		}
+		if err := os.Rename(root+name, root+name+".aside"); err != nil {
+			return err
+		}
+		fmt.Println("ready")
 	case "file-entry":
 		if _, err := j.Take(FileEntry(os.Getenv("IF_FILE"))); err != nil {
 			return err

@@ -1,7 +1,8 @@
 // Package cleanup journals every privileged resource a build holds (loop
-// devices, mounts, processes in a chroot, temporary files) before it is
-// taken, releases them in reverse order on success, failure, cancel and
-// panic, and lets a later build reap what a killed one left behind.
+// devices, mounts, processes in a chroot, temporary files, an image's files
+// moved aside for the session) before it is taken, releases them in
+// reverse order on success, failure, cancel and panic, and lets a later
+// build reap what a killed one left behind.
 //
 // One journal file per build, <stateDir>/<id>.journal, JSON lines, fsync'd
 // after every record. The owner holds an exclusive flock on it for its

@@ -21,6 +21,8 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/isalevel"
 )
 
 // Accelerators, as QEMU's -accel names them, and the default choice.
@@ -159,15 +161,43 @@ func (h *Host) Accelerator(requested, guestArch string) (accel, reason string, e
 	return "", "", fmt.Errorf(`accelerator %q is not supported; use "auto" (the default), "kvm" or "tcg"`, requested)
 }
 
-// CPUModel is the -cpu model that goes with accel: "host" under KVM (the
-// host's own CPU, passed through), else "max" (every feature TCG emulates,
-// so guests built for x86-64-v2 or v3 boot). The builder and the test
-// fixtures boot with it alike.
-func CPUModel(accel string) string {
+// CPU models for TCG, by the level the image needs (QEMU's
+// target/i386/cpu.c feature tables). glibc picks its string and memory
+// functions by the CPU's features, and TCG runs the newer ones slower:
+// SSSE3 and SSE4.2 (Nehalem) more than SSE2, AVX2 (max) more still.
+// Measured on a guest workload (dpkg --verify, gzip, sort, python3) with
+// QEMU 7.2: qemu64 67 s, Nehalem 102-115 s, max 121-127 s (bench notes in
+// docs/builders/imagefactory.mdx). So each image gets the least model
+// that runs it: qemu64 (packer-plugin-qemu's default too) for the
+// baseline, Nehalem, the oldest named model with every x86-64-v2 feature
+// (CX16, LAHF, POPCNT, SSE4.1, SSE4.2, SSSE3), for v2, and max for v3
+// (AVX2) or a level not known (a guest of another distribution boots).
+const (
+	TCGBaselineModel = "qemu64"
+	TCGV2Model       = "Nehalem"
+	TCGMaxModel      = "max"
+)
+
+// CPUModel is the -cpu model for accel and an image that needs level, and
+// why, in a few words. Under KVM, "host" (the host's own CPU passed
+// through). Under TCG, the least model that runs the image (see
+// TCGBaselineModel). Errors: an x86-64-v4 image under TCG, which emulates
+// no AVX-512.
+func CPUModel(accel string, level isalevel.Level) (model, why string, err error) {
 	if accel == AccelKVM {
-		return "host"
+		return "host", "the host's CPU, passed through by KVM", nil
 	}
-	return "max"
+	switch level {
+	case isalevel.Baseline:
+		return TCGBaselineModel, fmt.Sprintf("the image needs %s; TCG runs glibc's SSE2 code fastest", level), nil
+	case isalevel.V2:
+		return TCGV2Model, fmt.Sprintf("the image needs %s (SSE4.2, POPCNT), the least model that has it", level), nil
+	case isalevel.V3:
+		return TCGMaxModel, fmt.Sprintf("the image needs %s (AVX2), which only max has under TCG", level), nil
+	case isalevel.V4:
+		return "", "", fmt.Errorf("the image needs %s (AVX-512), which QEMU's TCG does not emulate: boot it under KVM on a host with AVX-512, or set cpu_model", level)
+	}
+	return TCGMaxModel, "the image's x86-64 level is not known, max boots any", nil
 }
 
 // HostArch is the host's architecture as QEMU names it (x86_64, aarch64,

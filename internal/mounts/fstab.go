@@ -17,6 +17,9 @@ import (
 type Skipped struct {
 	Entry  fstab.Entry
 	Reason string
+	// Placeholder: an empty read-only placeholder stands at the mount
+	// point, so writes below it fail (Stack.MountPlaceholder).
+	Placeholder bool
 }
 
 func (s Skipped) String() string { return fmt.Sprintf("%s: %s", s.Entry.File, s.Reason) }
@@ -39,7 +42,10 @@ func (s Skipped) String() string { return fmt.Sprintf("%s: %s", s.Entry.File, s.
 // subvolid=, which choose what is mounted, and compress=, so files written
 // are stored as the booted system would store them. Type "auto" (or a list such as
 // "ext4,xfs") is probed with blkid. Missing mount point directories are
-// created inside the image, as systemd would at boot.
+// created inside the image, as systemd would at boot; a mount that fails
+// leaves none. Where the kernel cannot mount a filesystem of the image, an
+// empty read-only placeholder is mounted instead (not with ReadOnly), and
+// the directories made for it go at unmount.
 func (s *Stack) MountFstab(entries []fstab.Entry, resolve func(fstab.Entry) (dev string, ok bool), required map[string]bool) ([]Skipped, error) {
 	if s.root == nil {
 		return nil, errors.New("mount fstab entries: no root mounted yet")
@@ -67,7 +73,7 @@ func (s *Stack) MountFstab(entries []fstab.Entry, resolve func(fstab.Entry) (dev
 		skipped = append(skipped, Skipped{Entry: e, Reason: reason})
 		return nil
 	}
-	kernelFS := kernelFilesystems()
+	kernelFS := KernelFilesystems()
 	for _, e := range todo {
 		if r := e.NotMountableReason(); r != "" {
 			if err := skip(e, r); err != nil {
@@ -118,6 +124,14 @@ func (s *Stack) MountFstab(entries []fstab.Entry, resolve func(fstab.Entry) (dev
 			if err := skip(e, reason); err != nil {
 				return skipped, err
 			}
+			// The filesystem is the image's: what a provisioner writes
+			// there must not land in the parent filesystem instead.
+			if !s.ReadOnly {
+				if err := s.MountPlaceholder(e.File); err != nil {
+					return skipped, fmt.Errorf("fstab line %d (%s): a read-only placeholder for the skipped mount: %w", e.Line, e.File, err)
+				}
+				skipped[len(skipped)-1].Placeholder = true
+			}
 			continue
 		}
 		if err != nil {
@@ -128,7 +142,7 @@ func (s *Stack) MountFstab(entries []fstab.Entry, resolve func(fstab.Entry) (dev
 }
 
 // kernelFilesystems reads /proc/filesystems; nil if unreadable.
-func kernelFilesystems() map[string]bool {
+func KernelFilesystems() map[string]bool {
 	b, err := os.ReadFile("/proc/filesystems")
 	if err != nil {
 		return nil

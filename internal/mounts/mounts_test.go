@@ -3,6 +3,7 @@ package mounts
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -301,7 +302,7 @@ func TestStackRootFstabChroot(t *testing.T) {
 		"/proc: type proc is not a disk filesystem",
 		"/boot/efi: this kernel cannot mount vfat filesystems (not in /proc/filesystems)",
 	}
-	if kernelFilesystems()["vfat"] {
+	if KernelFilesystems()["vfat"] {
 		t.Logf("this kernel has vfat; the ESP (zeros) fails differently")
 	} else if !reflect.DeepEqual(reasons, wantReasons) {
 		t.Errorf("skipped:\n%s\nwant\n%s", strings.Join(reasons, "\n"), strings.Join(wantReasons, "\n"))
@@ -331,11 +332,12 @@ func TestStackRootFstabChroot(t *testing.T) {
 	if err := unix.Statfs(filepath.Join(target, "run"), &sfs); err != nil || sfs.Type != unix.TMPFS_MAGIC {
 		t.Errorf("/run is not a tmpfs: %v", err)
 	}
-	want := []string{target, target, target + "/boot", target + "/proc", target + "/sys", target + "/dev", target + "/dev/pts", target + "/run"}
+	want := []string{target, target, target + "/boot", target + "/boot/efi", target + "/proc", target + "/sys", target + "/dev", target + "/dev/pts", target + "/run"}
 	if got := s.Mounted(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Mounted:\n got %v\nwant %v", got, want)
 	}
-	// The ESP was journaled before mount(2) said ENODEV, then forgotten.
+	// The ESP was journaled before mount(2) said ENODEV, then forgotten;
+	// its read-only placeholder took its place.
 	wantTaken := slices.Insert(slices.Clone(want), 3, target+"/boot/efi")
 	if !reflect.DeepEqual(j.taken, wantTaken) {
 		t.Errorf("journal took %v, want %v", j.taken, wantTaken)
@@ -351,6 +353,82 @@ func TestStackRootFstabChroot(t *testing.T) {
 	// The mount point left on the host is the empty directory.
 	if ents, _ := os.ReadDir(target); len(ents) != 0 {
 		t.Errorf("%s not empty after UnmountAll: %v", target, ents)
+	}
+}
+
+// TestSkippedMountPlaceholder: a filesystem of the image the kernel cannot
+// mount (vfat here) gets an empty read-only placeholder, so a write below
+// its mount point fails instead of landing in the parent filesystem; the
+// mount point the build had to create is gone after unmount, and one the
+// image had stays.
+func TestSkippedMountPlaceholder(t *testing.T) {
+	needRoot(t)
+	if KernelFilesystems()["vfat"] {
+		t.Skip("this kernel mounts vfat: nothing is skipped")
+	}
+	for _, tc := range []struct {
+		name    string
+		bootEFI bool // /boot/efi exists in the boot filesystem
+	}{{"mount point missing", false}, {"mount point present", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := newImage(t, nil)
+			bootFiles := map[string]string{"vmlinuz": "kernel"}
+			if tc.bootEFI {
+				bootFiles["efi/"] = ""
+			}
+			img.bootDev = loop(t, ext4(t, "boot", bootUUID, bootFiles))
+			guard(t)
+			j := &fakeJournal{}
+			s := NewStack(j)
+			t.Cleanup(func() { s.UnmountAll() })
+			target := filepath.Join(t.TempDir(), "root")
+			if err := s.MountRoot(img.rootDev, "ext4", target, 0, ""); err != nil {
+				t.Fatal(err)
+			}
+			entries, err := fstab.Parse(strings.NewReader("UUID=" + bootUUID + " /boot ext4 defaults 0 2\n" +
+				"UUID=ABCD-1234 /boot/efi vfat umask=0077 0 1\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			skipped, err := s.MountFstab(entries, img.resolve, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(skipped) != 1 || skipped[0].Entry.File != "/boot/efi" || !skipped[0].Placeholder {
+				t.Fatalf("skipped %+v, want /boot/efi with a placeholder", skipped)
+			}
+			err = os.WriteFile(filepath.Join(target, "boot/efi/grubx64.efi"), []byte("x"), 0o644)
+			if !errors.Is(err, unix.EROFS) {
+				t.Errorf("a write below the skipped mount: %v, want EROFS", err)
+			}
+			if err := os.Mkdir(filepath.Join(target, "boot/efi/EFI"), 0o755); !errors.Is(err, unix.EROFS) {
+				t.Errorf("a mkdir below the skipped mount: %v, want EROFS", err)
+			}
+			if mi := strings.Join(mountinfo(t), "\n"); !strings.Contains(mi, target+"/boot/efi ") || !strings.Contains(mi, " "+PlaceholderSource+" ") {
+				t.Errorf("no %s mount on %s/boot/efi in mountinfo", PlaceholderSource, target)
+			}
+			if err := s.UnmountAll(); err != nil {
+				t.Fatal(err)
+			}
+			j.balanced(t)
+
+			// The boot filesystem, looked at on its own.
+			look := NewStack(nil)
+			if err := look.MountRoot(img.bootDev, "ext4", filepath.Join(t.TempDir(), "boot"), unix.MS_RDONLY, ""); err != nil {
+				t.Fatal(err)
+			}
+			defer look.UnmountAll()
+			_, err = look.Root().Lstat("/efi")
+			if tc.bootEFI && err != nil {
+				t.Errorf("the image's own /boot/efi is gone: %v", err)
+			}
+			if !tc.bootEFI && !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("/boot/efi left in the boot filesystem (err %v); the image had none", err)
+			}
+			if _, err := look.Root().Lstat("/efi/grubx64.efi"); err == nil {
+				t.Error("the write below the skipped mount landed in the boot filesystem")
+			}
+		})
 	}
 }
 

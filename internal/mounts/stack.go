@@ -20,6 +20,7 @@ package mounts
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -54,6 +55,12 @@ type mount struct {
 	fstype string
 	mntID  uint64 // 0 when the kernel does not report mount IDs
 	forget func() error
+
+	// created are the directories made inside the root for this mount
+	// point (paths inside the root, shallowest first); with removeCreated
+	// they go again once it is unmounted.
+	created       []string
+	removeCreated bool
 }
 
 // Stack is the mount stack of one image. Not safe for concurrent use.
@@ -208,6 +215,25 @@ func (s *Stack) MountInRoot(source, relTarget, fstype string, flags uintptr, dat
 	return s.mountIn(source, relTarget, fstype, flags, data, false, false)
 }
 
+// PlaceholderSource is the source name of a placeholder mount, as
+// /proc/mounts and df in the chroot show it.
+const PlaceholderSource = "imagefactory-skipped"
+
+// MountPlaceholder mounts an empty read-only tmpfs on relTarget, where a
+// filesystem of the image could not be mounted: writes there fail with
+// EROFS instead of landing unseen in the parent filesystem. The mount point
+// directories it had to create are removed again when it is unmounted, so
+// the parent filesystem is left as it was.
+func (s *Stack) MountPlaceholder(relTarget string) error {
+	err := s.mountIn(PlaceholderSource, relTarget, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC,
+		"size=4k,nr_inodes=1,mode=0755", false, false)
+	if err != nil {
+		return err
+	}
+	s.mounts[len(s.mounts)-1].removeCreated = true
+	return nil
+}
+
 // Bind bind-mounts the host path hostPath (a directory or a file) on
 // relTarget inside the image root, read-only if asked. The bind is not
 // recursive: mounts beneath hostPath are not carried along.
@@ -227,20 +253,27 @@ func (s *Stack) mountIn(source, relTarget, fstype string, flags uintptr, data st
 	if rel == "/" {
 		return fmt.Errorf("mount %s: target %q is the image root itself", source, relTarget)
 	}
+	dir := rel
 	if fileTarget {
-		if err := s.root.MkdirAll(path.Dir(rel), 0o755); err != nil {
-			return fmt.Errorf("mount %s: %w", source, err)
-		}
+		dir = path.Dir(rel)
+	}
+	created, err := s.mkdirAll(dir)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", source, err)
+	}
+	// A mount that fails leaves nothing in the image.
+	undo := func() { s.removeDirs(created) }
+	if fileTarget {
 		f, err := s.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE, 0o644)
 		if err != nil {
+			undo()
 			return fmt.Errorf("mount %s: create file mount point: %w", source, err)
 		}
 		f.Close()
-	} else if err := s.root.MkdirAll(rel, 0o755); err != nil {
-		return fmt.Errorf("mount %s: %w", source, err)
 	}
 	fd, err := s.root.PathFD(rel)
 	if err != nil {
+		undo()
 		return fmt.Errorf("mount %s: %w", source, err)
 	}
 	defer fd.Close()
@@ -265,13 +298,14 @@ func (s *Stack) mountIn(source, relTarget, fstype string, flags uintptr, data st
 	}
 	if err := unix.Mount(source, inroot.ProcPath(fd), fstype, flags, data); err != nil {
 		forget()
+		undo()
 		what := fstype
 		if flags&unix.MS_BIND != 0 {
 			what = "bind"
 		}
 		return &MountError{Source: source, Target: host, FSType: what, Err: err}
 	}
-	m := &mount{host: host, rel: real, source: source, fstype: fstype, forget: forget}
+	m := &mount{host: host, rel: real, source: source, fstype: fstype, forget: forget, created: created}
 	post := func(op func(p string) error) error {
 		pfd, err := s.root.PathFD(path.Dir(real))
 		if err != nil {
@@ -435,6 +469,9 @@ func (s *Stack) UnmountAll() error {
 		if err := m.forget(); err != nil {
 			errs = append(errs, fmt.Errorf("journal release of %s: %w", m.host, err))
 		}
+		if m.removeCreated {
+			s.removeDirs(m.created)
+		}
 	}
 	// Keep the remaining ones in mount order.
 	s.mounts = s.mounts[:0]
@@ -455,4 +492,44 @@ func NewStackOn(j Journal, root *inroot.Root) *Stack {
 	s := NewStack(j)
 	s.root = root
 	return s
+}
+
+// mkdirAll creates dir and its missing parents inside the root and returns
+// the directories it created (their paths inside the root, symlinks
+// resolved there, shallowest first), so that exactly those can be removed.
+func (s *Stack) mkdirAll(dir string) ([]string, error) {
+	var missing []string
+	for d := path.Clean("/" + dir); d != "/"; d = path.Dir(d) {
+		if _, err := s.root.Stat(d); !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		missing = append(missing, d)
+	}
+	if err := s.root.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	created := make([]string, 0, len(missing))
+	for i := len(missing) - 1; i >= 0; i-- {
+		real, err := s.root.RealPath(missing[i])
+		if err != nil {
+			s.removeDirs(created)
+			return nil, err
+		}
+		created = append(created, real)
+	}
+	return created, nil
+}
+
+// removeDirs removes the directories mkdirAll created, deepest first, if
+// they are still empty; a directory something was put in stays.
+func (s *Stack) removeDirs(created []string) {
+	if s.root == nil {
+		return
+	}
+	for i := len(created) - 1; i >= 0; i-- {
+		if err := s.root.Remove(created[i]); err != nil {
+			s.logf("warning: could not remove %s, the mount point the build created in the image: %v", created[i], err)
+			return
+		}
+	}
 }

@@ -16,12 +16,17 @@ const mbrMaxSectors = 1 << 32
 // the backup header and entries to the new end, updates the primary
 // header's alternate and last-usable LBAs, the protective MBR and all CRCs.
 // It returns the grown partition; the filesystem inside is not touched.
+// What CheckGrow refuses (swap, extended or logical partition last) is
+// refused here too, before anything is written.
 //
 // The header fields are written here rather than through go-diskfs, whose
 // Write rewrites the entry array at LBA 2 whatever the header says, zeroes
 // the other entries of a hybrid MBR and truncates the protective MBR's size
 // to 32 bits on disks over 2 TiB.
 func GrowLast(path string) (Partition, error) {
+	if err := CheckGrow(path); err != nil {
+		return Partition{}, fmt.Errorf("grow last partition of %s: %w", path, err)
+	}
 	return resizeLast(path, -1, 0)
 }
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/hostcap"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/isalevel"
 )
 
 // Firmwares.
@@ -36,6 +37,7 @@ type Options struct {
 	Binary      string // qemu-system-<arch>; default from Arch
 	Arch        string // x86_64 (default), aarch64, ...
 	Accelerator string // kvm, tcg, or auto ("" too): hostcap.Accelerator decides
+	CPUModel    string // -cpu; "" for hostcap.CPUModel's for an image of unknown level
 	CPUs        int
 	MemoryMiB   int
 	Firmware    string // bios (default) or uefi
@@ -107,7 +109,13 @@ func Args(o Options) ([]string, error) {
 	if arch == "aarch64" {
 		machine = "virt"
 	}
-	cpu := hostcap.CPUModel(accel)
+	cpu := o.CPUModel
+	if cpu == "" {
+		var err error
+		if cpu, _, err = hostcap.CPUModel(accel, isalevel.Unknown); err != nil {
+			return nil, fmt.Errorf("qemu: %v", err)
+		}
+	}
 	add("-machine", machine+",accel="+accel)
 	add("-cpu", cpu)
 	add("-smp", strconv.Itoa(cpus), "-m", strconv.Itoa(mem))

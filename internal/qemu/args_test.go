@@ -31,6 +31,8 @@ func TestArgs(t *testing.T) {
 		}, []string{"-kernel", "pflash", "seed0"}, ""},
 		{"kvm", with(func(o *Options) { o.Accelerator = hostcap.AccelKVM; o.CPUs = 2; o.MemoryMiB = 2048 }),
 			[]string{"-machine q35,accel=kvm", "-cpu host", "-smp 2 -m 2048"}, nil, ""},
+		{"cpu model given", with(func(o *Options) { o.CPUModel = "Nehalem" }),
+			[]string{"-machine q35,accel=tcg", "-cpu Nehalem"}, []string{"-cpu max"}, ""},
 		{"uefi", with(func(o *Options) { o.Firmware = FirmwareUEFI; o.OVMFCode = "/c.fd"; o.OVMFVars = "/out/vars.fd" }),
 			[]string{"-drive if=pflash,format=raw,unit=0,readonly=on,file=/c.fd", "-drive if=pflash,format=raw,unit=1,file=/out/vars.fd"}, nil, ""},
 		{"uefi without vars", with(func(o *Options) { o.Firmware = FirmwareUEFI; o.OVMFCode = "/c.fd" }), nil, nil, "writable copy"},

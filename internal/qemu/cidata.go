@@ -54,7 +54,11 @@ const SeedLabel = "cidata"
 
 // DefaultUserData lets user log in as root (or another user) with key and
 // changes what it can avoid changing: no password, root not refused, no
-// default user made, hostname, apt sources and locale left alone.
+// default user made, hostname, apt sources, locale and sshd_config left
+// alone. ssh_pwauth is left unset (cloud-init's "unchanged", cc_set_passwords
+// docs): set to false, cloud-init 22.4 edits sshd_config and restarts sshd
+// in its config stage, after SSH first answers, so a provisioner could
+// find ssh.service "activating" and the edit would stay in the image.
 func DefaultUserData(user, authorizedKey string) string {
 	var b strings.Builder
 	b.WriteString("#cloud-config\n")
@@ -67,7 +71,7 @@ func DefaultUserData(user, authorizedKey string) string {
 		fmt.Fprintf(&b, "users:\n  - name: %q\n    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    shell: /bin/bash\n    lock_passwd: true\n    ssh_authorized_keys:\n      - %q\n", user, authorizedKey)
 	}
 	// Leave the image as it was: its hostname, apt sources and locale.
-	b.WriteString("ssh_pwauth: false\npreserve_hostname: true\nlocale: false\napt:\n  preserve_sources_list: true\n")
+	b.WriteString("preserve_hostname: true\nlocale: false\napt:\n  preserve_sources_list: true\n")
 	return b.String()
 }
 

@@ -84,10 +84,13 @@ func TestWriteSeed(t *testing.T) {
 
 func TestDefaultUserData(t *testing.T) {
 	root := DefaultUserData("root", "ssh-ed25519 AAAA c")
-	for _, w := range []string{"#cloud-config\n", "disable_root: false", `- "ssh-ed25519 AAAA c"`, "ssh_pwauth: false"} {
+	for _, w := range []string{"#cloud-config\n", "disable_root: false", `- "ssh-ed25519 AAAA c"`} {
 		if !strings.Contains(root, w) {
 			t.Errorf("root user-data lacks %q:\n%s", w, root)
 		}
+	}
+	if strings.Contains(root, "ssh_pwauth") {
+		t.Errorf("root user-data sets ssh_pwauth (cloud-init would edit sshd_config and restart sshd mid-build):\n%s", root)
 	}
 	other := DefaultUserData("packer", "ssh-ed25519 AAAA c")
 	if !strings.Contains(other, `name: "packer"`) || !strings.Contains(other, "NOPASSWD") || strings.Contains(other, "disable_root") {

@@ -27,11 +27,20 @@ type btrfsLook struct {
 	rootOpt []string          // options of the / entry of root's fstab
 }
 
-// describe is the look for Describe: the subvolumes and the default one.
-func (l *btrfsLook) describe() string {
-	if len(l.subvols) == 0 {
-		return "no subvolume but the top level"
+func init() { holders["btrfs"] = holdsBtrfs }
+
+// holdsBtrfs is holdsRootCandidate with the subvolumes FindRoot saw inside
+// the btrfs, for the no-root message.
+func holdsBtrfs(s *Session, p *Partition) Holding {
+	h := holdsRootCandidate(s, p)
+	if p.btrfs != nil && len(p.btrfs.subvols) > 0 {
+		h.Detail = []string{p.btrfs.describe()}
 	}
+	return h
+}
+
+// describe names the subvolumes and the default one.
+func (l *btrfsLook) describe() string {
 	names := make([]string, len(l.subvols))
 	for i, s := range l.subvols {
 		names[i] = s.Path

@@ -69,6 +69,8 @@ func (s *Session) findRootPartition(ctx context.Context) (*Partition, error) {
 		}
 		if ok {
 			withFstab = append(withFstab, p)
+		} else if s.looked[p] == "" {
+			s.looked[p] = "no /etc/fstab at its top level"
 		}
 	}
 	switch len(withFstab) {
@@ -76,8 +78,12 @@ func (s *Session) findRootPartition(ctx context.Context) (*Partition, error) {
 		s.Root = withFstab[0]
 		return s.Root, nil
 	case 0:
+		what := "set root_partition to the partition holding /"
+		if !s.usable() {
+			what = "no partition holds a filesystem the builder can use as the root"
+		}
 		return nil, fmt.Errorf("no root filesystem found: no filesystem is labelled %s and none holds /etc/fstab; "+
-			"set root_partition. The disk has:\n%s", strings.Join(s.opts.RootLabels, " or "), s.Describe())
+			"%s. The disk has:\n%s", strings.Join(s.opts.RootLabels, " or "), what, s.Describe())
 	default:
 		return nil, fmt.Errorf("%d partitions hold /etc/fstab; set root_partition to choose. The disk has:\n%s",
 			len(withFstab), s.Describe())
@@ -87,24 +93,27 @@ func (s *Session) findRootPartition(ctx context.Context) (*Partition, error) {
 // holdsFstab mounts p read-only for a moment to look for /etc/fstab (in
 // its subvolumes, on btrfs).
 func (s *Session) holdsFstab(ctx context.Context, p *Partition) (bool, error) {
-	if p.FS.Type == "btrfs" {
-		look, err := s.lookBtrfs(ctx, p)
-		if errors.Is(err, errProbeMount) {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		return look.found, nil
-	}
 	var found bool
-	err := s.withProbeMount(p, probeOptions(p.FS.Type), func(st *mounts.Stack) error {
-		fi, err := st.Root().Lstat("/etc/fstab")
-		found = err == nil && fi.Mode().IsRegular()
-		return nil
-	})
+	var err error
+	if p.FS.Type == "btrfs" {
+		var look *btrfsLook
+		if look, err = s.lookBtrfs(ctx, p); err == nil {
+			found = look.found
+			if !found {
+				s.looked[p] = "no /etc/fstab at its top level, in its default subvolume or in any subvolume"
+			}
+		}
+	} else {
+		err = s.withProbeMount(p, probeOptions(p.FS.Type), func(st *mounts.Stack) error {
+			fi, err := st.Root().Lstat("/etc/fstab")
+			found = err == nil && fi.Mode().IsRegular()
+			return nil
+		})
+	}
 	if errors.Is(err, errProbeMount) {
-		return false, nil // not mountable here: not our root
+		// Not mountable here: not our root.
+		s.looked[p] = fmt.Sprintf("it does not mount here (%s)", strings.TrimPrefix(err.Error(), errProbeMount.Error()+": "))
+		return false, nil
 	}
 	return found, err
 }

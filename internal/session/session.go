@@ -76,6 +76,7 @@ type Session struct {
 	stack     *mounts.Stack
 	rootFS    *inroot.Root
 	mountedAt map[*Partition]string // partition -> mount point on the host
+	looked    map[*Partition]string // why FindRoot did not take a partition it looked at
 
 	chroot      cleanup.Handle
 	chrootTaken bool
@@ -113,7 +114,7 @@ func Attach(ctx context.Context, opts Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{opts: opts, Table: table, mountedAt: map[*Partition]string{}}
+	s := &Session{opts: opts, Table: table, mountedAt: map[*Partition]string{}, looked: map[*Partition]string{}}
 
 	parts := table.Partitions
 	if table.Kind == partition.None {
@@ -161,18 +162,14 @@ func (s *Session) attach(p partition.Partition) (*Partition, error) {
 	return ap, nil
 }
 
-// Describe lists the partitions, one a line, with the subvolumes of the
-// btrfs filesystems FindRoot looked inside.
+// Describe lists the partitions, one a line: what each holds and, when
+// the builder cannot use it as the root, why (describe.go).
 func (s *Session) Describe() string {
-	var b strings.Builder
+	var lines []string
 	for _, p := range s.Parts {
-		fmt.Fprintf(&b, "  %s", p)
-		if p.btrfs != nil {
-			fmt.Fprintf(&b, ": %s", p.btrfs.describe())
-		}
-		b.WriteString("\n")
+		lines = append(lines, s.describe(p)...)
 	}
-	return strings.TrimRight(b.String(), "\n")
+	return strings.Join(lines, "\n")
 }
 
 // Partition returns the attached partition numbered n, or nil.

@@ -1,0 +1,69 @@
+package session
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/mounts"
+)
+
+// TestNoRootDescribesPartitions: on a disk of swap, an ESP, an LVM PV and
+// a btrfs without /etc/fstab, the "no root" error says what each
+// partition holds and why it cannot be the root; the btrfs filesystem
+// could still be one, so root_partition is suggested.
+func TestNoRootDescribesPartitions(t *testing.T) {
+	d := fixture.NoRootMixed(t)
+	e := newEnv(t, d.Path)
+	s := e.attach(t)
+	_, err := s.FindRoot(context.Background())
+	if err == nil {
+		t.Fatal("FindRoot found a root")
+	}
+	msg := err.Error()
+	t.Log(msg)
+	wants := []string{
+		"no root filesystem found",
+		`partition 1 (/dev/loop`, `swap labelled "swap"): Linux swap, 8M: swap space; not usable as the root: swap holds no files`,
+		`partition 2 (/dev/loop`, `vfat labelled "EFI"): EFI System, 32M: a FAT filesystem, the EFI system partition; not usable as the root: FAT cannot hold a Linux root`,
+		`partition 3 (/dev/loop`, `LVM2_member): Linux LVM, 8M: an LVM physical volume; not usable as the root: the builder does not read LVM volume groups`,
+		`partition 4 (/dev/loop`, `btrfs labelled "data"): Linux filesystem, 142M: a btrfs filesystem; not usable as the root: no /etc/fstab at its top level`,
+		"set root_partition to the partition holding /",
+	}
+	if k := mounts.KernelFilesystems(); k != nil && !k["vfat"] {
+		wants = append(wants, "this kernel cannot mount vfat either")
+	}
+	for _, w := range wants {
+		if !strings.Contains(msg, w) {
+			t.Errorf("the message does not say %q", w)
+		}
+	}
+	if n := strings.Count(msg, "\n"); n != 4 {
+		t.Errorf("%d lines, want the summary and one per partition", n+1)
+	}
+}
+
+// TestNoUsableRootSaysSo: without any filesystem a root could be on, the
+// message says so instead of suggesting root_partition.
+func TestNoUsableRootSaysSo(t *testing.T) {
+	d := fixture.NoRootMixed(t)
+	// Wipe the btrfs superblock (64 KiB into the partition).
+	btrfs := d.Partitions[3]
+	f, err := os.OpenFile(d.Path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 4096), btrfs.Offset+64<<10); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	s := newEnv(t, d.Path).attach(t)
+	_, err = s.FindRoot(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "no partition holds a filesystem the builder can use as the root") ||
+		strings.Contains(err.Error(), "set root_partition") ||
+		!strings.Contains(err.Error(), "partition 4 (/dev/loop") || !strings.Contains(err.Error(), "no filesystem blkid recognizes") {
+		t.Errorf("FindRoot error = %v", err)
+	}
+}
