@@ -70,6 +70,11 @@ func TestAccBtrfs(t *testing.T) {
     post-processor "imagefactory-sparsify" {}
   }
 `), map[string]string{"base": disk.Path})
+			for _, l := range strings.Split(res.Output, "\n") {
+				if regexp.MustCompile(`: (Root |Mounted |Skipped |Grew )`).MatchString(l) {
+					t.Log(l)
+				}
+			}
 			for _, want := range []string{"Root subvolume: " + disk.Subvolumes["/"], "subvolume"} {
 				if !strings.Contains(res.Output, want) {
 					t.Errorf("the build did not say %q:\n%s", want, res.Output)
