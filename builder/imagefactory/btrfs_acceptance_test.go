@@ -192,12 +192,14 @@ func inspectBtrfs(t *testing.T, img string, p fixture.Partition, disk fixture.Bt
 
 // TestAccBtrfsRootPartition: root_partition naming the btrfs finds the
 // root's subvolume as the search does (the issue: it mounted the top level
-// without a word, and Packer's script upload failed minutes later).
+// without a word, and Packer's script upload failed minutes later), with
+// mount_options' noatime added to it.
 func TestAccBtrfsRootPartition(t *testing.T) {
 	a := newAcc(t)
 	disk := fixture.BtrfsDisk(t, fixture.BtrfsOptions{Layout: fixture.Fedora})
 	root := disk.Root()
-	res := mustBuild(t, a, template(a.ownMountPath()+fmt.Sprintf("  root_partition = %d", root.Number),
+	// noatime: mount_options as fstab spells them (a flag, not data).
+	res := mustBuild(t, a, template(a.ownMountPath()+fmt.Sprintf("  root_partition = %d\n  mount_options = [\"noatime\"]", root.Number),
 		`provisioner "shell" { inline = ["echo factory-root > /factory-root"] }`), map[string]string{"base": disk.Path})
 	if !strings.Contains(res.Output, "Root subvolume: root (ID 256)") {
 		t.Errorf("the build did not name the root subvolume:\n%s", res.Output)

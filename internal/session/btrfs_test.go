@@ -107,6 +107,23 @@ func TestBtrfsRoot(t *testing.T) {
 	}
 }
 
+// TestBtrfsMountOptionsOverride: subvol= in mount_options mounts that
+// subvolume as the root instead of the one found, without fstab's
+// compress= either.
+func TestBtrfsMountOptionsOverride(t *testing.T) {
+	requireRoot(t)
+	disk := fixture.BtrfsDisk(t, fixture.BtrfsOptions{Layout: fixture.Fedora})
+	e := newEnv(t, disk.Path)
+	e.opts.MountOptions = []string{"subvol=home", "noatime"}
+	e.mountRoot(t)
+	if got := subvolumesUnder(t, e.opts.MountPath)["/"]; got != "/home" {
+		t.Errorf("the root shows subvolume %q, want /home", got)
+	}
+	if opts := mountOptions(t, e.opts.MountPath); strings.Contains(opts, "compress") {
+		t.Errorf("the root mount took fstab's compression anyway: %s", opts)
+	}
+}
+
 // mountOptions is the super options of the mount at dir (mountinfo).
 func mountOptions(t *testing.T, dir string) string {
 	t.Helper()

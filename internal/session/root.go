@@ -156,7 +156,8 @@ func (s *Session) MountRoot() error {
 	s.stack = mounts.NewStack(journalAdapter{s.opts.Journal})
 	s.stack.Logf = s.logf
 	s.stack.ReadOnly = s.opts.ReadOnly
-	data := strings.Join(append(s.btrfsRootData(), s.opts.MountOptions...), ",")
+	// mount_options as fstab writes them: noatime is a flag, not data.
+	flags, data := mounts.SplitOptions(flags, append(s.btrfsRootData(), s.opts.MountOptions...))
 	if err := s.stack.MountRoot(s.Root.Device, s.Root.FS.Type, s.opts.MountPath, flags, data); err != nil {
 		s.stack = nil
 		removeMountDir(s.opts.MountPath)
