@@ -53,6 +53,7 @@ func (l *btrfsLook) describe() string {
 }
 
 // lookBtrfs finds the subvolume holding the root of the btrfs on p: the
+// one mount_options names (subvol= or subvolid=), else the
 // one the image's own fstab mounts on / (subvol= or subvolid=; none: the
 // default subvolume, as the kernel does at boot), else the default
 // subvolume if it holds /etc/fstab, else the one subvolume that does. It
@@ -74,6 +75,14 @@ func (s *Session) lookBtrfs(ctx context.Context, p *Partition) (*btrfsLook, erro
 			return err
 		}
 		look.root = look.def
+		// The user's choice first (root_partition with mount_options).
+		if named, ok, err := btrfs.Named(s.opts.MountOptions, look.subvols); err != nil || ok {
+			if err != nil {
+				return fmt.Errorf("mount_options: %w", err)
+			}
+			look.root, look.found, look.why = named, true, "mount_options names it"
+			return nil
+		}
 		cands := []btrfs.Subvolume{look.def}
 		for _, c := range append([]btrfs.Subvolume{btrfs.TopLevel}, look.subvols...) {
 			if c.ID != look.def.ID {
@@ -89,9 +98,12 @@ func (s *Session) lookBtrfs(ctx context.Context, p *Partition) (*btrfsLook, erro
 			if !ok {
 				continue
 			}
-			holders = append(holders, c)
 			e, ok := rootEntry(entries)
-			if !ok || !s.mayBe(e, p) {
+			if ok && !s.mayBe(e, p) {
+				continue // an fstab that puts / elsewhere: not a root here
+			}
+			holders = append(holders, c)
+			if !ok {
 				continue
 			}
 			named, ok, err := btrfs.Named(e.Options, look.subvols)

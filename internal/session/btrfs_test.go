@@ -115,7 +115,10 @@ func TestBtrfsMountOptionsOverride(t *testing.T) {
 	disk := fixture.BtrfsDisk(t, fixture.BtrfsOptions{Layout: fixture.Fedora})
 	e := newEnv(t, disk.Path)
 	e.opts.MountOptions = []string{"subvol=home", "noatime"}
-	e.mountRoot(t)
+	s := e.mountRoot(t)
+	if sub, why, _ := s.RootSubvolume(); sub.Path != "home" || why != "mount_options names it" {
+		t.Errorf("root subvolume %v (%s), want home named by mount_options", sub, why)
+	}
 	if got := subvolumesUnder(t, e.opts.MountPath)["/"]; got != "/home" {
 		t.Errorf("the root shows subvolume %q, want /home", got)
 	}
