@@ -185,6 +185,36 @@ func TestBtrfsNoRoot(t *testing.T) {
 	})
 }
 
+// TestBtrfsSeveralFstabs: two subvolumes hold an /etc/fstab, neither
+// mounts /, neither is the default subvolume: FindRoot refuses to guess
+// and names them; subvolid= in mount_options then chooses.
+func TestBtrfsSeveralFstabs(t *testing.T) {
+	requireRoot(t)
+	disk := fixture.BtrfsDisk(t, fixture.BtrfsOptions{Layout: fixture.Fedora})
+	p := disk.Root()
+	fixture.WithSubvolume(t, disk.Path, p, "", func(top string) {
+		for _, sub := range []string{"root", "home"} {
+			if err := os.MkdirAll(filepath.Join(top, sub, "etc"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(top, sub, "etc/fstab"), []byte("proc /proc proc defaults 0 0\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	e := newEnv(t, disk.Path)
+	_, err := e.attach(t).FindRoot(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "subvolumes root (ID 256), home (ID 257) hold /etc/fstab") ||
+		!strings.Contains(err.Error(), `mount_options = ["subvolid=N"]`) {
+		t.Fatalf("FindRoot: %v; want a refusal naming both subvolumes", err)
+	}
+	e2 := newEnv(t, disk.Path)
+	e2.opts.MountOptions = []string{"subvolid=256"}
+	if _, err := e2.attach(t).FindRoot(context.Background()); err != nil {
+		t.Errorf("with subvolid=256: %v", err)
+	}
+}
+
 // BenchmarkBtrfsSession times one chroot session on the Fedora-like
 // layout: attach, find the root in its subvolume, mount the stack (root,
 // /boot, /home, the chroot mounts), `chroot true`, tear down.
