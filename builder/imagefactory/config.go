@@ -135,6 +135,9 @@ type Config struct {
 	// The number (1-based, as Linux numbers them) of the partition holding
 	// the root filesystem. By default the root is found by label
 	// (`cloudimg-rootfs`, `img-rootfs`), else by looking for `/etc/fstab`.
+	// On btrfs the root's subvolume is found either way: the one the
+	// image's fstab mounts on `/`, else the default subvolume, else the one
+	// holding `/etc/fstab`.
 	RootPartition int `mapstructure:"root_partition"`
 	// Mount points from the image's `/etc/fstab` that must be mounted.
 	// Others that cannot be mounted here (vfat, for one, on kernels
@@ -143,7 +146,9 @@ type Config struct {
 	// landing in the filesystem beneath, and a mount point directory the
 	// build had to create for it is removed afterwards.
 	RequiredMounts []string `mapstructure:"required_mounts"`
-	// Options for mounting the root filesystem, such as `noatime`.
+	// Options for mounting the root filesystem, such as `noatime`. On
+	// btrfs, `subvolid=N` or `subvol=PATH` here chooses the root's
+	// subvolume instead of the one found.
 	MountOptions []string `mapstructure:"mount_options"`
 	// Where the root filesystem is mounted on the host. May use
 	// `{{.BuildName}}`. Defaults to

@@ -64,7 +64,9 @@ type QemuConfig struct {
 	// Defaults to `image` when `boot_kernel` is `image`.
 	BootInitrd string `mapstructure:"boot_initrd"`
 	// The kernel command line for `boot_kernel`. Defaults to
-	// `root=UUID=<the root filesystem's UUID> ro console=ttyS0,115200`.
+	// `root=UUID=<the root filesystem's UUID> ro console=ttyS0,115200`,
+	// plus `rootflags=subvolid=N` when the root is a btrfs subvolume other
+	// than the default one.
 	BootCmdline string `mapstructure:"boot_cmdline"`
 	// The cloud-init user-data of the NoCloud seed (a `cidata` ISO9660
 	// built in Go and attached as a second disk). The default lets

@@ -18,6 +18,9 @@ func (s *stepFindRoot) Run(ctx context.Context, state multistep.StateBag) multis
 		return haltf(state, "base image %s: %v", configOf(state).BaseImage, err)
 	}
 	uiOf(state).Say(fmt.Sprintf("Root filesystem: %s", root))
+	if sub, why, ok := sess.RootSubvolume(); ok {
+		uiOf(state).Say(fmt.Sprintf("Root subvolume: %s, %s", sub, why))
+	}
 	putGenerated(state, "Device", root.Device)
 	putGenerated(state, "RootPartition", root.Number)
 	return multistep.ActionContinue

@@ -84,6 +84,10 @@ func (s *stepQemuPrepare) Run(ctx context.Context, state multistep.StateBag) mul
 			root = "UUID=" + sess.Root.FS.UUID
 		}
 		cmdline = "root=" + root + " ro console=ttyS0,115200"
+		// The kernel mounts the default subvolume unless told otherwise.
+		if sub, _, ok := sess.RootSubvolume(); ok && sub != sess.RootDefaultSubvolume() {
+			cmdline += " rootflags=" + sub.MountData()
+		}
 	}
 	state.Put(stateKernel, [3]string{kernel, initrd, cmdline})
 	return multistep.ActionContinue

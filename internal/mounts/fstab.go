@@ -39,7 +39,8 @@ func (s Skipped) String() string { return fmt.Sprintf("%s: %s", s.Entry.File, s.
 //
 // The fstab's options govern the booted system, not the builder: entries
 // are mounted read-write (read-only with Stack.ReadOnly) with kernel defaults, except btrfs subvol= and
-// subvolid=, which choose what is mounted. Type "auto" (or a list such as
+// subvolid=, which choose what is mounted, and compress=, so files written
+// are stored as the booted system would store them. Type "auto" (or a list such as
 // "ext4,xfs") is probed with blkid. Missing mount point directories are
 // created inside the image, as systemd would at boot; a mount that fails
 // leaves none. Where the kernel cannot mount a filesystem of the image, an
@@ -105,7 +106,7 @@ func (s *Stack) MountFstab(entries []fstab.Entry, resolve func(fstab.Entry) (dev
 		var data []string
 		if fstype == "btrfs" {
 			for _, o := range e.Options {
-				if strings.HasPrefix(o, "subvol=") || strings.HasPrefix(o, "subvolid=") {
+				if strings.HasPrefix(o, "subvol=") || strings.HasPrefix(o, "subvolid=") || strings.HasPrefix(o, "compress") {
 					data = append(data, o)
 				}
 			}

@@ -73,7 +73,11 @@ func (s *Session) MountFstab() (mounted []string, skipped []mounts.Skipped, err 
 	for _, e := range below {
 		if p, ok := resolved[e.File]; ok && !isSkipped(skipped, e.File) {
 			s.mountedAt[p] = s.opts.MountPath + e.File
-			mounted = append(mounted, fmt.Sprintf("%s (%s)", e.File, p))
+			what := p.String()
+			if v, ok := e.Option("subvol"); ok && p.FS.Type == "btrfs" {
+				what += ", subvolume " + v
+			}
+			mounted = append(mounted, fmt.Sprintf("%s (%s)", e.File, what))
 		}
 	}
 	return mounted, skipped, nil

@@ -25,10 +25,21 @@ func (s *Session) GrowFilesystem(ctx context.Context, p *Partition) error {
 	default:
 		return fsresize.Grow(ctx, p.FS.Type, p.Device, "")
 	}
+	return s.WithPlainMount(p, "grow", func(dir string) error {
+		return fsresize.Grow(ctx, p.FS.Type, p.Device, dir)
+	})
+}
+
+// WithPlainMount mounts p read-write (nodev, nosuid, noexec; btrfs: its
+// default subvolume) on a fresh directory next to mount_path, journaled,
+// calls f with the directory, and unmounts: for tools that work only on a
+// mounted filesystem (xfs_growfs, btrfs filesystem resize). why names the
+// purpose in messages ("grow").
+func (s *Session) WithPlainMount(p *Partition, why string, f func(dir string) error) error {
 	if err := os.MkdirAll(filepath.Dir(s.opts.MountPath), 0o755); err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp(filepath.Dir(s.opts.MountPath), "grow-")
+	dir, err := os.MkdirTemp(filepath.Dir(s.opts.MountPath), why+"-")
 	if err != nil {
 		return err
 	}
@@ -38,8 +49,7 @@ func (s *Session) GrowFilesystem(ctx context.Context, p *Partition) error {
 		return err
 	}
 	if err := unix.Mount(p.Device, dir, p.FS.Type, unix.MS_NODEV|unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil {
-		return errors.Join(fmt.Errorf("mounting %s to grow it: %w", p, err), s.opts.Journal.Forget(h))
+		return errors.Join(fmt.Errorf("mounting %s to %s it: %w", p, why, err), s.opts.Journal.Forget(h))
 	}
-	growErr := fsresize.Grow(ctx, p.FS.Type, p.Device, dir)
-	return errors.Join(growErr, s.opts.Journal.Release(h))
+	return errors.Join(f(dir), s.opts.Journal.Release(h))
 }

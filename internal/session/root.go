@@ -18,8 +18,24 @@ var rootCandidateTypes = map[string]bool{"ext2": true, "ext3": true, "ext4": tru
 
 // FindRoot picks the root filesystem: RootPartition if set, else the first
 // filesystem with a root label, else the one partition holding /etc/fstab
-// (each candidate mounted read-only for a look).
+// (each candidate mounted read-only for a look). On btrfs it also picks the
+// subvolume (see lookBtrfs and RootSubvolume), whichever way the partition
+// was found: the top level is never taken silently.
 func (s *Session) FindRoot(ctx context.Context) (*Partition, error) {
+	p, err := s.findRootPartition(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p.FS.Type == "btrfs" {
+		if _, err := s.lookBtrfs(ctx, p); err != nil {
+			s.Root = nil
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func (s *Session) findRootPartition(ctx context.Context) (*Partition, error) {
 	if n := s.opts.RootPartition; n > 0 {
 		p := s.Partition(n)
 		if p == nil {
@@ -50,7 +66,7 @@ func (s *Session) FindRoot(ctx context.Context) (*Partition, error) {
 		if !rootCandidateTypes[p.FS.Type] {
 			continue
 		}
-		ok, err := s.holdsFstab(p)
+		ok, err := s.holdsFstab(ctx, p)
 		if err != nil {
 			return nil, err
 		}
@@ -77,27 +93,42 @@ func (s *Session) FindRoot(ctx context.Context) (*Partition, error) {
 	}
 }
 
-// holdsFstab mounts p read-only for a moment to look for /etc/fstab.
-func (s *Session) holdsFstab(p *Partition) (bool, error) {
+// holdsFstab mounts p read-only for a moment to look for /etc/fstab (in
+// its subvolumes, on btrfs).
+func (s *Session) holdsFstab(ctx context.Context, p *Partition) (bool, error) {
+	var found bool
+	var err error
+	if p.FS.Type == "btrfs" {
+		var look *btrfsLook
+		if look, err = s.lookBtrfs(ctx, p); err == nil {
+			found = look.found
+			if !found {
+				s.looked[p] = "no /etc/fstab at its top level, in its default subvolume or in any subvolume"
+			}
+		}
+	} else {
+		err = s.withProbeMount(p, probeOptions(p.FS.Type), func(st *mounts.Stack) error {
+			fi, err := st.Root().Lstat("/etc/fstab")
+			found = err == nil && fi.Mode().IsRegular()
+			return nil
+		})
+	}
+	if errors.Is(err, errProbeMount) {
+		// Not mountable here: not our root.
+		s.looked[p] = fmt.Sprintf("it does not mount here (%s)", strings.TrimPrefix(err.Error(), errProbeMount.Error()+": "))
+		return false, nil
+	}
+	return found, err
+}
+
+// probeDir makes a fresh directory next to mount_path for a look.
+func (s *Session) probeDir() (string, error) {
 	// mount_path's parent may not exist yet (the default one, on a fresh
 	// machine): MountRoot creates mount_path only later.
 	if err := os.MkdirAll(filepath.Dir(s.opts.MountPath), 0o755); err != nil {
-		return false, fmt.Errorf("creating the parent of mount_path %s: %w", s.opts.MountPath, err)
+		return "", fmt.Errorf("creating the parent of mount_path %s: %w", s.opts.MountPath, err)
 	}
-	dir, err := os.MkdirTemp(filepath.Dir(s.opts.MountPath), "probe-")
-	if err != nil {
-		return false, err
-	}
-	defer os.Remove(dir)
-	st := mounts.NewStack(journalAdapter{s.opts.Journal})
-	if err := st.MountRoot(p.Device, p.FS.Type, dir, unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID|unix.MS_NOEXEC, probeOptions(p.FS.Type)); err != nil {
-		// Not mountable here: not our root.
-		s.looked[p] = fmt.Sprintf("it does not mount here (%v)", err)
-		return false, nil
-	}
-	defer st.UnmountAll()
-	fi, err := st.Root().Lstat("/etc/fstab")
-	return err == nil && fi.Mode().IsRegular(), nil
+	return os.MkdirTemp(filepath.Dir(s.opts.MountPath), "probe-")
 }
 
 // probeOptions keep a look from changing the filesystem: no journal
@@ -128,7 +159,9 @@ func (s *Session) MountRoot() error {
 	s.stack = mounts.NewStack(journalAdapter{s.opts.Journal})
 	s.stack.Logf = s.logf
 	s.stack.ReadOnly = s.opts.ReadOnly
-	if err := s.stack.MountRoot(s.Root.Device, s.Root.FS.Type, s.opts.MountPath, flags, strings.Join(s.opts.MountOptions, ",")); err != nil {
+	// mount_options as fstab writes them: noatime is a flag, not data.
+	flags, data := mounts.SplitOptions(flags, append(s.btrfsRootData(), s.opts.MountOptions...))
+	if err := s.stack.MountRoot(s.Root.Device, s.Root.FS.Type, s.opts.MountPath, flags, data); err != nil {
 		s.stack = nil
 		return errors.Join(fmt.Errorf("mounting the root filesystem (%s) at %s: %w", s.Root, s.opts.MountPath, err), s.removeMountDir())
 	}

@@ -52,6 +52,7 @@ type Partition struct {
 
 	dev    *loop.Device
 	handle cleanup.Handle
+	btrfs  *btrfsLook // what a look inside found, on btrfs
 }
 
 func (p *Partition) String() string {

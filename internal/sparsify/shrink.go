@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fsresize"
@@ -37,8 +38,9 @@ type ShrinkResult struct {
 // Shrink makes the root filesystem of the raw disk image disk just large
 // enough for its files plus FreeSpace, moves the end of its partition (which
 // must be the last one) and the GPT backup to match, and truncates the file:
-// diskimage-builder's sizing, done after the fact. Only ext2/3/4 can shrink
-// (xfs cannot at all; btrfs only mounted). Nothing is changed when the
+// diskimage-builder's sizing, done after the fact. ext2/3/4 shrink
+// unmounted; btrfs (one device) mounted, not under fsresize.BtrfsMinSize;
+// xfs cannot shrink at all. Nothing is changed when the
 // filesystem cannot shrink or is not the last partition; every loop device
 // goes through journal and is released before Shrink returns.
 func Shrink(ctx context.Context, disk string, journal *cleanup.Journal, opts ShrinkOptions, log func(string)) (ShrinkResult, error) {
@@ -49,7 +51,20 @@ func Shrink(ctx context.Context, disk string, journal *cleanup.Journal, opts Shr
 	}
 	res.DiskBefore, res.DiskAfter = fi.Size(), fi.Size()
 
-	s, err := session.Attach(ctx, session.Options{Disk: disk, Journal: journal, RootPartition: opts.RootPartition, Log: log})
+	// A btrfs shrinks only mounted: its mount point goes here.
+	work, err := os.MkdirTemp("", "imagefactory-shrink-")
+	if err != nil {
+		return res, fmt.Errorf("shrink: %w", err)
+	}
+	workH, err := journal.Take(cleanup.FileEntry(work))
+	if err != nil {
+		os.Remove(work)
+		return res, err
+	}
+	defer func() { journal.Release(workH) }()
+
+	s, err := session.Attach(ctx, session.Options{Disk: disk, Journal: journal, RootPartition: opts.RootPartition,
+		MountPath: filepath.Join(work, "root"), Log: log})
 	if err != nil {
 		return res, fmt.Errorf("shrink %s: %w", disk, err)
 	}
@@ -57,9 +72,8 @@ func Shrink(ctx context.Context, disk string, journal *cleanup.Journal, opts Shr
 	if root != nil {
 		res.Partition, res.FS = root.Number, root.FS.Type
 	}
-	var before, after fsresize.ExtSize
 	if err == nil {
-		before, after, err = fsresize.ShrinkExt(ctx, root.Device, opts.FreeSpace)
+		res.FSBefore, res.FSAfter, err = shrinkFS(ctx, s, root, opts.FreeSpace)
 		if err != nil {
 			err = fmt.Errorf("shrink %s: %s: %w", disk, root, err)
 		}
@@ -67,22 +81,21 @@ func Shrink(ctx context.Context, disk string, journal *cleanup.Journal, opts Shr
 	if derr := s.Detach(); err != nil || derr != nil {
 		return res, errors.Join(err, derr)
 	}
-	res.FSBefore, res.FSAfter = before.Bytes(), after.Bytes()
-	if after.Blocks == before.Blocks {
+	if res.FSAfter == res.FSBefore {
 		return res, nil
 	}
 
-	end := root.Start + after.Bytes()
+	end := root.Start + res.FSAfter
 	switch s.Table.Kind {
 	case partition.None:
 		err = os.Truncate(disk, alignUp(end))
 	case partition.GPT:
-		_, err = partition.ShrinkLast(disk, alignUp(end+gptBackup), after.Bytes())
+		_, err = partition.ShrinkLast(disk, alignUp(end+gptBackup), res.FSAfter)
 	default:
-		_, err = partition.ShrinkLast(disk, alignUp(end), after.Bytes())
+		_, err = partition.ShrinkLast(disk, alignUp(end), res.FSAfter)
 	}
 	if err != nil {
-		return res, fmt.Errorf("shrink %s: the filesystem shrank to %d bytes, but the disk did not follow: %w", disk, after.Bytes(), err)
+		return res, fmt.Errorf("shrink %s: the filesystem shrank to %d bytes, but the disk did not follow: %w", disk, res.FSAfter, err)
 	}
 	if fi, err = os.Stat(disk); err != nil {
 		return res, fmt.Errorf("shrink: %w", err)
@@ -102,9 +115,9 @@ func shrinkRoot(ctx context.Context, s *session.Session, opts ShrinkOptions) (*s
 		return root, fmt.Errorf("the root filesystem, %s, is on an LVM LV: shrinking an LV and its PV is not handled", root)
 	}
 	switch root.FS.Type {
-	case "ext2", "ext3", "ext4":
+	case "ext2", "ext3", "ext4", "btrfs":
 	default:
-		return root, fmt.Errorf("the root filesystem, %s, cannot shrink: only ext2/3/4 can (xfs never shrinks)", root)
+		return root, fmt.Errorf("the root filesystem, %s, cannot shrink: only ext2/3/4 and btrfs can (xfs never shrinks)", root)
 	}
 	for _, p := range s.Table.Partitions {
 		if p.End() > root.End() {
@@ -115,3 +128,18 @@ func shrinkRoot(ctx context.Context, s *session.Session, opts ShrinkOptions) (*s
 }
 
 func alignUp(n int64) int64 { return (n + alignment - 1) / alignment * alignment }
+
+// shrinkFS shrinks the root filesystem and returns its sizes before and
+// after, in bytes: ext2/3/4 unmounted, btrfs on a plain mount of its own
+// (every subvolume moves with the filesystem).
+func shrinkFS(ctx context.Context, s *session.Session, root *session.Partition, free int64) (before, after int64, err error) {
+	if root.FS.Type == "btrfs" {
+		err = s.WithPlainMount(root, "shrink", func(dir string) error {
+			before, after, err = fsresize.ShrinkBtrfs(ctx, dir, free)
+			return err
+		})
+		return before, after, err
+	}
+	b, a, err := fsresize.ShrinkExt(ctx, root.Device, free)
+	return b.Bytes(), a.Bytes(), err
+}

@@ -55,7 +55,8 @@ type Config struct {
 	Checksums []string `mapstructure:"checksums"`
 	// Make the root filesystem just large enough for its files plus
 	// `free_space`, and shrink its partition and the disk to match, as
-	// diskimage-builder sizes its images. The root must be ext2/3/4 and the
+	// diskimage-builder sizes its images. The root must be ext2/3/4 or
+	// btrfs (one device; not under 256 MiB, the kernel's floor) and the
 	// last partition. Images with growroot (cloud-initramfs-growroot,
 	// cloud-init's growpart) grow back to their disk on first boot.
 	Shrink bool `mapstructure:"shrink"`
