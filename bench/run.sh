@@ -264,6 +264,15 @@ run env IMAGEFACTORY_BENCH_LVM_DISK="$WORK/lvm.raw" go -C "$ROOT" test -count=1 
 run "$SB" session -disk "$WORK/lvm.raw" -mount "$WORK/mnt-lvm" -state "$STATE" -n "$N_SESSION" -root-lv rhel/root >>"$WORK/samples/session-lvm"
 rm -f "$WORK/lvm.raw"
 
+# --- chroot session on the btrfs layout (Fedora: subvolumes root and home) ---------
+
+# The Fedora-like disk is made by the test fixture (internal/fixture/btrfs.go):
+# the root is found in subvolume root through a look at the top level.
+log "chroot session, btrfs layout (ESP, /boot ext4, btrfs subvolumes root and home): 1 warm-up + $N_SESSION runs"
+run env IMAGEFACTORY_BENCH_BTRFS_DISK="$WORK/btrfs.raw" go -C "$ROOT" test -count=1 -run '^TestBenchBtrfsDisk$' ./internal/fixture
+run "$SB" session -disk "$WORK/btrfs.raw" -mount "$WORK/mnt-btrfs" -state "$STATE" -n "$N_SESSION" -root-subvol root >>"$WORK/samples/session-btrfs"
+rm -f "$WORK/btrfs.raw"
+
 # --- reflink on btrfs --------------------------------------------------------------
 
 log "reflink: btrfs on a loop-mounted 6 GiB sparse file; $N_REFLINK rounds, caches dropped before each"
@@ -341,6 +350,8 @@ row() {
 		"$(median session-ours)" "by hand in bash" "$(median session-hand)" below 1 "ours < 1 s"
 	row "chroot session, LVM: 5 LVs + /boot mounted (median of $(count session-lvm))" \
 		"$(median session-lvm)" "plain layout, ours" "$(median session-ours)" below 1 "ours < 1 s"
+	row "chroot session, btrfs: root and /home subvolumes + /boot mounted (median of $(count session-btrfs))" \
+		"$(median session-btrfs)" "plain layout, ours" "$(median session-ours)" below 1 "ours < 1 s"
 	row "working copy, ext4 (median of $(count copy-ours))" \
 		"$(median copy-ours)" "cp --sparse=auto" "$(median copy-cp)" ratio 1 "no slower than cp (>= 1.00x)"
 	row "working copy, ext4 vs dd (dd: $(count copy-dd) run)" \
@@ -368,7 +379,7 @@ ELAPSED=$(awk -v a="$BENCH_START" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.0f", b
 	cat "$WORK/table"
 	echo
 	echo "samples (seconds):"
-	for f in session-ours session-hand session-lvm copy-ours copy-cp copy-dd copy-qemu reflink-ours reflink-cp tree-ours tree-hand; do
+	for f in session-ours session-hand session-lvm session-btrfs copy-ours copy-cp copy-dd copy-qemu reflink-ours reflink-cp tree-ours tree-hand; do
 		[[ -f $WORK/samples/$f ]] && printf '  %-13s %s\n' "$f" "$(tr '\n' ' ' <"$WORK/samples/$f")"
 	done
 } >"$OUT/results.txt.tmp"

@@ -3,7 +3,7 @@
 // hold no process start-up, and it reaps what a killed run left behind.
 // bench/run.sh does the anchors, the medians and the table.
 //
-//	sessionbench session -disk D -mount M -state S -n N [-root-lv VG/LV]   one time per line (s)
+//	sessionbench session -disk D -mount M -state S -n N [-root-lv VG/LV | -root-subvol PATH]   one time per line (s)
 //	sessionbench copy -src A -dst B                       "<seconds> <method>"
 //	sessionbench reap -state S                            releases a killed run's loops and mounts
 package main
@@ -60,6 +60,7 @@ func benchSession(ctx context.Context, args []string) error {
 	state := fl.String("state", "", "cleanup journal directory")
 	n := fl.Int("n", 10, "timed runs")
 	rootLV := fl.String("root-lv", "", "the root is this LVM LV (VG/LV), not the partition labelled cloudimg-rootfs")
+	rootSubvol := fl.String("root-subvol", "", "the root is this btrfs subvolume (path from the top level), not the partition labelled cloudimg-rootfs")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -67,7 +68,7 @@ func benchSession(ctx context.Context, args []string) error {
 		return errors.New("session: -disk, -mount and -state are required")
 	}
 	for i := 0; i <= *n; i++ {
-		d, err := sessionCycle(ctx, *disk, *mount, *state, *rootLV)
+		d, err := sessionCycle(ctx, *disk, *mount, *state, *rootLV, *rootSubvol)
 		if err != nil {
 			return fmt.Errorf("session run %d: %w", i, err)
 		}
@@ -81,7 +82,7 @@ func benchSession(ctx context.Context, args []string) error {
 // sessionCycle is what one chroot build costs before and after its
 // provisioners: journal open, session.Open with chroot mounts, one command
 // in the chroot, session Close, journal Close.
-func sessionCycle(ctx context.Context, disk, mount, state, rootLV string) (time.Duration, error) {
+func sessionCycle(ctx context.Context, disk, mount, state, rootLV, rootSubvol string) (time.Duration, error) {
 	start := time.Now()
 	j, err := cleanup.Open(state, "bench")
 	if err != nil {
@@ -91,10 +92,13 @@ func sessionCycle(ctx context.Context, disk, mount, state, rootLV string) (time.
 	if err != nil {
 		return 0, errors.Join(err, j.Close())
 	}
+	sub, _, isBtrfs := s.RootSubvolume()
 	switch {
 	case rootLV != "" && (s.Root == nil || s.Root.LV == nil || s.Root.LV.String() != rootLV):
 		err = fmt.Errorf("root of %s is %v, want LV %s", disk, s.Root, rootLV)
-	case rootLV == "" && (s.Root == nil || s.Root.FS.Label != "cloudimg-rootfs"):
+	case rootSubvol != "" && (!isBtrfs || sub.Path != rootSubvol):
+		err = fmt.Errorf("root of %s is %v (subvolume %q), want subvolume %s", disk, s.Root, sub.Path, rootSubvol)
+	case rootLV == "" && rootSubvol == "" && (s.Root == nil || s.Root.FS.Label != "cloudimg-rootfs"):
 		err = fmt.Errorf("root of %s is %v, want the partition labelled cloudimg-rootfs", disk, s.Root)
 	}
 	if err == nil {
