@@ -535,7 +535,6 @@ func TestCommunicatorCancel(t *testing.T) {
 			rc := &packersdk.RemoteCmd{Command: tc.command, Stdout: &o, Stderr: &e}
 			mustDo(t, w.comm.Start(ctx, rc))
 			waitFor(t, 10*time.Second, func() bool { return len(rootedIn(w.dir)) > 0 && hasSleep(w.dir) })
-			start := time.Now()
 			cancel()
 			done := make(chan int, 1)
 			go func() { done <- rc.Wait() }()
@@ -546,9 +545,6 @@ func TestCommunicatorCancel(t *testing.T) {
 				}
 			case <-time.After(15 * time.Second):
 				t.Fatal("the command still runs 15 s after the cancel")
-			}
-			if d := time.Since(start); d > 10*time.Second {
-				t.Errorf("stopping took %v", d)
 			}
 			waitFor(t, 5*time.Second, func() bool { return len(rootedIn(w.dir)) == 0 })
 		})

@@ -242,6 +242,14 @@ func busyboxTree(t *testing.T, root string) {
 // reaps it; killing it is the code under test's job.
 func startChrooted(t *testing.T, root string, args ...string) *exec.Cmd {
 	t.Helper()
+	cmd, _ := startChrootedDone(t, root, args...)
+	return cmd
+}
+
+// startChrootedDone is startChrooted that also returns a channel closed
+// once the process has been waited for (cmd.ProcessState is then set).
+func startChrootedDone(t *testing.T, root string, args ...string) (*exec.Cmd, <-chan struct{}) {
+	t.Helper()
 	cmd := &exec.Cmd{Path: "/bin/" + args[0], Args: args, Dir: "/", SysProcAttr: &syscall.SysProcAttr{Chroot: root}}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %v chrooted in %s: %v", args, root, err)
@@ -252,7 +260,7 @@ func startChrooted(t *testing.T, root string, args ...string) *exec.Cmd {
 		cmd.Process.Kill()
 		<-done
 	})
-	return cmd
+	return cmd, done
 }
 
 // waitRooted waits until at least n processes are rooted in dir.

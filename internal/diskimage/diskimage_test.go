@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 )
 
 func TestDetect(t *testing.T) {
@@ -425,7 +427,7 @@ func TestConvert(t *testing.T) {
 		}
 		noFile(t, out)
 		noFile(t, out+".part")
-		if out, _ := exec.Command("pgrep", "-f", "qemu-img convert.*"+big).Output(); len(out) > 0 {
+		if out := fixture.Pgrep(t, "qemu-img convert.*"+big); out != "" {
 			t.Errorf("qemu-img still running: %s", out)
 		}
 	})

@@ -107,7 +107,7 @@ func TestExportWritesThrough(t *testing.T) {
 				t.Errorf("the raw view %s is left: %v", e.Path, err)
 			}
 			before.AssertNoLeaksIn(t, dir)
-			if out, _ := exec.Command("pgrep", "-f", "qemu-storage-daemon.*"+dir).Output(); len(out) > 0 {
+			if out := fixture.Pgrep(t, "qemu-storage-daemon.*"+dir); out != "" {
 				t.Errorf("qemu-storage-daemon still runs: %s", out)
 			}
 		})
