@@ -163,12 +163,11 @@ func (h *Host) Accelerator(requested, guestArch string) (accel, reason string, e
 
 // CPU models for TCG, by the level the image needs (QEMU's
 // target/i386/cpu.c feature tables). glibc picks its string and memory
-// functions by the CPU's features, and TCG runs the newer ones slower:
-// SSSE3 and SSE4.2 (Nehalem) more than SSE2, AVX2 (max) more still.
+// functions by the CPU's features, and TCG runs the SSE2 ones fastest.
 // Measured on a guest workload (dpkg --verify, gzip, sort, python3) with
-// QEMU 7.2, two rounds on a loaded host: qemu64 67-89 s, Nehalem
-// 102-115 s, max 121-127 s (the figures are in
-// docs/builders/imagefactory.mdx). So each image gets the least model
+// QEMU 7.2 (bench/tcg-cpu-models.sh): quiet host qemu64 40.9 s, Nehalem
+// 50.6 s, max 49.5 s; two rounds on a loaded host 67-89 s, 102-115 s,
+// 121-127 s. So each image gets the least model
 // that runs it: qemu64 (packer-plugin-qemu's default too) for the
 // baseline, Nehalem, the oldest named model with every x86-64-v2 feature
 // (CX16, LAHF, POPCNT, SSE4.1, SSE4.2, SSSE3), for v2, and max for v3
