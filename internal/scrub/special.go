@@ -179,38 +179,6 @@ func machineIDOp() Operation {
 	}
 }
 
-// editLines rewrites the regular files matching glob without the lines
-// drop says to drop, keeping each file's mode (and owner: WriteFile keeps
-// the owner of the file it replaces).
-func (c *Context) editLines(glob string, drop func(string) bool) error {
-	matches, err := c.glob(glob)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, p := range matches {
-		data, perm, ok, err := c.regularFile(p)
-		if err != nil || !ok {
-			errs = append(errs, err)
-			continue
-		}
-		lines := strings.SplitAfter(string(data), "\n")
-		var out strings.Builder
-		changed := false
-		for _, l := range lines {
-			if drop(strings.TrimSpace(l)) {
-				changed = true
-				continue
-			}
-			out.WriteString(l)
-		}
-		if changed {
-			errs = append(errs, c.writeFile(p, []byte(out.String()), perm))
-		}
-	}
-	return errors.Join(errs...)
-}
-
 const ifcfgGlob = "/etc/sysconfig/network-scripts/ifcfg-*"
 
 func netHostnameOp() Operation {
@@ -219,20 +187,13 @@ func netHostnameOp() Operation {
 		Description: "Remove `HOSTNAME=` and `DHCP_HOSTNAME=` lines from `" + ifcfgGlob + "` files.",
 		Default:     true,
 		Run: func(c *Context) error {
-			return c.editLines(ifcfgGlob, func(l string) bool {
-				return strings.HasPrefix(l, "HOSTNAME=") || strings.HasPrefix(l, "DHCP_HOSTNAME=")
-			})
-		},
-	}
-}
-
-func netHwaddrOp() Operation {
-	return Operation{
-		Name:        "net-hwaddr",
-		Description: "Remove `HWADDR=` (hard-coded MAC address) lines from `" + ifcfgGlob + "` files.",
-		Default:     true,
-		Run: func(c *Context) error {
-			return c.editLines(ifcfgGlob, func(l string) bool { return strings.HasPrefix(l, "HWADDR=") })
+			return c.editGlobs(func(_, s string) (string, bool, error) {
+				out, changed := dropLines(s, func(l string) bool {
+					k, _, ok := keyValue(l)
+					return ok && (k == "HOSTNAME" || k == "DHCP_HOSTNAME")
+				})
+				return out, changed, nil
+			}, ifcfgGlob)
 		},
 	}
 }

@@ -1,0 +1,135 @@
+package scrub
+
+import (
+	"context"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
+)
+
+// TestNetworkIdentityScrubbed: after the default operations, no file of an
+// image with NetworkManager, networkd, netplan, dhclient, dhcpcd and wicked
+// state carries the factory's MAC or lease; each file is removed, edited or
+// kept as stated, by the operation stated, and the configuration that is
+// not a binding survives.
+func TestNetworkIdentityScrubbed(t *testing.T) {
+	dir, root := newImage(t, fixture.NetIDFiles, nil)
+	rep, err := Run(context.Background(), root, opsNamed(t, "defaults"), Options{})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	type outcome struct {
+		op     string
+		action Action // "" = untouched
+		keep   []string
+	}
+	const nm, sc, sn = "/etc/NetworkManager/system-connections/", "/etc/sysconfig/network-scripts/", "/etc/systemd/network/"
+	want := map[string]outcome{
+		nm + "Wired connection 1.nmconnection": {op: "net-nmconn", action: Changed, keep: []string{"cloned-mac-address=stable", "[ipv4]\nmethod=auto"}},
+		nm + "office-static":                   {op: "net-nmconn", action: Changed, keep: []string{"address1=10.20.0.5/24,10.20.0.1", "uuid=0b1c6d3e"}},
+		nm + "cloud-init-eth0.nmconnection":    {op: "net-nmconn", action: Changed, keep: []string{"id=cloud-init eth0"}},
+		"/var/lib/NetworkManager/internal-89321b95-d3b5-307d-a9f2-ff441c3f61ba-eth0.lease":  {op: "dhcp-client-state", action: Removed},
+		"/var/lib/NetworkManager/dhclient6-89321b95-d3b5-307d-a9f2-ff441c3f61ba-eth0.lease": {op: "dhcp-client-state", action: Removed},
+		"/var/lib/NetworkManager/dhclient-eth0.conf":                                        {op: "dhcp-client-state", action: Removed},
+		"/var/lib/NetworkManager/secret_key":                                                {op: "net-nmconn", action: Removed},
+		"/var/lib/NetworkManager/seen-bssids":                                               {op: "net-nmconn", action: Removed},
+		"/var/lib/NetworkManager/timestamps":                                                {op: "net-nmconn", action: Removed},
+		"/var/lib/NetworkManager/no-auto-default.state":                                     {op: "net-nmconn", action: Removed},
+		"/var/lib/NetworkManager/NetworkManager.state":                                      {keep: []string{"NetworkingEnabled=true"}},
+		sc + "ifcfg-eth0":                                 {op: "net-hwaddr", action: Changed, keep: []string{"BOOTPROTO=dhcp", "UUID=5fb06bd0"}},
+		sc + "ifcfg-eth1":                                 {keep: []string{"MACADDR=02:00:00:00:00:01", "IPADDR=10.30.0.5"}},
+		sn + "10-eth0.network":                            {op: "net-hwaddr", action: Changed, keep: []string{"[Match]\nType=ether\n", "DHCP=yes"}},
+		sn + "20-lan.network":                             {op: "net-hwaddr", action: Changed, keep: []string{"[Match]\nName=ens4\n\n", "Address=10.0.0.5/24"}},
+		sn + "70-lan0.link":                               {op: "net-hwaddr", action: Removed},
+		sn + "80-br0.link":                                {op: "net-hwaddr", action: Changed, keep: []string{"OriginalName=br0", "[Link]\n"}},
+		sn + "10-netplan-ens3.network":                    {op: "net-hwaddr", action: Changed, keep: []string{"[Match]\nName=ens3\n", "DHCP=ipv4"}},
+		sn + "10-netplan-ens3.link":                       {op: "net-hwaddr", action: Removed},
+		"/var/lib/systemd/network/dhcp-server-lease/ens3": {op: "networkd-state", action: Removed},
+		"/etc/netplan/50-cloud-init.yaml": {op: "net-hwaddr", action: Changed,
+			keep: []string{"# This file is generated from information provided by the datasource.", "    ens3:\n      dhcp4: true\n"}},
+		"/etc/netplan/60-bridge.yaml":               {op: "net-hwaddr", action: Changed, keep: []string{"interfaces: [ens3]", "dhcp4: true"}},
+		"/var/lib/dhcp/dhclient.ens3.leases":        {op: "dhcp-client-state", action: Removed},
+		"/var/lib/dhclient/dhclient6.leases":        {op: "dhcp-client-state", action: Removed},
+		"/var/lib/dhcpcd/duid":                      {op: "dhcp-client-state", action: Removed},
+		"/var/lib/dhcpcd/ens3.lease":                {op: "dhcp-client-state", action: Removed},
+		"/etc/dhcpcd.duid":                          {op: "dhcp-client-state", action: Removed},
+		"/etc/dhcpcd.secret":                        {op: "dhcp-client-state", action: Removed},
+		"/var/lib/wicked/duid.xml":                  {op: "dhcp-client-state", action: Removed},
+		"/var/lib/wicked/lease-eth0-dhcp-ipv4.xml":  {op: "dhcp-client-state", action: Removed},
+		"/etc/udev/rules.d/70-persistent-net.rules": {op: "udev-persistent-net", action: Removed},
+	}
+	for p := range fixture.NetIDFiles {
+		if _, ok := want[p]; !ok {
+			t.Errorf("fixture file %s has no expected outcome", p)
+		}
+	}
+	reported := map[string][]Change{}
+	for _, c := range rep.Changes {
+		reported[c.Path] = append(reported[c.Path], c)
+	}
+	for p, w := range want {
+		t.Run(strings.TrimPrefix(p, "/"), func(t *testing.T) {
+			got, err := os.ReadFile(filepath.Join(dir, p))
+			switch {
+			case w.action == Removed && err == nil:
+				t.Errorf("still there:\n%s", got)
+			case w.action != Removed && err != nil:
+				t.Errorf("gone: %v", err)
+			}
+			for _, k := range w.keep {
+				if !strings.Contains(string(got), k) {
+					t.Errorf("lost %q; now:\n%s", k, got)
+				}
+			}
+			var changes []Change
+			for _, c := range reported[p] {
+				changes = append(changes, c)
+			}
+			switch {
+			case w.action == "" && len(changes) > 0:
+				t.Errorf("reported %+v, want untouched", changes)
+			case w.action != "" && (len(changes) != 1 || changes[0].Op != w.op || changes[0].Action != w.action):
+				t.Errorf("reported %+v, want one %s by %s", changes, w.action, w.op)
+			}
+		})
+	}
+	// No file left anywhere names the factory's NIC or lease.
+	assertNoneNames(t, dir, "/", append([]string{fixture.FactoryLease}, fixture.FactoryMACForms...)...)
+}
+
+// assertNoneNames fails for every regular file beneath dir/sub that holds
+// one of words (case-insensitively, as a whole word).
+func assertNoneNames(t *testing.T, dir, sub string, words ...string) {
+	t.Helper()
+	var alts []string
+	for _, w := range words {
+		alts = append(alts, regexp.QuoteMeta(w))
+	}
+	re := regexp.MustCompile(`(?i)(^|[^A-Za-z0-9._-])(` + strings.Join(alts, "|") + `)\.?($|[^A-Za-z0-9_-])`)
+	filepath.WalkDir(filepath.Join(dir, sub), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err == nil && re.Match(data) {
+			t.Errorf("%s still names %q:\n%s", strings.TrimPrefix(p, dir), re.FindSubmatch(data)[2], data)
+		}
+		return nil
+	})
+}
+
+func TestNormMAC(t *testing.T) {
+	for in, want := range map[string]string{
+		"52:54:00:AB:CD:EF": "52:54:00:ab:cd:ef", `"52-54-00-ab-cd-ef"`: "52:54:00:ab:cd:ef",
+		"82;84;0;171;205;239;": "52:54:00:ab:cd:ef", "stable": "", "random": "", "52:54:00:ab:cd": "",
+	} {
+		if got := normMAC(in); got != want {
+			t.Errorf("normMAC(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
