@@ -123,6 +123,105 @@ func assertNoneNames(t *testing.T, dir, sub string, words ...string) {
 	})
 }
 
+// TestHostnameEverywhere: after the hostname operation alone, with and
+// without the hostname option, no file under /etc names the template's
+// short name or FQDN, and tmpl-build-010 keeps its name.
+func TestHostnameEverywhere(t *testing.T) {
+	tests := []struct {
+		name    string
+		opts    Options
+		content map[string]string
+	}{
+		{name: "default localhost", content: map[string]string{
+			"/etc/hostname": "localhost\n",
+			"/etc/hosts": "127.0.0.1\tlocalhost\n127.0.1.1\tlocalhost\n\n# The following lines are desirable for IPv6 capable hosts\n" +
+				"::1     localhost ip6-localhost ip6-loopback\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n10.0.0.10\ttmpl-build-010.example tmpl-build-010\n",
+			"/etc/HOSTNAME":                             "localhost\n",
+			"/etc/mailname":                             "localhost\n",
+			"/etc/sysconfig/network":                    "NETWORKING=yes\nHOSTNAME=localhost\n",
+			"/etc/machine-info":                         "CHASSIS=vm\n",
+			"/etc/sysconfig/network-scripts/ifcfg-eth0": "DEVICE=eth0\nBOOTPROTO=dhcp\nONBOOT=yes\n",
+			"/etc/postfix/main.cf": "# See /usr/share/postfix/main.cf.dist\nmyhostname = localhost\nalias_maps = hash:/etc/aliases\n" +
+				"mydestination = $myhostname, localhost, localhost.localdomain, localhost\nrelayhost = tmpl-build-010.example\n",
+			"/etc/cloud/cloud.cfg.d/99-factory.cfg": "preserve_hostname: false\nmanage_etc_hosts: true\n",
+		}},
+		{name: "hostname option", opts: Options{Hostname: "web1.example.org"}, content: map[string]string{
+			"/etc/hostname": "web1.example.org\n",
+			"/etc/hosts": "127.0.0.1\tlocalhost\n127.0.1.1\tweb1.example.org\tweb1\n\n# The following lines are desirable for IPv6 capable hosts\n" +
+				"::1     localhost ip6-localhost ip6-loopback\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n10.0.0.10\ttmpl-build-010.example tmpl-build-010\n",
+			"/etc/HOSTNAME":                             "web1.example.org\n",
+			"/etc/mailname":                             "web1.example.org\n",
+			"/etc/sysconfig/network":                    "NETWORKING=yes\nHOSTNAME=web1.example.org\n",
+			"/etc/machine-info":                         "PRETTY_HOSTNAME=web1\nCHASSIS=vm\n",
+			"/etc/sysconfig/network-scripts/ifcfg-eth0": "DEVICE=eth0\nBOOTPROTO=dhcp\nDHCP_HOSTNAME=web1\nHOSTNAME=\"web1.example.org\"\nONBOOT=yes\n",
+			"/etc/postfix/main.cf": "# See /usr/share/postfix/main.cf.dist\nmyhostname = web1.example.org\nalias_maps = hash:/etc/aliases\n" +
+				"mydestination = $myhostname, web1, localhost.localdomain, localhost\nrelayhost = tmpl-build-010.example\n",
+			"/etc/cloud/cloud.cfg.d/99-factory.cfg": "preserve_hostname: false\nhostname: web1\nfqdn: web1.example.org\nmanage_etc_hosts: true\n",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir, root := newImage(t, fixture.HostnameFiles, nil)
+			before := snapshot(t, dir)
+			rep, err := Run(context.Background(), root, opsNamed(t, "hostname"), tt.opts)
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			for p, want := range tt.content {
+				if got, err := os.ReadFile(filepath.Join(dir, p)); err != nil || string(got) != want {
+					t.Errorf("%s = %q, %v\nwant %q", p, got, err, want)
+				}
+			}
+			assertNoneNames(t, dir, "/etc", fixture.TemplateHost, fixture.TemplateFQDN)
+			_, changed, _ := diff(before, snapshot(t, dir))
+			var reported []string
+			for _, c := range rep.Changes {
+				if c.Op != "hostname" || c.Action != Changed {
+					t.Errorf("unexpected change %+v", c)
+				}
+				reported = append(reported, c.Path)
+			}
+			if strings.Join(sorted(reported), " ") != strings.Join(changed, " ") {
+				t.Errorf("reported %q, changed %q", sorted(reported), changed)
+			}
+		})
+	}
+}
+
+// TestHostnameEtcHosts is the user's report: the hostname operation set
+// /etc/hostname but left "127.0.1.1 tmpl-build-01.example tmpl-build-01"
+// in /etc/hosts, so every clone resolved to the template's name.
+func TestHostnameEtcHosts(t *testing.T) {
+	dir, root := newImage(t, map[string]string{
+		"/etc/hostname": "tmpl-build-01\n",
+		"/etc/hosts":    "127.0.0.1 localhost\n127.0.1.1 tmpl-build-01.example tmpl-build-01\n",
+	}, nil)
+	if _, err := Run(context.Background(), root, opsNamed(t, "hostname"), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(filepath.Join(dir, "/etc/hosts"))
+	if want := "127.0.0.1 localhost\n127.0.1.1\tlocalhost\n"; string(got) != want {
+		t.Errorf("/etc/hosts = %q, want %q", got, want)
+	}
+}
+
+func TestReplaceNames(t *testing.T) {
+	repl := map[string]string{"tmpl-build-01": "web1", "tmpl-build-01.example": "web1.example.org"}
+	for in, want := range map[string]string{
+		"tmpl-build-01":                     "web1",
+		"TMPL-BUILD-01.example.":            "web1.example.org.",
+		"root@tmpl-build-01 x":              "root@web1 x",
+		"tmpl-build-010 tmpl-build-01_x":    "tmpl-build-010 tmpl-build-01_x",
+		"a.tmpl-build-01 tmpl-build-01.org": "a.tmpl-build-01 tmpl-build-01.org",
+		"$myhostname, tmpl-build-01,x":      "$myhostname, web1,x",
+	} {
+		if got, _ := replaceNames(in, repl); got != want {
+			t.Errorf("replaceNames(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestNormMAC(t *testing.T) {
 	for in, want := range map[string]string{
 		"52:54:00:AB:CD:EF": "52:54:00:ab:cd:ef", `"52-54-00-ab-cd-ef"`: "52:54:00:ab:cd:ef",

@@ -109,34 +109,6 @@ func cloudInitOp() Operation {
 	}
 }
 
-func hostnameOp() Operation {
-	return Operation{
-		Name:        "hostname",
-		Description: "Set `/etc/hostname` to `localhost`, or to the `hostname` option, so clones do not share the build's name.",
-		Default:     true,
-		Run: func(c *Context) error {
-			name := c.Options.Hostname
-			if name == "" {
-				name = "localhost"
-			}
-			if strings.ContainsAny(name, " \t\n/") {
-				return fmt.Errorf("hostname %q: must not contain spaces, newlines or slashes", name)
-			}
-			data, perm, ok, err := c.regularFile("/etc/hostname")
-			if err != nil {
-				return err
-			}
-			if !ok {
-				perm = 0o644
-			}
-			if ok && string(data) == name+"\n" {
-				return nil
-			}
-			return c.writeFile("/etc/hostname", []byte(name+"\n"), perm)
-		},
-	}
-}
-
 // machineIDUninitialized makes systemd treat the next boot as the first
 // (ConditionFirstBoot=yes, presets applied) and generate a new ID; an empty
 // file would only make it generate the ID.
