@@ -43,12 +43,22 @@ func hostnameOp() Operation {
 			if name == "" {
 				name = "localhost"
 			}
-			if !validHostname(name) {
-				return fmt.Errorf("hostname %q: use letters, digits, hyphens and dots only", name)
+			if err := CheckHostname(name); err != nil {
+				return err
 			}
 			return c.renameHost(name, c.Options.Hostname != "")
 		},
 	}
+}
+
+// CheckHostname tells whether s can be the image's hostname (hostname(7):
+// letters, digits and hyphens, dot-separated labels, at most 253
+// characters), with an error naming s.
+func CheckHostname(s string) error {
+	if !validHostname(s) {
+		return fmt.Errorf("hostname %q: use letters, digits, hyphens and dots only (a name such as web1 or web1.example.org)", s)
+	}
+	return nil
 }
 
 func validHostname(s string) bool {

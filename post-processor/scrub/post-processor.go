@@ -94,6 +94,9 @@ func (p *PostProcessor) Configure(raws ...interface{}) error {
 			errs = append(errs, fmt.Errorf("firstboot_script: %w", err))
 		}
 	}
+	if c.Hostname != "" {
+		errs = append(errs, scrub.CheckHostname(c.Hostname))
+	}
 	if c.RootPartition < 0 {
 		errs = append(errs, fmt.Errorf("root_partition must be a partition number, not %d", c.RootPartition))
 	}
