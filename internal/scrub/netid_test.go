@@ -5,7 +5,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -19,6 +18,12 @@ import (
 // not a binding survives.
 func TestNetworkIdentityScrubbed(t *testing.T) {
 	dir, root := newImage(t, fixture.NetIDFiles, nil)
+	// NM ignores a keyfile that is not 0600 and owned by root
+	// (nm-settings-keyfile(5)): an edit must keep that.
+	keyfile := filepath.Join(dir, "/etc/NetworkManager/system-connections/office-static")
+	if err := os.Chmod(keyfile, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	rep, err := Run(context.Background(), root, opsNamed(t, "defaults"), Options{})
 	if err != nil {
 		t.Fatalf("Run: %v", err)
@@ -98,6 +103,9 @@ func TestNetworkIdentityScrubbed(t *testing.T) {
 			}
 		})
 	}
+	if fi, err := os.Stat(keyfile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("edited keyfile: %v, %v; want mode 0600", fi, err)
+	}
 	// No file left anywhere names the factory's NIC or lease.
 	assertNoneNames(t, dir, "/", append([]string{fixture.FactoryLease}, fixture.FactoryMACForms...)...)
 }
@@ -106,11 +114,7 @@ func TestNetworkIdentityScrubbed(t *testing.T) {
 // one of words (case-insensitively, as a whole word).
 func assertNoneNames(t *testing.T, dir, sub string, words ...string) {
 	t.Helper()
-	var alts []string
-	for _, w := range words {
-		alts = append(alts, regexp.QuoteMeta(w))
-	}
-	re := regexp.MustCompile(`(?i)(^|[^A-Za-z0-9._-])(` + strings.Join(alts, "|") + `)\.?($|[^A-Za-z0-9_-])`)
+	re := fixture.WordsRE(words...)
 	filepath.WalkDir(filepath.Join(dir, sub), func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
 			return nil
@@ -140,7 +144,7 @@ func TestHostnameEverywhere(t *testing.T) {
 			"/etc/mailname":                             "localhost\n",
 			"/etc/sysconfig/network":                    "NETWORKING=yes\nHOSTNAME=localhost\n",
 			"/etc/machine-info":                         "CHASSIS=vm\n",
-			"/etc/sysconfig/network-scripts/ifcfg-eth0": "DEVICE=eth0\nBOOTPROTO=dhcp\nONBOOT=yes\n",
+			"/etc/sysconfig/network-scripts/ifcfg-ens3": "DEVICE=ens3\nBOOTPROTO=dhcp\nONBOOT=yes\n",
 			"/etc/postfix/main.cf": "# See /usr/share/postfix/main.cf.dist\nmyhostname = localhost\nalias_maps = hash:/etc/aliases\n" +
 				"mydestination = $myhostname, localhost, localhost.localdomain, localhost\nrelayhost = tmpl-build-010.example\n",
 			"/etc/cloud/cloud.cfg.d/99-factory.cfg": "preserve_hostname: false\nmanage_etc_hosts: true\n",
@@ -153,7 +157,7 @@ func TestHostnameEverywhere(t *testing.T) {
 			"/etc/mailname":                             "web1.example.org\n",
 			"/etc/sysconfig/network":                    "NETWORKING=yes\nHOSTNAME=web1.example.org\n",
 			"/etc/machine-info":                         "PRETTY_HOSTNAME=web1\nCHASSIS=vm\n",
-			"/etc/sysconfig/network-scripts/ifcfg-eth0": "DEVICE=eth0\nBOOTPROTO=dhcp\nDHCP_HOSTNAME=web1\nHOSTNAME=\"web1.example.org\"\nONBOOT=yes\n",
+			"/etc/sysconfig/network-scripts/ifcfg-ens3": "DEVICE=ens3\nBOOTPROTO=dhcp\nDHCP_HOSTNAME=web1\nHOSTNAME=\"web1.example.org\"\nONBOOT=yes\n",
 			"/etc/postfix/main.cf": "# See /usr/share/postfix/main.cf.dist\nmyhostname = web1.example.org\nalias_maps = hash:/etc/aliases\n" +
 				"mydestination = $myhostname, web1, localhost.localdomain, localhost\nrelayhost = tmpl-build-010.example\n",
 			"/etc/cloud/cloud.cfg.d/99-factory.cfg": "preserve_hostname: false\nhostname: web1\nfqdn: web1.example.org\nmanage_etc_hosts: true\n",
