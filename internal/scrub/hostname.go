@@ -28,8 +28,8 @@ func hostnameOp() Operation {
 		Name: "hostname",
 		Description: "Give the image a new hostname, `localhost` or the `hostname` option, everywhere it names the old one. " +
 			"The old names are read first from `/etc/hostname`, `/etc/HOSTNAME` (SUSE), `HOSTNAME=` in `/etc/sysconfig/network` " +
-			"and `PRETTY_HOSTNAME=` in `/etc/machine-info`, with each name's short form, plus every FQDN in `/etc/hosts` whose " +
-			"first label is one of them. Then `/etc/hostname` is written (and `/etc/HOSTNAME` where it exists); in `/etc/hosts` " +
+			"and `PRETTY_HOSTNAME=` in `/etc/machine-info`, with each name's short form, plus every name on the `127.0.1.1` line " +
+			"of `/etc/hosts` (Debian keeps it for the system's own name) and every FQDN there whose first label is one of them. Then `/etc/hostname` is written (and `/etc/HOSTNAME` where it exists); in `/etc/hosts` " +
 			"(other lines kept; a name left twice on a line once), `/etc/mailname`, `/etc/postfix/main.cf` and " +
 			"`/etc/sysconfig/network` an old FQDN becomes the new name and an old short name the new short name, as whole words. " +
 			"Keys that only name the host (`PRETTY_HOSTNAME=`, ifcfg `HOSTNAME=`/`DHCP_HOSTNAME=`, cloud-init's top-level " +
@@ -102,7 +102,7 @@ func replaceNames(s string, repl map[string]string) (string, bool) {
 		if strings.HasSuffix(key, ".") {
 			key, dot = strings.TrimSuffix(key, "."), "."
 		}
-		if r, ok := repl[key]; ok {
+		if r, ok := repl[key]; ok && r+dot != tok {
 			b.WriteString(r + dot)
 			changed = true
 		} else {
@@ -146,14 +146,29 @@ func (c *Context) oldHostnames() map[string]bool {
 			}
 		}
 	}
-	// The FQDNs of those short names in /etc/hosts (Debian's installer
-	// writes the short name to /etc/hostname, the FQDN only to /etc/hosts).
+	// In /etc/hosts: every name on the 127.0.1.1 line, which Debian keeps
+	// for the system's own name (Debian Reference, 5.1.1 "The hostname
+	// resolution"), even when /etc/hostname was changed without it; and the
+	// FQDNs of the short names above (Debian's installer writes the short
+	// name to /etc/hostname, the FQDN only to /etc/hosts).
 	if data, _, ok, _ := c.regularFile("/etc/hosts"); ok {
+		var lines [][]string
 		for _, l := range strings.Split(string(data), "\n") {
 			l, _, _ = strings.Cut(l, "#")
-			f := strings.Fields(l)
-			for i := 1; i < len(f); i++ {
-				if n := strings.ToLower(f[i]); strings.Contains(n, ".") && old[shortName(n)] {
+			if f := strings.Fields(l); len(f) > 1 {
+				lines = append(lines, f)
+			}
+		}
+		for _, f := range lines {
+			if f[0] == "127.0.1.1" {
+				for _, n := range f[1:] {
+					add(n)
+				}
+			}
+		}
+		for _, f := range lines {
+			for _, n := range f[1:] {
+				if n = strings.ToLower(n); strings.Contains(n, ".") && old[shortName(n)] {
 					add(n)
 				}
 			}
@@ -174,7 +189,11 @@ func (c *Context) renameHost(name string, explicit bool) error {
 			repl[n] = shortName(name)
 		}
 	}
-	delete(repl, strings.ToLower(name))
+	for n, r := range repl {
+		if n == strings.ToLower(r) {
+			delete(repl, n) // already the new name
+		}
+	}
 	var errs []error
 	for i, p := range hostnameFiles {
 		data, perm, ok, err := c.regularFile(p)

@@ -108,6 +108,11 @@ func TestNetworkIdentityScrubbed(t *testing.T) {
 	}
 	// No file left anywhere names the factory's NIC or lease.
 	assertNoneNames(t, dir, "/", append([]string{fixture.FactoryLease}, fixture.FactoryMACForms...)...)
+	// A second scrub finds nothing more to do.
+	again, err := Run(context.Background(), root, opsNamed(t, "net-hwaddr,net-nmconn,networkd-state,dhcp-client-state,udev-persistent-net"), Options{})
+	if err != nil || len(again.Changes) != 0 {
+		t.Errorf("second run: %v, %+v; want no change", err, again.Changes)
+	}
 }
 
 // assertNoneNames fails for every regular file beneath dir/sub that holds
@@ -197,16 +202,37 @@ func TestHostnameEverywhere(t *testing.T) {
 // /etc/hostname but left "127.0.1.1 tmpl-build-01.example tmpl-build-01"
 // in /etc/hosts, so every clone resolved to the template's name.
 func TestHostnameEtcHosts(t *testing.T) {
-	dir, root := newImage(t, map[string]string{
-		"/etc/hostname": "tmpl-build-01\n",
-		"/etc/hosts":    "127.0.0.1 localhost\n127.0.1.1 tmpl-build-01.example tmpl-build-01\n",
-	}, nil)
-	if _, err := Run(context.Background(), root, opsNamed(t, "hostname"), Options{}); err != nil {
-		t.Fatal(err)
+	tests := []struct{ name, hostname, want string }{
+		{"the report", "tmpl-build-01\n", "127.0.0.1 localhost\n127.0.1.1\tlocalhost\n"},
+		// /etc/hostname changed by hand, /etc/hosts forgotten: the
+		// 127.0.1.1 line still names the template.
+		{"hostname already localhost", "localhost\n", "127.0.0.1 localhost\n127.0.1.1\tlocalhost\n"},
 	}
-	got, _ := os.ReadFile(filepath.Join(dir, "/etc/hosts"))
-	if want := "127.0.0.1 localhost\n127.0.1.1\tlocalhost\n"; string(got) != want {
-		t.Errorf("/etc/hosts = %q, want %q", got, want)
+	// Scrubbing a scrubbed image changes nothing.
+	t.Run("idempotent", func(t *testing.T) {
+		_, root := newImage(t, fixture.HostnameFiles, nil)
+		opts := Options{Hostname: "web1.example.org"}
+		if _, err := Run(context.Background(), root, opsNamed(t, "hostname"), opts); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := Run(context.Background(), root, opsNamed(t, "hostname"), opts)
+		if err != nil || len(rep.Changes) != 0 {
+			t.Errorf("second run: %v, %+v; want no change", err, rep.Changes)
+		}
+	})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, root := newImage(t, map[string]string{
+				"/etc/hostname": tt.hostname,
+				"/etc/hosts":    "127.0.0.1 localhost\n127.0.1.1 tmpl-build-01.example tmpl-build-01\n",
+			}, nil)
+			if _, err := Run(context.Background(), root, opsNamed(t, "hostname"), Options{}); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := os.ReadFile(filepath.Join(dir, "/etc/hosts")); string(got) != tt.want {
+				t.Errorf("/etc/hosts = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
 
