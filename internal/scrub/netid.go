@@ -42,7 +42,7 @@ const keyfileDir = "/etc/NetworkManager/system-connections"
 
 // netGlobs are the configuration files that may bind to the factory's NIC.
 var (
-	networkdGlobs = []string{"/etc/systemd/network/*.network", "/etc/systemd/network/*.link"}
+	networkdGlobs = []string{"/etc/systemd/network/*.network", "/etc/systemd/network/*.link", "/etc/systemd/network/*.netdev"}
 	netplanGlobs  = []string{"/etc/netplan/*.yaml", "/etc/netplan/*.yml"}
 )
 
@@ -203,7 +203,7 @@ func netHwaddrOp() Operation {
 			"`/etc/systemd/network/*.network` and `*.link` (a `.link` file left with no match is removed: it would " +
 			"apply to every interface; a `.network` file gets `Type=ether` instead); `macaddress:` under `match:` in " +
 			"`/etc/netplan/*.yaml`, with the `set-name:` bound to it (the definition's ID names the interface then). " +
-			"A line that sets an address (`MACADDR=`, `[Link] MACAddress=`, netplan `macaddress:`) is removed only when " +
+			"A line that sets an address (`MACADDR=`, `[Link]` or `.netdev` `[NetDev]` `MACAddress=`, netplan `macaddress:`) is removed only when " +
 			"it sets one of those bound MACs; other set addresses are configuration and stay.",
 		Default: true,
 		Run: func(c *Context) error {
@@ -270,7 +270,8 @@ func (c *Context) editNetworkd(macs map[string]bool) error {
 }
 
 // editNetworkdFile removes MAC matches from [Match] and factory MACs set in
-// [Link]; emptyMatch tells that a [Match] section lost its last match.
+// [Link] (.link, .network) or [NetDev] (.netdev, systemd.netdev(5));
+// emptyMatch tells that a [Match] section lost its last match.
 func editNetworkdFile(s string, macs map[string]bool, network bool) (out string, changed, emptyMatch bool) {
 	lines := strings.SplitAfter(s, "\n")
 	type sect struct {
@@ -300,7 +301,7 @@ func editNetworkdFile(s string, macs map[string]bool, network bool) (out string,
 			}
 		case cur.name == "[Match]":
 			cur.matches++
-		case cur.name == "[Link]" && k == "MACAddress" && macs[normMAC(v)]:
+		case (cur.name == "[Link]" || cur.name == "[NetDev]") && k == "MACAddress" && macs[normMAC(v)]:
 			keep[i] = false
 		}
 	}

@@ -51,6 +51,7 @@ func TestNetworkIdentityScrubbed(t *testing.T) {
 		sn + "10-eth0.network":                            {op: "net-hwaddr", action: Changed, keep: []string{"[Match]\nType=ether\n", "DHCP=yes"}},
 		sn + "20-lan.network":                             {op: "net-hwaddr", action: Changed, keep: []string{"[Match]\nName=ens4\n\n", "Address=10.0.0.5/24"}},
 		sn + "70-lan0.link":                               {op: "net-hwaddr", action: Removed},
+		sn + "25-br1.netdev":                              {op: "net-hwaddr", action: Changed, keep: []string{"[NetDev]\nName=br1\nKind=bridge\n"}},
 		sn + "80-br0.link":                                {op: "net-hwaddr", action: Changed, keep: []string{"OriginalName=br0", "[Link]\n"}},
 		sn + "10-netplan-ens3.network":                    {op: "net-hwaddr", action: Changed, keep: []string{"[Match]\nName=ens3\n", "DHCP=ipv4"}},
 		sn + "10-netplan-ens3.link":                       {op: "net-hwaddr", action: Removed},
