@@ -66,6 +66,7 @@ type Context struct {
 	ctx      context.Context
 	op       string          // the operation running, for the report
 	selected map[string]bool // every operation of this Run
+	netMACs  map[string]bool // the factory's NIC addresses (factoryMACs), read once
 }
 
 // Selected reports whether the named operation is part of this run.

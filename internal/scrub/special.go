@@ -109,34 +109,6 @@ func cloudInitOp() Operation {
 	}
 }
 
-func hostnameOp() Operation {
-	return Operation{
-		Name:        "hostname",
-		Description: "Set `/etc/hostname` to `localhost`, or to the `hostname` option, so clones do not share the build's name.",
-		Default:     true,
-		Run: func(c *Context) error {
-			name := c.Options.Hostname
-			if name == "" {
-				name = "localhost"
-			}
-			if strings.ContainsAny(name, " \t\n/") {
-				return fmt.Errorf("hostname %q: must not contain spaces, newlines or slashes", name)
-			}
-			data, perm, ok, err := c.regularFile("/etc/hostname")
-			if err != nil {
-				return err
-			}
-			if !ok {
-				perm = 0o644
-			}
-			if ok && string(data) == name+"\n" {
-				return nil
-			}
-			return c.writeFile("/etc/hostname", []byte(name+"\n"), perm)
-		},
-	}
-}
-
 // machineIDUninitialized makes systemd treat the next boot as the first
 // (ConditionFirstBoot=yes, presets applied) and generate a new ID; an empty
 // file would only make it generate the ID.
@@ -179,38 +151,6 @@ func machineIDOp() Operation {
 	}
 }
 
-// editLines rewrites the regular files matching glob without the lines
-// drop says to drop, keeping each file's mode (and owner: WriteFile keeps
-// the owner of the file it replaces).
-func (c *Context) editLines(glob string, drop func(string) bool) error {
-	matches, err := c.glob(glob)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, p := range matches {
-		data, perm, ok, err := c.regularFile(p)
-		if err != nil || !ok {
-			errs = append(errs, err)
-			continue
-		}
-		lines := strings.SplitAfter(string(data), "\n")
-		var out strings.Builder
-		changed := false
-		for _, l := range lines {
-			if drop(strings.TrimSpace(l)) {
-				changed = true
-				continue
-			}
-			out.WriteString(l)
-		}
-		if changed {
-			errs = append(errs, c.writeFile(p, []byte(out.String()), perm))
-		}
-	}
-	return errors.Join(errs...)
-}
-
 const ifcfgGlob = "/etc/sysconfig/network-scripts/ifcfg-*"
 
 func netHostnameOp() Operation {
@@ -219,20 +159,13 @@ func netHostnameOp() Operation {
 		Description: "Remove `HOSTNAME=` and `DHCP_HOSTNAME=` lines from `" + ifcfgGlob + "` files.",
 		Default:     true,
 		Run: func(c *Context) error {
-			return c.editLines(ifcfgGlob, func(l string) bool {
-				return strings.HasPrefix(l, "HOSTNAME=") || strings.HasPrefix(l, "DHCP_HOSTNAME=")
-			})
-		},
-	}
-}
-
-func netHwaddrOp() Operation {
-	return Operation{
-		Name:        "net-hwaddr",
-		Description: "Remove `HWADDR=` (hard-coded MAC address) lines from `" + ifcfgGlob + "` files.",
-		Default:     true,
-		Run: func(c *Context) error {
-			return c.editLines(ifcfgGlob, func(l string) bool { return strings.HasPrefix(l, "HWADDR=") })
+			return c.editGlobs(func(_, s string) (string, bool, error) {
+				out, changed := dropLines(s, func(l string) bool {
+					k, _, ok := keyValue(l)
+					return ok && (k == "HOSTNAME" || k == "DHCP_HOSTNAME")
+				})
+				return out, changed, nil
+			}, ifcfgGlob)
 		},
 	}
 }

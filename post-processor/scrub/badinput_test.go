@@ -77,6 +77,8 @@ func TestConfigure(t *testing.T) {
 		{"unknown operation", map[string]interface{}{"operations": []string{"defaults", "no-such-op"}}, "no-such-op"},
 		{"missing firstboot script", map[string]interface{}{"firstboot_script": "/nonexistent/first.sh"}, "firstboot_script"},
 		{"negative root partition", map[string]interface{}{"root_partition": -1}, "root_partition"},
+		{"hostname", map[string]interface{}{"hostname": "web1.example.org"}, ""},
+		{"bad hostname", map[string]interface{}{"hostname": "web 1/x"}, `hostname "web 1/x"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

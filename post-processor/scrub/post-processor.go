@@ -48,8 +48,11 @@ type Config struct {
 	RemovePaths []string `mapstructure:"remove_paths"`
 	// Globs that no operation touches.
 	KeepPaths []string `mapstructure:"keep_paths"`
-	// The hostname the `hostname` operation writes. Defaults to
-	// `localhost`.
+	// The hostname the `hostname` operation writes to `/etc/hostname` and
+	// gives every file that names the template's old hostname
+	// (`/etc/hosts`, `/etc/mailname`, ...). Letters, digits, hyphens and
+	// dots. Defaults to `localhost`; then keys that only name the host
+	// (ifcfg `DHCP_HOSTNAME=`, cloud-init's `hostname:`) are removed.
 	Hostname string `mapstructure:"hostname"`
 	// A host file holding a shell script that the `firstboot` operation
 	// installs to run once at the image's first boot.
@@ -90,6 +93,9 @@ func (p *PostProcessor) Configure(raws ...interface{}) error {
 		if _, err := os.Stat(c.FirstbootScript); err != nil {
 			errs = append(errs, fmt.Errorf("firstboot_script: %w", err))
 		}
+	}
+	if c.Hostname != "" {
+		errs = append(errs, scrub.CheckHostname(c.Hostname))
 	}
 	if c.RootPartition < 0 {
 		errs = append(errs, fmt.Errorf("root_partition must be a partition number, not %d", c.RootPartition))
