@@ -25,7 +25,7 @@ var Families = []Family{Debian, RedHat, SUSE, Arch, Alpine}
 // familyInfo is what the docs say of a family beyond its operations.
 var familyInfo = map[Family]struct{ title, distros, pm, services string }{
 	Debian: {"Debian family", "Debian, Ubuntu, Raspberry Pi OS", "apt-get",
-		"`/usr/sbin/policy-rc.d` (exit 101) for the build: `invoke-rc.d` and `deb-systemd-invoke`, which every maintainer script calls, start nothing."},
+		"`/usr/sbin/policy-rc.d` (exit 101) for the build: `invoke-rc.d` and `deb-systemd-invoke`, which maintainer scripts call, start nothing; `/usr/sbin/service`, which runs `/etc/init.d` scripts itself in a chroot, is wrapped to start and stop nothing; `systemctl` runs offline (`SYSTEMD_OFFLINE=1`)."},
 	RedHat: {"Red Hat family", "RHEL, Rocky, Alma, CentOS Stream, Fedora, Amazon Linux", "dnf, else yum",
 		"systemctl runs offline in the chroot (`start` is refused, `enable` only makes links); `SYSTEMD_OFFLINE=1` is set for provisioners, and `/sbin/service` is wrapped for the build so it cannot run an `/etc/init.d` script directly."},
 	SUSE: {"SUSE family", "openSUSE Leap and Tumbleweed, SLES", "zypper",
@@ -33,7 +33,7 @@ var familyInfo = map[Family]struct{ title, distros, pm, services string }{
 	Arch: {"Arch family", "Arch Linux", "pacman",
 		"systemd: `systemctl start` is refused in a chroot; `SYSTEMD_OFFLINE=1` is set for provisioners."},
 	Alpine: {"Alpine family", "Alpine Linux (busybox `ash`, musl, OpenRC)", "apk",
-		"OpenRC refuses to start a service while `/run/openrc/softlevel` is absent; the chroot's `/run` is a fresh tmpfs, and the build checks that it holds no `softlevel`."},
+		"OpenRC refuses to start a service while `/run/openrc/softlevel` is absent; the chroot's `/run` is a fresh tmpfs, and a `chroot_mounts` bringing a booted `/run` in is an error."},
 }
 
 // opFamilies are the families of the operations defined elsewhere that
