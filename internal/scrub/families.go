@@ -86,11 +86,13 @@ func familyOps() []Operation {
 // pmStateGlobs is per-machine state of the package managers, each file
 // recreated by its tool when absent:
 //   - /var/lib/zypp/AnonymousUniqueId: libzypp sends it to repository
-//     servers as X-ZYpp-AnonymousId and generates a new one when it is
-//     missing (libzypp zypp/target/TargetImpl.cc, anonymousUniqueId()).
+//     servers as X-ZYpp-AnonymousId (zypp/media/MediaCurl.cc) and makes a
+//     new one when it is missing (tests/zypp/Target_test.cc); SUSE's own
+//     kiwi image descriptions remove it (bsc#1098535).
 //   - dnf's process locks hold a PID of the build machine (dnf/lock.py:
 //     rpmdb_lock.pid in persistdir /var/lib/dnf, metadata_lock.pid and
-//     download_lock.pid in the cache, log_lock.pid in the log directory).
+//     download_lock.pid in the cache, log_lock.pid in the log directory);
+//     tmpfiles.d(5)'s dnf example removes them at boot for the same reason.
 //   - /var/run/yum.pid: yum's lock (yum/__init__.py, doLock).
 //   - /var/lib/pacman/db.lck: pacman refuses to run while it exists
 //     (pacman(8), "unable to lock database").
