@@ -168,8 +168,9 @@ func operations() []Operation {
 		},
 		removeOp("rh-subscription-manager", "Remove the Red Hat subscription manager files", true, false,
 			"/etc/pki/consumer/*", "/etc/pki/entitlement/*",
-			// The consumer's cached status, facts and package profile (subscription-manager clean, managerlib.clean_all_data, deletes these caches too).
-			"/var/lib/rhsm/cache/*", "/var/lib/rhsm/facts/*", "/var/lib/rhsm/packages/*"),
+			// What `subscription-manager clean` also deletes (managerlib.clean_all_data): the cached
+			// installed products, facts and package profile, and redhat.repo made from the entitlements.
+			"/var/lib/rhsm/cache/*", "/var/lib/rhsm/facts/*", "/var/lib/rhsm/packages/*", "/etc/yum.repos.d/redhat.repo"),
 		removeOp("rhn-systemid", "Remove the RHN system ID", true, false,
 			"/etc/sysconfig/rhn/systemid", "/etc/sysconfig/rhn/osad-auth.conf"),
 		removeOp("samba-db-log", "Remove the Samba database and log files", true, false,
