@@ -97,13 +97,15 @@ func familyOps() []Operation {
 //   - /var/lib/pacman/db.lck: pacman refuses to run while it exists
 //     (pacman(8), "unable to lock database").
 //   - /lib/apk/db/lock: apk's database lock (apk-tools src/database.c).
-//   - dnf's countme cookie counts the weeks since the first install
-//     (libdnf's Repo countme(), persistdir/repos/ID/countme): a clone
+//   - dnf's countme cookie holds the week of the first count (libdnf
+//     libdnf/repo/Repo.cpp: getPersistdir() + "/countme", persistdir
+//     /var/lib/dnf + "repos/" + ID-HASH), rpm-ostree's the same
+//     (rust/src/countme/cookie.rs, /var/lib/rpm-ostree-countme): a clone
 //     would report the template's age.
 var pmStateGlobs = []string{
 	"/var/lib/zypp/AnonymousUniqueId",
 	"/var/lib/dnf/rpmdb_lock.pid", "/var/cache/dnf/*_lock.pid", "/var/log/log_lock.pid",
-	"/var/lib/dnf/repos/*/countme",
+	"/var/lib/dnf/repos/*/countme", "/var/lib/rpm-ostree-countme/countme",
 	"/var/run/yum.pid",
 	"/var/lib/pacman/db.lck",
 	"/lib/apk/db/lock",
