@@ -26,6 +26,7 @@ packages=(
 	grub-efi-amd64-bin # GRUB's UEFI images for them
 	acl                # setfacl/getfacl: ACLs kept when a tree becomes a filesystem
 	xorriso            # packer-plugin-qemu's cd_content ISO (the cidata seed in bench/qemu-vs-chroot.sh)
+	rpm                # rpm, rpmbuild: the rpm-family test tree's package database (rpm --root --initdb, -i)
 )
 
 missing=()

@@ -48,6 +48,10 @@ func chrootEnv(user map[string]string) []string {
 		"LANG=C.UTF-8",
 		"DEBIAN_FRONTEND=noninteractive",
 		"TERM=dumb",
+		// systemctl acts offline (start, stop, restart ignored; enable
+		// makes links) even where its chroot test fails: it reads
+		// /proc/1/root, unreadable in many containers (systemctl(1)).
+		"SYSTEMD_OFFLINE=1",
 	}
 	for k, v := range user {
 		env = append(env, k+"="+v)

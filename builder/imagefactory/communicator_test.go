@@ -508,7 +508,7 @@ func TestCommunicatorEnvironment(t *testing.T) {
 	}
 	want := map[string]string{
 		"PATH": chrootPath, "HOME": "/root", "LANG": "C.UTF-8",
-		"DEBIAN_FRONTEND": "noninteractive", "TERM": "dumb", "FOO": "bar baz",
+		"DEBIAN_FRONTEND": "noninteractive", "TERM": "dumb", "SYSTEMD_OFFLINE": "1", "FOO": "bar baz",
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("environment in the chroot:\n got  %v\n want %v", got, want)

@@ -167,7 +167,11 @@ type Config struct {
 	ResolvConf string `mapstructure:"resolv_conf"`
 	// Let packages start services during provisioning. By default a
 	// `policy-rc.d` that refuses every start is put in place on
-	// Debian-family images (and the image's own one restored afterwards).
+	// Debian-family images, the image's `service` command is wrapped so
+	// that it starts and stops nothing (it runs `/etc/init.d` scripts
+	// directly in a chroot), and an OpenRC image's chroot must have no
+	// `/run/openrc/softlevel`; the image's own files come back afterwards.
+	// `systemctl` always runs offline in the chroot (`SYSTEMD_OFFLINE=1`).
 	AllowServiceStarts bool `mapstructure:"allow_service_starts"`
 	// Host files copied into the image at the same path before
 	// provisioning, as in amazon-chroot.

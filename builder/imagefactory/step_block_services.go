@@ -2,6 +2,7 @@ package imagefactory
 
 import (
 	"context"
+	"strings"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
@@ -9,8 +10,10 @@ import (
 )
 
 // stepBlockServices keeps packages installed in the chroot from starting
-// their services on the build host (policy-rc.d on Debian-family images),
-// unless allow_service_starts is set; the image's own policy comes back.
+// their services on the build host (policy-rc.d on Debian-family images,
+// service(8) wrapped, systemctl offline, OpenRC unbooted: see
+// chrootprep.BlockServices), unless allow_service_starts is set; the
+// image's own files come back.
 type stepBlockServices struct {
 	restore chrootprep.Restore
 }
@@ -19,12 +22,14 @@ func (s *stepBlockServices) Run(ctx context.Context, state multistep.StateBag) m
 	if configOf(state).AllowServiceStarts {
 		return multistep.ActionContinue
 	}
-	r, ok, err := chrootprep.BlockServices(sessionOf(state).RootFS())
+	r, did, err := chrootprep.BlockServices(sessionOf(state).RootFS())
 	if err != nil {
 		return halt(state, err)
 	}
-	if ok {
-		uiOf(state).Say("Service starts are blocked in the chroot (policy-rc.d)")
+	if len(did) > 0 {
+		uiOf(state).Say("Service starts are blocked in the chroot: " + strings.Join(did, "; "))
+	} else {
+		uiOf(state).Say("Service starts: the image has no policy-rc.d family, service(8), systemd or OpenRC to block")
 	}
 	s.restore = r
 	return multistep.ActionContinue

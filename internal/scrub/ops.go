@@ -151,7 +151,9 @@ func operations() []Operation {
 		pacctOp(),
 		removeOp("package-manager-cache", "Remove package manager caches", true, true,
 			"/var/cache/apt/archives/*.deb", "/var/cache/apt/archives/partial/*", "/var/cache/apt/*.bin",
-			"/var/cache/dnf/*", "/var/cache/yum/*", "/var/cache/zypp/*", "/var/cache/pacman/pkg/*"),
+			"/var/cache/dnf/*", "/var/cache/yum/*", "/var/cache/zypp/*", "/var/cache/pacman/pkg/*",
+			// dnf5 (Fedora 41+), zypper's own, apk's (/etc/apk/cache is apk's cache link, apk-cache(8)).
+			"/var/cache/libdnf5/*", "/var/cache/zypper/*", "/var/cache/apk/*", "/etc/apk/cache/*"),
 		removeOp("pam-data", "Remove PAM runtime data", true, false,
 			"/var/run/console/*", "/var/run/faillock/*", "/var/run/sepermit/*"),
 		removeOp("passwd-backups", "Remove the /etc/passwd- style backup files", true, false,
@@ -169,10 +171,12 @@ func operations() []Operation {
 			Run:     func(c *Context) error { return c.removeGlobs(true, c.Options.RemovePaths...) },
 		},
 		removeOp("rh-subscription-manager", "Remove the Red Hat subscription manager files", true, false,
-			"/etc/pki/consumer/*", "/etc/pki/entitlement/*"),
+			"/etc/pki/consumer/*", "/etc/pki/entitlement/*",
+			// What `subscription-manager clean` also deletes (managerlib.clean_all_data): the cached
+			// installed products, facts and package profile, and redhat.repo made from the entitlements.
+			"/var/lib/rhsm/cache/*", "/var/lib/rhsm/facts/*", "/var/lib/rhsm/packages/*", "/etc/yum.repos.d/redhat.repo"),
 		removeOp("rhn-systemid", "Remove the RHN system ID", true, false,
 			"/etc/sysconfig/rhn/systemid", "/etc/sysconfig/rhn/osad-auth.conf"),
-		removeOp("rpm-db", "Remove host-specific RPM database files (rebuilt by rpm)", true, false, "/var/lib/rpm/__db.*"),
 		removeOp("samba-db-log", "Remove the Samba database and log files", true, false,
 			"/var/log/samba/old/*", "/var/log/samba/*", "/var/lib/samba/*/*", "/var/lib/samba/*"),
 		removeOp("smolt-uuid", "Remove the Smolt hardware UUID", true, false,

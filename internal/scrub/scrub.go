@@ -37,7 +37,8 @@ import (
 type Operation struct {
 	Name        string
 	Description string
-	Default     bool // part of "defaults"
+	Default     bool     // part of "defaults"
+	Families    []Family // the families it concerns; none: every image
 	Run         func(*Context) error
 }
 
@@ -141,7 +142,7 @@ func (r *Report) Summary() string {
 
 // Operations returns every operation, sorted by name.
 func Operations() []Operation {
-	ops := operations()
+	ops := withFamilies(append(operations(), familyOps()...))
 	sort.Slice(ops, func(i, j int) bool { return ops[i].Name < ops[j].Name })
 	return ops
 }
@@ -281,13 +282,13 @@ func (c *Context) runAll(ops []Operation) (errs []error, full []Operation) {
 // Operations so the documentation cannot drift from the code.
 func DocsTable() string {
 	var b strings.Builder
-	b.WriteString("| Operation | Default | Description |\n|---|---|---|\n")
+	b.WriteString("| Operation | Default | Families | Description |\n|---|---|---|---|\n")
 	for _, op := range Operations() {
 		def := "no"
 		if op.Default {
 			def = "yes"
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", op.Name, def, strings.ReplaceAll(op.Description, "|", `\|`))
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", op.Name, def, familiesCell(op.Families), strings.ReplaceAll(op.Description, "|", `\|`))
 	}
 	return b.String()
 }

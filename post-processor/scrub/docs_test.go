@@ -9,14 +9,17 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/scrub"
 )
 
-// TestOperationsDocsCurrent fails when the committed operations table
-// drifts from the code (run go generate ./... to refresh it).
+// TestOperationsDocsCurrent fails when a committed partial generated from
+// internal/scrub (the operations table, the per-family section) drifts
+// from the code (run go generate ./... to refresh them).
 func TestOperationsDocsCurrent(t *testing.T) {
-	got, err := os.ReadFile(filepath.Join("..", "..", "docs-partials", "post-processor", "scrub", "operations.mdx"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasSuffix(string(got), scrub.DocsTable()) {
-		t.Error("docs-partials/post-processor/scrub/operations.mdx is stale: run go generate ./...")
+	for name, want := range map[string]string{"operations.mdx": scrub.DocsTable(), "families.mdx": scrub.FamiliesDocs()} {
+		got, err := os.ReadFile(filepath.Join("..", "..", "docs-partials", "post-processor", "scrub", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(string(got), want) {
+			t.Errorf("docs-partials/post-processor/scrub/%s is stale: run go generate ./...", name)
+		}
 	}
 }
