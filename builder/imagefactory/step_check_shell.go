@@ -2,6 +2,8 @@ package imagefactory
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 )
@@ -24,7 +26,14 @@ func (s *stepCheckShell) Run(ctx context.Context, state multistep.StateBag) mult
 	fi, err := sessionOf(state).RootFS().Stat(chrootShell)
 	why := ""
 	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		why = "it does not exist"
 	case err != nil:
+		// The error's path is the host's mount point: name only the cause.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
 		why = err.Error()
 	case !fi.Mode().IsRegular():
 		why = "it is not a regular file"
