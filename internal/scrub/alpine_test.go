@@ -25,11 +25,11 @@ func alpineImage(t *testing.T, o fixture.AlpineOptions) (string, *inroot.Root) {
 }
 
 // TestAlpineFirstboot scrubs the Alpine-like tree with the default
-// operations, then starts the firstboot service in a chroot of it the way
-// OpenRC does (the kernel runs the script's #!/sbin/openrc-run, the
-// fixture's stand-in for openrc-run(8), with the action start): new host
-// keys appear, made by the tree's own ssh-keygen, and the service leaves
-// the default runlevel.
+// operations, then starts the firstboot service in a chroot of it as OpenRC
+// does at boot (the kernel runs the script's #!/sbin/openrc-run, OpenRC's
+// real one from Debian's openrc package, with the action start): new host
+// keys appear, made by the tree's own ssh-keygen, openrc-run marks the
+// service started, and the service has left the default runlevel.
 func TestAlpineFirstboot(t *testing.T) {
 	t.Run("sshd's service makes the keys", func(t *testing.T) {
 		// Alpine's /etc/init.d/sshd runs ssh-keygen -A before sshd starts.
@@ -42,6 +42,15 @@ func TestAlpineFirstboot(t *testing.T) {
 				t.Errorf("%s installed, but the image's sshd service makes keys itself", p)
 			}
 		}
+		if os.Geteuid() != 0 {
+			t.Skip("running sshd's service in a chroot needs root")
+		}
+		// What sshd's start_pre runs before every start.
+		fixture.OpenRCBooted(t, dir)
+		if out, err := exec.Command("chroot", dir, "/etc/init.d/sshd", "--nodeps", "checkconfig").CombinedOutput(); err != nil {
+			t.Fatalf("/etc/init.d/sshd checkconfig: %v\n%s", err, out)
+		}
+		assertNewHostKeys(t, dir)
 	})
 	t.Run("sshd_disable_keygen", func(t *testing.T) {
 		dir, root := alpineImage(t, fixture.AlpineOptions{NoSSHDKeygen: true})
@@ -66,21 +75,23 @@ func TestAlpineFirstboot(t *testing.T) {
 		if os.Geteuid() != 0 {
 			t.Skip("running the service in a chroot needs root")
 		}
-		out, err := exec.Command("chroot", dir, FirstbootOpenRCService, "start").CombinedOutput()
+		// --nodeps: the service's need localmount would start OpenRC's
+		// localmount, which is not in the tree and mounts filesystems.
+		fixture.OpenRCBooted(t, dir)
+		out, err := exec.Command("chroot", dir, FirstbootOpenRCService, "--nodeps", "start").CombinedOutput()
 		if err != nil {
 			t.Fatalf("%s start in the chroot: %v\n%s", FirstbootOpenRCService, err, out)
 		}
-		for _, k := range []string{"rsa", "ecdsa", "ed25519"} {
-			key, err := os.ReadFile(filepath.Join(dir, "etc/ssh/ssh_host_"+k+"_key"))
-			if err != nil || !strings.Contains(string(key), "PRIVATE KEY") || string(key) == fixture.AlpineFactoryKey {
-				t.Errorf("host key %s after first boot: %v\n%s", k, err, key)
-			}
-		}
+		t.Logf("%s --nodeps start:\n%s", FirstbootOpenRCService, out)
+		assertNewHostKeys(t, dir)
 		if _, err := os.Lstat(filepath.Join(dir, FirstbootRunlevelLink)); err == nil {
 			t.Error("the service is still in the default runlevel after its run")
 		}
 		if !strings.Contains(string(out), "imagefactory first boot") {
 			t.Errorf("the service's start did not run through openrc-run's ebegin:\n%s", out)
+		}
+		if _, err := os.Lstat(filepath.Join(dir, "run/openrc/started/imagefactory-firstboot")); err != nil {
+			t.Errorf("openrc-run did not mark the service started: %v\n%s", err, out)
 		}
 	})
 }
@@ -125,5 +136,17 @@ func TestMachineIDKinds(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// assertNewHostKeys: ssh-keygen -A made the RSA, ECDSA and Ed25519 host
+// keys (the factory's Ed25519 key was removed by the scrub).
+func assertNewHostKeys(t *testing.T, dir string) {
+	t.Helper()
+	for _, k := range []string{"rsa", "ecdsa", "ed25519"} {
+		key, err := os.ReadFile(filepath.Join(dir, "etc/ssh/ssh_host_"+k+"_key"))
+		if err != nil || !strings.Contains(string(key), "PRIVATE KEY") || string(key) == fixture.AlpineFactoryKey {
+			t.Errorf("host key %s: %v\n%s", k, err, key)
+		}
 	}
 }
