@@ -52,9 +52,10 @@ func TestAlpineFirstboot(t *testing.T) {
 		}
 		assertNewHostKeys(t, dir)
 	})
-	t.Run("sshd_disable_keygen", func(t *testing.T) {
+	t.Run("sshd_disable_keygen and firstboot_script", func(t *testing.T) {
 		dir, root := alpineImage(t, fixture.AlpineOptions{NoSSHDKeygen: true})
-		rep, err := Run(context.Background(), root, opsNamed(t, "defaults"), Options{})
+		user := "#!/bin/sh\necho \"user script ran: $(hostname >/dev/null; echo ok)\" > /root/firstboot-user\n"
+		rep, err := Run(context.Background(), root, opsNamed(t, "defaults"), Options{FirstbootScript: user})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,6 +85,9 @@ func TestAlpineFirstboot(t *testing.T) {
 		}
 		t.Logf("%s --nodeps start:\n%s", FirstbootOpenRCService, out)
 		assertNewHostKeys(t, dir)
+		if got, err := os.ReadFile(filepath.Join(dir, "root/firstboot-user")); err != nil || string(got) != "user script ran: ok\n" {
+			t.Errorf("firstboot_script: %q, %v", got, err)
+		}
 		if _, err := os.Lstat(filepath.Join(dir, FirstbootRunlevelLink)); err == nil {
 			t.Error("the service is still in the default runlevel after its run")
 		}
