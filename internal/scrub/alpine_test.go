@@ -108,22 +108,26 @@ func TestMachineIDKinds(t *testing.T) {
 	tests := []struct {
 		name  string
 		files map[string]string
+		links map[string]string
 		want  map[string]string // path -> content; "-" absent
 	}{
-		{"never had one", map[string]string{"/etc/alpine-release": "3.20.3\n"}, map[string]string{"/etc/machine-id": "-"}},
-		{"systemd", map[string]string{"/etc/machine-id": id}, map[string]string{"/etc/machine-id": machineIDUninitialized}},
+		{"never had one", map[string]string{"/etc/alpine-release": "3.20.3\n"}, nil, map[string]string{"/etc/machine-id": "-"}},
+		{"systemd", map[string]string{"/etc/machine-id": id}, nil, map[string]string{"/etc/machine-id": machineIDUninitialized}},
 		{"ostree sysroot", map[string]string{"/ostree/repo/config": "[core]\n", deployed: id,
 			"/ostree/deploy/fedora/deploy/0a1b2c.0/usr/lib/ostree/prepare-root.conf": "[composefs]\n"},
+			map[string]string{"/ostree/deploy/fedora/deploy/0a1b2c.0/ostree": "sysroot/ostree"},
 			map[string]string{deployed: "", "/etc/machine-id": "-"}},
 		{"ostree deployment", map[string]string{"/usr/lib/ostree/prepare-root.conf": "[composefs]\nenabled = yes\n",
-			"/sysroot/.keep": "", "/etc/machine-id": id}, map[string]string{"/etc/machine-id": ""}},
-		{"ostree-boot", map[string]string{"/usr/lib/ostree-boot/vmlinuz": "k", "/etc/machine-id": id}, map[string]string{"/etc/machine-id": ""}},
-		{"bootc", map[string]string{"/usr/lib/bootc/install/00-defaults.toml": "[install]\n", "/etc/machine-id": id},
+			"/sysroot/.keep": "", "/etc/machine-id": id}, map[string]string{"/ostree": "sysroot/ostree"}, map[string]string{"/etc/machine-id": ""}},
+		{"ostree-boot", map[string]string{"/usr/lib/ostree-boot/vmlinuz": "k", "/etc/machine-id": id}, nil, map[string]string{"/etc/machine-id": ""}},
+		{"bootc", map[string]string{"/usr/lib/bootc/install/00-defaults.toml": "[install]\n", "/etc/machine-id": id}, nil,
 			map[string]string{"/etc/machine-id": ""}},
+		{"bootc without machine-id", map[string]string{"/usr/lib/bootc/install/00-defaults.toml": "[install]\n"}, nil,
+			map[string]string{"/etc/machine-id": "-"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir, root := newImage(t, tt.files, nil)
+			dir, root := newImage(t, tt.files, tt.links)
 			if _, err := Run(context.Background(), root, opsNamed(t, "machine-id"), Options{}); err != nil {
 				t.Fatal(err)
 			}
