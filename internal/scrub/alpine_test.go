@@ -101,7 +101,8 @@ func TestAlpineFirstboot(t *testing.T) {
 }
 
 // TestMachineIDKinds: absent stays absent (Alpine), systemd images get
-// uninitialized, ostree sysroots, deployments and bootc images an empty file.
+// uninitialized, OpenRC images without systemd, ostree sysroots,
+// deployments and bootc images an empty file.
 func TestMachineIDKinds(t *testing.T) {
 	const id = "0123456789abcdef0123456789abcdef\n"
 	const deployed = "/ostree/deploy/fedora/deploy/0a1b2c.0/etc/machine-id"
@@ -113,6 +114,9 @@ func TestMachineIDKinds(t *testing.T) {
 	}{
 		{"never had one", map[string]string{"/etc/alpine-release": "3.20.3\n"}, nil, map[string]string{"/etc/machine-id": "-"}},
 		{"systemd", map[string]string{"/etc/machine-id": id}, nil, map[string]string{"/etc/machine-id": machineIDUninitialized}},
+		{"openrc", map[string]string{"/etc/machine-id": id, "/etc/runlevels/default/.keep": ""}, nil, map[string]string{"/etc/machine-id": ""}},
+		{"openrc and systemd", map[string]string{"/etc/machine-id": id, "/etc/runlevels/default/.keep": "", "/usr/lib/systemd/systemd": "elf"}, nil,
+			map[string]string{"/etc/machine-id": machineIDUninitialized}},
 		{"ostree sysroot", map[string]string{"/ostree/repo/config": "[core]\n", deployed: id,
 			"/ostree/deploy/fedora/deploy/0a1b2c.0/usr/lib/ostree/prepare-root.conf": "[composefs]\n"},
 			map[string]string{"/ostree/deploy/fedora/deploy/0a1b2c.0/ostree": "sysroot/ostree"},

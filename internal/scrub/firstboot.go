@@ -44,7 +44,9 @@ const (
 	openrcSSHDConf = "/etc/conf.d/sshd"
 )
 
-// firstbootOpenRCText is an openrc-run(8) service. An init.d service rather
+// firstbootOpenRCText is an openrc-run(8) service; the script it runs
+// removes the runlevel link, as Alpine's own firstboot service removes
+// itself (aports main/openrc/firstboot.initd). An init.d service rather
 // than /etc/local.d/*.start: the local service runs after every other one
 // (its depend says after *), so sshd would start before the keys exist,
 // and Alpine's default runlevel does not have local.

@@ -208,7 +208,8 @@ func machineIDOp() Operation {
 		Name: "machine-id",
 		Description: "Write `uninitialized` to `/etc/machine-id` (systemd then generates a new ID and runs first-boot " +
 			"units) and remove `/var/lib/dbus/machine-id` unless it is a symlink to `/etc/machine-id`. An image without " +
-			"`/etc/machine-id` (Alpine, OpenRC) gets none. On ostree/bootc images (`/ostree/repo` and `/ostree/deploy`: " +
+			"`/etc/machine-id` (Alpine, OpenRC) gets none; on an OpenRC image without systemd an existing one is emptied " +
+			"(Alpine's `machine-id` service makes a new ID only for an empty or missing file). On ostree/bootc images (`/ostree/repo` and `/ostree/deploy`: " +
 			"each deployment's `etc/machine-id`; or `/usr/lib/ostree-boot`, `/usr/lib/ostree/prepare-root.conf`, " +
 			"`/usr/lib/bootc`) the file is emptied instead: ostree cannot handle `uninitialized` (osbuild's " +
 			"`org.osbuild.machine-id` stage, `first-boot: no`).",
@@ -219,11 +220,21 @@ func machineIDOp() Operation {
 			if err != nil {
 				return err
 			}
-			if ids != nil {
+			init, err := initSystem(c)
+			if err != nil {
+				return err
+			}
+			switch {
+			case ids != nil:
 				for _, p := range ids {
 					errs = append(errs, c.resetMachineID(p, ""))
 				}
-			} else {
+			case init == "openrc":
+				// Alpine's machine-id service makes a new ID only when the
+				// file is empty or missing ([ -s ], aports
+				// main/openrc/machine-id.initd): uninitialized would stay.
+				errs = append(errs, c.resetMachineID("/etc/machine-id", ""))
+			default:
 				errs = append(errs, c.resetMachineID("/etc/machine-id", machineIDUninitialized))
 			}
 			const dbus = "/var/lib/dbus/machine-id"
