@@ -137,6 +137,7 @@ func (b *Builder) chrootSteps() []multistep.Step {
 		&stepMountFstab{},
 		chrootMounts,
 		&stepHostCommands{Name: "post_mount_commands", Commands: cfg.PostMountCommands},
+		&stepCheckShell{},
 		resolvConf,
 		blockServices,
 		preload,

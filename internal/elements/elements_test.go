@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 )
 
 const corpus = "testdata/elements"
@@ -321,8 +323,11 @@ func TestPkgMapHelper(t *testing.T) {
 	}
 	os.MkdirAll(filepath.Join(dir, "pkg-map"), 0o755)
 	os.WriteFile(filepath.Join(dir, "pkg-map", "pkgmap"), []byte(m.Table()), 0o644)
+	// Debian's /bin/sh (dash) by the #! line, and busybox's ash (Alpine).
+	shell := []string{}
 	run := func(env []string, args ...string) (string, int) {
-		cmd := exec.Command(filepath.Join(dir, "bin", "pkg-map"), args...)
+		argv := append(append(append([]string{}, shell...), filepath.Join(dir, "bin", "pkg-map")), args...)
+		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, env...)
 		out, err := cmd.Output()
 		code := 0
@@ -346,10 +351,12 @@ func TestPkgMapHelper(t *testing.T) {
 		{deb, []string{"--element", "nomap", "--missing-ok", "a"}, "a", 0},
 		{nil, []string{"--element", "pkgmap", "a"}, "", 1},
 	}
-	for _, tc := range tests {
-		out, code := run(tc.env, tc.args...)
-		if out != tc.out || code != tc.code {
-			t.Errorf("pkg-map %v: %q exit %d, want %q exit %d", tc.args, out, code, tc.out, tc.code)
+	for _, shell = range [][]string{nil, {fixture.BusyboxPath, "sh"}} {
+		for _, tc := range tests {
+			out, code := run(tc.env, tc.args...)
+			if out != tc.out || code != tc.code {
+				t.Errorf("%v pkg-map %v: %q exit %d, want %q exit %d", shell, tc.args, out, code, tc.out, tc.code)
+			}
 		}
 	}
 	// Every helper is valid bash.

@@ -106,7 +106,8 @@ type Run struct {
 	facts   Facts
 	envList []string // environment.d files in order
 	all     []*Element
-	pkgs    map[string][]string // "install.d.uninstall" -> packages
+	pkgs    map[string][]string  // "install.d.uninstall" -> packages
+	interps map[interpreter]bool // what the image has, as probed
 }
 
 // Execute runs the plan's phases on t. Everything it makes on the host
@@ -339,7 +340,8 @@ func insideEnvironment(env map[string]string) string {
 		fmt.Fprintf(&b, "export %s=%s\n", k, shellQuote(env[k]))
 	}
 	if f, ok := env["BASH_FUNC_get_image_element_array%%"]; ok {
-		fmt.Fprintf(&b, "get_image_element_array () %s\nexport -f get_image_element_array\n", f[len("() "):])
+		// export -f is bash's; /bin/sh (no bash in the image) keeps the function in its own shell.
+		fmt.Fprintf(&b, "get_image_element_array () %s\n[ -z \"${BASH_VERSION:-}\" ] || export -f get_image_element_array\n", f[len("() "):])
 	}
 	fmt.Fprintf(&b, "export PATH=%s/%s/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n", InTarget, own)
 	b.WriteString("export HOME=/root\nunset TMPDIR VIRTUAL_ENV\n")
@@ -539,7 +541,14 @@ func (r *Run) insidePhase(ctx context.Context, ph Phase, hooks []hook) error {
 	}
 	m := &phaseMarks{mark: newMark(), phase: ph, byName: byName, ui: r.ui}
 	w := newLineWriter(m.line)
-	cmd := fmt.Sprintf("/bin/bash %s/%s/bin/run-phase %s %s %s", InTarget, own, InTarget, ph.Name, m.mark)
+	if err := r.checkInterpreters(ctx, ph, hooks); err != nil {
+		return err
+	}
+	shell, err := r.phaseShell(ctx)
+	if err != nil {
+		return err
+	}
+	cmd := fmt.Sprintf("%s %s/%s/bin/run-phase %s %s %s", shell, InTarget, own, InTarget, ph.Name, m.mark)
 	code, err := r.target.RunInside(ctx, cmd, w, w)
 	w.Flush()
 	m.finish()

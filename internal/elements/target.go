@@ -59,7 +59,7 @@ func Detect(ctx context.Context, t Target) (Facts, error) {
 	}
 	f.Arch = arch
 	var out bytes.Buffer
-	probe := `if [ -x /sbin/openrc ] || [ -x /usr/sbin/openrc ]; then echo openrc
+	probe := `if [ -x /sbin/openrc ] || [ -x /usr/sbin/openrc ] || [ -x /sbin/openrc-run ]; then echo openrc
 elif readlink -f /sbin/init 2>/dev/null | grep -q systemd || [ -x /lib/systemd/systemd ] || [ -x /usr/lib/systemd/systemd ]; then echo systemd
 elif [ -x /sbin/initctl ] && /sbin/initctl version 2>/dev/null | grep -q upstart; then echo upstart
 else echo sysv; fi`

@@ -553,7 +553,7 @@ func TestFirstboot(t *testing.T) {
 		{name: "user script", files: with(map[string]string{"/usr/bin/cloud-init": "py"}), ops: []string{"firstboot"},
 			opts: Options{FirstbootScript: "#!/bin/sh\necho hi\n"}, want: true},
 		{name: "user script without systemd", files: map[string]string{}, ops: []string{"firstboot"},
-			opts: Options{FirstbootScript: "#!/bin/sh\n"}, wantErr: "no systemd"},
+			opts: Options{FirstbootScript: "#!/bin/sh\n"}, wantErr: "neither systemd"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -114,26 +114,100 @@ func cloudInitOp() Operation {
 // file would only make it generate the ID.
 const machineIDUninitialized = "uninitialized\n"
 
+// Markers of ostree. A physical sysroot holds the repository and the
+// deployments (ostree's docs, "Deployments": /ostree/repo,
+// /ostree/deploy/OS/deploy/CHECKSUM.SERIAL); a deployment, booted or as a
+// bootc container image, carries ostree's boot data and prepare-root
+// configuration under /usr/lib, and bootc's under /usr/lib/bootc.
+var (
+	ostreeSysrootMarkers    = []string{"/ostree/repo", "/ostree/deploy"}
+	ostreeDeploymentMarkers = []string{"/usr/lib/ostree-boot", "/usr/lib/ostree/prepare-root.conf", "/usr/lib/bootc"}
+)
+
+// ostreeDeployments lists the /etc/machine-id paths of an ostree image, or
+// nil when the image is not one: the root's own for a deployment (or a
+// bootc image), each deployment's for a physical sysroot.
+func ostreeDeployments(c *Context) ([]string, error) {
+	sysroot := true
+	for _, m := range ostreeSysrootMarkers {
+		if !c.isDir(m) {
+			sysroot = false
+		}
+	}
+	if sysroot {
+		dirs, err := c.glob("/ostree/deploy/*/deploy/*/etc")
+		if err != nil {
+			return nil, err
+		}
+		ids := make([]string, 0, len(dirs))
+		for _, d := range dirs {
+			ids = append(ids, path.Join(d, "machine-id"))
+		}
+		return ids, nil
+	}
+	if ok, err := anyExists(c, ostreeDeploymentMarkers); err != nil || !ok {
+		return nil, err
+	}
+	return []string{"/etc/machine-id"}, nil
+}
+
+// resetMachineID writes content to the machine-id file p where it exists
+// (absent stays absent: the image never had one, or an ostree image
+// without machineid-compat).
+func (c *Context) resetMachineID(p, content string) error {
+	fi, err := c.Root.Lstat(p)
+	if err != nil {
+		if skippable(err) {
+			return nil
+		}
+		return err
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("%s in the image is a directory; not touching it", p)
+	}
+	perm := fs.FileMode(0o444)
+	if fi.Mode().IsRegular() {
+		perm = permOf(fi)
+	}
+	if data, _, ok, _ := c.regularFile(p); ok && string(data) == content {
+		return nil
+	}
+	return c.writeFile(p, []byte(content), perm)
+}
+
 func machineIDOp() Operation {
 	return Operation{
 		Name: "machine-id",
 		Description: "Write `uninitialized` to `/etc/machine-id` (systemd then generates a new ID and runs first-boot " +
-			"units) and remove `/var/lib/dbus/machine-id` unless it is a symlink to `/etc/machine-id`.",
+			"units) and remove `/var/lib/dbus/machine-id` unless it is a symlink to `/etc/machine-id`. An image without " +
+			"`/etc/machine-id` (Alpine, OpenRC) gets none; on an OpenRC image without systemd an existing one is emptied " +
+			"(Alpine's `machine-id` service makes a new ID only for an empty or missing file). On ostree/bootc images (`/ostree/repo` and `/ostree/deploy`: " +
+			"each deployment's `etc/machine-id`; or `/usr/lib/ostree-boot`, `/usr/lib/ostree/prepare-root.conf`, " +
+			"`/usr/lib/bootc`) the file is emptied instead: ostree cannot handle `uninitialized` (osbuild's " +
+			"`org.osbuild.machine-id` stage, `first-boot: no`).",
 		Default: true,
 		Run: func(c *Context) error {
 			var errs []error
-			if fi, err := c.Root.Lstat("/etc/machine-id"); err == nil {
-				perm := fs.FileMode(0o444)
-				if fi.Mode().IsRegular() {
-					perm = permOf(fi)
+			ids, err := ostreeDeployments(c)
+			if err != nil {
+				return err
+			}
+			init, err := initSystem(c)
+			if err != nil {
+				return err
+			}
+			switch {
+			case ids != nil:
+				for _, p := range ids {
+					errs = append(errs, c.resetMachineID(p, ""))
 				}
-				if fi.IsDir() {
-					errs = append(errs, fmt.Errorf("/etc/machine-id in the image is a directory; not touching it"))
-				} else if data, _, ok, _ := c.regularFile("/etc/machine-id"); !ok || string(data) != machineIDUninitialized {
-					errs = append(errs, c.writeFile("/etc/machine-id", []byte(machineIDUninitialized), perm))
-				}
-			} else if !skippable(err) {
-				errs = append(errs, err)
+			case init == "openrc":
+				// Alpine's machine-id service makes a new ID only when the
+				// file is empty or missing ([ -s ], aports
+				// main/openrc/machine-id.initd): uninitialized would stay.
+				errs = append(errs, c.resetMachineID("/etc/machine-id", ""))
+			default:
+				errs = append(errs, c.resetMachineID("/etc/machine-id", machineIDUninitialized))
 			}
 			const dbus = "/var/lib/dbus/machine-id"
 			if fi, err := c.Root.Lstat(dbus); err == nil {
