@@ -27,6 +27,7 @@ type Snapshot struct {
 	Since time.Time         // when taken; a later change has a later ctime
 	dirs  map[string]fileID // image path -> directory
 	skip  map[string]bool
+	devs  map[uint64]bool // the image's filesystems
 }
 
 type fileID struct{ dev, ino uint64 }
@@ -59,7 +60,11 @@ func Snap(root *inroot.Root, skip []string) (*Snapshot, error) {
 	for _, p := range skip {
 		s.skip[path.Clean("/"+p)] = true
 	}
-	err := walk(root, s.skip, func(p string, st *unix.Statx_t) bool {
+	var err error
+	if s.devs, err = imageDevs(root.Path(), skip); err != nil {
+		return nil, err
+	}
+	err = walk(root, s.skip, s.devs, func(p string, st *unix.Statx_t) bool {
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			s.dirs[p] = idOf(st)
 		}
@@ -75,7 +80,7 @@ func Snap(root *inroot.Root, skip []string) (*Snapshot, error) {
 func (s *Snapshot) Changed(root *inroot.Root) (*Changes, error) {
 	c := &Changes{}
 	since := unix.NsecToTimespec(s.Since.UnixNano())
-	err := walk(root, s.skip, func(p string, st *unix.Statx_t) bool {
+	err := walk(root, s.skip, s.devs, func(p string, st *unix.Statx_t) bool {
 		c.Walked++
 		changed := st.Ctime.Sec > since.Sec || (st.Ctime.Sec == since.Sec && int64(st.Ctime.Nsec) > since.Nsec)
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
@@ -111,17 +116,37 @@ func idOf(st *unix.Statx_t) fileID {
 // image path; visit returns whether to descend into a directory. It opens
 // every directory relative to its parent's fd with O_NOFOLLOW, from names
 // read in the directory: no symlink is ever followed, so the walk cannot
-// leave the image. Directories in skip are neither visited nor entered.
-func walk(root *inroot.Root, skip map[string]bool, visit func(p string, st *unix.Statx_t) bool) error {
+// leave the image. Paths in skip, and mounts of other filesystems than
+// devs (a host directory or file bound in), are neither visited nor
+// entered.
+func walk(root *inroot.Root, skip map[string]bool, devs map[uint64]bool, visit func(p string, st *unix.Statx_t) bool) error {
 	top, err := root.Open("/")
 	if err != nil {
 		return err
 	}
-	return walkDir(top, "/", skip, visit)
+	return walkDir(top, "/", skip, devs, visit)
+}
+
+// imageDevs are the devices of the filesystems mounted at and under root
+// but skip: the image's.
+func imageDevs(root string, skip []string) (map[uint64]bool, error) {
+	mps, err := imageMounts(root, skip)
+	if err != nil {
+		return nil, err
+	}
+	devs := map[uint64]bool{}
+	for _, p := range mps {
+		var st unix.Stat_t
+		if err := unix.Lstat(path.Join(root, p), &st); err != nil {
+			return nil, fmt.Errorf("the image's filesystem at %s: %w", p, err)
+		}
+		devs[st.Dev] = true
+	}
+	return devs, nil
 }
 
 // walkDir reads dir (closing it) and recurses.
-func walkDir(dir *os.File, p string, skip map[string]bool, visit func(string, *unix.Statx_t) bool) error {
+func walkDir(dir *os.File, p string, skip map[string]bool, devs map[uint64]bool, visit func(string, *unix.Statx_t) bool) error {
 	var names []string
 	for {
 		batch, err := dir.Readdirnames(1024)
@@ -149,6 +174,9 @@ func walkDir(dir *os.File, p string, skip map[string]bool, visit func(string, *u
 			}
 			return fmt.Errorf("%s: %w", child, err)
 		}
+		if !devs[idOf(&st).dev] {
+			continue
+		}
 		if !visit(child, &st) || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			continue
 		}
@@ -159,7 +187,7 @@ func walkDir(dir *os.File, p string, skip map[string]bool, visit func(string, *u
 			}
 			return fmt.Errorf("%s: %w", child, err)
 		}
-		if err := walkDir(os.NewFile(uintptr(cfd), child), child, skip, visit); err != nil {
+		if err := walkDir(os.NewFile(uintptr(cfd), child), child, skip, devs, visit); err != nil {
 			return err
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
 
@@ -192,7 +194,22 @@ func setfiles(ctx context.Context, req Request, fc string, paths []string) (stri
 	if err != nil {
 		return "", fmt.Errorf("the image's SELinux file contexts: %w", err)
 	}
-	for _, batch := range batches(paths, root) {
+	// Each path's parent resolved inside the image too: the kernel would
+	// follow a symlink in the middle of ROOT/a/b out of the image.
+	resolved := make([]string, 0, len(paths))
+	for _, p := range paths {
+		dir, base := path.Split(path.Clean("/" + p))
+		if base == "" {
+			resolved = append(resolved, "/")
+			continue
+		}
+		d, err := req.Root.RealPath(dir)
+		if err != nil {
+			return "", fmt.Errorf("relabelling %s: %w", p, err)
+		}
+		resolved = append(resolved, path.Join(d, base))
+	}
+	for _, batch := range batches(resolved, root) {
 		argv := append([]string{"-r", root, root + real}, batch...)
 		cmd := exec.CommandContext(ctx, bin, argv...)
 		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}
@@ -319,4 +336,50 @@ func unescapeMountinfo(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// WithNewParents adds to paths their parent directories that carry no
+// label: in a labelled image those were made by whoever wrote the paths
+// (the scrub's firstboot makes /usr/local/libexec, and reports only the
+// files in it). A parent replaces its children (setfiles recurses).
+func WithNewParents(root *inroot.Root, paths []string) []string {
+	set := map[string]bool{}
+	for _, p := range paths {
+		set[path.Clean("/"+p)] = true
+		for d := path.Dir(path.Clean("/" + p)); d != "/"; d = path.Dir(d) {
+			if labelled(root, d) {
+				break
+			}
+			set[d] = true
+		}
+	}
+	var out []string
+	for p := range set {
+		if !under(path.Dir(p), keys(set)) || p == "/" {
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// labelled reports whether the image path p has a security.selinux
+// attribute (resolved inside the image; an error counts as labelled, so
+// nothing is added on doubt).
+func labelled(root *inroot.Root, p string) bool {
+	f, err := root.PathFD(p)
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	_, err = unix.Getxattr(inroot.ProcPath(f), "security.selinux", nil)
+	return !errors.Is(err, unix.ENODATA)
 }
