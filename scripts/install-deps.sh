@@ -26,6 +26,8 @@ packages=(
 	grub-efi-amd64-bin # GRUB's UEFI images for them
 	acl                # setfacl/getfacl: ACLs kept when a tree becomes a filesystem
 	xorriso            # packer-plugin-qemu's cd_content ISO (the cidata seed in bench/qemu-vs-chroot.sh)
+	policycoreutils    # setfiles -r: SELinux relabel of images without their own setfiles (selinux_relabel), and the tests' label checks
+	attr               # setfattr: the SELinux fixture's hand-set label
 )
 
 missing=()
