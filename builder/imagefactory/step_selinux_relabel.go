@@ -21,9 +21,10 @@ import (
 // processes stopped but while the chroot mounts are still up (the image's
 // setfiles runs in the chroot), relabels what changed.
 type stepSELinuxRelabel struct {
-	snap *selinux.Snapshot
-	skip []string
-	done bool
+	snap   *selinux.Snapshot
+	skip   []string
+	wanted bool // the image asked for SELinux before provisioning
+	done   bool
 }
 
 func (s *stepSELinuxRelabel) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
@@ -38,14 +39,20 @@ func (s *stepSELinuxRelabel) Run(ctx context.Context, state multistep.StateBag) 
 	if err != nil {
 		return halt(state, err)
 	}
+	if !ok && cfg.SELinuxRelabel == selinux.ModeFull {
+		return halt(state, selinux.ErrFullWithoutConfig)
+	}
 	if !ok || (cfg.SELinuxRelabel == selinux.ModeAuto && !sc.Wants()) {
 		return multistep.ActionContinue
 	}
+	s.wanted = sc.Wants()
 	if _, err := selinux.FindPolicy(root, sc); err != nil {
 		var np *selinux.NoPolicyError
 		if !errors.As(err, &np) || cfg.SELinuxRelabel != selinux.ModeAuto || sc.Mode != selinux.Permissive {
 			return halt(state, err)
 		}
+		// Permissive without its policy: the release warns.
+		return multistep.ActionContinue
 	}
 	if cfg.SELinuxRelabel == selinux.ModeAuto {
 		if s.snap, err = selinux.Snap(root, s.skip); err != nil {
@@ -74,14 +81,14 @@ func (s *stepSELinuxRelabel) release(state multistep.StateBag) error {
 	root := sessionOf(state).RootFS()
 	req := selinux.Request{Root: root, Mode: cfg.SELinuxRelabel, Skip: s.skip, Chroot: chrootRunner(state)}
 	if cfg.SELinuxRelabel == selinux.ModeAuto {
-		if s.snap == nil {
+		if s.snap == nil && !s.wanted {
 			// The image wanted no SELinux before provisioning; if it does
 			// now, nothing tells what changed: label everything.
 			req.Mode = selinux.ModeFull
 			if sc, ok, err := selinux.ReadConfig(root); err != nil || !ok || !sc.Wants() {
 				req.Mode = selinux.ModeAuto
 			}
-		} else {
+		} else if s.snap != nil {
 			ch, err := s.snap.Changed(root)
 			if err != nil {
 				return err

@@ -43,6 +43,10 @@ func CheckMode(m string) error {
 	return fmt.Errorf("selinux_relabel = %q: must be one of %s", m, strings.Join(Modes, ", "))
 }
 
+// ErrFullWithoutConfig refuses selinux_relabel = "full" on an image
+// without SELinux.
+var ErrFullWithoutConfig = fmt.Errorf("selinux_relabel = \"full\": the image has no %s (no SELinux policy to label with); use \"auto\" or \"off\"", ConfigPath)
+
 // Request is one relabel: what to do, where, and with what.
 type Request struct {
 	Root *inroot.Root
@@ -103,7 +107,7 @@ func Relabel(ctx context.Context, req Request) (Outcome, error) {
 		return Outcome{Summary: fmt.Sprintf("SELinux: SELINUX=%s in the image's %s: nothing to relabel", orNone(string(cfg.Mode)), ConfigPath)}, nil
 	}
 	if !ok {
-		return Outcome{}, fmt.Errorf("selinux_relabel = \"full\": the image has no %s (no SELinux policy to label with); use \"auto\" or \"off\"", ConfigPath)
+		return Outcome{}, ErrFullWithoutConfig
 	}
 	fc, err := FindPolicy(req.Root, cfg)
 	var np *NoPolicyError
