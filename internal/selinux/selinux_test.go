@@ -156,8 +156,10 @@ func TestChangedAndRelabel(t *testing.T) {
 	if ch.Trees != 2 {
 		t.Errorf("trees = %d, want 2 (/srv/site moved in, /var/www new)", ch.Trees)
 	}
-	if got := wouldRelabel(t, tree); len(got) == 0 {
-		t.Fatal("setfiles -n -v finds nothing to relabel before the relabel: the check cannot fail")
+	for _, p := range []string{"usr/local/bin/tool", "etc/app.conf", "var/www/html/index.html", "srv/site"} {
+		if got := label(t, filepath.Join(tree, p)); got != "" {
+			t.Fatalf("%s is labelled %q before the relabel: the check cannot fail", p, got)
+		}
 	}
 
 	t.Run("off leaves them unlabelled", func(t *testing.T) {
