@@ -173,7 +173,7 @@ type Config struct {
 	// Host files copied into the image at the same path before
 	// provisioning, as in amazon-chroot.
 	CopyFiles []string `mapstructure:"copy_files"`
-	// SELinux labels for what the build wrote (strategy `chroot`): a file
+	// SELinux labels for what the build wrote: a file
 	// written in a chroot on a host without SELinux has none, and an
 	// enforcing image then refuses logins or denies services. `auto`
 	// (default): when the image's `/etc/selinux/config` says `enforcing`
@@ -186,7 +186,10 @@ type Config struct {
 	// such file. `full`: relabel every filesystem of the image. `firstboot`:
 	// create `/.autorelabel`, so the image relabels itself at its first
 	// boot. `off`: nothing. An enforcing image without the policy its
-	// config names is an error (permissive with `auto`: a warning).
+	// config names is an error (permissive with `auto`: a warning). With
+	// strategy `qemu` the guest labels what its provisioners write; the
+	// files the builder edits offline after the boot are relabelled with
+	// the host's `setfiles -r`.
 	SELinuxRelabel string `mapstructure:"selinux_relabel"`
 	// Host commands run before the image's filesystems are mounted.
 	// `{{.Device}}` is the root's loop device, `{{.MountPath}}` the mount

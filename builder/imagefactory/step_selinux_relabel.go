@@ -11,6 +11,8 @@ import (
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/chrootprep"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/qemu"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/scrub"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/selinux"
 )
 
@@ -132,3 +134,32 @@ func chrootRunner(state multistep.StateBag) selinux.Runner {
 
 // Cleanup relabels nothing: a failed build's disk is thrown away.
 func (s *stepSELinuxRelabel) Cleanup(multistep.StateBag) {}
+
+// relabelOffline labels what the qemu strategy wrote in the image offline
+// after the boot (the guest's own kernel labelled what its provisioners
+// wrote): the report's paths that still exist and the directories made
+// for them, with the host's setfiles -r (nothing of the image runs
+// offline).
+func relabelOffline(ctx context.Context, state multistep.StateBag, changes []scrub.Change) error {
+	root := sessionOf(state).RootFS()
+	var paths []string
+	for _, c := range changes {
+		if c.Action == qemu.Kept {
+			continue
+		}
+		if ok, err := root.Exists(c.Path); err == nil && ok {
+			paths = append(paths, c.Path)
+		}
+	}
+	out, err := selinux.Relabel(ctx, selinux.Request{
+		Root: root, Mode: configOf(state).SELinuxRelabel, Changed: selinux.WithNewParents(root, paths),
+	})
+	if err != nil {
+		return err
+	}
+	if out.Warning != "" {
+		uiOf(state).Error(out.Warning)
+	}
+	uiOf(state).Say(out.Summary)
+	return nil
+}
