@@ -34,15 +34,16 @@ N_COPY=${BENCH_COPY_RUNS:-9} # cold copies here vary 0.6-2 s: 5 samples cannot s
 N_DD=${BENCH_DD_RUNS:-1} # dd writes all 4 GiB, about 20 s: one run by default
 N_REFLINK=${BENCH_REFLINK_RUNS:-10}
 N_TREE=${BENCH_TREE_RUNS:-3} # root tree to bootable disk: a few seconds each
+N_SELINUX=${BENCH_SELINUX_RUNS:-3} # SELinux relabel: a full setfiles takes 3-6 s here
 
 log() { printf '%s bench: %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-for n in "$N_SESSION" "$N_COPY" "$N_DD" "$N_REFLINK" "$N_TREE"; do
+for n in "$N_SESSION" "$N_COPY" "$N_DD" "$N_REFLINK" "$N_TREE" "$N_SELINUX"; do
 	[[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_*_RUNS must be whole numbers >= 1, not \"$n\""
 done
 ((EUID == 0)) || die "needs root (loop devices, mount, chroot, /proc/sys/vm/drop_caches)"
-for t in go sfdisk mkfs.ext4 mkfs.btrfs blkid losetup findmnt mount umount chroot busybox qemu-img dd cp cmp column flock; do
+for t in go setfiles sfdisk mkfs.ext4 mkfs.btrfs blkid losetup findmnt mount umount chroot busybox qemu-img dd cp cmp column flock; do
 	command -v "$t" >/dev/null || die "$t not found (make deps installs the Debian packages)"
 done
 mkdir -p "$CACHE" "$OUT"
@@ -324,6 +325,31 @@ for ((r = 1; r <= N_TREE; r++)); do
 done
 rm -rf "$TREE" "$WORK/tree-ours.raw" "$WORK/tree-hand.raw"
 
+# --- SELinux relabel: what a build changed vs the whole tree -------------------------
+
+# The Debian tree with selinux-policy-default (scripts/debian-rootfs.sh, as
+# the tests' fixture), set enforcing and labelled once, untimed; each round
+# writes the acceptance test's three files and relabels what changed
+# (selinuxbench: both walks and the host's setfiles -r over the changed
+# paths), then times a full setfiles -r of the same tree.
+log "SELinux relabel: $N_SELINUX rounds"
+SLB=$OUT/selinuxbench
+run go -C "$ROOT" build -o "$SLB" ./bench/selinuxbench
+SL_TARBALL=$(DEBIAN_INCLUDE_EXTRA=selinux-policy-default,policycoreutils "$ROOT/scripts/debian-rootfs.sh")
+SL_TREE=$WORK/selinux-tree
+mkdir -p "$SL_TREE"
+run tar -C "$SL_TREE" --numeric-owner --xattrs --xattrs-include='*' --acls -xpf "$SL_TARBALL"
+printf 'SELINUX=enforcing\nSELINUXTYPE=default\n' >"$SL_TREE/etc/selinux/config"
+run setfiles -r "$SL_TREE" "$SL_TREE/etc/selinux/default/contexts/files/file_contexts" "$SL_TREE"
+for ((r = 1; r <= N_SELINUX; r++)); do
+	run "$SLB" -tree "$SL_TREE" >"$WORK/out"
+	read -r secs walks full SL_PATHS SL_INODES <"$WORK/out"
+	sample selinux-changed "$secs"
+	sample selinux-full "$full"
+	log "  round $r: changed paths $secs s (walks $walks s), full setfiles $full s; $SL_PATHS paths of $SL_INODES inodes"
+done
+rm -rf "$SL_TREE"
+
 # --- the table -----------------------------------------------------------------------
 
 median() { sort -n "$WORK/samples/$1" | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else printf "%.6f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
@@ -362,6 +388,8 @@ row() {
 		"$(median reflink-ours)" "cp --reflink=always" "$(median reflink-cp)" below 0.05 "ours < 50 ms"
 	row "root tree to bootable disk, $((TREE_DISK >> 20)) MiB GPT+GRUB (median of $(count tree-ours))" \
 		"$(median tree-ours)" "sfdisk + mkfs.ext4 -d, no boot loader" "$(median tree-hand)" info 0 "reference"
+	row "SELinux relabel of $SL_PATHS changed paths of $SL_INODES inodes, walks included (median of $(count selinux-changed))" \
+		"$(median selinux-changed)" "full setfiles -r of the tree" "$(median selinux-full)" ratio 5 ">= 5x faster than a full relabel"
 } | column -t -s '|' -o ' | ' >"$WORK/table"
 
 ELAPSED=$(awk -v a="$BENCH_START" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.0f", b - a}')
@@ -379,7 +407,7 @@ ELAPSED=$(awk -v a="$BENCH_START" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.0f", b
 	cat "$WORK/table"
 	echo
 	echo "samples (seconds):"
-	for f in session-ours session-hand session-lvm session-btrfs copy-ours copy-cp copy-dd copy-qemu reflink-ours reflink-cp tree-ours tree-hand; do
+	for f in session-ours session-hand session-lvm session-btrfs copy-ours copy-cp copy-dd copy-qemu reflink-ours reflink-cp tree-ours tree-hand selinux-changed selinux-full; do
 		[[ -f $WORK/samples/$f ]] && printf '  %-13s %s\n' "$f" "$(tr '\n' ' ' <"$WORK/samples/$f")"
 	done
 } >"$OUT/results.txt.tmp"

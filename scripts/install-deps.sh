@@ -27,6 +27,8 @@ packages=(
 	acl                # setfacl/getfacl: ACLs kept when a tree becomes a filesystem
 	xorriso            # packer-plugin-qemu's cd_content ISO (the cidata seed in bench/qemu-vs-chroot.sh)
 	rpm                # rpm, rpmbuild: the rpm-family test tree's package database (rpm --root --initdb, -i)
+	policycoreutils    # setfiles -r: SELinux relabel of images without their own setfiles (selinux_relabel), and the tests' label checks
+	attr               # setfattr: the SELinux fixture's hand-set label
 )
 
 missing=()

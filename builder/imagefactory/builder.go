@@ -126,6 +126,7 @@ func (b *Builder) chrootSteps() []multistep.Step {
 	resolvConf := &stepResolvConf{}
 	blockServices := &stepBlockServices{}
 	preload := &stepSetAsidePreload{}
+	relabel := &stepSELinuxRelabel{}
 
 	return append(b.commonSteps(),
 		attach,
@@ -141,11 +142,14 @@ func (b *Builder) chrootSteps() []multistep.Step {
 		resolvConf,
 		blockServices,
 		preload,
+		relabel,
 		&stepCopyFiles{},
 		&stepChrootCommunicator{},
 		new(commonsteps.StepProvision),
 		&stepHostCommands{Name: "pre_unmount_commands", Commands: cfg.PreUnmountCommands},
-		&stepRelease{steps: []releaser{attach, mountRoot, chrootMounts, resolvConf, blockServices, preload}},
+		// relabel runs once the swapped files are back and the chroot's
+		// processes stopped, with the chroot mounts still up.
+		&stepRelease{steps: []releaser{attach, mountRoot, relabel, chrootMounts, resolvConf, blockServices, preload}},
 		&stepFinalize{},
 	)
 }

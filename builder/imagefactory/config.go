@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/selinux"
 )
 
 // Config is the configuration of the imagefactory builder.
@@ -176,6 +177,24 @@ type Config struct {
 	// Host files copied into the image at the same path before
 	// provisioning, as in amazon-chroot.
 	CopyFiles []string `mapstructure:"copy_files"`
+	// SELinux labels for what the build wrote: a file
+	// written in a chroot on a host without SELinux has none, and an
+	// enforcing image then refuses logins or denies services. `auto`
+	// (default): when the image's `/etc/selinux/config` says `enforcing`
+	// or `permissive`, relabel the paths that `copy_files` and the
+	// provisioners changed (found by their change time; a new directory
+	// with its subtree) with the image's policy
+	// (`/etc/selinux/SELINUXTYPE/contexts/files/file_contexts`) and the
+	// image's `setfiles` run in the chroot, or the host's `setfiles -r`
+	// when the image has none; nothing when it says `disabled` or has no
+	// such file. `full`: relabel every filesystem of the image. `firstboot`:
+	// create `/.autorelabel`, so the image relabels itself at its first
+	// boot. `off`: nothing. An enforcing image without the policy its
+	// config names is an error (permissive with `auto`: a warning). With
+	// strategy `qemu` the guest labels what its provisioners write; the
+	// files the builder edits offline after the boot are relabelled with
+	// the host's `setfiles -r`.
+	SELinuxRelabel string `mapstructure:"selinux_relabel"`
 	// Host commands run before the image's filesystems are mounted.
 	// `{{.Device}}` is the root's loop device, `{{.MountPath}}` the mount
 	// path, `{{.DiskPath}}` the working disk.
@@ -340,6 +359,12 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	case ResolvCopy, ResolvBind, ResolvKeep:
 	default:
 		add("resolv_conf %q is not supported; use copy, bind or keep", c.ResolvConf)
+	}
+	if c.SELinuxRelabel == "" {
+		c.SELinuxRelabel = selinux.ModeAuto
+	}
+	if err := selinux.CheckMode(c.SELinuxRelabel); err != nil {
+		add("%v", err)
 	}
 	for _, f := range c.CopyFiles {
 		if !filepath.IsAbs(f) {

@@ -20,6 +20,7 @@ const (
 	stateSession       = "session"         // *session.Session: loops and mounts of the working disk
 	stateVirtualSize   = "virtual_size"    // int64, the working disk's size in bytes
 	stateWorkOverlay   = "work_overlay"    // *workOverlay: use_backing_file's working disk, when exported over FUSE
+	stateChrootMounts  = "chroot_mounts"   // []string, image paths of the chroot's own mounts
 
 	// qemu strategy
 	stateQemuDir    = "qemu_dir"    // the machine's run directory (QMP socket, seed, OVMF vars)

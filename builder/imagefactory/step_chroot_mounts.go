@@ -22,6 +22,7 @@ func (s *stepChrootMounts) Run(ctx context.Context, state multistep.StateBag) mu
 	if err != nil {
 		return halt(state, err)
 	}
+	state.Put(stateChrootMounts, mounted)
 	uiOf(state).Say(fmt.Sprintf("Chroot mounts: %v", mounted))
 	return multistep.ActionContinue
 }

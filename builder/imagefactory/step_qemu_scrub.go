@@ -29,6 +29,9 @@ func (s *stepQemuScrub) Run(ctx context.Context, state multistep.StateBag) multi
 	if err != nil {
 		return haltf(state, "removing what the factory boot left in the image: %v", err)
 	}
+	if err := relabelOffline(ctx, state, rep.Changes); err != nil {
+		return halt(state, err)
+	}
 	var paths, kept []string
 	for _, c := range rep.Changes {
 		if c.Action == qemu.Kept {

@@ -27,7 +27,9 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fuseexport"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/scrub"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/selinux"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
 	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
@@ -57,6 +59,13 @@ type Config struct {
 	// A host file holding a shell script that the `firstboot` operation
 	// installs to run once at the image's first boot.
 	FirstbootScript string `mapstructure:"firstboot_script"`
+	// SELinux labels for the files the scrub wrote, as the builder's
+	// option of the same name: `auto` (default: relabel them with the
+	// image's policy and the host's `setfiles -r` when the image's
+	// `/etc/selinux/config` says enforcing or permissive), `full`,
+	// `firstboot` (create `/.autorelabel`) or `off`. Nothing of the image
+	// runs here, so the image's own setfiles is not used.
+	SELinuxRelabel string `mapstructure:"selinux_relabel"`
 	// The partition (1-based) holding the root filesystem; found by label
 	// or /etc/fstab by default, as the builder does.
 	RootPartition int `mapstructure:"root_partition"`
@@ -96,6 +105,9 @@ func (p *PostProcessor) Configure(raws ...interface{}) error {
 	}
 	if c.Hostname != "" {
 		errs = append(errs, scrub.CheckHostname(c.Hostname))
+	}
+	if err := selinux.CheckMode(c.SELinuxRelabel); err != nil {
+		errs = append(errs, err)
 	}
 	if c.RootPartition < 0 {
 		errs = append(errs, fmt.Errorf("root_partition must be a partition number, not %d", c.RootPartition))
@@ -211,8 +223,37 @@ func (p *PostProcessor) scrub(ctx context.Context, ui packersdk.Ui, journal *cle
 		Hostname:        p.config.Hostname,
 		FirstbootScript: script,
 	})
+	if runErr == nil {
+		runErr = p.relabel(ctx, ui, sess.RootFS(), report)
+	}
 	if err := errors.Join(runErr, sess.Close()); err != nil {
 		return nil, fmt.Errorf("imagefactory-scrub: %w", err)
 	}
 	return report, nil
+}
+
+// relabel gives the files the scrub wrote (its report's changes that
+// still exist) the labels of the image's SELinux policy.
+func (p *PostProcessor) relabel(ctx context.Context, ui packersdk.Ui, root *inroot.Root, report *scrub.Report) error {
+	var changed []string
+	seen := map[string]bool{}
+	for _, c := range report.Changes {
+		if seen[c.Path] {
+			continue
+		}
+		seen[c.Path] = true
+		if ok, err := root.Exists(c.Path); err == nil && ok {
+			changed = append(changed, c.Path)
+		}
+	}
+	changed = selinux.WithNewParents(root, changed)
+	out, err := selinux.Relabel(ctx, selinux.Request{Root: root, Mode: p.config.SELinuxRelabel, Changed: changed})
+	if err != nil {
+		return err
+	}
+	if out.Warning != "" {
+		ui.Error(out.Warning)
+	}
+	ui.Say(out.Summary)
+	return nil
 }

@@ -23,6 +23,7 @@ type FlatConfig struct {
 	KeepPaths           []string          `mapstructure:"keep_paths" cty:"keep_paths" hcl:"keep_paths"`
 	Hostname            *string           `mapstructure:"hostname" cty:"hostname" hcl:"hostname"`
 	FirstbootScript     *string           `mapstructure:"firstboot_script" cty:"firstboot_script" hcl:"firstboot_script"`
+	SELinuxRelabel      *string           `mapstructure:"selinux_relabel" cty:"selinux_relabel" hcl:"selinux_relabel"`
 	RootPartition       *int              `mapstructure:"root_partition" cty:"root_partition" hcl:"root_partition"`
 }
 
@@ -51,6 +52,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"keep_paths":                 &hcldec.AttrSpec{Name: "keep_paths", Type: cty.List(cty.String), Required: false},
 		"hostname":                   &hcldec.AttrSpec{Name: "hostname", Type: cty.String, Required: false},
 		"firstboot_script":           &hcldec.AttrSpec{Name: "firstboot_script", Type: cty.String, Required: false},
+		"selinux_relabel":            &hcldec.AttrSpec{Name: "selinux_relabel", Type: cty.String, Required: false},
 		"root_partition":             &hcldec.AttrSpec{Name: "root_partition", Type: cty.Number, Required: false},
 	}
 	return s
