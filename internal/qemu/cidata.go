@@ -68,7 +68,10 @@ func DefaultUserData(user, authorizedKey string) string {
 		b.WriteString("disable_root: false\nusers: []\n")
 		fmt.Fprintf(&b, "ssh_authorized_keys:\n  - %q\n", authorizedKey)
 	} else {
-		fmt.Fprintf(&b, "users:\n  - name: %q\n    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    shell: /bin/bash\n    lock_passwd: true\n    ssh_authorized_keys:\n      - %q\n", user, authorizedKey)
+		// No shell: the image's useradd default, which exists (Alpine
+		// has no /bin/bash, and sshd refuses a user whose shell is
+		// missing).
+		fmt.Fprintf(&b, "users:\n  - name: %q\n    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    lock_passwd: true\n    ssh_authorized_keys:\n      - %q\n", user, authorizedKey)
 	}
 	// Leave the image as it was: its hostname, apt sources and locale.
 	b.WriteString("preserve_hostname: true\nlocale: false\napt:\n  preserve_sources_list: true\n")

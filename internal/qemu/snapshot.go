@@ -42,7 +42,8 @@ var bootWatched = []string{
 	"/etc/sudoers.d/90-cloud-init-users",
 	"/etc/cloud/cloud.cfg.d/99-installer.cfg",
 	"/var/lib/NetworkManager/",
-	"/var/lib/wicked/",
+	// /var/lib/wicked holds only leases, DUIDs and IAIDs: the scrub
+	// operation dhcp-client-state removes all of it (FactoryBootOps).
 }
 
 // bootStateTrees are the trees of bootWatched where network daemons keep
@@ -53,7 +54,7 @@ var bootWatched = []string{
 // their files always go back as they were, and only a directory made
 // after the mark (a package's, such as network-manager's
 // /var/lib/NetworkManager) stays, empty.
-var bootStateTrees = []string{"/var/lib/NetworkManager", "/var/lib/wicked"}
+var bootStateTrees = []string{"/var/lib/NetworkManager"}
 
 // maxSnapshotFile bounds what one recorded file may hold: configuration
 // is small, and the image is untrusted input.

@@ -186,7 +186,10 @@ func TestUndoKeepsProvisionerChanges(t *testing.T) {
 				f.write("var/lib/wicked/lease-enp0s3.xml", "lease\n")
 			},
 			kept: map[string]string{"/var/lib/NetworkManager": madeBy},
-			want: map[string]string{"/var/lib/NetworkManager/secret_key": "", "/var/lib/NetworkManager/timestamps": ""}},
+			// wicked's DUID and lease go with dhcp-client-state: a DUID
+			// names the machine to DHCP servers.
+			want: map[string]string{"/var/lib/NetworkManager/secret_key": "", "/var/lib/NetworkManager/timestamps": "",
+				"/var/lib/wicked/duid.xml": ""}},
 		{name: "the build's resolver cut, the image's lines back, a provisioner's kept", tree: merge(systemd, map[string]string{"etc/resolv.conf": "# no servers\n"}), network: true,
 			prov: func(f img) { f.add("etc/resolv.conf", "search example.com\n") },
 			want: map[string]string{resolvConf: "# no servers\nsearch example.com\n"}},
