@@ -16,6 +16,18 @@ const defaultFreeSpace = "256M"
 // fromTree says the disk is made from a root tree, not a base image.
 func (c *Config) fromTree() bool { return c.SourceRootfs != "" || c.Bootstrap != nil }
 
+// inputName names the build's input for messages: the base image, the
+// source_rootfs, or the bootstrap.
+func (c *Config) inputName() string {
+	switch {
+	case c.SourceRootfs != "":
+		return "source_rootfs " + c.SourceRootfs
+	case c.Bootstrap != nil:
+		return "the bootstrapped tree"
+	}
+	return "base image " + c.BaseImage
+}
+
 // prepareRootfs validates and defaults the options of a disk made from a
 // root tree.
 func (c *Config) prepareRootfs(add func(string, ...interface{})) {

@@ -42,10 +42,10 @@ func (s *stepCheckShell) Run(ctx context.Context, state multistep.StateBag) mult
 	default:
 		return multistep.ActionContinue
 	}
-	return haltf(state, "base image %s has no usable %s (%s): the chroot strategy runs every provisioner command as "+
+	return haltf(state, "%s has no usable %s (%s): the chroot strategy runs every provisioner command as "+
 		"`chroot ROOT %s -c COMMAND`, and Packer's shell provisioner needs %s too. Give the image a shell before provisioning, "+
 		"e.g. for a busybox image `post_mount_commands = [\"ln -s busybox {{.MountPath}}/bin/sh\"]`, or build from an image that has one",
-		configOf(state).BaseImage, chrootShell, why, chrootShell, chrootShell)
+		configOf(state).inputName(), chrootShell, why, chrootShell, chrootShell)
 }
 
 func (s *stepCheckShell) Cleanup(multistep.StateBag) {}

@@ -99,6 +99,11 @@ func (s *stepSELinuxRelabel) release(state multistep.StateBag) error {
 		}
 	}
 	out, err := selinux.Relabel(context.Background(), req)
+	// The image's setfiles ran in the chroot after its processes were
+	// stopped: whatever it left running goes the same way.
+	if serr := sessionOf(state).StopChrootProcesses(); serr != nil {
+		err = errors.Join(err, serr)
+	}
 	if err != nil {
 		return err
 	}
