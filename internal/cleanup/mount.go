@@ -93,7 +93,12 @@ func isMountPoint(path string) (bool, error) {
 	return false, nil
 }
 
-// mountPointsUnder lists mount points at path or below it.
+// MountPointsUnder lists the mount points at path (absolute, symlinks
+// resolved) or below it in this mount namespace, in mountinfo's order
+// (parents before children), each as /proc/self/mountinfo names it,
+// unescaped. Errors: the mount table cannot be read.
+func MountPointsUnder(path string) ([]string, error) { return mountPointsUnder(path) }
+
 func mountPointsUnder(path string) ([]string, error) {
 	mps, err := mountPoints()
 	if err != nil {

@@ -1,19 +1,17 @@
 package selinux
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path"
 	"sort"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
 
@@ -270,44 +268,19 @@ func tail(s string) string {
 // /proc/self/mountinfo), but those in or under skip. setfiles does not
 // cross filesystems, so a full relabel names each one.
 func imageMounts(root string, skip []string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	mps, err := cleanup.MountPointsUnder(root)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	seen := map[string]bool{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMountinfo(fields[4])
-		var p string
-		switch {
-		case mp == root:
-			p = "/"
-		case strings.HasPrefix(mp, root+"/"):
-			p = strings.TrimPrefix(mp, root)
-		default:
-			continue
-		}
+	// A plain directory tree, not a mount point itself, is one too.
+	seen := map[string]bool{"/": true}
+	for _, mp := range mps {
+		p := "/" + strings.TrimPrefix(strings.TrimPrefix(mp, root), "/")
 		if !under(p, skip) {
 			seen[p] = true
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	if !seen["/"] {
-		// Not a mount point itself (a plain directory tree).
-		seen["/"] = true
-	}
-	var out []string
-	for p := range seen {
-		out = append(out, p)
-	}
+	out := keys(seen)
 	sort.Strings(out)
 	return out, nil
 }
@@ -321,25 +294,6 @@ func under(p string, dirs []string) bool {
 		}
 	}
 	return false
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // WithNewParents adds to paths their parent directories that carry no
