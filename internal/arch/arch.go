@@ -172,7 +172,7 @@ func OfELF(r io.ReaderAt) (a Arch, err error) {
 	case f.Machine == elf.EM_S390 && c64 && !le:
 		return S390X, nil
 	}
-	return "", fmt.Errorf("%w: ELF machine %v, %v, %v", ErrUnknown, f.Machine, f.Class, f.Data)
+	return "", fmt.Errorf("%w: e_machine %d (%v), %v, %v", ErrUnknown, uint16(f.Machine), f.Machine, f.Class, f.Data)
 }
 
 // Shell is the file OfImage reads: every distribution has it, and it is
