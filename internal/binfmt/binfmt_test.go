@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -135,6 +136,7 @@ func TestEnable(t *testing.T) {
 		t.Fatal(err)
 	}
 	fixture.CheckBinfmt(t, before)
+	noOwnShares(t)
 	if !hostHasFixed(t, arch.ARM64) {
 		if _, err := chrootRun(t, root, "true"); err == nil {
 			t.Error("arm64 binaries still run after the last release")
@@ -213,6 +215,17 @@ func TestEnableUsesHostRegistration(t *testing.T) {
 		t.Fatal(err)
 	}
 	fixture.CheckBinfmt(t, before)
+	noOwnShares(t)
+}
+
+// noOwnShares fails if this process still holds a share: the test's own
+// shares count as live, so CheckBinfmt cannot see them.
+func noOwnShares(t *testing.T) {
+	t.Helper()
+	own, _ := filepath.Glob(filepath.Join(cleanup.BinfmtState, "users", "*", strconv.Itoa(os.Getpid())+"-*"))
+	if len(own) > 0 {
+		t.Errorf("shares of this process left: %v", own)
+	}
 }
 
 func binfmtSharesOf(name string) int {
@@ -256,6 +269,7 @@ func TestEnableErrors(t *testing.T) {
 		}
 	})
 	fixture.CheckBinfmt(t, before)
+	noOwnShares(t)
 }
 
 // TestReapAfterKill: a build SIGKILLed while it holds a registration
