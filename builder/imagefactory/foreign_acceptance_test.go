@@ -24,7 +24,13 @@ const foreignBuild = `
       "echo GENERATED=${build.Architecture}",
       "echo in-root > /root/written-in-root",
       "ls /usr/bin/qemu-* /usr/libexec/qemu-binfmt 2>/dev/null || echo NO-QEMU-IN-IMAGE",
+      "if /usr/sbin/policy-rc.d nginx start; then echo POLICY-RC-D=0; else echo POLICY-RC-D=$?; fi",
+      "grep -q imagefactory-fixture /etc/resolv.conf || echo RESOLV-CONF-IS-THE-HOSTS",
     ]
+  }
+  provisioner "imagefactory-elements" {
+    elements      = ["arch-sh"]
+    elements_path = [var.elements]
   }
   provisioner "file" {
     content     = "from the file provisioner\n"
@@ -54,7 +60,8 @@ func TestAccForeignChroot(t *testing.T) {
 			t.Run("build", func(t *testing.T) {
 				a := newAcc(t)
 				before := fixture.Binfmt(t)
-				res := mustBuild(t, a, template(fmt.Sprintf(`  architecture = %q`, c.arch), foreignBuild), map[string]string{"base": disk.Path})
+				res := mustBuild(t, a, `variable "elements" { type = string }`+template(fmt.Sprintf(`  architecture = %q`, c.arch), foreignBuild),
+					map[string]string{"base": disk.Path, "elements": archElement(t)})
 				out := res.Output
 				t.Logf("build output:\n%s", out)
 				for _, want := range []string{
@@ -63,6 +70,8 @@ func TestAccForeignChroot(t *testing.T) {
 					"UNAME=" + c.uname,
 					"GENERATED=" + c.arch,
 					"NO-QEMU-IN-IMAGE",
+					"POLICY-RC-D=101", // policy-rc.d(8): 101, action forbidden
+					"RESOLV-CONF-IS-THE-HOSTS",
 					// The FAT partition: the builder's placeholder until it
 					// can be mounted here.
 					"/boot/firmware",
@@ -84,6 +93,19 @@ func TestAccForeignChroot(t *testing.T) {
 				if got := readOut(t, img, root, "/root/uploaded"); got != "from the file provisioner\n" {
 					t.Errorf("/root/uploaded = %q", got)
 				}
+				// DIB's ARCH, from the image (internal/arch), inside it.
+				if got := readOut(t, img, root, "/root/elements.out"); got != c.arch+" "+c.uname+"\n" {
+					t.Errorf("/root/elements.out = %q, want %q", got, c.arch+" "+c.uname+"\n")
+				}
+				// The image's own resolv.conf is back; no policy-rc.d left.
+				if got := readOut(t, img, root, "/etc/resolv.conf"); !strings.Contains(got, fixture.ResolvConfMarker) {
+					t.Errorf("/etc/resolv.conf = %q", got)
+				}
+				fixture.WithReadOnlyMount(t, img, root, func(dir string) {
+					if _, err := os.Lstat(filepath.Join(dir, "usr/sbin/policy-rc.d")); err == nil {
+						t.Error("policy-rc.d left in the image")
+					}
+				})
 				noInterpreter(t, img, root)
 				// The FAT partition comes out as it went in.
 				if got, want := partitionSum(t, img, disk.Partitions[0]), partitionSum(t, disk.Path, disk.Partitions[0]); got != want {
@@ -128,6 +150,20 @@ func TestAccForeignChroot(t *testing.T) {
 			})
 		})
 	}
+}
+
+// archElement is an elements directory with arch-sh, a POSIX sh element
+// that writes DIB's ARCH and the machine it runs on.
+func archElement(t *testing.T) string {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "arch-sh/install.d/50-arch")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("#!/bin/sh\nset -eu\necho \"$ARCH $(uname -m)\" > /root/elements.out\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // noInterpreter fails if any qemu-user interpreter is in the image's root.
