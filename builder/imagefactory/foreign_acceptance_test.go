@@ -224,6 +224,9 @@ func TestAccForeignBadInput(t *testing.T) {
 			regexp.MustCompile(`base image \S+raspi-armhf.img is armhf .*architecture = "arm64"`)},
 		{"no-interpreter", ``, armhf, []string{"IMAGEFACTORY_TEST_QEMU_USER_DIR=/nonexistent"},
 			regexp.MustCompile(`is armhf, which this amd64 host cannot run in a chroot: no qemu-user interpreter for armhf: /nonexistent/qemu-arm-static is missing .*install Debian's package qemu-user-static`)},
+		// The qemu strategy checks the pin offline, before any boot.
+		{"qemu-mismatch", qemuSource + `  architecture = "arm64"`, fixture.NewDisk(t, fixture.DiskOptions{}), nil,
+			regexp.MustCompile(`base image \S+ is amd64 .*architecture = "arm64"`)},
 		{"unknown-machine", ``, unknown, nil,
 			regexp.MustCompile(`base image \S+ reading its architecture: /bin/sh -> /bin/busybox of the image: unknown architecture: e_machine 26214`)},
 	} {
