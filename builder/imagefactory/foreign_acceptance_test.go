@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 )
 
@@ -114,9 +117,27 @@ func TestAccForeignChroot(t *testing.T) {
 				a.assertNoLeaks(t)
 			})
 
-			if c.arch != "armhf" {
-				return // the failure paths do not depend on the architecture
+			if c.arch == "arm64" {
+				t.Run("host-registration", func(t *testing.T) {
+					a := newAcc(t)
+					before := fixture.Binfmt(t)
+					name, remove := hostRegistration(t, "aarch64")
+					withHost := fixture.Binfmt(t)
+					res := mustBuild(t, a, template(``, `provisioner "shell" { inline = ["echo UNAME=$(uname -m)"] }`), map[string]string{"base": disk.Path})
+					if !strings.Contains(res.Output, "binfmt_misc: the host's binfmt_misc registration "+name) || !strings.Contains(res.Output, "UNAME=aarch64") {
+						t.Errorf("the build did not use the host's registration %s:\n%s", name, res.Output)
+					}
+					if got := fixture.Binfmt(t)[name]; got != withHost[name] {
+						t.Errorf("the host's registration changed:\nbefore %q\nafter  %q", withHost[name], got)
+					}
+					fixture.CheckBinfmt(t, withHost)
+					a.assertNoLeaks(t)
+					remove()
+					fixture.CheckBinfmt(t, before)
+				})
+				return
 			}
+			// The failure paths do not depend on the architecture.
 			t.Run("failing-provisioner", func(t *testing.T) {
 				a := newAcc(t)
 				before := fixture.Binfmt(t)
@@ -150,6 +171,55 @@ func TestAccForeignChroot(t *testing.T) {
 			})
 		})
 	}
+}
+
+// hostRegistration registers qemu-QEMU-static as the host would (Debian's
+// /usr/lib/binfmt.d/qemu-QEMU.conf, flags F only) under a name of ours, so
+// that other tests' leak checks running at the same time tolerate it, and
+// through a share of this test's own, so that it goes even if the test is
+// killed. remove (also run at cleanup) removes it.
+func hostRegistration(t *testing.T, qemu string) (name string, remove func()) {
+	t.Helper()
+	conf, err := os.ReadFile("/usr/lib/binfmt.d/qemu-" + qemu + ".conf")
+	if err != nil {
+		t.Skip(err)
+	}
+	f := strings.Split(strings.TrimSpace(string(conf)), ":")
+	name = cleanup.BinfmtPrefix + "test-host-qemu-" + qemu
+	j, err := cleanup.Open(filepath.Join(t.TempDir(), "host-state"), "host registration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	remove = func() {
+		once.Do(func() {
+			if err := j.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(remove)
+	unlock, err := cleanup.LockBinfmt()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if _, err := j.TakeBinfmt(name); err != nil {
+		t.Fatal(err)
+	}
+	if !cleanup.BinfmtMounted() {
+		if err := cleanup.MarkBinfmtMount(); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Mount("binfmt_misc", cleanup.BinfmtMisc, "binfmt_misc", 0, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := fmt.Sprintf(":%s:M::%s:%s:/usr/bin/qemu-%s-static:F", name, f[4], f[5], qemu)
+	if err := os.WriteFile(filepath.Join(cleanup.BinfmtMisc, "register"), []byte(reg), 0); err != nil {
+		t.Fatal(err)
+	}
+	return name, remove
 }
 
 // archElement is an elements directory with arch-sh, a POSIX sh element
