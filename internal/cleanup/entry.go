@@ -19,6 +19,7 @@ const (
 	KindFile   Kind = "file"    // a temporary file or directory
 	KindProc   Kind = "process" // one process (a virtual machine), by pid and start time
 	KindMoved  Kind = "moved"   // a file of an image moved aside for the session
+	// KindBinfmt (binfmt.go): a share of a binfmt_misc registration
 )
 
 // Entry is one privileged resource, as written to the journal. Build it
@@ -26,7 +27,7 @@ const (
 // MovedEntry.
 type Entry struct {
 	Kind Kind   `json:"kind"`
-	Path string `json:"path"` // loop: device; mount: target; chroot: root; file: path; moved: image root
+	Path string `json:"path"` // loop: device; mount: target; chroot: root; file: path; moved: image root; binfmt: BinfmtState
 
 	// loop
 	Backing    string `json:"backing,omitempty"`
@@ -43,7 +44,9 @@ type Entry struct {
 	FSType string `json:"fstype,omitempty"`
 
 	// moved: the file's path inside the image, where it stands meanwhile,
-	// and its device and inode (what names it after the rename)
+	// and its device and inode (what names it after the rename); binfmt:
+	// the registration's name and the share's marker (PID, PIDStart: the
+	// build's)
 	Name  string `json:"name,omitempty"`
 	Aside string `json:"aside,omitempty"`
 	Dev   uint64 `json:"dev,omitempty"`
@@ -108,6 +111,8 @@ func (e Entry) String() string {
 		return fmt.Sprintf("process %d (%s)", e.PID, e.Path)
 	case KindMoved:
 		return fmt.Sprintf("moved %s%s (aside at %s)", e.Path, e.Name, e.Aside)
+	case KindBinfmt:
+		return fmt.Sprintf("binfmt_misc registration %s (share %s)", e.Name, e.Aside)
 	default:
 		return fmt.Sprintf("%s %s", e.Kind, e.Path)
 	}
@@ -139,6 +144,8 @@ func (e Entry) validate() error {
 		}
 	case KindMoved:
 		return e.validateMoved()
+	case KindBinfmt:
+		return e.validateBinfmt()
 	default:
 		return fmt.Errorf("cleanup: unknown entry kind %q for %s", e.Kind, e.Path)
 	}
@@ -163,6 +170,8 @@ func release(e Entry, dev *loop.Device) (string, error) {
 		return releaseProc(e)
 	case KindMoved:
 		return releaseMoved(e)
+	case KindBinfmt:
+		return releaseBinfmt(e)
 	}
 	return "", fmt.Errorf("cleanup: unknown entry kind %q for %s", e.Kind, e.Path)
 }

@@ -3,10 +3,11 @@ package elements
 import (
 	"bytes"
 	"context"
-	"debug/elf"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
 )
 
 // Target is the image being provisioned, as the caller reaches it.
@@ -36,7 +37,8 @@ type Facts struct {
 }
 
 // Detect reads the image's /etc/os-release (DISTRO_NAME, DIB_RELEASE), the
-// ELF header of its /bin/sh (ARCH, in Debian's names as DIB) and its init
+// ELF header of its /bin/sh (ARCH, in Debian's names as DIB, through
+// internal/arch) and its init
 // (DIB_INIT_SYSTEM).
 func Detect(ctx context.Context, t Target) (Facts, error) {
 	var f Facts
@@ -53,11 +55,11 @@ func Detect(ctx context.Context, t Target) (Facts, error) {
 	if err := t.Download("/bin/sh", &sh); err != nil {
 		return f, fmt.Errorf("reading /bin/sh of the image for its architecture: %w", err)
 	}
-	arch, err := elfArch(sh.Bytes())
+	a, err := arch.OfELF(bytes.NewReader(sh.Bytes()))
 	if err != nil {
 		return f, fmt.Errorf("/bin/sh of the image: %w", err)
 	}
-	f.Arch = arch
+	f.Arch = string(a)
 	var out bytes.Buffer
 	probe := `if [ -x /sbin/openrc ] || [ -x /usr/sbin/openrc ] || [ -x /sbin/openrc-run ]; then echo openrc
 elif readlink -f /sbin/init 2>/dev/null | grep -q systemd || [ -x /lib/systemd/systemd ] || [ -x /usr/lib/systemd/systemd ]; then echo systemd
@@ -108,32 +110,4 @@ func distroRelease(kv map[string]string) (string, string) {
 		return id, v
 	}
 	return id, kv["VERSION_ID"]
-}
-
-// elfArch names an ELF binary's machine as dpkg --print-architecture does.
-func elfArch(b []byte) (string, error) {
-	f, err := elf.NewFile(bytes.NewReader(b))
-	if err != nil {
-		return "", err
-	}
-	switch f.Machine {
-	case elf.EM_X86_64:
-		return "amd64", nil
-	case elf.EM_386:
-		return "i386", nil
-	case elf.EM_AARCH64:
-		return "arm64", nil
-	case elf.EM_ARM:
-		return "armhf", nil
-	case elf.EM_PPC64:
-		if f.ByteOrder.String() == "LittleEndian" {
-			return "ppc64el", nil
-		}
-		return "ppc64", nil
-	case elf.EM_S390:
-		return "s390x", nil
-	case elf.EM_RISCV:
-		return "riscv64", nil
-	}
-	return "", fmt.Errorf("unknown ELF machine %v", f.Machine)
 }
