@@ -127,6 +127,7 @@ func (b *Builder) chrootSteps() []multistep.Step {
 	blockServices := &stepBlockServices{}
 	preload := &stepSetAsidePreload{}
 	relabel := &stepSELinuxRelabel{}
+	mountFstab := &stepMountFstab{}
 
 	return append(b.commonSteps(),
 		attach,
@@ -135,7 +136,7 @@ func (b *Builder) chrootSteps() []multistep.Step {
 		&stepHostCommands{Name: "pre_mount_commands", Commands: cfg.PreMountCommands},
 		mountRoot,
 		&stepBootConfig{},
-		&stepMountFstab{},
+		mountFstab,
 		chrootMounts,
 		&stepHostCommands{Name: "post_mount_commands", Commands: cfg.PostMountCommands},
 		&stepCheckShell{},
@@ -148,8 +149,9 @@ func (b *Builder) chrootSteps() []multistep.Step {
 		new(commonsteps.StepProvision),
 		&stepHostCommands{Name: "pre_unmount_commands", Commands: cfg.PreUnmountCommands},
 		// relabel runs once the swapped files are back and the chroot's
-		// processes stopped, with the chroot mounts still up.
-		&stepRelease{steps: []releaser{attach, mountRoot, relabel, chrootMounts, resolvConf, blockServices, preload}},
+		// processes stopped, with the chroot mounts still up; the staged
+		// FAT filesystems are written back after it, before the unmount.
+		&stepRelease{steps: []releaser{attach, mountRoot, mountFstab, relabel, chrootMounts, resolvConf, blockServices, preload}},
 		&stepFinalize{},
 	)
 }

@@ -144,8 +144,8 @@ type Stage struct {
 // read dev as FAT. Needs mtools (Debian package mtools) and fsck.fat
 // (dosfstools).
 func Extract(ctx context.Context, dev, dir string, perms Perms) (*Stage, error) {
-	if _, err := mtools(ctx, "minfo", "-i", dev, "::"); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnreadable, err)
+	if err := Readable(ctx, dev); err != nil {
+		return nil, err
 	}
 	s := &Stage{Device: dev, Dir: dir, perms: perms, before: map[string]node{}}
 	out, err := fsck(ctx, dev)
@@ -159,7 +159,7 @@ func Extract(ctx context.Context, dev, dir string, perms Perms) (*Stage, error) 
 			return nil, fmt.Errorf("copying the FAT's files out: %w", err)
 		}
 	}
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(walkRoot(dir), func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -181,6 +181,15 @@ func Extract(ctx context.Context, dev, dir string, perms Perms) (*Stage, error) 
 		}
 	}
 	return s, nil
+}
+
+// Readable fails with ErrUnreadable when mtools cannot read dev as a FAT
+// filesystem.
+func Readable(ctx context.Context, dev string) error {
+	if _, err := mtools(ctx, "minfo", "-i", dev, "::"); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnreadable, err)
+	}
+	return nil
 }
 
 // list returns the paths (relative, "/"-separated) of every file and
@@ -220,6 +229,10 @@ func (s *Stage) adopt(p string, dir, top bool) (node, error) {
 	}
 	return fileNode(p)
 }
+
+// walkRoot makes WalkDir descend into dir even when dir is a symbolic link
+// (a /proc/PID/fd/N path: WalkDir does not follow its root).
+func walkRoot(dir string) string { return dir + "/." }
 
 func fileNode(p string) (node, error) {
 	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
@@ -263,7 +276,7 @@ func (s *Stage) Plan() (Changes, error) {
 	var c Changes
 	now := map[string]node{}
 	var errs []error
-	err := filepath.WalkDir(s.Dir, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(walkRoot(s.Dir), func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -357,13 +370,35 @@ func (s *Stage) WriteBack(ctx context.Context) (Changes, error) {
 			return c, fmt.Errorf("writing /%s: %w", p, err)
 		}
 	}
-	if c.Empty() || !s.clean {
+	if c.Empty() {
+		return c, nil
+	}
+	if err := syncDevice(s.Device); err != nil {
+		return c, err
+	}
+	if !s.clean {
 		return c, nil
 	}
 	if out, err := fsck(ctx, s.Device); err != nil {
 		return c, fmt.Errorf("fsck.fat -n finds the FAT damaged after writing the changes back: %s", out)
 	}
 	return c, nil
+}
+
+// syncDevice flushes what mtools wrote. mtools does not fsync, and a loop
+// device's page cache is not written to its backing file by LOOP_CLR_FD
+// while the detaching process is its only opener (measured: the changes
+// were lost), so the write-back must reach the disk file here.
+func syncDevice(dev string) error {
+	f, err := os.Open(dev)
+	if err != nil {
+		return fmt.Errorf("flushing %s: %w", dev, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("flushing %s: %w", dev, err)
+	}
+	return nil
 }
 
 // Clean reports whether fsck.fat -n found the FAT clean when it was copied

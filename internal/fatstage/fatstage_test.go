@@ -72,7 +72,7 @@ func sum(t *testing.T, p string) [32]byte {
 func tree(t *testing.T, dir string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+	filepath.Walk(dir+"/.", func(p string, fi os.FileInfo, err error) error {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,7 +100,11 @@ func TestWriteBack(t *testing.T) {
 	for _, bits := range []string{"12", "16", "32"} {
 		t.Run("FAT"+bits, func(t *testing.T) {
 			img := firmware(t, bits)
-			dir := t.TempDir()
+			// The session gives a /proc/PID/fd/N path, a symbolic link.
+			dir := filepath.Join(t.TempDir(), "link")
+			if err := os.Symlink(t.TempDir(), dir); err != nil {
+				t.Fatal(err)
+			}
 			st, err := Extract(ctx, img, dir, DefaultPerms)
 			if err != nil {
 				t.Fatal(err)
