@@ -143,7 +143,8 @@ type Config struct {
 	RootPartition int `mapstructure:"root_partition"`
 	// Mount points from the image's `/etc/fstab` that must be mounted.
 	// Others that cannot be mounted here (vfat, for one, on kernels
-	// without it) are reported and skipped; an empty read-only placeholder
+	// without it, unless staged: see `fat_mounts`) are reported and
+	// skipped; an empty read-only placeholder
 	// stands at such a mount point, so writes below it fail instead of
 	// landing in the filesystem beneath, and a mount point directory the
 	// build had to create for it is removed afterwards.
