@@ -158,7 +158,7 @@ type Config struct {
 	// (`fsck.fat -n` must then find it as clean as before); a failed,
 	// cancelled or killed build leaves the partition untouched. What FAT
 	// cannot hold (symbolic links, device nodes, names differing only in
-	// case, names with `"*/:<>?\|`) fails the build at write-back, naming
+	// case, names with `"*/:<>?\|` or beyond ASCII) fails the build at write-back, naming
 	// the path. `placeholder`: skipped, with the read-only placeholder
 	// described under `required_mounts`.
 	FATMounts string `mapstructure:"fat_mounts"`

@@ -34,7 +34,8 @@
 //
 // What a FAT cannot hold is refused at write-back with the path named:
 // symbolic links, device nodes, FIFOs, sockets, names with characters FAT
-// forbids, and two names in one directory that differ only in case. Owners
+// forbids, and two names in one directory that differ only in case; so
+// are names beyond ASCII, which mtools does not round-trip. Owners
 // and permission bits are not stored by FAT: the staged tree shows the
 // ones the fstab's uid=, gid=, umask=, fmask= and dmask= give (vfat(5)
 // defaults: root, umask 022), and chmod or chown there is not written
@@ -426,6 +427,11 @@ func validName(name string) error {
 	for _, r := range name {
 		if r < 0x20 || strings.ContainsRune(`"*/:<>?\|`, r) {
 			return fmt.Errorf("the name holds %q, which FAT forbids", r)
+		}
+		// Measured with mtools 4.0.32: "café.txt" comes back as
+		// "cafÉ.txt" (C.UTF-8) or "caf_(C).txt" (no locale).
+		if r > 0x7e {
+			return fmt.Errorf("the name holds %q: mtools does not store names beyond ASCII faithfully; use an ASCII name", r)
 		}
 	}
 	if strings.TrimRight(name, ". ") != name {

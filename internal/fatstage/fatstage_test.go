@@ -198,6 +198,7 @@ func TestRefused(t *testing.T) {
 		{"case", "echo x > CONFIG.TXT", "/CONFIG.TXT and /config.txt differ only in case"},
 		{"colon", "echo x > 'a:b'", `/a:b: the name holds ':'`},
 		{"trailing dot", "echo x > 'a.'", "/a.: the name ends with a dot"},
+		{"non-ascii", "echo x > 'café.txt'", "/café.txt: the name holds 'é'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img := firmware(t, "32")
