@@ -134,9 +134,10 @@ type Stage struct {
 	Device string // the FAT: a partition's loop device or an image file
 	Dir    string // the directory holding the copy
 	perms  Perms
-	before map[string]node // by path relative to Dir, "/"-separated
-	clean  bool            // fsck.fat -n found nothing before
-	check  string          // what fsck.fat -n said before, when not clean
+	before map[string]node   // by path relative to Dir, "/"-separated
+	attrs  map[string]string // mattrib flags (of "rsh") of paths that have some
+	clean  bool              // fsck.fat -n found nothing before
+	check  string            // what fsck.fat -n said before, when not clean
 }
 
 // Extract copies every file and directory of the FAT on dev into dir (an
@@ -156,6 +157,9 @@ func Extract(ctx context.Context, dev, dir string, perms Perms) (*Stage, error) 
 		return nil, err
 	}
 	if len(list) > 0 {
+		if s.attrs, err = attributes(ctx, dev); err != nil {
+			return nil, err
+		}
 		if _, err := mtools(ctx, "mcopy", "-s", "-m", "-n", "-i", dev, "::/*", dir+"/"); err != nil {
 			return nil, fmt.Errorf("copying the FAT's files out: %w", err)
 		}
@@ -211,6 +215,32 @@ func (s *Stage) list(ctx context.Context) ([]string, error) {
 		}
 	}
 	return paths, nil
+}
+
+// attributes reads the read-only, system and hidden attributes of every
+// path of the FAT (mattrib -/ prints "  A  SH      ::/PATH").
+func attributes(ctx context.Context, dev string) (map[string]string, error) {
+	out, err := mtools(ctx, "mattrib", "-/", "-i", dev, "::/")
+	if err != nil {
+		return nil, fmt.Errorf("reading the FAT's attributes: %w", err)
+	}
+	attrs := map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		flags, p, ok := strings.Cut(l, "::/")
+		if !ok {
+			continue
+		}
+		var a string
+		for _, f := range "RSH" {
+			if strings.ContainsRune(flags, f) {
+				a += strings.ToLower(string(f))
+			}
+		}
+		if p = strings.Trim(p, "/"); a != "" && p != "" {
+			attrs[p] = a
+		}
+	}
+	return attrs, nil
 }
 
 // adopt gives a copied path its owner and mode and returns what it holds.
@@ -369,6 +399,17 @@ func (s *Stage) WriteBack(ctx context.Context) (Changes, error) {
 		// -D o: overwrite a file of that name (its long or its short name).
 		if _, err := mtools(ctx, "mcopy", "-m", "-D", "o", "-i", s.Device, filepath.Join(s.Dir, filepath.FromSlash(p)), "::/"+p); err != nil {
 			return c, fmt.Errorf("writing /%s: %w", p, err)
+		}
+		// mcopy's overwrite drops the read-only, system and hidden
+		// attributes the file had: give them back.
+		if a := s.attrs[p]; a != "" && !s.before[p].dir {
+			args := []string{"-i", s.Device}
+			for _, f := range a {
+				args = append(args, "+"+string(f))
+			}
+			if _, err := mtools(ctx, "mattrib", append(args, "::/"+p)...); err != nil {
+				return c, fmt.Errorf("restoring the attributes of /%s: %w", p, err)
+			}
 		}
 	}
 	if c.Empty() {
