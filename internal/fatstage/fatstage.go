@@ -395,13 +395,26 @@ func (s *Stage) WriteBack(ctx context.Context) (Changes, error) {
 			return c, fmt.Errorf("making /%s: %w", p, err)
 		}
 	}
-	for _, p := range c.Copied {
-		// -D o: overwrite a file of that name (its long or its short name).
-		if _, err := mtools(ctx, "mcopy", "-m", "-D", "o", "-i", s.Device, filepath.Join(s.Dir, filepath.FromSlash(p)), "::/"+p); err != nil {
-			return c, fmt.Errorf("writing /%s: %w", p, err)
+	// One mcopy per directory (a firmware update rewrites hundreds of
+	// overlays; measured for 280 files of 4 KB: one call each 2.9 s, one
+	// call 0.06 s). -D o: overwrite
+	// a file of that name (its long or its short name).
+	for _, batch := range byDirectory(c.Copied, 256) {
+		args := []string{"-m", "-D", "o", "-i", s.Device}
+		for _, p := range batch {
+			args = append(args, filepath.Join(s.Dir, filepath.FromSlash(p)))
 		}
-		// mcopy's overwrite drops the read-only, system and hidden
-		// attributes the file had: give them back.
+		target := "::/"
+		if dir := path.Dir(batch[0]); dir != "." {
+			target += dir + "/"
+		}
+		if _, err := mtools(ctx, "mcopy", append(args, target)...); err != nil {
+			return c, fmt.Errorf("writing %s: %w", strings.Join(slashed(batch), ", "), err)
+		}
+	}
+	// mcopy's overwrite drops the read-only, system and hidden attributes
+	// the file had: give them back.
+	for _, p := range c.Copied {
 		if a := s.attrs[p]; a != "" && !s.before[p].dir {
 			args := []string{"-i", s.Device}
 			for _, f := range a {
@@ -425,6 +438,28 @@ func (s *Stage) WriteBack(ctx context.Context) (Changes, error) {
 		return c, fmt.Errorf("fsck.fat -n finds the FAT damaged after writing the changes back: %s", out)
 	}
 	return c, nil
+}
+
+// byDirectory groups paths (sorted) by their directory, at most max a
+// group.
+func byDirectory(paths []string, max int) [][]string {
+	var out [][]string
+	for _, p := range paths {
+		if n := len(out); n > 0 && len(out[n-1]) < max && path.Dir(out[n-1][0]) == path.Dir(p) {
+			out[n-1] = append(out[n-1], p)
+			continue
+		}
+		out = append(out, []string{p})
+	}
+	return out
+}
+
+func slashed(paths []string) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = "/" + p
+	}
+	return out
 }
 
 // syncDevice flushes what mtools wrote. mtools does not fsync, and a loop
