@@ -61,3 +61,44 @@ func TestGoDiskfsFATWriter(t *testing.T) {
 		})
 	}
 }
+
+// TestNotCleanBefore: a FAT that fsck.fat -n already finds damaged (here
+// by go-diskfs's stale free count) is staged and written back, and Clean
+// says why the write-back is not checked.
+func TestNotCleanBefore(t *testing.T) {
+	need(t)
+	img := firmware(t, "32")
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := f.Stat()
+	fs, err := fat32.Read(file.New(f, false), fi.Size(), 0, 512)
+	if err == nil {
+		var h interface{ Close() error }
+		if h, err = fs.OpenFile("/damage.txt", os.O_CREATE|os.O_RDWR); err == nil {
+			h.Close()
+		}
+	}
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	st, err := Extract(t.Context(), img, dir, DefaultPerms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, out := st.Clean(); ok || !strings.Contains(out, "damage.txt") {
+		t.Errorf("Clean() = %v, %q; want false with fsck.fat's words", ok, out)
+	}
+	if err := os.WriteFile(dir+"/config.txt", []byte("changed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := st.WriteBack(t.Context()); err != nil || len(c.Copied) != 1 {
+		t.Errorf("WriteBack = %v, %v", c, err)
+	}
+	if got := sh(t, "mtype", "-i", img, "::/config.txt"); got != "changed\n" {
+		t.Errorf("config.txt = %q", got)
+	}
+}
