@@ -150,8 +150,10 @@ func Extract(ctx context.Context, dev, dir string, perms Perms) (*Stage, error) 
 		return nil, err
 	}
 	s := &Stage{Device: dev, Dir: dir, perms: perms, before: map[string]node{}}
-	out, err := fsck(ctx, dev)
-	s.clean, s.check = err == nil, out
+	var err error
+	if s.clean, s.check, err = fsck(ctx, dev); err != nil {
+		return nil, err
+	}
 	list, err := s.list(ctx)
 	if err != nil {
 		return nil, err
@@ -434,8 +436,8 @@ func (s *Stage) WriteBack(ctx context.Context) (Changes, error) {
 	if !s.clean {
 		return c, nil
 	}
-	if out, err := fsck(ctx, s.Device); err != nil {
-		return c, fmt.Errorf("fsck.fat -n finds the FAT damaged after writing the changes back: %s", out)
+	if clean, out, err := fsck(ctx, s.Device); err != nil || !clean {
+		return c, errors.Join(err, fmt.Errorf("fsck.fat -n finds the FAT damaged after writing the changes back: %s", out))
 	}
 	return c, nil
 }
@@ -541,13 +543,20 @@ func caseClashes(now map[string]node) []error {
 }
 
 // fsck runs fsck.fat -n (no change) on dev.
-func fsck(ctx context.Context, dev string) (string, error) {
-	cmd := exec.CommandContext(ctx, "fsck.fat", "-n", dev)
-	out, err := cmd.CombinedOutput()
-	if errors.Is(err, exec.ErrNotFound) {
-		return "", errors.New("fsck.fat not found (Debian package dosfstools)")
+// It reports clean when fsck.fat exits 0, and what it said; err only when
+// it could not run.
+func fsck(ctx context.Context, dev string) (clean bool, out string, err error) {
+	b, err := exec.CommandContext(ctx, "fsck.fat", "-n", dev).CombinedOutput()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return true, strings.TrimSpace(string(b)), nil
+	case errors.As(err, &exit):
+		return false, strings.TrimSpace(string(b)), nil
+	case errors.Is(err, exec.ErrNotFound):
+		return false, "", errors.New("fsck.fat not found (Debian package dosfstools)")
 	}
-	return strings.TrimSpace(string(out)), err
+	return false, "", fmt.Errorf("fsck.fat -n %s: %w", dev, err)
 }
 
 // mtools runs one mtools command. TZ=UTC: FAT stores local times, and
