@@ -10,6 +10,7 @@ packages=(
 	xfsprogs          # mkfs.xfs, xfs_growfs
 	btrfs-progs       # mkfs.btrfs, btrfs filesystem resize
 	dosfstools        # mkfs.vfat for fixtures with an EFI system partition
+	mtools            # fat_mounts = "staged": FAT partitions (ESP, Raspberry Pi firmware) copied out and written back
 	util-linux        # blkid, losetup, sfdisk (fixtures and leak checks)
 	fdisk gdisk       # sfdisk, sgdisk: fixture tables and their verification
 	busybox-static    # the tests' tiny root trees

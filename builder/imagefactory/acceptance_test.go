@@ -498,7 +498,8 @@ func TestAccBadInputs(t *testing.T) {
 // TestAccOptions exercises the amazon-chroot-style options in one build:
 // host command hooks with their variables, command_wrapper, copy_files, an
 // extra chroot mount, generated data in shell-local, and a vfat /boot/efi
-// from the image's fstab that the kernel here cannot mount (skipped).
+// from the image's fstab that the kernel here cannot mount (staged with
+// mtools; with fat_mounts = "placeholder", skipped).
 func TestAccOptions(t *testing.T) {
 	a := newAcc(t)
 	disk := fixture.NewDisk(t, fixture.DiskOptions{Table: "gpt", SeparateBoot: true, ESP: true,
@@ -556,14 +557,14 @@ func TestAccOptions(t *testing.T) {
 	if fixture.FileExistsOnDisk(t, img, root.Offset, "/mnt/scratch/file") {
 		t.Error("a write to the tmpfs chroot mount landed in the image")
 	}
-	if !strings.Contains(res.Output, "Skipped /boot/efi") {
-		t.Errorf("the vfat /boot/efi was not reported as skipped:\n%s", res.Output)
+	if !strings.Contains(res.Output, "Mounted /boot/efi") || !strings.Contains(res.Output, "its files are staged in a tmpfs") {
+		t.Errorf("the vfat /boot/efi was not reported as staged:\n%s", res.Output)
 	}
 	a.assertNoLeaks(t)
 
 	t.Run("required-vfat-fails", func(t *testing.T) {
 		a := newAcc(t)
-		res := a.Build(t, template(`  required_mounts = ["/boot/efi"]`, `provisioner "shell" { inline = ["true"] }`),
+		res := a.Build(t, template("  required_mounts = [\"/boot/efi\"]\n  fat_mounts = \"placeholder\"", `provisioner "shell" { inline = ["true"] }`),
 			map[string]string{"base": disk.Path})
 		if res.ExitCode == 0 || !strings.Contains(res.Output, "/boot/efi") {
 			t.Errorf("a required mount that cannot be mounted must fail the build, naming it; exit %d:\n%s", res.ExitCode, res.Output)

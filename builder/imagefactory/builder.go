@@ -128,6 +128,7 @@ func (b *Builder) chrootSteps() []multistep.Step {
 	preload := &stepSetAsidePreload{}
 	relabel := &stepSELinuxRelabel{}
 	architecture := &stepArchitecture{}
+	mountFstab := &stepMountFstab{}
 
 	return append(b.commonSteps(),
 		attach,
@@ -136,7 +137,7 @@ func (b *Builder) chrootSteps() []multistep.Step {
 		&stepHostCommands{Name: "pre_mount_commands", Commands: cfg.PreMountCommands},
 		mountRoot,
 		&stepBootConfig{},
-		&stepMountFstab{},
+		mountFstab,
 		chrootMounts,
 		&stepHostCommands{Name: "post_mount_commands", Commands: cfg.PostMountCommands},
 		&stepCheckShell{},
@@ -150,10 +151,11 @@ func (b *Builder) chrootSteps() []multistep.Step {
 		new(commonsteps.StepProvision),
 		&stepHostCommands{Name: "pre_unmount_commands", Commands: cfg.PreUnmountCommands},
 		// relabel runs once the swapped files are back and the chroot's
-		// processes stopped, with the chroot mounts still up; the
-		// architecture's binfmt_misc registration goes after it (the
-		// image's setfiles runs in the chroot).
-		&stepRelease{steps: []releaser{attach, mountRoot, architecture, relabel, chrootMounts, resolvConf, blockServices, preload}},
+		// processes stopped, with the chroot mounts still up; the staged
+		// FAT filesystems are written back after it, before the unmount;
+		// the architecture's binfmt_misc registration goes after both
+		// (the image's setfiles runs in the chroot).
+		&stepRelease{steps: []releaser{attach, mountRoot, architecture, mountFstab, relabel, chrootMounts, resolvConf, blockServices, preload}},
 		&stepFinalize{},
 	)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/selinux"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
 )
 
 // Config is the configuration of the imagefactory builder.
@@ -143,11 +144,25 @@ type Config struct {
 	RootPartition int `mapstructure:"root_partition"`
 	// Mount points from the image's `/etc/fstab` that must be mounted.
 	// Others that cannot be mounted here (vfat, for one, on kernels
-	// without it) are reported and skipped; an empty read-only placeholder
+	// without it, unless staged: see `fat_mounts`) are reported and
+	// skipped; an empty read-only placeholder
 	// stands at such a mount point, so writes below it fail instead of
 	// landing in the filesystem beneath, and a mount point directory the
 	// build had to create for it is removed afterwards.
 	RequiredMounts []string `mapstructure:"required_mounts"`
+	// What becomes of a FAT filesystem of the image's `/etc/fstab` (an ESP
+	// on `/boot/efi`, a Raspberry Pi firmware partition on
+	// `/boot/firmware`) when the kernel cannot mount vfat, in the chroot
+	// strategy. `staged` (default): its files are copied with mtools into a
+	// tmpfs mounted there, provisioners read and write them, and what
+	// changed is written back to the partition once they are done
+	// (`fsck.fat -n` must then find it as clean as before); a failed,
+	// cancelled or killed build leaves the partition untouched. What FAT
+	// cannot hold (symbolic links, device nodes, names differing only in
+	// case, names with `"*/:<>?\|` or beyond ASCII) fails the build at write-back, naming
+	// the path. `placeholder`: skipped, with the read-only placeholder
+	// described under `required_mounts`.
+	FATMounts string `mapstructure:"fat_mounts"`
 	// Options for mounting the root filesystem, such as `noatime`. On
 	// btrfs, `subvolid=N` or `subvol=PATH` here chooses the root's
 	// subvolume instead of the one found.
@@ -364,6 +379,13 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 		} else if !filepath.IsAbs(m[2]) {
 			add("chroot_mounts[%d]: target %q must be an absolute path inside the image", i, m[2])
 		}
+	}
+	switch c.FATMounts {
+	case "":
+		c.FATMounts = string(session.FATStaged)
+	case string(session.FATStaged), string(session.FATPlaceholder):
+	default:
+		add("fat_mounts %q is not supported; use %q or %q", c.FATMounts, session.FATStaged, session.FATPlaceholder)
 	}
 	switch c.ResolvConf {
 	case "":

@@ -69,6 +69,7 @@ type FlatConfig struct {
 	DiskSize                  *string              `mapstructure:"disk_size" cty:"disk_size" hcl:"disk_size"`
 	RootPartition             *int                 `mapstructure:"root_partition" cty:"root_partition" hcl:"root_partition"`
 	RequiredMounts            []string             `mapstructure:"required_mounts" cty:"required_mounts" hcl:"required_mounts"`
+	FATMounts                 *string              `mapstructure:"fat_mounts" cty:"fat_mounts" hcl:"fat_mounts"`
 	MountOptions              []string             `mapstructure:"mount_options" cty:"mount_options" hcl:"mount_options"`
 	MountPath                 *string              `mapstructure:"mount_path" cty:"mount_path" hcl:"mount_path"`
 	ChrootMounts              [][]string           `mapstructure:"chroot_mounts" cty:"chroot_mounts" hcl:"chroot_mounts"`
@@ -191,6 +192,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"disk_size":                    &hcldec.AttrSpec{Name: "disk_size", Type: cty.String, Required: false},
 		"root_partition":               &hcldec.AttrSpec{Name: "root_partition", Type: cty.Number, Required: false},
 		"required_mounts":              &hcldec.AttrSpec{Name: "required_mounts", Type: cty.List(cty.String), Required: false},
+		"fat_mounts":                   &hcldec.AttrSpec{Name: "fat_mounts", Type: cty.String, Required: false},
 		"mount_options":                &hcldec.AttrSpec{Name: "mount_options", Type: cty.List(cty.String), Required: false},
 		"mount_path":                   &hcldec.AttrSpec{Name: "mount_path", Type: cty.String, Required: false},
 		"chroot_mounts":                &hcldec.AttrSpec{Name: "chroot_mounts", Type: cty.List(cty.List(cty.String)), Required: false},

@@ -40,6 +40,7 @@ func TestConfigPrepare(t *testing.T) {
 					{"output_directory", c.OutputDirectory, "output-web"},
 					{"image_name", c.ImageName, "web"},
 					{"resolv_conf", c.ResolvConf, ResolvCopy},
+					{"fat_mounts", c.FATMounts, "staged"},
 					{"command_wrapper", c.CommandWrapper, "{{.Command}}"},
 					{"mount_path", c.MountPath, ""},
 				} {
@@ -123,6 +124,7 @@ func TestConfigPrepare(t *testing.T) {
 		{name: "file URL needs no checksum", set: map[string]interface{}{"base_image": "file:///srv/debian.qcow2"}},
 		{name: "URL with checksum none", set: map[string]interface{}{"base_image": "http://example.com/x.img", "base_image_checksum": "none"}},
 		{name: "resolv_conf bind", set: map[string]interface{}{"resolv_conf": "bind"}},
+		{name: "fat_mounts placeholder", set: map[string]interface{}{"fat_mounts": "placeholder"}},
 		{name: "disk_size in bytes", set: map[string]interface{}{"disk_size": "1073741824"}},
 
 		{name: "no base_image", unset: []string{"base_image"}, wantErr: []string{"exactly one of base_image (a disk image), source_rootfs (a root tree) and bootstrap (a tree made by debootstrap) is required; 0 given"}},
@@ -229,6 +231,8 @@ func TestConfigPrepare(t *testing.T) {
 			wantErr: []string{`chroot_mounts[0]: target "run" must be an absolute path inside the image`}},
 		{name: "bad resolv_conf", set: map[string]interface{}{"resolv_conf": "symlink"},
 			wantErr: []string{`resolv_conf "symlink" is not supported; use copy, bind or keep`}},
+		{name: "bad fat_mounts", set: map[string]interface{}{"fat_mounts": "fuse"},
+			wantErr: []string{`fat_mounts "fuse" is not supported; use "staged" or "placeholder"`}},
 		{name: "relative copy_files", set: map[string]interface{}{"copy_files": []string{"/etc/hosts", "etc/resolv.conf"}},
 			wantErr: []string{`copy_files: "etc/resolv.conf" must be an absolute host path`}},
 		{name: "bad environment name", set: map[string]interface{}{"environment": map[string]string{"1FOO": "x", "A-B": "y", "OK": "z"}},

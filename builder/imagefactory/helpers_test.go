@@ -78,6 +78,19 @@ func grownSize(t *testing.T, img string, p fixture.Partition) int64 {
 	return parts[p.Number-1].Size * tab.PartitionTable.SectorSize
 }
 
+// grownExt4 is partition p of img grown to size bytes: fsck finds its ext4
+// clean and filling it (to a block).
+func grownExt4(t *testing.T, img string, p fixture.Partition, size int64) fixture.Partition {
+	t.Helper()
+	p.Size = size
+	fixture.FsckPartition(t, img, p)
+	h := fixture.Ext4Header(t, img, p.Offset)
+	if fsSize := h["Block count"] * h["Block size"]; fsSize > size || fsSize <= size-h["Block size"] {
+		t.Errorf("the ext4 of partition %d is %d bytes, want the partition's %d (to a block)", p.Number, fsSize, size)
+	}
+	return p
+}
+
 // verifyGPT checks the table with sgdisk: both headers, CRCs, backup at the
 // end of the disk.
 func verifyGPT(t *testing.T, img string) {

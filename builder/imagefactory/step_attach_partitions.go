@@ -20,6 +20,12 @@ type stepAttachPartitions struct {
 func (s *stepAttachPartitions) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
 	cfg := configOf(state)
 	ui := uiOf(state)
+	// Only the chroot strategy writes staged FAT filesystems back
+	// (stepMountFstab's release); the qemu strategy's guest mounts them.
+	fat := session.FATPlaceholder
+	if cfg.Strategy == StrategyChroot {
+		fat = session.FATMode(cfg.FATMounts)
+	}
 	sess, err := session.Attach(ctx, session.Options{
 		Disk:           state.Get(stateDiskPath).(string),
 		Journal:        journalOf(state),
@@ -27,6 +33,7 @@ func (s *stepAttachPartitions) Run(ctx context.Context, state multistep.StateBag
 		MountPath:      state.Get(stateMountPath).(string),
 		MountOptions:   cfg.MountOptions,
 		RequiredMounts: cfg.RequiredMounts,
+		FAT:            fat,
 		Log:            ui.Say,
 	})
 	if err != nil {

@@ -11,11 +11,17 @@ import (
 // entries that live on its other partitions (/boot, /var, ...). What the
 // kernel cannot mount is reported and skipped unless required_mounts
 // lists it; one of the image's own filesystems the kernel cannot mount
-// gets a read-only placeholder, so that writes there fail.
-type stepMountFstab struct{}
+// gets a read-only placeholder, so that writes there fail, unless it is a
+// FAT filesystem staged in a tmpfs (fat_mounts): then its release, once
+// the chroot's processes are stopped and before the unmount, writes what
+// changed back to the partition. A build that fails never writes it back.
+type stepMountFstab struct {
+	done bool
+}
 
 func (s *stepMountFstab) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
 	sess := sessionOf(state)
+	s.done = true
 	mounted, skipped, err := sess.MountFstab()
 	if err != nil {
 		return halt(state, err)
@@ -33,6 +39,20 @@ func (s *stepMountFstab) Run(ctx context.Context, state multistep.StateBag) mult
 		ui.Say(msg)
 	}
 	return multistep.ActionContinue
+}
+
+// release writes the staged FAT filesystems back (stepRelease only: a
+// build that failed or was cancelled leaves them as they were).
+func (s *stepMountFstab) release(state multistep.StateBag) error {
+	if !s.done {
+		return nil
+	}
+	s.done = false
+	lines, err := sessionOf(state).WriteBackFAT(context.Background())
+	for _, l := range lines {
+		uiOf(state).Say("Wrote back " + l)
+	}
+	return err
 }
 
 func (s *stepMountFstab) Cleanup(multistep.StateBag) {}

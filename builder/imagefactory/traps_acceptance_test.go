@@ -53,9 +53,10 @@ func checkPreload(t *testing.T, img string, p fixture.Partition) {
 // TestAccUbuntuLayout builds on the Ubuntu cloud image layout (root is
 // partition 1 and lies last, after 14 BIOS boot, 15 ESP, 16 /boot) with
 // disk_size growth, an /etc/ld.so.preload naming a missing library, and an
-// ESP (vfat, which this kernel cannot mount) whose mount point /boot/efi
-// does not exist in /boot. A shell provisioner writes in / and /boot and
-// tries /boot/efi. The output is inspected from outside.
+// ESP (vfat, which this kernel cannot mount: staged with mtools, fstab
+// umask=0077) whose mount point /boot/efi does not exist in /boot. A shell
+// provisioner writes in /, /boot and /boot/efi. The output is inspected
+// from outside. (TestAccFirmwareRefused covers the read-only placeholder.)
 func TestAccUbuntuLayout(t *testing.T) {
 	a := newAcc(t)
 	disk := fixture.UbuntuDisk(t, fixture.UbuntuOptions{NoEFIMountPoint: true, Tree: func(dir string) { fixture.PreloadTree(t, dir) }})
@@ -68,7 +69,7 @@ func TestAccUbuntuLayout(t *testing.T) {
       "echo in-boot > /boot/written-in-boot",
       "%s && echo DYN-TRUE-RAN",
       "if echo x > /boot/efi/written-in-esp; then echo ESP-WRITE-SUCCEEDED; else echo ESP-WRITE-FAILED; fi",
-      "test -d /boot/efi && echo ESP-PLACEHOLDER-SEEN",
+      "echo ESP-MODE-$(stat -c %%a /boot/efi)",
     ]
   }
   post-processors {
@@ -80,7 +81,7 @@ func TestAccUbuntuLayout(t *testing.T) {
 `, fixture.DynamicTrue)), map[string]string{"base": disk.Path})
 	out := res.Output
 
-	// The session: no loader error, the ESP reported and write-protected.
+	// The session: no loader error, the ESP staged with umask=0077's modes.
 	// glibc's loader says "ERROR: ld.so: object ... from /etc/ld.so.preload cannot be preloaded".
 	if strings.Contains(out, "ERROR: ld.so") || strings.Contains(out, "cannot be preloaded") || !strings.Contains(out, "DYN-TRUE-RAN") {
 		t.Errorf("the dynamically linked program printed a loader error or did not run:\n%s", out)
@@ -88,7 +89,7 @@ func TestAccUbuntuLayout(t *testing.T) {
 	if !strings.Contains(out, "Moved the image's /etc/ld.so.preload") {
 		t.Errorf("the build did not say it moved /etc/ld.so.preload aside:\n%s", out)
 	}
-	for _, want := range []string{"Skipped /boot/efi", "writes below /boot/efi will fail", "ESP-WRITE-FAILED", "/boot/efi/written-in-esp", "Read-only file system", "ESP-PLACEHOLDER-SEEN"} {
+	for _, want := range []string{"Mounted /boot/efi", "its files are staged in a tmpfs", "ESP-WRITE-SUCCEEDED", "ESP-MODE-700", "Wrote back /boot/efi (FAT on partition 15"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the output does not say %q:\n%s", want, out)
 		}
@@ -124,21 +125,16 @@ func TestAccUbuntuLayout(t *testing.T) {
 	if start != root.Offset || start+size != newSize-33*512 {
 		t.Errorf("partition 1 is at %d+%d, want %d up to %d", start, size, root.Offset, newSize-33*512)
 	}
-	grownRoot := root
-	grownRoot.Size = size
-	fixture.FsckPartition(t, img, grownRoot)
-	h := fixture.Ext4Header(t, img, root.Offset)
-	if fsSize := h["Block count"] * h["Block size"]; fsSize > size || fsSize <= size-h["Block size"] {
-		t.Errorf("the root filesystem is %d bytes, want the partition's %d (to a block)", fsSize, size)
-	}
+	grownRoot := grownExt4(t, img, root, size)
 	if got := readOut(t, img, grownRoot, "/root/written-in-root"); got != "in-root\n" {
 		t.Errorf("/root/written-in-root = %q", got)
 	}
 	checkPreload(t, img, grownRoot)
 
-	// 14 and 15 are byte-identical; 16 (/boot) has the write and no
-	// stray efi directory.
-	for _, n := range []int{14, 15} {
+	// 14 is byte-identical; 15 (the ESP) has the write, read with mtools,
+	// and fsck.fat finds it clean; 16 (/boot) has the write and no stray
+	// efi directory.
+	for _, n := range []int{14} {
 		p := byNumber[n]
 		if s, z := sfdiskPartition(t, img, n); s != p.Offset || z != p.Size {
 			t.Errorf("partition %d moved or changed size", n)
@@ -146,6 +142,14 @@ func TestAccUbuntuLayout(t *testing.T) {
 		if fixture.PartitionSHA256(t, img, p) != fixture.PartitionSHA256(t, disk.Path, p) {
 			t.Errorf("partition %d changed", n)
 		}
+	}
+	esp := byNumber[15]
+	if s, z := sfdiskPartition(t, img, 15); s != esp.Offset || z != esp.Size {
+		t.Errorf("partition 15 moved or changed size")
+	}
+	fixture.FsckPartition(t, img, esp)
+	if got, ok := fixture.FATFile(t, img, esp, "/written-in-esp"); !ok || got != "x\n" {
+		t.Errorf("/boot/efi/written-in-esp in the output's ESP = %q (found %v)", got, ok)
 	}
 	boot := byNumber[16]
 	fixture.FsckPartition(t, img, boot)

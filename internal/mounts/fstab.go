@@ -121,6 +121,18 @@ func (s *Stack) MountFstab(entries []fstab.Entry, resolve func(fstab.Entry) (dev
 			if kernelFS != nil && !kernelFS[fstype] {
 				reason += " (not in /proc/filesystems)"
 			}
+			if s.Unmountable != nil {
+				served, why, err := s.Unmountable(e, dev, fstype)
+				if err != nil {
+					return skipped, fmt.Errorf("fstab line %d (%s): %w", e.Line, e.File, err)
+				}
+				if served {
+					continue
+				}
+				if why != "" {
+					reason += "; " + why
+				}
+			}
 			if err := skip(e, reason); err != nil {
 				return skipped, err
 			}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fstab"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
 
 func needRoot(t *testing.T, bins ...string) {
@@ -741,4 +742,93 @@ func TestRootBusyDetachesWholeTree(t *testing.T) {
 		t.Errorf("still mounted: %v", s.Mounted())
 	}
 	j.balanced(t)
+}
+
+// TestUnmountableServed: the Unmountable hook serves the vfat entry with a
+// MountStage tmpfs (not a placeholder, not skipped): writable, of the size,
+// mode and owner asked, reached again by OpenMount; a hook that declines
+// adds its reason to the skip; the mount point the stage created goes at
+// unmount.
+func TestUnmountableServed(t *testing.T) {
+	needRoot(t)
+	if KernelFilesystems()["vfat"] {
+		t.Skip("this kernel mounts vfat: the hook is never asked")
+	}
+	entries, err := fstab.Parse(strings.NewReader("UUID=" + bootUUID + " /boot ext4 defaults 0 2\n" +
+		"UUID=ABCD-1234 /boot/efi vfat umask=0077 0 1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, serve := range []bool{true, false} {
+		t.Run(map[bool]string{true: "served", false: "declined"}[serve], func(t *testing.T) {
+			img := newImage(t, nil)
+			img.bootDev = loop(t, ext4(t, "boot", bootUUID, map[string]string{"vmlinuz": "kernel"}))
+			guard(t)
+			j := &fakeJournal{}
+			s := NewStack(j)
+			t.Cleanup(func() { s.UnmountAll() })
+			target := filepath.Join(t.TempDir(), "root")
+			if err := s.MountRoot(img.rootDev, "ext4", target, 0, ""); err != nil {
+				t.Fatal(err)
+			}
+			var host string
+			s.Unmountable = func(e fstab.Entry, dev, fstype string) (bool, string, error) {
+				if e.File != "/boot/efi" || fstype != "vfat" {
+					t.Errorf("asked about %s (%s)", e.File, fstype)
+				}
+				if !serve {
+					return false, "not today", nil
+				}
+				h, err := s.MountStage(e.File, 1<<20, 0o700, 0, 0)
+				host = h
+				return err == nil, "", err
+			}
+			skipped, err := s.MountFstab(entries, img.resolve, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !serve {
+				if len(skipped) != 1 || !strings.HasSuffix(skipped[0].Reason, "; not today") || !skipped[0].Placeholder {
+					t.Errorf("skipped %+v, want /boot/efi with the hook's reason and a placeholder", skipped)
+				}
+				return
+			}
+			if len(skipped) != 0 || host != target+"/boot/efi" {
+				t.Fatalf("skipped %+v, staged at %q", skipped, host)
+			}
+			var st unix.Statfs_t
+			if err := unix.Statfs(host, &st); err != nil || st.Blocks*uint64(st.Bsize) != 1<<20 {
+				t.Errorf("the stage is %d bytes (%v), want 1 MiB", st.Blocks*uint64(st.Bsize), err)
+			}
+			if fi, err := os.Stat(host); err != nil || fi.Mode().Perm() != 0o700 {
+				t.Errorf("the stage's mode: %v, %v", fi, err)
+			}
+			if err := os.WriteFile(host+"/grubx64.efi", []byte("x"), 0o644); err != nil {
+				t.Error(err)
+			}
+			fd, err := s.OpenMount(host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(inroot.ProcPath(fd) + "/grubx64.efi"); err != nil {
+				t.Errorf("OpenMount does not reach the stage: %v", err)
+			}
+			fd.Close()
+			if _, err := s.OpenMount(target + "/boot/nothing"); err == nil {
+				t.Error("OpenMount of a path the stack never mounted succeeded")
+			}
+			if err := s.UnmountAll(); err != nil {
+				t.Fatal(err)
+			}
+			j.balanced(t)
+			look := NewStack(nil)
+			if err := look.MountRoot(img.bootDev, "ext4", filepath.Join(t.TempDir(), "boot"), unix.MS_RDONLY, ""); err != nil {
+				t.Fatal(err)
+			}
+			defer look.UnmountAll()
+			if _, err := look.Root().Lstat("/efi"); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("/boot/efi left in the boot filesystem (err %v); the image had none", err)
+			}
+		})
+	}
 }

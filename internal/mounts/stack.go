@@ -28,6 +28,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fstab"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
 
@@ -78,6 +79,12 @@ type Stack struct {
 	// ReadOnly mounts the fstab entries read-only, for sessions that only
 	// look (a read-only loop device refuses a read-write mount).
 	ReadOnly bool
+	// Unmountable, when set, is asked by MountFstab about an entry whose
+	// filesystem the kernel cannot mount (dev its device, fstype its
+	// type): served says it mounted something there itself (MountStage);
+	// otherwise why (may be "") is added to the skip's reason. An error
+	// stops MountFstab.
+	Unmountable func(e fstab.Entry, dev, fstype string) (served bool, why string, err error)
 }
 
 // NewStack returns an empty stack that records its mounts in j (nil: no
@@ -232,6 +239,53 @@ func (s *Stack) MountPlaceholder(relTarget string) error {
 	}
 	s.mounts[len(s.mounts)-1].removeCreated = true
 	return nil
+}
+
+// StageSource is the source name of a MountStage tmpfs, as /proc/mounts
+// and df in the chroot show it.
+const StageSource = "imagefactory-staged"
+
+// MountStage mounts an empty tmpfs of size bytes on relTarget (owner uid,
+// gid; mode of its root), where a filesystem of the image the kernel cannot
+// mount is served by a copy of its files (internal/fatstage), and returns
+// the host path of the mount point, symlinks resolved inside the root. Like
+// MountPlaceholder, the mount point directories it had to create are
+// removed again when it is unmounted.
+func (s *Stack) MountStage(relTarget string, size int64, mode os.FileMode, uid, gid int) (string, error) {
+	data := fmt.Sprintf("size=%d,mode=%04o,uid=%d,gid=%d", size, mode.Perm(), uid, gid)
+	if err := s.mountIn(StageSource, relTarget, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, data, false, false); err != nil {
+		return "", err
+	}
+	m := s.mounts[len(s.mounts)-1]
+	m.removeCreated = true
+	return m.host, nil
+}
+
+// OpenMount opens the mount point of the mount the stack made at host
+// (O_PATH), resolved inside the image root, and checks that the mount
+// there is still the one made: a provisioner that renamed or replaced a
+// parent directory must not lead the caller elsewhere. Close the file.
+func (s *Stack) OpenMount(host string) (*os.File, error) {
+	for _, m := range s.mounts {
+		if m.host != host || m.rel == "" {
+			continue
+		}
+		pfd, err := s.root.PathFD(path.Dir(m.rel))
+		if err != nil {
+			return nil, fmt.Errorf("opening %s: %w", host, err)
+		}
+		defer pfd.Close()
+		p := inroot.ProcPath(pfd) + "/" + path.Base(m.rel)
+		if id, err := mountID(unix.AT_FDCWD, p); m.mntID != 0 && (err != nil || id != m.mntID) {
+			return nil, fmt.Errorf("%s is no longer the mount the build made there (was it moved or covered inside the chroot?)", host)
+		}
+		fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("opening %s: %w", host, err)
+		}
+		return os.NewFile(uintptr(fd), host), nil
+	}
+	return nil, fmt.Errorf("%s: no mount of this stack there", host)
 }
 
 // Bind bind-mounts the host path hostPath (a directory or a file) on

@@ -51,7 +51,11 @@ func holdsFAT(s *Session, p *Partition) Holding {
 		h.What = "a FAT filesystem, the EFI system partition"
 	}
 	if k := mounts.KernelFilesystems(); k != nil && !k["vfat"] {
-		h.NotRoot += "; this kernel cannot mount vfat either (a /boot/efi in the image's fstab is skipped)"
+		what := "skipped"
+		if s.opts.FAT == FATStaged && !s.opts.ReadOnly {
+			what = "staged with mtools"
+		}
+		h.NotRoot += fmt.Sprintf("; this kernel cannot mount vfat either (its mount point in the image's fstab, such as /boot/efi, is %s)", what)
 	}
 	return h
 }

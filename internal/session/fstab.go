@@ -77,6 +77,9 @@ func (s *Session) MountFstab() (mounted []string, skipped []mounts.Skipped, err 
 			if v, ok := e.Option("subvol"); ok && p.FS.Type == "btrfs" {
 				what += ", subvolume " + v
 			}
+			if s.staged(e.File) {
+				what += "; the kernel cannot mount it, so its files are staged in a tmpfs there and what changes is written back with mtools at the end"
+			}
 			mounted = append(mounted, fmt.Sprintf("%s (%s)", e.File, what))
 		}
 	}

@@ -159,6 +159,7 @@ func (s *Session) MountRoot() error {
 	s.stack = mounts.NewStack(journalAdapter{s.opts.Journal})
 	s.stack.Logf = s.logf
 	s.stack.ReadOnly = s.opts.ReadOnly
+	s.stack.Unmountable = s.unmountable
 	// mount_options as fstab writes them: noatime is a flag, not data.
 	flags, data := mounts.SplitOptions(flags, append(s.btrfsRootData(), s.opts.MountOptions...))
 	if err := s.stack.MountRoot(s.Root.Device, s.Root.FS.Type, s.opts.MountPath, flags, data); err != nil {
@@ -180,6 +181,7 @@ func (s *Session) Unmount() error {
 	err := s.stack.UnmountAll()
 	if err == nil {
 		s.stack = nil
+		s.fats = nil
 		clear(s.mountedAt)
 		err = s.removeMountDir()
 	}

@@ -38,6 +38,7 @@ type Options struct {
 	MountPath      string   // where the root is mounted on the host
 	MountOptions   []string // for the root filesystem
 	RequiredMounts []string // fstab mount points that must mount
+	FAT            FATMode  // FAT filesystems the kernel cannot mount; "" = FATPlaceholder
 
 	Log func(string) // progress messages; may be nil
 }
@@ -84,6 +85,8 @@ type Session struct {
 	rootFS    *inroot.Root
 	mountedAt map[*Partition]string // partition -> mount point on the host
 	looked    map[*Partition]string // why FindRoot did not take a partition it looked at
+
+	fats []*fatMount // FAT filesystems staged (fat.go)
 
 	chroot      cleanup.Handle
 	chrootTaken bool
