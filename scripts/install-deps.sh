@@ -10,7 +10,7 @@ packages=(
 	xfsprogs          # mkfs.xfs, xfs_growfs
 	btrfs-progs       # mkfs.btrfs, btrfs filesystem resize
 	dosfstools        # mkfs.vfat for fixtures with an EFI system partition
-	mtools            # fat_mounts = "staged": FAT partitions (ESP, Raspberry Pi firmware) copied out and written back
+	mtools            # fat_mounts = "staged": FAT partitions (ESP, Raspberry Pi firmware) copied out and written back; the fixtures' FAT files
 	util-linux        # blkid, losetup, sfdisk (fixtures and leak checks)
 	fdisk gdisk       # sfdisk, sgdisk: fixture tables and their verification
 	busybox-static    # the tests' tiny root trees
@@ -31,7 +31,6 @@ packages=(
 	policycoreutils    # setfiles -r: SELinux relabel of images without their own setfiles (selinux_relabel), and the tests' label checks
 	attr               # setfattr: the SELinux fixture's hand-set label
 	qemu-user-static   # qemu-ARCH-static: the chroot of an image of another architecture (binfmt_misc, F flag)
-	mtools             # mcopy: config.txt and cmdline.txt into the Raspberry Pi-like fixture's FAT partition
 )
 
 # The foreign-architecture tests' trees are Debian's busybox-static of
@@ -50,7 +49,9 @@ for p in "${packages[@]}"; do
 done
 if ((${#missing[@]})) || [[ -n ${foreign_added:-} ]]; then
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -q
+	# One stale list (a mirror mid-sync: "Hash Sum mismatch") must not
+	# stop the install; a package still missing fails below, by name.
+	apt-get update -q || echo "install-deps: apt-get update reported errors; going on with the lists it has" >&2
 	if ((${#missing[@]})); then
 		apt-get install -y -q --no-install-recommends "${missing[@]}"
 	fi
