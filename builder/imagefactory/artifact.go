@@ -41,17 +41,22 @@ func newArtifact(state multistep.StateBag, path string) (*Artifact, error) {
 	if gd, ok := state.GetOk("generated_data"); ok {
 		a.StateData["generated_data"] = gd
 	}
+	labels := map[string]interface{}{
+		"format":       cfg.Format,
+		"size":         fmt.Sprint(size),
+		"strategy":     cfg.Strategy,
+		"build_name":   cfg.PackerBuildName,
+		"base_format":  fmt.Sprint(state.Get(stateBaseFormat)),
+		"backing_file": fmt.Sprint(cfg.UseBackingFile),
+	}
+	if a, ok := state.GetOk(stateArch); ok {
+		// The registry's own field for it (HCP Packer's "architecture").
+		labels["architecture"] = fmt.Sprint(a)
+	}
 	img, err := registryimage.FromArtifact(a,
 		registryimage.WithProvider("imagefactory"),
 		registryimage.WithSourceID(source),
-		registryimage.SetLabels(map[string]interface{}{
-			"format":       cfg.Format,
-			"size":         fmt.Sprint(size),
-			"strategy":     cfg.Strategy,
-			"build_name":   cfg.PackerBuildName,
-			"base_format":  fmt.Sprint(state.Get(stateBaseFormat)),
-			"backing_file": fmt.Sprint(cfg.UseBackingFile),
-		}))
+		registryimage.SetLabels(labels))
 	if err != nil {
 		return nil, fmt.Errorf("HCP Packer registry metadata: %w", err)
 	}

@@ -127,6 +127,7 @@ func (b *Builder) chrootSteps() []multistep.Step {
 	blockServices := &stepBlockServices{}
 	preload := &stepSetAsidePreload{}
 	relabel := &stepSELinuxRelabel{}
+	architecture := &stepArchitecture{}
 
 	return append(b.commonSteps(),
 		attach,
@@ -139,6 +140,7 @@ func (b *Builder) chrootSteps() []multistep.Step {
 		chrootMounts,
 		&stepHostCommands{Name: "post_mount_commands", Commands: cfg.PostMountCommands},
 		&stepCheckShell{},
+		architecture,
 		resolvConf,
 		blockServices,
 		preload,
@@ -148,8 +150,10 @@ func (b *Builder) chrootSteps() []multistep.Step {
 		new(commonsteps.StepProvision),
 		&stepHostCommands{Name: "pre_unmount_commands", Commands: cfg.PreUnmountCommands},
 		// relabel runs once the swapped files are back and the chroot's
-		// processes stopped, with the chroot mounts still up.
-		&stepRelease{steps: []releaser{attach, mountRoot, relabel, chrootMounts, resolvConf, blockServices, preload}},
+		// processes stopped, with the chroot mounts still up; the
+		// architecture's binfmt_misc registration goes after it (the
+		// image's setfiles runs in the chroot).
+		&stepRelease{steps: []releaser{attach, mountRoot, architecture, relabel, chrootMounts, resolvConf, blockServices, preload}},
 		&stepFinalize{},
 	)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/selinux"
 )
@@ -198,6 +199,17 @@ type Config struct {
 	// files the builder edits offline after the boot are relabelled with
 	// the host's `setfiles -r`.
 	SELinuxRelabel string `mapstructure:"selinux_relabel"`
+	// The CPU architecture the image must be, in Debian's names: `amd64`,
+	// `arm64`, `armhf`, `armel`, `i386`, `riscv64`, `ppc64el`, `s390x`.
+	// The builder reads the image's architecture from its own `/bin/sh`
+	// and dynamic loader (ELF headers), prints it and exposes it as
+	// generated data `Architecture`; set this to pin it, and a base image
+	// of another architecture is an error. Empty (default): any. With the
+	// chroot strategy, binaries of another architecture than the host's run
+	// under qemu-user through binfmt_misc: the host's registration when it
+	// has the F flag, otherwise Debian's `qemu-user-static` interpreter,
+	// registered for the build and removed after it.
+	Architecture string `mapstructure:"architecture"`
 	// Host commands run before the image's filesystems are mounted.
 	// `{{.Device}}` is the root's loop device, `{{.MountPath}}` the mount
 	// path, `{{.DiskPath}}` the working disk.
@@ -375,6 +387,9 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	case ResolvCopy, ResolvBind, ResolvKeep:
 	default:
 		add("resolv_conf %q is not supported; use copy, bind or keep", c.ResolvConf)
+	}
+	if c.Architecture != "" && !arch.Arch(c.Architecture).Valid() {
+		add("architecture %q is not one of %v (Debian's names: dpkg --print-architecture)", c.Architecture, arch.Known)
 	}
 	if c.SELinuxRelabel == "" {
 		c.SELinuxRelabel = selinux.ModeAuto

@@ -78,6 +78,7 @@ type FlatConfig struct {
 	AllowServiceStarts        *bool                `mapstructure:"allow_service_starts" cty:"allow_service_starts" hcl:"allow_service_starts"`
 	CopyFiles                 []string             `mapstructure:"copy_files" cty:"copy_files" hcl:"copy_files"`
 	SELinuxRelabel            *string              `mapstructure:"selinux_relabel" cty:"selinux_relabel" hcl:"selinux_relabel"`
+	Architecture              *string              `mapstructure:"architecture" cty:"architecture" hcl:"architecture"`
 	PreMountCommands          []string             `mapstructure:"pre_mount_commands" cty:"pre_mount_commands" hcl:"pre_mount_commands"`
 	PostMountCommands         []string             `mapstructure:"post_mount_commands" cty:"post_mount_commands" hcl:"post_mount_commands"`
 	PreUnmountCommands        []string             `mapstructure:"pre_unmount_commands" cty:"pre_unmount_commands" hcl:"pre_unmount_commands"`
@@ -199,6 +200,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"allow_service_starts":         &hcldec.AttrSpec{Name: "allow_service_starts", Type: cty.Bool, Required: false},
 		"copy_files":                   &hcldec.AttrSpec{Name: "copy_files", Type: cty.List(cty.String), Required: false},
 		"selinux_relabel":              &hcldec.AttrSpec{Name: "selinux_relabel", Type: cty.String, Required: false},
+		"architecture":                 &hcldec.AttrSpec{Name: "architecture", Type: cty.String, Required: false},
 		"pre_mount_commands":           &hcldec.AttrSpec{Name: "pre_mount_commands", Type: cty.List(cty.String), Required: false},
 		"post_mount_commands":          &hcldec.AttrSpec{Name: "post_mount_commands", Type: cty.List(cty.String), Required: false},
 		"pre_unmount_commands":         &hcldec.AttrSpec{Name: "pre_unmount_commands", Type: cty.List(cty.String), Required: false},

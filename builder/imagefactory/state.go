@@ -51,7 +51,7 @@ const (
 // generatedDataKeys are exposed to provisioners as build.<Key> (HCL2) or
 // {{ build `Key` }}, so that, for example, Ansible's chroot connection can
 // use the mount path.
-var generatedDataKeys = []string{"MountPath", "Device", "RootPartition", "DiskPath"}
+var generatedDataKeys = []string{"MountPath", "Device", "RootPartition", "DiskPath", "Architecture"}
 
 // halt records err as the build's error, shows it, and halts.
 func halt(state multistep.StateBag, err error) multistep.StepAction {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"runtime"
+	"strings"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
@@ -172,7 +173,11 @@ func OfELF(r io.ReaderAt) (a Arch, err error) {
 	case f.Machine == elf.EM_S390 && c64 && !le:
 		return S390X, nil
 	}
-	return "", fmt.Errorf("%w: ELF machine %v, %v, %v", ErrUnknown, f.Machine, f.Class, f.Data)
+	name := ""
+	if n := f.Machine.String(); !strings.Contains(n, "+") { // debug/elf spells unassigned numbers "EM_X+N"
+		name = " " + n
+	}
+	return "", fmt.Errorf("%w: e_machine %d%s, %v, %v (not one of %v, which this builder runs natively or under qemu-user)", ErrUnknown, uint16(f.Machine), name, f.Class, f.Data, Known)
 }
 
 // Shell is the file OfImage reads: every distribution has it, and it is
