@@ -95,8 +95,10 @@ run_packer() {
 
 # --- the disks -----------------------------------------------------------------
 
-# disk ARCH INCLUDE: a bootable GPT disk of a bootstrapped bookworm tree,
-# made by our builder, cached.
+# disk ARCH INCLUDE sets DISK to a bootable GPT disk of a bootstrapped
+# bookworm tree, made by our builder, cached. (Not run in a $(...)
+# subshell: a signal to this script must reach the build it waits for.)
+DISK=
 disk() {
 	local a=$1 include=$2 d=$CACHE/$1-bookworm-$DISK_VERSION.raw
 	if [[ ! -f $d ]]; then
@@ -124,11 +126,13 @@ disk() {
 		mv "$WORK/disk-$a/disk.raw" "$d"
 		rm -rf "$WORK/disk-$a"
 	fi
-	echo "$d"
+	DISK=$d
 }
 # The packages of TestAccArm64 and of TestAccBootstrapBoots: their trees.
-arm64_disk=$(disk arm64 '["systemd-sysv", "udev", "linux-image-arm64", "openssh-server", "grub-efi-arm64-bin"]')
-amd64_disk=$(disk amd64 '["systemd-sysv", "udev", "linux-image-amd64", "openssh-server"]')
+disk arm64 '["systemd-sysv", "udev", "linux-image-arm64", "openssh-server", "grub-efi-arm64-bin"]'
+arm64_disk=$DISK
+disk amd64 '["systemd-sysv", "udev", "linux-image-amd64", "openssh-server"]'
+amd64_disk=$DISK
 
 # --- the builds ------------------------------------------------------------------
 
@@ -181,6 +185,17 @@ build() {
 	rm -rf "$WORK/out-$1"
 	cp "$WORK/$1.log" "$LOGS/$1-$4.log"
 }
+# quiet_qemu waits (up to 30 min) until no other QEMU system emulator runs
+# on the machine: a TCG boot beside another one measures the other's load.
+quiet_qemu() {
+	local i
+	for ((i = 0; i < 360; i++)); do
+		pgrep -f '^[^ ]*qemu-system-' >/dev/null || return 0
+		((i == 0)) && log "waiting for another QEMU on this machine to end: $(pgrep -af '^[^ ]*qemu-system-' | cut -c1-80 | head -1)"
+		sleep 5
+	done
+	log "another QEMU still runs after 30 min: measuring beside it"
+}
 median() { sort -n | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else printf "%.1f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -192,6 +207,7 @@ for ((i = 0; i < N; i++)); do
 		arm64-qemu) d=$arm64_disk strategy=qemu ;;
 		amd64-chroot) d=$amd64_disk strategy=chroot ;;
 		esac
+		quiet_qemu
 		log "packer build: $way ($((i + 1))/$N)"
 		build "$way" "$d" "$strategy" $((i + 1))
 		log "  $way: $S s (apt $APT s, gzip -9 $GZ s; load $(cut -d' ' -f1-3 /proc/loadavg))"
