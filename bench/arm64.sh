@@ -191,10 +191,10 @@ awk -v cs="$(med "${s[arm64-chroot]}")" -v qs="$(med "${s[arm64-qemu]}")" -v ns=
 	-v cg="$(med "${gz[arm64-chroot]}")" -v qg="$(med "${gz[arm64-qemu]}")" -v ng="$(med "${gz[amd64-chroot]}")" \
 	-v n="$N" -v ls="$load_start" -v le="$load_end" -v pk="$PACKAGES" 'BEGIN {
 	printf "the same provisioning of a bookworm disk (apt-get install %s from the archive; gzip -9 of 21 MB), whole packer build, median of %d; load average %s at the start, %s at the end:\n", pk, n, ls, le
-	printf "  %-44s %8s %8s %8s\n", "", "build s", "apt s", "gzip s"
-	printf "  %-44s %8.1f %8.1f %8.1f\n", "arm64, qemu strategy (qemu-system-aarch64, TCG)", qs, qa, qg
-	printf "  %-44s %8.1f %8.1f %8.1f\n", "arm64, chroot (qemu-user, binfmt_misc)", cs, ca, cg
-	printf "  %-44s %8.1f %8.1f %8.1f\n", "amd64, chroot (native floor)", ns, na, ng
+	printf "  %-50s %8s %8s %8s\n", "", "build s", "apt s", "gzip s"
+	printf "  %-50s %8.1f %8.1f %8.1f\n", "arm64, qemu strategy (qemu-system-aarch64, TCG)", qs, qa, qg
+	printf "  %-50s %8.1f %8.1f %8.1f\n", "arm64, chroot (qemu-user, binfmt_misc)", cs, ca, cg
+	printf "  %-50s %8.1f %8.1f %8.1f\n", "amd64, chroot (native floor)", ns, na, ng
 	printf "  chroot under qemu-user vs full-system emulation: %.1fx faster (whole build; target >= 3x: %s); apt %.1fx, gzip %.1fx\n", qs / cs, (qs / cs >= 3) ? "PASS" : "MISS", qa / ca, qg / cg
 	printf "  qemu-user vs native: the arm64 chroot build takes %.1fx the amd64 one; apt %.1fx, gzip %.1fx\n", cs / ns, ca / na, cg / ng
 }'
