@@ -32,14 +32,28 @@ packages=(
 	rpm                # rpm, rpmbuild: the rpm-family test tree's package database (rpm --root --initdb, -i)
 	policycoreutils    # setfiles -r: SELinux relabel of images without their own setfiles (selinux_relabel), and the tests' label checks
 	attr               # setfattr: the SELinux fixture's hand-set label
+	qemu-user-static   # qemu-ARCH-static: the chroot of an image of another architecture (binfmt_misc, F flag)
+	mtools             # mcopy: config.txt and cmdline.txt into the Raspberry Pi-like fixture's FAT partition
 )
+
+# The foreign-architecture tests' trees are Debian's busybox-static of
+# armhf and arm64 (apt-get download busybox-static:armhf): apt lists a
+# foreign architecture's packages only once dpkg knows it.
+for arch in armhf arm64; do
+	if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+		dpkg --add-architecture "$arch"
+		foreign_added=1
+	fi
+done
 
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-if ((${#missing[@]})); then
+if ((${#missing[@]})) || [[ -n ${foreign_added:-} ]]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q
-	apt-get install -y -q --no-install-recommends "${missing[@]}"
+	if ((${#missing[@]})); then
+		apt-get install -y -q --no-install-recommends "${missing[@]}"
+	fi
 fi

@@ -172,6 +172,7 @@ func (b *Builder) qemuSteps() []multistep.Step {
 		beforeRoot,
 		&stepBootConfig{},
 		&stepMountFstab{},
+		&stepArchitecture{offline: true},
 		&stepQemuPrepare{},
 		&stepRelease{steps: []releaser{before, beforeRoot}},
 		&stepQemuSeed{},

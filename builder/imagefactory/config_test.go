@@ -60,6 +60,20 @@ func TestConfigPrepare(t *testing.T) {
 			},
 		},
 		{
+			name: "architecture pinned",
+			set:  map[string]interface{}{"architecture": "arm64"},
+			check: func(t *testing.T, c *Config) {
+				if c.Architecture != "arm64" {
+					t.Errorf("architecture = %q", c.Architecture)
+				}
+			},
+		},
+		{
+			name:    "architecture in another vocabulary",
+			set:     map[string]interface{}{"architecture": "aarch64"},
+			wantErr: []string{`architecture "aarch64" is not one of`, "arm64", "dpkg --print-architecture"},
+		},
+		{
 			name:  "no build name",
 			unset: []string{"packer_build_name"},
 			check: func(t *testing.T, c *Config) {

@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 )
 
@@ -24,7 +27,13 @@ const foreignBuild = `
       "echo GENERATED=${build.Architecture}",
       "echo in-root > /root/written-in-root",
       "ls /usr/bin/qemu-* /usr/libexec/qemu-binfmt 2>/dev/null || echo NO-QEMU-IN-IMAGE",
+      "if /usr/sbin/policy-rc.d nginx start; then echo POLICY-RC-D=0; else echo POLICY-RC-D=$?; fi",
+      "grep -q imagefactory-fixture /etc/resolv.conf || echo RESOLV-CONF-IS-THE-HOSTS",
     ]
+  }
+  provisioner "imagefactory-elements" {
+    elements      = ["arch-sh"]
+    elements_path = [var.elements]
   }
   provisioner "file" {
     content     = "from the file provisioner\n"
@@ -54,7 +63,8 @@ func TestAccForeignChroot(t *testing.T) {
 			t.Run("build", func(t *testing.T) {
 				a := newAcc(t)
 				before := fixture.Binfmt(t)
-				res := mustBuild(t, a, template(fmt.Sprintf(`  architecture = %q`, c.arch), foreignBuild), map[string]string{"base": disk.Path})
+				res := mustBuild(t, a, `variable "elements" { type = string }`+template(fmt.Sprintf(`  architecture = %q`, c.arch), foreignBuild),
+					map[string]string{"base": disk.Path, "elements": archElement(t)})
 				out := res.Output
 				t.Logf("build output:\n%s", out)
 				for _, want := range []string{
@@ -63,6 +73,8 @@ func TestAccForeignChroot(t *testing.T) {
 					"UNAME=" + c.uname,
 					"GENERATED=" + c.arch,
 					"NO-QEMU-IN-IMAGE",
+					"POLICY-RC-D=101", // policy-rc.d(8): 101, action forbidden
+					"RESOLV-CONF-IS-THE-HOSTS",
 					// The FAT partition: the builder's placeholder until it
 					// can be mounted here.
 					"/boot/firmware",
@@ -84,6 +96,19 @@ func TestAccForeignChroot(t *testing.T) {
 				if got := readOut(t, img, root, "/root/uploaded"); got != "from the file provisioner\n" {
 					t.Errorf("/root/uploaded = %q", got)
 				}
+				// DIB's ARCH, from the image (internal/arch), inside it.
+				if got := readOut(t, img, root, "/root/elements.out"); got != c.arch+" "+c.uname+"\n" {
+					t.Errorf("/root/elements.out = %q, want %q", got, c.arch+" "+c.uname+"\n")
+				}
+				// The image's own resolv.conf is back; no policy-rc.d left.
+				if got := readOut(t, img, root, "/etc/resolv.conf"); !strings.Contains(got, fixture.ResolvConfMarker) {
+					t.Errorf("/etc/resolv.conf = %q", got)
+				}
+				fixture.WithReadOnlyMount(t, img, root, func(dir string) {
+					if _, err := os.Lstat(filepath.Join(dir, "usr/sbin/policy-rc.d")); err == nil {
+						t.Error("policy-rc.d left in the image")
+					}
+				})
 				noInterpreter(t, img, root)
 				// The FAT partition comes out as it went in.
 				if got, want := partitionSum(t, img, disk.Partitions[0]), partitionSum(t, disk.Path, disk.Partitions[0]); got != want {
@@ -92,9 +117,27 @@ func TestAccForeignChroot(t *testing.T) {
 				a.assertNoLeaks(t)
 			})
 
-			if c.arch != "armhf" {
-				return // the failure paths do not depend on the architecture
+			if c.arch == "arm64" {
+				t.Run("host-registration", func(t *testing.T) {
+					a := newAcc(t)
+					before := fixture.Binfmt(t)
+					name, remove := hostRegistration(t, "aarch64")
+					withHost := fixture.Binfmt(t)
+					res := mustBuild(t, a, template(``, `provisioner "shell" { inline = ["echo UNAME=$(uname -m)"] }`), map[string]string{"base": disk.Path})
+					if !strings.Contains(res.Output, "binfmt_misc: the host's binfmt_misc registration "+name) || !strings.Contains(res.Output, "UNAME=aarch64") {
+						t.Errorf("the build did not use the host's registration %s:\n%s", name, res.Output)
+					}
+					if got := fixture.Binfmt(t)[name]; got != withHost[name] {
+						t.Errorf("the host's registration changed:\nbefore %q\nafter  %q", withHost[name], got)
+					}
+					fixture.CheckBinfmt(t, withHost)
+					a.assertNoLeaks(t)
+					remove()
+					fixture.CheckBinfmt(t, before)
+				})
+				return
 			}
+			// The failure paths do not depend on the architecture.
 			t.Run("failing-provisioner", func(t *testing.T) {
 				a := newAcc(t)
 				before := fixture.Binfmt(t)
@@ -128,6 +171,69 @@ func TestAccForeignChroot(t *testing.T) {
 			})
 		})
 	}
+}
+
+// hostRegistration registers qemu-QEMU-static as the host would (Debian's
+// /usr/lib/binfmt.d/qemu-QEMU.conf, flags F only) under a name of ours, so
+// that other tests' leak checks running at the same time tolerate it, and
+// through a share of this test's own, so that it goes even if the test is
+// killed. remove (also run at cleanup) removes it.
+func hostRegistration(t *testing.T, qemu string) (name string, remove func()) {
+	t.Helper()
+	conf, err := os.ReadFile("/usr/lib/binfmt.d/qemu-" + qemu + ".conf")
+	if err != nil {
+		t.Skip(err)
+	}
+	f := strings.Split(strings.TrimSpace(string(conf)), ":")
+	name = cleanup.BinfmtPrefix + "test-host-qemu-" + qemu
+	j, err := cleanup.Open(filepath.Join(t.TempDir(), "host-state"), "host registration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	remove = func() {
+		once.Do(func() {
+			if err := j.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(remove)
+	unlock, err := cleanup.LockBinfmt()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if _, err := j.TakeBinfmt(name); err != nil {
+		t.Fatal(err)
+	}
+	if !cleanup.BinfmtMounted() {
+		if err := cleanup.MarkBinfmtMount(); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Mount("binfmt_misc", cleanup.BinfmtMisc, "binfmt_misc", 0, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := fmt.Sprintf(":%s:M::%s:%s:/usr/bin/qemu-%s-static:F", name, f[4], f[5], qemu)
+	if err := os.WriteFile(filepath.Join(cleanup.BinfmtMisc, "register"), []byte(reg), 0); err != nil {
+		t.Fatal(err)
+	}
+	return name, remove
+}
+
+// archElement is an elements directory with arch-sh, a POSIX sh element
+// that writes DIB's ARCH and the machine it runs on.
+func archElement(t *testing.T) string {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "arch-sh/install.d/50-arch")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("#!/bin/sh\nset -eu\necho \"$ARCH $(uname -m)\" > /root/elements.out\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // noInterpreter fails if any qemu-user interpreter is in the image's root.
@@ -188,6 +294,9 @@ func TestAccForeignBadInput(t *testing.T) {
 			regexp.MustCompile(`base image \S+raspi-armhf.img is armhf .*architecture = "arm64"`)},
 		{"no-interpreter", ``, armhf, []string{"IMAGEFACTORY_TEST_QEMU_USER_DIR=/nonexistent"},
 			regexp.MustCompile(`is armhf, which this amd64 host cannot run in a chroot: no qemu-user interpreter for armhf: /nonexistent/qemu-arm-static is missing .*install Debian's package qemu-user-static`)},
+		// The qemu strategy checks the pin offline, before any boot.
+		{"qemu-mismatch", qemuSource + `  architecture = "arm64"`, fixture.NewDisk(t, fixture.DiskOptions{}), nil,
+			regexp.MustCompile(`base image \S+ is amd64 .*architecture = "arm64"`)},
 		{"unknown-machine", ``, unknown, nil,
 			regexp.MustCompile(`base image \S+ reading its architecture: /bin/sh -> /bin/busybox of the image: unknown architecture: e_machine 26214`)},
 	} {

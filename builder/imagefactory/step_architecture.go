@@ -20,13 +20,23 @@ const stateArch = "architecture"
 // binaries run in the chroot under qemu-user (binfmt.Enable) before
 // anything runs there. Its release, after the last process in the chroot
 // (the relabel's setfiles included), removes what Enable registered.
+//
+// offline (the qemu strategy, before the boot) only reads, checks and
+// exposes the architecture, for the steps that choose the machine; an
+// image whose /bin/sh cannot be read is then a warning unless
+// `architecture` is set, as such images booted before.
 type stepArchitecture struct {
-	rel func() error
+	offline bool
+	rel     func() error
 }
 
 func (s *stepArchitecture) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
 	cfg := configOf(state)
 	a, err := arch.OfImage(sessionOf(state).RootFS())
+	if err != nil && s.offline && cfg.Architecture == "" {
+		uiOf(state).Say(fmt.Sprintf("Warning: %s: reading its architecture: %v", cfg.inputName(), err))
+		return multistep.ActionContinue
+	}
 	if err != nil {
 		return haltf(state, "%s: reading its architecture: %v", cfg.inputName(), err)
 	}
@@ -37,6 +47,10 @@ func (s *stepArchitecture) Run(ctx context.Context, state multistep.StateBag) mu
 	state.Put(stateArch, a)
 	putGenerated(state, "Architecture", string(a))
 	ui := uiOf(state)
+	if s.offline {
+		ui.Say(fmt.Sprintf("Image architecture: %s", a))
+		return multistep.ActionContinue
+	}
 	if a.Native() {
 		ui.Say(fmt.Sprintf("Image architecture: %s (native on this %s host)", a, arch.Host()))
 		return multistep.ActionContinue

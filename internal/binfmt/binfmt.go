@@ -286,7 +286,11 @@ func Enable(j *cleanup.Journal, a arch.Arch) (release func() error, how string, 
 			return undo(fmt.Errorf("binfmt: %w", err))
 		}
 		if err := unix.Mount("binfmt_misc", cleanup.BinfmtMisc, "binfmt_misc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-			return undo(fmt.Errorf("binfmt: mounting binfmt_misc on %s: %w", cleanup.BinfmtMisc, err))
+			hint := ""
+			if errors.Is(err, unix.ENODEV) {
+				hint = " (the kernel has no binfmt_misc: modprobe binfmt_misc)"
+			}
+			return undo(fmt.Errorf("binfmt: mounting binfmt_misc on %s: %w%s", cleanup.BinfmtMisc, err, hint))
 		}
 		did = append(did, "mounted binfmt_misc")
 	}
