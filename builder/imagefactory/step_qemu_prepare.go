@@ -31,8 +31,9 @@ func (s *stepQemuPrepare) Run(ctx context.Context, state multistep.StateBag) mul
 		return haltf(state, "looking at the image before its boot: %v", err)
 	}
 	state.Put(stateGuest, g)
-	// The machine follows the image's binaries (unknown: the host's).
-	a, _ := arch.OfImage(sess.RootFS())
+	// The machine follows the image's binaries (stepArchitecture; not
+	// known: the host's).
+	a, _ := state.Get(stateArch).(arch.Arch)
 	target, err := cfg.qemuTarget(a)
 	if err != nil {
 		return haltf(state, "the qemu strategy: %v", err)
