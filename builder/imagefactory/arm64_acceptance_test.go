@@ -135,6 +135,9 @@ func TestAccArm64(t *testing.T) {
 `, page, port)), map[string]string{"base": qcow, "out": filepath.Join(a.Dir, "qemu")})
 	t.Logf("qemu strategy build on the arm64 disk (boot, provisioning, power-off) %s", time.Since(start).Round(time.Second))
 	assertQemuBuildSteps(t, res.Output)
+	if m := regexp.MustCompile(`Guest clock when SSH answered: [^\n]*`).FindString(res.Output); m != "" {
+		t.Log(m) // how long the guest took from its kernel's start to sshd
+	}
 	for _, want := range []string{"qemu-system-aarch64", "firmware uefi (" + qemu.DefaultAAVMFCode + ")", "CPU model: " + qemu.Arm64CPU, "Accelerator: tcg (guest arch aarch64 is not the host's"} {
 		if !strings.Contains(res.Output, want) {
 			t.Errorf("the qemu build did not say %q:\n%s", want, res.Output)
