@@ -435,6 +435,14 @@ if [[ ${BENCH_QEMU:-1} == 1 ]]; then
 	"$BENCH_DIR/qemu-vs-chroot.sh" | tee -a "$OUT/results.txt"
 fi
 
+# arm64: the chroot under qemu-user against the qemu strategy under
+# qemu-system-aarch64 (TCG) and the amd64 chroot, whole builds (minutes):
+# BENCH_ARM64=0 skips it.
+if [[ ${BENCH_ARM64:-1} == 1 ]]; then
+	echo
+	"$BENCH_DIR/arm64.sh" | tee -a "$OUT/results.txt"
+fi
+
 # Glance import through fetchdisk's server against python3 -m http.server.
 "$BENCH_DIR/fetchdisk.sh" "$FIXTURE" # Glance import through fetchdisk's server vs python3 -m http.server
 "$BENCH_DIR/elements.sh" # imagefactory-elements: overhead for 20 elements beside DIB and a bare chroot loop

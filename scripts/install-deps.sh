@@ -20,6 +20,9 @@ packages=(
 	openssh-client     # ssh-keyscan, ssh-keygen: the example's boot test compares host keys
 	qemu-system-x86   # strategy = "qemu": the builder boots images (TCG without KVM)
 	ovmf              # firmware = "uefi" for the qemu strategy
+	qemu-system-arm   # qemu-system-aarch64: the qemu strategy boots arm64 images (-M virt, TCG)
+	qemu-efi-aarch64  # AAVMF: the UEFI firmware of arm64 images
+	mtools            # mcopy: the tests read the EFI system partition without kernel vfat
 	glance-api        # OpenStack Glance: fetchdisk's acceptance tests and bench import into it
 	python3-diskimage-builder # DIB's own elements, run unmodified by the elements provisioner's tests and bench
 	git               # source-repository-* of type git (elements provisioner)

@@ -63,7 +63,8 @@ type Config struct {
 	// For `source_rootfs` and `bootstrap`: `gpt` (default: a BIOS boot
 	// partition, an EFI system partition and the root, in that order) or
 	// `mbr` (an EFI system partition and the root; GRUB's core image in the
-	// gap after the MBR). Both boot with BIOS and UEFI firmware.
+	// gap after the MBR). Both boot with BIOS and UEFI firmware. An arm64
+	// tree gets `gpt` only: an EFI system partition and the root.
 	PartitionTable string `mapstructure:"partition_table"`
 	// For `source_rootfs` and `bootstrap`: the root filesystem, `ext4`
 	// (default, labelled `cloudimg-rootfs`) or `xfs` (labelled
@@ -94,7 +95,9 @@ type Config struct {
 	KernelModules string `mapstructure:"kernel_modules"`
 	// For `source_rootfs` and `bootstrap`: kernel arguments after
 	// `root=UUID=... ro`. Default `console=tty0 console=ttyS0,115200`
-	// (the login prompt on the first serial port too).
+	// (the login prompt on the first serial port too); for an arm64 tree
+	// `console=tty0 console=ttyAMA0,115200` (the PL011 of QEMU's `virt`
+	// machine; AWS Graviton wants `ttyS0`).
 	KernelCmdline string `mapstructure:"kernel_cmdline"`
 	// For `source_rootfs` and `bootstrap`: how `/etc/fstab` (written by the
 	// builder, replacing the tree's) names the root: `label` (default) or
@@ -253,6 +256,9 @@ type Config struct {
 	// rootFSGiven: root_fs was set, not defaulted (a filesystem image's
 	// own kind is the default).
 	rootFSGiven bool
+	// cmdlineGiven: kernel_cmdline was set, not defaulted (the default
+	// follows the tree's architecture).
+	cmdlineGiven bool
 }
 
 // BootstrapConfig is the `bootstrap` block: a root tree made by a bootstrap
@@ -266,8 +272,18 @@ type BootstrapConfig struct {
 	// debootstrap's `--variant`, e.g. `minbase`. Default: debootstrap's.
 	Variant string `mapstructure:"variant"`
 	// Extra packages (debootstrap's `--include`). A bootable disk needs a
-	// kernel: `linux-image-amd64`.
+	// kernel: `linux-image-amd64` (`linux-image-arm64` and
+	// `grub-efi-arm64-bin`, whose modules make the disk's GRUB, for
+	// arm64).
 	Include []string `mapstructure:"include"`
+	// The tree's architecture, Debian's name (`amd64`, `arm64`, `armhf`,
+	// ...). Default: the host's. Another one is made in debootstrap's two
+	// stages: `--foreign` on the host, then `--second-stage` in the chroot
+	// under qemu-user (`qemu-user-static`), registered with binfmt_misc for
+	// that stage only. A bootable disk is made for amd64 and arm64 (GPT
+	// only: an EFI system partition with GRUB `arm64-efi`, no BIOS boot
+	// partition).
+	Arch string `mapstructure:"arch"`
 	// Where made trees are kept, keyed by tool, suite, variant, include
 	// and architecture. Default `$IMAGEFACTORY_CACHE`, else
 	// `/var/cache/imagefactory`.

@@ -14,6 +14,7 @@ type FlatBootstrapConfig struct {
 	Suite    *string  `mapstructure:"suite" required:"true" cty:"suite" hcl:"suite"`
 	Variant  *string  `mapstructure:"variant" cty:"variant" hcl:"variant"`
 	Include  []string `mapstructure:"include" cty:"include" hcl:"include"`
+	Arch     *string  `mapstructure:"arch" cty:"arch" hcl:"arch"`
 	CacheDir *string  `mapstructure:"cache_dir" cty:"cache_dir" hcl:"cache_dir"`
 }
 
@@ -33,6 +34,7 @@ func (*FlatBootstrapConfig) HCL2Spec() map[string]hcldec.Spec {
 		"suite":     &hcldec.AttrSpec{Name: "suite", Type: cty.String, Required: false},
 		"variant":   &hcldec.AttrSpec{Name: "variant", Type: cty.String, Required: false},
 		"include":   &hcldec.AttrSpec{Name: "include", Type: cty.List(cty.String), Required: false},
+		"arch":      &hcldec.AttrSpec{Name: "arch", Type: cty.String, Required: false},
 		"cache_dir": &hcldec.AttrSpec{Name: "cache_dir", Type: cty.String, Required: false},
 	}
 	return s

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/hostcap"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/qemu"
 )
@@ -16,8 +17,10 @@ import (
 // booted under QEMU and provisioned over SSH. They are ignored by the
 // chroot strategy.
 type QemuConfig struct {
-	// The QEMU binary. Defaults to `qemu-system-x86_64` (the host's
-	// architecture).
+	// The QEMU binary. Defaults to the one of the image's architecture,
+	// read from its binaries: `qemu-system-x86_64` for amd64,
+	// `qemu-system-aarch64` for arm64 (machine `virt`, firmware AAVMF,
+	// `-cpu max` under TCG; never KVM on a host of another architecture).
 	QemuBinary string `mapstructure:"qemu_binary"`
 	// `auto` (default), `kvm` or `tcg`. `auto` uses KVM only where it has
 	// been shown to run a guest: once per build, a tiny test guest must
@@ -29,7 +32,9 @@ type QemuConfig struct {
 	// The `-cpu` model, as in packer-plugin-qemu: a name that
 	// `qemu-system-x86_64 -cpu help` lists, with features if wanted
 	// (`Haswell,+pdpe1gb`). By default the builder chooses: `host` under
-	// KVM; under TCG, the least model that has the x86-64 level the image's
+	// KVM; for arm64 under TCG, `max,pauth-impdef=on` (every feature, with
+	// pointer authentication by QEMU's fast algorithm instead of QARMA5:
+	// QEMU's docs/system/arm/cpu-features.rst); for x86-64 under TCG, the least model that has the x86-64 level the image's
 	// glibc is built for (read from the GNU property note of its
 	// `libc.so.6`), since TCG runs glibc's newer string functions slower:
 	// `qemu64` for the baseline (Debian, Ubuntu, Fedora), `Nehalem` for
@@ -42,15 +47,24 @@ type QemuConfig struct {
 	// Memory in MiB. Defaults to 1024.
 	Memory int `mapstructure:"memory"`
 	// Extra QEMU arguments, each a list appended as given, as in
-	// packer-plugin-qemu: `[["-device", "virtio-balloon"]]`.
+	// packer-plugin-qemu: `[["-device", "virtio-balloon"]]`. A `-netdev`
+	// whose id is `net0` replaces the builder's own user-mode network, as
+	// packer-plugin-qemu's does; the builder adds its SSH forward to it, so
+	// it only says what else to forward:
+	// `[["-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80"]]`.
 	QemuArgs [][]string `mapstructure:"qemuargs"`
 	// `bios` (SeaBIOS, default) or `uefi` (OVMF: `ovmf_code`, with a
-	// per-build copy of `ovmf_vars`).
+	// per-build copy of `ovmf_vars`). An arm64 image boots with `uefi`
+	// only (the default for it).
 	Firmware string `mapstructure:"firmware"`
-	// The OVMF firmware code. Defaults to `/usr/share/OVMF/OVMF_CODE.fd`.
+	// The UEFI firmware code (packer-plugin-qemu's `efi_firmware_code`).
+	// Defaults to `/usr/share/OVMF/OVMF_CODE.fd`, or for an arm64 image
+	// `/usr/share/AAVMF/AAVMF_CODE.fd` (Debian's `qemu-efi-aarch64`).
 	OVMFCode string `mapstructure:"ovmf_code"`
-	// The OVMF variables template, copied for each build. Defaults to
-	// `/usr/share/OVMF/OVMF_VARS.fd`.
+	// The UEFI variables template, copied for each build
+	// (packer-plugin-qemu's `efi_firmware_vars`). Defaults to
+	// `/usr/share/OVMF/OVMF_VARS.fd`, or for an arm64 image
+	// `/usr/share/AAVMF/AAVMF_VARS.fd`.
 	OVMFVars string `mapstructure:"ovmf_vars"`
 	// For `strategy = "qemu"`: boot this kernel directly instead of the
 	// disk's boot loader: a host path, or `image` for the image's own
@@ -103,6 +117,9 @@ type QemuConfig struct {
 
 	// The accelerator Prepare chose (kvm or tcg) and why, in one line.
 	accel, accelReason string
+	// Which of the machine's options were set, not defaulted: the
+	// defaults follow the image's architecture (qemuTarget).
+	binaryGiven, firmwareGiven, codeGiven, varsGiven bool
 }
 
 // Strategies the builder knows.
@@ -152,6 +169,8 @@ func (c *Config) prepareQemu(add func(string, ...interface{})) []string {
 	if q.CPUs < 0 || q.Memory < 0 {
 		add("cpus and memory must be positive")
 	}
+	q.binaryGiven, q.firmwareGiven = q.QemuBinary != "", q.Firmware != ""
+	q.codeGiven, q.varsGiven = q.OVMFCode != "", q.OVMFVars != ""
 	if q.QemuBinary == "" {
 		q.QemuBinary = qemu.DefaultBinary("")
 	}
@@ -159,6 +178,9 @@ func (c *Config) prepareQemu(add func(string, ...interface{})) []string {
 		if len(a) == 0 {
 			add("qemuargs[%d] is empty", i)
 		}
+	}
+	if _, err := qemu.UserNetdev(q.QemuArgs); err != nil {
+		add("qemuargs: %v", err)
 	}
 	switch q.Firmware {
 	case "":
@@ -238,4 +260,47 @@ func (c *Config) prepareQemu(add func(string, ...interface{})) []string {
 		}
 	}
 	return warns
+}
+
+// qemuTarget chooses the machine for an image whose binaries are of a
+// ("" when not known: the host's): each option the user set is kept,
+// the others follow the image (QEMU binary, firmware and its files, the
+// accelerator: KVM never runs another architecture). Errors name the
+// option or the package to install.
+func (c *Config) qemuTarget(a arch.Arch) (qemuTarget, error) {
+	q := &c.QemuConfig
+	t := qemuTarget{Arch: hostcap.HostArch(), Binary: q.QemuBinary, Firmware: q.Firmware, Code: q.OVMFCode, Vars: q.OVMFVars,
+		Accel: q.accel, AccelReason: q.accelReason}
+	switch a {
+	case "", arch.Host(), arch.I386:
+		return t, nil
+	case arch.ARM64:
+	default:
+		return t, fmt.Errorf("the image's binaries are %s: the qemu strategy boots amd64 and arm64 images; use the chroot strategy (qemu-user) for it", a)
+	}
+	t.Arch = a.QEMU()
+	if !q.binaryGiven {
+		t.Binary = qemu.DefaultBinary(t.Arch)
+	}
+	if q.firmwareGiven && q.Firmware != qemu.FirmwareUEFI {
+		return t, fmt.Errorf("firmware %q: an arm64 image boots through UEFI only; set firmware = %q or leave it unset", q.Firmware, qemu.FirmwareUEFI)
+	}
+	t.Firmware = qemu.FirmwareUEFI
+	if !q.codeGiven {
+		t.Code = qemu.DefaultAAVMFCode
+	}
+	if !q.varsGiven {
+		t.Vars = qemu.DefaultAAVMFVars
+	}
+	for _, f := range []string{t.Code, t.Vars} {
+		if _, err := os.Stat(f); err != nil {
+			return t, fmt.Errorf("the arm64 image's UEFI firmware: %v (install qemu-efi-aarch64, or set ovmf_code and ovmf_vars)", err)
+		}
+	}
+	accel, reason, err := hostcap.Accelerator(q.Accelerator, t.Arch)
+	if err != nil {
+		return t, err
+	}
+	t.Accel, t.AccelReason = accel, reason
+	return t, nil
 }

@@ -3,6 +3,8 @@ package imagefactory
 import (
 	"path/filepath"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootdisk"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootloader"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootstrap"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
@@ -81,8 +83,12 @@ func (c *Config) prepareRootfs(add func(string, ...interface{})) {
 			}
 		}
 	}
+	c.cmdlineGiven = c.KernelCmdline != ""
 	if c.KernelCmdline == "" {
 		c.KernelCmdline = bootloader.DefaultCmdline
+		if c.Bootstrap != nil && c.Bootstrap.Arch == string(arch.ARM64) {
+			c.KernelCmdline = bootloader.DefaultCmdlineArm64
+		}
 	}
 	switch c.FstabBy {
 	case "":
@@ -100,6 +106,13 @@ func (c *Config) prepareRootfs(add func(string, ...interface{})) {
 		}
 		if b.CacheDir == "" {
 			b.CacheDir = bootstrap.DefaultCacheDir()
+		}
+		if b.Arch != "" {
+			if a := arch.Arch(b.Arch); !a.Valid() {
+				add("bootstrap.arch %q is not an architecture Debian names; use one of %s", b.Arch, arch.Known)
+			} else if err := bootdisk.Check(c.PartitionTable, b.Arch); err != nil {
+				add("bootstrap.arch %q: %v", b.Arch, err)
+			}
 		}
 	}
 	if c.SourceRootfs != "" {

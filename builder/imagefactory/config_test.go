@@ -1,12 +1,15 @@
 package imagefactory
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/hostcap"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/qemu"
 )
 
 // kvmHangs fakes hostcap's probe on a host like the CI's: /dev/kvm opens
@@ -142,6 +145,18 @@ func TestConfigPrepare(t *testing.T) {
 					t.Errorf("bootstrap: %+v %+v", c, c.Bootstrap)
 				}
 			}},
+		{name: "bootstrap arm64", unset: []string{"base_image"}, set: map[string]interface{}{"bootstrap": map[string]interface{}{"tool": "debootstrap", "suite": "bookworm", "arch": "arm64"}},
+			check: func(t *testing.T, c *Config) {
+				if c.PartitionTable != "gpt" || c.KernelCmdline != "console=tty0 console=ttyAMA0,115200" || c.Bootstrap.Arch != "arm64" {
+					t.Errorf("bootstrap arm64: %+v %+v", c, c.Bootstrap)
+				}
+			}},
+		{name: "bootstrap arm64 mbr, bad arch", unset: []string{"base_image"}, set: map[string]interface{}{"bootstrap": map[string]interface{}{"tool": "debootstrap", "suite": "bookworm", "arch": "arm64"}, "partition_table": "mbr"},
+			wantErr: []string{`bootstrap.arch "arm64": no bootable disk with partition_table "mbr" for arm64: an arm64 disk boots through UEFI only`}},
+		{name: "bootstrap unknown arch", unset: []string{"base_image"}, set: map[string]interface{}{"bootstrap": map[string]interface{}{"tool": "debootstrap", "suite": "bookworm", "arch": "aarch64"}},
+			wantErr: []string{`bootstrap.arch "aarch64" is not an architecture Debian names; use one of [amd64 arm64`}},
+		{name: "qemu, a user's net0", set: map[string]interface{}{"strategy": "qemu", "qemuargs": [][]string{{"-netdev", "socket,id=net0"}}},
+			wantErr: []string{"qemuargs: -netdev socket,id=net0: net0 must be user-mode networking"}},
 		{name: "bootstrap without suite, other tool", unset: []string{"base_image"}, set: map[string]interface{}{"bootstrap": map[string]interface{}{"tool": "mmdebstrap"}},
 			wantErr: []string{`bootstrap.tool "mmdebstrap" is not supported; use "debootstrap"`, "bootstrap.suite is required"}},
 		{name: "tree options", unset: []string{"base_image"}, set: map[string]interface{}{"source_rootfs": "/t", "partition_table": "apm", "root_fs": "btrfs", "fstab_by": "partuuid", "free_space": "lots", "initrd": "/i", "kernel_modules": "/m"},
@@ -323,6 +338,58 @@ func TestConfigAccelerator(t *testing.T) {
 			}
 			if w := strings.Join(warns, "\n"); (tc.warning == "") != (w == "") || !strings.Contains(w, tc.warning) {
 				t.Errorf("warnings %q, want %q", warns, tc.warning)
+			}
+		})
+	}
+}
+
+// The machine the qemu strategy boots follows the image's architecture:
+// for arm64 qemu-system-aarch64, UEFI with AAVMF, and TCG even where KVM
+// runs a guest of the host's architecture; what the user set stays, and
+// what cannot boot the image is one error naming the option.
+func TestConfigQemuTarget(t *testing.T) {
+	works := hostcap.Verdict{Usable: true, Reason: "a test guest ran"}
+	defer hostcap.SetProber(func(time.Duration) hostcap.Verdict { return works })()
+	if _, err := os.Stat(qemu.DefaultAAVMFCode); err != nil {
+		t.Skip("qemu-efi-aarch64 is not installed")
+	}
+	for _, tc := range []struct {
+		name  string
+		set   map[string]interface{}
+		image arch.Arch
+		want  qemuTarget
+		err   string
+	}{
+		{"amd64", nil, arch.AMD64, qemuTarget{Arch: "x86_64", Binary: "qemu-system-x86_64", Firmware: "bios", Accel: "kvm"}, ""},
+		{"not known", nil, "", qemuTarget{Arch: "x86_64", Binary: "qemu-system-x86_64", Firmware: "bios", Accel: "kvm"}, ""},
+		{"arm64", nil, arch.ARM64, qemuTarget{Arch: "aarch64", Binary: "qemu-system-aarch64", Firmware: "uefi",
+			Code: qemu.DefaultAAVMFCode, Vars: qemu.DefaultAAVMFVars, Accel: "tcg"}, ""},
+		{"arm64, binary given", map[string]interface{}{"qemu_binary": "/opt/qemu/bin/qemu-system-aarch64", "firmware": "uefi"}, arch.ARM64,
+			qemuTarget{Arch: "aarch64", Binary: "/opt/qemu/bin/qemu-system-aarch64", Firmware: "uefi", Code: qemu.DefaultAAVMFCode, Vars: qemu.DefaultAAVMFVars, Accel: "tcg"}, ""},
+		{"arm64 with bios", map[string]interface{}{"firmware": "bios"}, arch.ARM64, qemuTarget{}, `firmware "bios": an arm64 image boots through UEFI only`},
+		{"arm64 with kvm", map[string]interface{}{"accelerator": "kvm"}, arch.ARM64, qemuTarget{}, `accelerator = "kvm": guest arch aarch64 is not the host's x86_64, KVM cannot run it`},
+		{"arm64 firmware missing", map[string]interface{}{"ovmf_code": "/nonexistent/AAVMF_CODE.fd"}, arch.ARM64, qemuTarget{}, "install qemu-efi-aarch64, or set ovmf_code and ovmf_vars"},
+		{"armhf", nil, arch.ARMHF, qemuTarget{}, "the image's binaries are armhf: the qemu strategy boots amd64 and arm64 images; use the chroot strategy"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raws := map[string]interface{}{"packer_build_name": "web", "base_image": "x.img", "strategy": "qemu"}
+			for k, v := range tc.set {
+				raws[k] = v
+			}
+			var c Config
+			if _, err := c.Prepare(raws); err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.qemuTarget(tc.image)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("qemuTarget = %+v, %v; want an error containing %q", got, err, tc.err)
+				}
+				return
+			}
+			got.AccelReason = ""
+			if err != nil || got != tc.want {
+				t.Errorf("qemuTarget = %+v, %v; want %+v", got, err, tc.want)
 			}
 		})
 	}

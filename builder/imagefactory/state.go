@@ -38,6 +38,8 @@ const (
 	stateRootTree   = "root_tree"   // string, the root tree a disk is made from
 	stateTreeKernel = "tree_kernel" // string, the kernel inside the tree, "" when kernel is given
 	stateTreeInitrd = "tree_initrd" // string, its initrd inside the tree, or ""
+	stateTreeArch   = "tree_arch"   // arch.Arch of the tree's binaries, when they say
+	stateQemuTarget = "qemu_target" // qemuTarget: the machine for the image's architecture
 	stateRootUUID   = "root_uuid"   // string, the UUID of the root filesystem made from a tree
 	stateRootLabel  = "root_label"  // string, its label
 	// source_rootfs as a filesystem image

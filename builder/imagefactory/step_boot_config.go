@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootdisk"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootloader"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fstab"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/rootfs"
@@ -77,7 +78,12 @@ func (s *stepBootConfig) Run(ctx context.Context, state multistep.StateBag) mult
 		}
 	}
 
-	entry := bootloader.Entry{Title: osName(state), Kernel: kernel, Initrd: initrd, Cmdline: cfg.KernelCmdline}
+	cmdline := cfg.KernelCmdline
+	arm64 := treeArch(state) == bootdisk.Arm64
+	if arm64 && !cfg.cmdlineGiven {
+		cmdline = bootloader.DefaultCmdlineArm64 // a source_rootfs found to be arm64
+	}
+	entry := bootloader.Entry{Title: osName(state), Kernel: kernel, Initrd: initrd, Cmdline: cmdline, EFIConsole: arm64}
 	if err := root.MkdirAll(filepath.Dir(bootloader.ConfigPath), 0o755); err != nil {
 		return haltf(state, "creating %s: %v", filepath.Dir(bootloader.ConfigPath), err)
 	}
@@ -85,7 +91,7 @@ func (s *stepBootConfig) Run(ctx context.Context, state multistep.StateBag) mult
 	if err := root.WriteFile(bootloader.ConfigPath, []byte(grubCfg), 0o644); err != nil {
 		return haltf(state, "writing %s: %v", bootloader.ConfigPath, err)
 	}
-	uiOf(state).Say(fmt.Sprintf("Wrote %s%s: %s %s", wrote, bootloader.ConfigPath, kernel, cfg.KernelCmdline))
+	uiOf(state).Say(fmt.Sprintf("Wrote %s%s: %s %s", wrote, bootloader.ConfigPath, kernel, cmdline))
 	return multistep.ActionContinue
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootstrap"
 )
 
@@ -23,7 +24,7 @@ func (s *stepBootstrap) Run(ctx context.Context, state multistep.StateBag) multi
 	}
 	ui := uiOf(state)
 	o := bootstrap.Options{
-		Tool: b.Tool, Suite: b.Suite, Variant: b.Variant, Include: b.Include,
+		Tool: b.Tool, Suite: b.Suite, Variant: b.Variant, Include: b.Include, Arch: arch.Arch(b.Arch),
 		CacheDir: b.CacheDir, Journal: journalOf(state),
 		Log: func(line string) {
 			// debootstrap's I: lines are its progress; the rest is noise.
@@ -32,8 +33,8 @@ func (s *stepBootstrap) Run(ctx context.Context, state multistep.StateBag) multi
 			}
 		},
 	}
-	ui.Say(fmt.Sprintf("Root tree: %s %s (variant %s, include %s), cached as %s",
-		b.Tool, b.Suite, orDefault(b.Variant), orNone(b.Include), o.Path()))
+	ui.Say(fmt.Sprintf("Root tree: %s %s (variant %s, include %s%s), cached as %s",
+		b.Tool, b.Suite, orDefault(b.Variant), orNone(b.Include), map[bool]string{true: ", arch " + b.Arch}[o.Foreign()], o.Path()))
 	start := time.Now()
 	tree, cached, err := bootstrap.Tree(ctx, o)
 	if err != nil {

@@ -35,6 +35,7 @@ func (s *stepMakeDisk) Run(ctx context.Context, state multistep.StateBag) multis
 	o := bootdisk.Options{
 		Tree:     state.Get(stateRootTree).(string),
 		Table:    cfg.PartitionTable,
+		Arch:     treeArch(state),
 		FSType:   cfg.RootFS,
 		Journal:  journalOf(state),
 		FillPath: state.Get(stateMountPath).(string) + "-fill",
@@ -65,7 +66,7 @@ func (s *stepMakeDisk) Run(ctx context.Context, state multistep.StateBag) multis
 		return halt(state, err)
 	}
 	s.handle, s.taken = h, true
-	ui.Say(fmt.Sprintf("Making a %s disk (%s) with a %s root from %s...", cfg.PartitionTable, bootdisk.Describe(cfg.PartitionTable), cfg.RootFS, o.Tree))
+	ui.Say(fmt.Sprintf("Making a %s disk (%s) with a %s root from %s...", cfg.PartitionTable, bootdisk.Describe(cfg.PartitionTable, treeArch(state)), cfg.RootFS, o.Tree))
 	res, err := bootdisk.Make(ctx, o)
 	if m, ok := state.GetOk(stateSourceMount); ok {
 		// The filesystem image is copied: let it go now, not after the build.
@@ -79,9 +80,13 @@ func (s *stepMakeDisk) Run(ctx context.Context, state multistep.StateBag) multis
 	if err != nil {
 		return halt(state, err)
 	}
-	ui.Say(fmt.Sprintf("Working disk %s made in %s: %s, root %s of %s labelled %s (%s of files), GRUB for BIOS and UEFI (%s)",
+	grub := "GRUB for BIOS and UEFI (" + bootloader.RemovablePath + ")"
+	if o.Arch == bootdisk.Arm64 {
+		grub = "GRUB arm64-efi from the tree's modules (" + bootloader.EFIArm64.Loader + ")"
+	}
+	ui.Say(fmt.Sprintf("Working disk %s made in %s: %s, root %s of %s labelled %s (%s of files), %s",
 		o.Disk, time.Since(start).Round(time.Millisecond), diskimage.FormatSize(res.Size), cfg.RootFS,
-		diskimage.FormatSize(res.Root.Size), res.Label, diskimage.FormatSize(res.Usage.Bytes), bootloader.RemovablePath))
+		diskimage.FormatSize(res.Root.Size), res.Label, diskimage.FormatSize(res.Usage.Bytes), grub))
 
 	state.Put(stateRootUUID, res.RootUUID)
 	state.Put(stateRootLabel, res.Label)

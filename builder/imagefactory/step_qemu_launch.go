@@ -31,7 +31,8 @@ func (s *stepQemuLaunch) Run(ctx context.Context, state multistep.StateBag) mult
 	dir := state.Get(stateQemuDir).(string)
 	kernel := state.Get(stateKernel).([3]string)
 
-	ui.Say(fmt.Sprintf("Accelerator: %s (%s)", cfg.accel, cfg.accelReason))
+	t := state.Get(stateQemuTarget).(qemuTarget)
+	ui.Say(fmt.Sprintf("Accelerator: %s (%s)", t.Accel, t.AccelReason))
 	cpu := state.Get(stateCPUModel).([2]string)
 	ui.Say(fmt.Sprintf("CPU model: %s (%s)", cpu[0], cpu[1]))
 	port, err := qemu.FreePort()
@@ -39,12 +40,13 @@ func (s *stepQemuLaunch) Run(ctx context.Context, state multistep.StateBag) mult
 		return haltf(state, "finding a free port on 127.0.0.1: %v", err)
 	}
 	o := qemu.Options{
-		Binary:      cfg.QemuBinary,
-		Accelerator: cfg.accel,
+		Binary:      t.Binary,
+		Arch:        t.Arch,
+		Accelerator: t.Accel,
 		CPUModel:    cpu[0],
 		CPUs:        cfg.CPUs,
 		MemoryMiB:   cfg.Memory,
-		Firmware:    cfg.Firmware,
+		Firmware:    t.Firmware,
 		Disk:        state.Get(stateDiskPath).(string),
 		Seed:        state.Get(stateSeed).(string),
 		Kernel:      kernel[0],
@@ -56,11 +58,12 @@ func (s *stepQemuLaunch) Run(ctx context.Context, state multistep.StateBag) mult
 		ConsoleLog:  filepath.Join(cfg.OutputDirectory, "console.log"),
 		Extra:       cfg.QemuArgs,
 	}
-	if cfg.Firmware == qemu.FirmwareUEFI {
-		o.OVMFCode = cfg.OVMFCode
-		o.OVMFVars = filepath.Join(dir, "OVMF_VARS.fd")
-		if _, err := diskimage.Copy(ctx, cfg.OVMFVars, o.OVMFVars, nil); err != nil {
-			return haltf(state, "copying the UEFI variables %s: %v", cfg.OVMFVars, err)
+	if t.Firmware == qemu.FirmwareUEFI {
+		// The build's own copy: the firmware writes its boot entries there.
+		o.OVMFCode = t.Code
+		o.OVMFVars = filepath.Join(dir, filepath.Base(t.Vars))
+		if _, err := diskimage.Copy(ctx, t.Vars, o.OVMFVars, nil); err != nil {
+			return haltf(state, "copying the UEFI variables %s: %v", t.Vars, err)
 		}
 	}
 	m, err := qemu.Start(ctx, o, journalOf(state))
@@ -70,8 +73,8 @@ func (s *stepQemuLaunch) Run(ctx context.Context, state multistep.StateBag) mult
 	s.machine = m
 	state.Put(stateMachine, m)
 	state.Put(stateSSHPort, port)
-	ui.Say(fmt.Sprintf("Booting the image under QEMU (%s, %d CPU, %d MiB, %s%s); SSH on 127.0.0.1:%d, console in %s",
-		cfg.accel, cfg.CPUs, cfg.Memory, cfg.Firmware, map[bool]string{true: ", direct kernel boot"}[kernel[0] != ""], port, o.ConsoleLog))
+	ui.Say(fmt.Sprintf("Booting the image under QEMU (%s, %s, %d CPU, %d MiB, %s%s); SSH on 127.0.0.1:%d, console in %s",
+		filepath.Base(m.Args[0]), t.Accel, cfg.CPUs, cfg.Memory, t.Firmware, map[bool]string{true: ", direct kernel boot"}[kernel[0] != ""], port, o.ConsoleLog))
 	return multistep.ActionContinue
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/hostcap"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/isalevel"
@@ -30,7 +31,18 @@ func (s *stepQemuPrepare) Run(ctx context.Context, state multistep.StateBag) mul
 		return haltf(state, "looking at the image before its boot: %v", err)
 	}
 	state.Put(stateGuest, g)
-	model, why, err := cpuModel(cfg, sess.RootFS())
+	// The machine follows the image's binaries (stepArchitecture; not
+	// known: the host's).
+	a, _ := state.Get(stateArch).(arch.Arch)
+	target, err := cfg.qemuTarget(a)
+	if err != nil {
+		return haltf(state, "the qemu strategy: %v", err)
+	}
+	state.Put(stateQemuTarget, target)
+	if target.Arch != hostcap.HostArch() {
+		ui.Say(fmt.Sprintf("The image is %s: %s, firmware %s (%s)", a, target.Binary, target.Firmware, target.Code))
+	}
+	model, why, err := cpuModel(cfg, target, sess.RootFS())
 	if err != nil {
 		return haltf(state, "cpu_model: %v", err)
 	}
@@ -96,9 +108,9 @@ func (s *stepQemuPrepare) Run(ctx context.Context, state multistep.StateBag) mul
 func (s *stepQemuPrepare) Cleanup(multistep.StateBag) {}
 
 // cpuModel is QEMU's -cpu for this image and why: cpu_model if set, else
-// hostcap's choice for the accelerator and the level the image's glibc
-// needs.
-func cpuModel(cfg *Config, root *inroot.Root) (string, string, error) {
+// for aarch64 the host's CPU under KVM or max under TCG, else hostcap's
+// choice for the accelerator and the x86-64 level the image's glibc needs.
+func cpuModel(cfg *Config, t qemuTarget, root *inroot.Root) (string, string, error) {
 	for _, a := range cfg.QemuArgs {
 		if len(a) > 1 && a[0] == "-cpu" {
 			return a[1], "qemuargs' -cpu", nil
@@ -107,13 +119,28 @@ func cpuModel(cfg *Config, root *inroot.Root) (string, string, error) {
 	if cfg.CPUModel != "" {
 		return cfg.CPUModel, "cpu_model", nil
 	}
+	if t.Arch == "aarch64" {
+		if t.Accel == hostcap.AccelKVM {
+			return "host", "the host's CPU, passed through by KVM", nil
+		}
+		return qemu.Arm64CPU, "every feature TCG emulates, pointer authentication by QEMU's fast algorithm", nil
+	}
 	level, lib, err := isalevel.OfImage(root)
 	if err != nil {
 		return "", "", fmt.Errorf("reading the image's x86-64 level: %v", err)
 	}
-	model, why, err := hostcap.CPUModel(cfg.accel, level)
+	model, why, err := hostcap.CPUModel(t.Accel, level)
 	if lib != "" && level != isalevel.Unknown {
 		why += " (" + lib + ")"
 	}
 	return model, why, err
+}
+
+// qemuTarget is the machine QEMU emulates for one image.
+type qemuTarget struct {
+	Arch               string // QEMU's name: x86_64, aarch64
+	Binary             string
+	Firmware           string // bios or uefi
+	Code, Vars         string // UEFI firmware and its variables template
+	Accel, AccelReason string
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	"golang.org/x/sys/unix"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootdisk"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootloader"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fsimage"
@@ -58,6 +60,18 @@ func (s *stepRootTree) Run(ctx context.Context, state multistep.StateBag) multis
 	defer root.Close()
 	if ok, _ := root.Exists("/etc"); !ok {
 		return haltf(state, "root tree %s has no /etc: it is not a root filesystem", describeSource(cfg))
+	}
+	// The disk's layout and boot loader follow the tree's binaries. A tree
+	// whose binaries say nothing is taken as the host's (the shell check
+	// after the mount names what is missing).
+	if a, err := arch.OfImage(root); err == nil {
+		state.Put(stateTreeArch, a)
+		if err := bootdisk.Check(cfg.PartitionTable, string(a)); err != nil {
+			return haltf(state, "root tree %s: %v", describeSource(cfg), err)
+		}
+		if a != arch.Host() {
+			ui.Say(fmt.Sprintf("The tree's binaries are %s", a))
+		}
 	}
 	if cfg.Kernel != "" {
 		for _, f := range []string{cfg.Kernel, cfg.Initrd} {
@@ -288,4 +302,11 @@ func orNoneStr(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// treeArch is the architecture of the tree a disk is made from (Debian's
+// name), "" when not known.
+func treeArch(state multistep.StateBag) string {
+	a, _ := state.Get(stateTreeArch).(arch.Arch)
+	return string(a)
 }

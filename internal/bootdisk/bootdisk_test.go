@@ -111,3 +111,121 @@ func TestMakeTooSmall(t *testing.T) {
 		t.Errorf("a disk was written before the size check")
 	}
 }
+
+func TestCheck(t *testing.T) {
+	for _, tc := range []struct {
+		table, arch string
+		ok          bool
+	}{
+		{partition.GPT, "", true}, {partition.MBR, "amd64", true}, {partition.MBR, "i386", true},
+		{partition.GPT, Arm64, true}, {partition.MBR, Arm64, false}, {partition.GPT, "armhf", false}, {partition.GPT, "riscv64", false},
+	} {
+		err := Check(tc.table, tc.arch)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrArch)) {
+			t.Errorf("Check(%s, %s) = %v", tc.table, tc.arch, err)
+		}
+	}
+	if err := Check(partition.MBR, Arm64); err == nil || !strings.Contains(err.Error(), `use partition_table = "gpt"`) {
+		t.Errorf("MBR for arm64: %v", err)
+	}
+}
+
+// arm64GRUB is the GRUB arm64-efi modules directory of the arm64 tree the
+// bootstrap tests cache (grub-efi-arm64-bin cannot be installed on an
+// amd64 host); the test skips where no such tree has been made yet.
+func arm64GRUB(t *testing.T) string {
+	t.Helper()
+	m, _ := filepath.Glob("/var/cache/imagefactory/debootstrap-bookworm-minbase-arm64-*/usr/lib/grub/arm64-efi")
+	if len(m) == 0 {
+		t.Skip("no cached arm64 tree with GRUB's arm64-efi modules (TestTreeDebootstrapArm64 makes it)")
+	}
+	return m[0]
+}
+
+// TestMakeArm64 makes an arm64 disk: GPT with the ESP first and the root,
+// no BIOS boot partition, GRUB arm64-efi at \EFI\BOOT\BOOTAA64.EFI made by
+// the host's grub-mkimage from the tree's modules (checked with sgdisk,
+// fsck.fat and mtools, and its PE header's machine); then the errors: a
+// tree without the modules, one whose module directory is a symlink out
+// of the tree (the copy stays inside it), and an MBR.
+func TestMakeArm64(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mkfs -d of a root-owned tree)")
+	}
+	mods := arm64GRUB(t)
+	tree := t.TempDir()
+	fixture.BusyboxTree(t, tree)
+	if out, err := exec.Command("cp", "-a", mods, filepath.Join(tree, "usr/lib/grub/")).CombinedOutput(); err != nil {
+		os.MkdirAll(filepath.Join(tree, "usr/lib/grub"), 0o755)
+		if out, err = exec.Command("cp", "-a", mods, filepath.Join(tree, "usr/lib/grub/")).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v %s", err, out)
+		}
+	}
+	disk := filepath.Join(t.TempDir(), "disk.raw")
+	res, err := Make(context.Background(), Options{Disk: disk, Tree: tree, Table: partition.GPT, Arch: Arm64, FSType: rootfs.Ext4, Free: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := exec.Command("sgdisk", "-p", disk).CombinedOutput()
+	if v, err := exec.Command("sgdisk", "-v", disk).CombinedOutput(); err != nil || !strings.Contains(string(v), "No problems found") {
+		t.Errorf("sgdisk -v: %v %s", err, v)
+	}
+	tbl, err := partition.Read(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tbl.Partitions) != 2 || !strings.Contains(string(out), "EF00") || strings.Contains(string(out), "EF02") {
+		t.Fatalf("want an ESP and the root, no BIOS boot partition:\n%s", out)
+	}
+	if res.Root.Start != tbl.Partitions[1].Start {
+		t.Errorf("root at %d, partition 2 at %d", res.Root.Start, tbl.Partitions[1].Start)
+	}
+	esp := tbl.Partitions[0]
+	espFile := filepath.Join(t.TempDir(), "esp.img")
+	if b, err := exec.Command("dd", "if="+disk, "of="+espFile, "bs=1M", fmt.Sprintf("skip=%d", esp.Start>>20), fmt.Sprintf("count=%d", esp.Size>>20), "status=none").CombinedOutput(); err != nil {
+		t.Fatalf("dd: %v %s", err, b)
+	}
+	fsck, _ := exec.Command("fsck.fat", "-n", "-v", "-l", espFile).CombinedOutput()
+	if !strings.Contains(strings.ToUpper(string(fsck)), "/EFI/BOOT/BOOTAA64.EFI") || strings.Contains(strings.ToUpper(string(fsck)), "BOOTX64") {
+		t.Errorf("fsck.fat of the ESP:\n%s", fsck)
+	}
+	efi := filepath.Join(t.TempDir(), "BOOTAA64.EFI")
+	if b, err := exec.Command("mcopy", "-i", espFile, "::/EFI/BOOT/BOOTAA64.EFI", efi).CombinedOutput(); err != nil {
+		t.Fatalf("mcopy: %v %s", err, b)
+	}
+	pe, _ := os.ReadFile(efi)
+	// PE/COFF: the header's offset at 0x3c, "PE\0\0", then the machine
+	// (IMAGE_FILE_MACHINE_ARM64 = 0xaa64).
+	if len(pe) < 0x40 {
+		t.Fatalf("BOOTAA64.EFI is %d bytes", len(pe))
+	}
+	off := binary.LittleEndian.Uint32(pe[0x3c:])
+	if int(off)+6 > len(pe) || string(pe[off:off+4]) != "PE\x00\x00" || binary.LittleEndian.Uint16(pe[off+4:]) != 0xaa64 {
+		t.Errorf("BOOTAA64.EFI is not an arm64 PE image")
+	}
+	fixture.E2fsck(t, disk, res.Root.Start)
+
+	t.Run("errors", func(t *testing.T) {
+		bare := t.TempDir()
+		fixture.BusyboxTree(t, bare)
+		_, err := Make(context.Background(), Options{Disk: filepath.Join(t.TempDir(), "d.raw"), Tree: bare, Table: partition.GPT, Arch: Arm64, FSType: rootfs.Ext4})
+		if err == nil || !strings.Contains(err.Error(), "install grub-efi-arm64-bin in it") {
+			t.Errorf("a tree without GRUB's modules: %v", err)
+		}
+		// The modules as a link to the host's x86 ones: resolved inside the
+		// tree, where there are none.
+		os.MkdirAll(filepath.Join(bare, "usr/lib/grub"), 0o755)
+		os.Symlink("/usr/lib/grub/x86_64-efi", filepath.Join(bare, "usr/lib/grub/arm64-efi"))
+		_, err = Make(context.Background(), Options{Disk: filepath.Join(t.TempDir(), "d.raw"), Tree: bare, Table: partition.GPT, Arch: Arm64, FSType: rootfs.Ext4})
+		if err == nil || !strings.Contains(err.Error(), "has no GRUB arm64-efi modules") {
+			t.Errorf("modules linked out of the tree: %v", err)
+		}
+		d := filepath.Join(t.TempDir(), "d.raw")
+		if _, err := Make(context.Background(), Options{Disk: d, Tree: tree, Table: partition.MBR, Arch: Arm64, FSType: rootfs.Ext4}); !errors.Is(err, ErrArch) {
+			t.Errorf("MBR for arm64: %v", err)
+		}
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("a disk was written for a refused layout")
+		}
+	})
+}

@@ -45,7 +45,7 @@ func InstallBIOS(ctx context.Context, disk string, b BIOS, r Root) error {
 	if b.CoreStart < sector || b.CoreStart%sector != 0 {
 		return fmt.Errorf("GRUB core image offset %d is not a sector after the MBR", b.CoreStart)
 	}
-	core, err := mkimage(ctx, dir, "i386-pc", biosModules, r)
+	core, err := mkimage(ctx, dir, "i386-pc", "grub-pc-bin", biosModules, r)
 	if err != nil {
 		return err
 	}

@@ -46,10 +46,7 @@ var commonModules = []string{
 	"serial", "terminal", "gzio", "ls", "cat", "minicmd",
 }
 
-var (
-	biosModules = append([]string{"biosdisk"}, commonModules...)
-	efiModules  = append([]string{"fat", "efi_gop", "efi_uga"}, commonModules...)
-)
+var biosModules = append([]string{"biosdisk"}, commonModules...)
 
 // embeddedConfig is what the core image runs before normal mode: it finds
 // the root filesystem by UUID; normal mode then reads $prefix/grub.cfg.
@@ -57,17 +54,14 @@ func embeddedConfig(r Root) string {
 	return fmt.Sprintf("search --no-floppy --fs-uuid --set=root %s\nset prefix=($root)/boot/grub\n", r.UUID)
 }
 
-// mkimage runs grub-mkimage for format (i386-pc or x86_64-efi) and returns
-// the image's bytes.
-func mkimage(ctx context.Context, dir, format string, modules []string, r Root) ([]byte, error) {
+// mkimage runs grub-mkimage for format (i386-pc, x86_64-efi, arm64-efi)
+// with the modules of dir (from Debian's package pkg) and returns the
+// image's bytes.
+func mkimage(ctx context.Context, dir, format, pkg string, modules []string, r Root) ([]byte, error) {
 	if r.UUID == "" {
 		return nil, fmt.Errorf("grub-mkimage: no root filesystem UUID")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "moddep.lst")); err != nil {
-		pkg := "grub-pc-bin"
-		if strings.Contains(format, "efi") {
-			pkg = "grub-efi-amd64-bin"
-		}
 		return nil, fmt.Errorf("GRUB %s modules not found in %s (install %s): %w", format, dir, pkg, err)
 	}
 	tmp, err := os.MkdirTemp("", "imagefactory-grub-")

@@ -74,6 +74,18 @@ func TestConfig(t *testing.T) {
 	}
 }
 
+// TestConfigEFIConsole: arm64-efi GRUB has no com0; its menu stays on
+// the firmware's console (AAVMF's is the serial port).
+func TestConfigEFIConsole(t *testing.T) {
+	cfg := Config(Root{UUID: "u-1"}, Entry{Kernel: "/boot/vmlinuz-6-arm64", Cmdline: DefaultCmdlineArm64, EFIConsole: true})
+	if strings.Contains(cfg, "serial") || strings.Contains(cfg, "terminal_") {
+		t.Errorf("grub.cfg for the firmware's console names a terminal:\n%s", cfg)
+	}
+	if !strings.Contains(cfg, "linux /boot/vmlinuz-6-arm64 root=UUID=u-1 ro console=tty0 console=ttyAMA0,115200\n") {
+		t.Errorf("grub.cfg:\n%s", cfg)
+	}
+}
+
 func TestPatchCore(t *testing.T) {
 	core := make([]byte, 5*sector+100)
 	binary.LittleEndian.PutUint16(core[sector-2:], kernelSegment)

@@ -20,12 +20,21 @@ const ConfigPath = "/boot/grub/grub.cfg"
 // prompt and kernel messages on the first serial port as well as the screen.
 const DefaultCmdline = "console=tty0 console=ttyS0,115200"
 
+// DefaultCmdlineArm64 is DefaultCmdline for arm64: QEMU's virt machine's
+// serial port is a PL011, ttyAMA0 (so is a Raspberry Pi's; a server whose
+// firmware describes a 16550, such as AWS Graviton, wants ttyS0).
+const DefaultCmdlineArm64 = "console=tty0 console=ttyAMA0,115200"
+
 // Entry is the one boot entry of the menu.
 type Entry struct {
 	Title   string
 	Kernel  string // inside the root, e.g. /boot/vmlinuz-6.1.0-28-amd64
 	Initrd  string // inside the root; "" for none
 	Cmdline string // appended after root=UUID=... ro
+	// EFIConsole leaves GRUB on the firmware's console alone: arm64-efi
+	// GRUB has no com0 (its serial terminal drives x86 ports), and the
+	// firmware's console there is the serial port already (AAVMF).
+	EFIConsole bool
 }
 
 // Config renders grub.cfg: serial and screen terminals, one entry, no
@@ -36,10 +45,15 @@ func Config(r Root, e Entry) string {
 		title = "Linux"
 	}
 	var b strings.Builder
-	b.WriteString("# Written by imagefactory. Both the BIOS and the UEFI GRUB read it.\n")
-	b.WriteString("set timeout=1\nset default=0\n")
-	b.WriteString("serial --unit=0 --speed=115200\n")
-	b.WriteString("terminal_input console serial\nterminal_output console serial\n\n")
+	if e.EFIConsole {
+		b.WriteString("# Written by imagefactory for the UEFI GRUB, on the firmware's console.\n")
+		b.WriteString("set timeout=1\nset default=0\n\n")
+	} else {
+		b.WriteString("# Written by imagefactory. Both the BIOS and the UEFI GRUB read it.\n")
+		b.WriteString("set timeout=1\nset default=0\n")
+		b.WriteString("serial --unit=0 --speed=115200\n")
+		b.WriteString("terminal_input console serial\nterminal_output console serial\n\n")
+	}
 	fmt.Fprintf(&b, "menuentry %s {\n", grubQuote(title))
 	fmt.Fprintf(&b, "\tsearch --no-floppy --fs-uuid --set=root %s\n", r.UUID)
 	fmt.Fprintf(&b, "\tlinux %s root=UUID=%s ro", grubQuote(e.Kernel), r.UUID)

@@ -13,24 +13,52 @@ import (
 // ESPLabel is the EFI system partition's FAT volume label.
 const ESPLabel = "EFI"
 
-// EFI says where the EFI system partition lies.
+// EFI says where the EFI system partition lies and which GRUB goes in it.
 type EFI struct {
-	Dir         string // GRUB's x86_64-efi directory; DefaultEFIDir if empty
-	Start, Size int64  // the ESP's byte range on the disk
+	Platform    EFIPlatform // EFIx86_64 if zero
+	Dir         string      // GRUB's modules for Platform; Platform.Dir if empty
+	Start, Size int64       // the ESP's byte range on the disk
 }
 
-// RemovablePath is where UEFI firmware looks for a boot loader on a disk
-// without boot entries in NVRAM (every fresh VM).
+// EFIPlatform is one UEFI architecture: GRUB's name for it, where its
+// modules are, and the file name firmware boots from removable media.
+type EFIPlatform struct {
+	Format  string // grub-mkimage -O
+	Dir     string // its modules on a Debian system
+	Package string // the Debian package holding Dir
+	Loader  string // the removable media boot path on the ESP
+	modules []string
+}
+
+// The platforms. Removable media paths: UEFI specification 2.10, section
+// 3.5.1.1 ("Removable Media Boot Behavior": BOOTx64.EFI, BOOTAA64.EFI).
+// efi_uga (the UGA protocol) exists on x86 only.
+var (
+	EFIx86_64 = EFIPlatform{Format: "x86_64-efi", Dir: DefaultEFIDir, Package: "grub-efi-amd64-bin", Loader: RemovablePath,
+		modules: append([]string{"fat", "efi_gop", "efi_uga"}, commonModules...)}
+	EFIArm64 = EFIPlatform{Format: "arm64-efi", Dir: "/usr/lib/grub/arm64-efi", Package: "grub-efi-arm64-bin", Loader: "/EFI/BOOT/BOOTAA64.EFI",
+		modules: append([]string{"fat", "efi_gop"}, commonModules...)}
+)
+
+// RemovablePath is where x86-64 UEFI firmware looks for a boot loader on a
+// disk without boot entries in NVRAM (every fresh VM).
 const RemovablePath = "/EFI/BOOT/BOOTX64.EFI"
 
 // InstallEFI makes a FAT32 filesystem in the ESP's byte range, in user
-// space, and puts a standalone GRUB at \EFI\BOOT\BOOTX64.EFI.
+// space, and puts a standalone GRUB for e.Platform at its removable media
+// path (\EFI\BOOT\BOOTX64.EFI, \EFI\BOOT\BOOTAA64.EFI). grub-mkimage
+// is the host's: it only assembles the modules of e.Dir, whatever their
+// architecture.
 func InstallEFI(ctx context.Context, disk string, e EFI, r Root) error {
+	p := e.Platform
+	if p.Format == "" {
+		p = EFIx86_64
+	}
 	dir := e.Dir
 	if dir == "" {
-		dir = DefaultEFIDir
+		dir = p.Dir
 	}
-	img, err := mkimage(ctx, dir, "x86_64-efi", efiModules, r)
+	img, err := mkimage(ctx, dir, p.Format, p.Package, p.modules, r)
 	if err != nil {
 		return err
 	}
@@ -46,16 +74,16 @@ func InstallEFI(ctx context.Context, disk string, e EFI, r Root) error {
 	if err := fs.Mkdir("/EFI/BOOT"); err != nil {
 		return fmt.Errorf("EFI system partition: mkdir /EFI/BOOT: %w", err)
 	}
-	out, err := fs.OpenFile(RemovablePath, os.O_CREATE|os.O_RDWR)
+	out, err := fs.OpenFile(p.Loader, os.O_CREATE|os.O_RDWR)
 	if err != nil {
-		return fmt.Errorf("EFI system partition: %s: %w", RemovablePath, err)
+		return fmt.Errorf("EFI system partition: %s: %w", p.Loader, err)
 	}
 	if _, err := out.Write(img); err != nil {
 		out.Close()
-		return fmt.Errorf("EFI system partition: writing %s: %w", RemovablePath, err)
+		return fmt.Errorf("EFI system partition: writing %s: %w", p.Loader, err)
 	}
 	if err := out.Close(); err != nil {
-		return fmt.Errorf("EFI system partition: closing %s: %w", RemovablePath, err)
+		return fmt.Errorf("EFI system partition: closing %s: %w", p.Loader, err)
 	}
 	if err := fixDotDot(f, e.Start, "EFI"); err != nil {
 		return fmt.Errorf("EFI system partition: %w", err)

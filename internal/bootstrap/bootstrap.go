@@ -1,7 +1,11 @@
 // Package bootstrap makes a root tree with debootstrap and caches it,
 // keyed by what went into it, so that later builds (and other checkouts on
 // the same machine) reuse it. No mirror is named: debootstrap uses its
-// built-in default.
+// built-in default. A tree of another architecture than the host's is made
+// in debootstrap's two stages (debootstrap(8), --foreign): the first
+// downloads and unpacks on the host, the second configures the packages in
+// the tree under qemu-user, through a binfmt_misc registration held for
+// that stage only (internal/binfmt).
 package bootstrap
 
 import (
@@ -22,7 +26,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/binfmt"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
 
 // DefaultCacheDir is $IMAGEFACTORY_CACHE, else /var/cache/imagefactory
@@ -39,11 +46,14 @@ const Debootstrap = "debootstrap"
 
 // Options say what tree to make.
 type Options struct {
-	Tool     string   // only "debootstrap"
-	Suite    string   // bookworm
-	Variant  string   // minbase, buildd, fakechroot or "" (debootstrap's default)
-	Include  []string // extra packages
-	CacheDir string   // DefaultCacheDir() if empty
+	Tool    string   // only "debootstrap"
+	Suite   string   // bookworm
+	Variant string   // minbase, buildd, fakechroot or "" (debootstrap's default)
+	Include []string // extra packages
+	// Arch is the tree's architecture (debootstrap's --arch); "" for the
+	// host's.
+	Arch     arch.Arch
+	CacheDir string // DefaultCacheDir() if empty
 	Journal  *cleanup.Journal
 	Log      func(string) // debootstrap's progress lines; may be nil
 }
@@ -56,9 +66,17 @@ const treeVersion = "1"
 func (o Options) Key() string {
 	inc := append([]string(nil), o.Include...)
 	sort.Strings(inc)
-	sum := sha256.Sum256([]byte(strings.Join([]string{treeVersion, o.Tool, o.Suite, o.Variant, strings.Join(inc, ","), hostArch()}, "\x00")))
+	machine := hostArch()
+	if o.Foreign() {
+		machine = string(o.Arch) // never a uname -m: the host's keys stay
+	}
+	sum := sha256.Sum256([]byte(strings.Join([]string{treeVersion, o.Tool, o.Suite, o.Variant, strings.Join(inc, ","), machine}, "\x00")))
 	return hex.EncodeToString(sum[:6])
 }
+
+// Foreign says the tree is of another architecture than the host's: its
+// second stage runs under emulation.
+func (o Options) Foreign() bool { return o.Arch != "" && o.Arch != arch.Host() }
 
 func hostArch() string {
 	var u unix.Utsname
@@ -73,6 +91,9 @@ func (o Options) Path() string {
 	v := o.Variant
 	if v == "" {
 		v = "default"
+	}
+	if o.Foreign() {
+		v += "-" + string(o.Arch)
 	}
 	return filepath.Join(o.cacheDir(), fmt.Sprintf("%s-%s-%s-%s", o.Tool, o.Suite, v, o.Key()))
 }
@@ -163,6 +184,13 @@ func (o Options) make(ctx context.Context, final string) (err error) {
 	}
 
 	args := []string{}
+	if o.Foreign() {
+		// The first stage only downloads and unpacks: nothing of the tree
+		// runs on the host.
+		args = append(args, "--arch="+string(o.Arch), "--foreign")
+	} else if o.Arch != "" {
+		args = append(args, "--arch="+string(o.Arch))
+	}
 	if o.Variant != "" {
 		args = append(args, "--variant="+o.Variant)
 	}
@@ -170,8 +198,13 @@ func (o Options) make(ctx context.Context, final string) (err error) {
 		args = append(args, "--include="+strings.Join(o.Include, ","))
 	}
 	args = append(args, o.Suite, tree) // no mirror: debootstrap's default
-	if err := o.debootstrap(ctx, args); err != nil {
+	if err := o.debootstrap(ctx, "debootstrap", args); err != nil {
 		return err
+	}
+	if o.Foreign() {
+		if err := o.secondStage(ctx, tree); err != nil {
+			return err
+		}
 	}
 	if err := tidy(tree); err != nil {
 		return fmt.Errorf("bootstrap: tidying the tree: %w", err)
@@ -191,10 +224,52 @@ func (o Options) make(ctx context.Context, final string) (err error) {
 	return nil
 }
 
-// debootstrap runs it in its own process group (killed whole on cancel),
-// handing its output lines to Log and keeping the last ones for the error.
-func (o Options) debootstrap(ctx context.Context, args []string) error {
-	cmd := exec.CommandContext(ctx, "debootstrap", args...)
+// secondStage configures the unpacked packages of a foreign tree: the
+// tree's own debootstrap, run in the chroot by qemu-user through a
+// binfmt_misc registration released when it ends, then a check that the
+// tree's binaries are of the architecture asked for.
+func (o Options) secondStage(ctx context.Context, tree string) (err error) {
+	release, how, err := binfmt.Enable(o.Journal, o.Arch)
+	if err != nil {
+		return fmt.Errorf("bootstrap %s: the second stage runs the tree's programs: %w", o.Arch, err)
+	}
+	defer func() {
+		if rerr := release(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("bootstrap: releasing the %s interpreter: %w", o.Arch, rerr))
+		}
+	}()
+	o.log(fmt.Sprintf("I: Second stage of the %s tree under emulation (%s)", o.Arch, how))
+	start := time.Now()
+	if err := o.debootstrap(ctx, "chroot", []string{tree, "/debootstrap/debootstrap", "--second-stage"}); err != nil {
+		return err
+	}
+	o.log(fmt.Sprintf("I: Second stage done in %s", time.Since(start).Round(time.Second)))
+	r, err := inroot.Open(tree)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	got, err := arch.OfImage(r)
+	if err != nil {
+		return fmt.Errorf("bootstrap: the %s tree: %w", o.Arch, err)
+	}
+	if got != o.Arch {
+		return fmt.Errorf("bootstrap: asked for an %s tree, debootstrap made one whose binaries are %s", o.Arch, got)
+	}
+	return nil
+}
+
+func (o Options) log(line string) {
+	if o.Log != nil {
+		o.Log(line)
+	}
+}
+
+// debootstrap runs name (debootstrap, or chroot for a second stage) in its
+// own process group (killed whole on cancel), handing its output lines to
+// Log and keeping the last ones for the error.
+func (o Options) debootstrap(ctx context.Context, name string, args []string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
@@ -224,7 +299,7 @@ func (o Options) debootstrap(ctx context.Context, args []string) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("debootstrap: %w", ctx.Err())
 		}
-		return fmt.Errorf("debootstrap %s: %v:\n%s", strings.Join(args, " "), err, strings.Join(tail, "\n"))
+		return fmt.Errorf("%s %s: %v:\n%s", name, strings.Join(args, " "), err, strings.Join(tail, "\n"))
 	}
 	return nil
 }

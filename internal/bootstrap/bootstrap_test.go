@@ -2,13 +2,17 @@ package bootstrap
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
 
 func TestKey(t *testing.T) {
@@ -29,6 +33,24 @@ func TestKey(t *testing.T) {
 	a.CacheDir = "/c"
 	if p := a.Path(); !strings.HasPrefix(p, "/c/debootstrap-bookworm-minbase-") {
 		t.Errorf("Path = %s", p)
+	}
+	// The host's own architecture, named or not, keeps the key trees
+	// cached before arch existed were made under.
+	host := a
+	host.Arch = arch.Host()
+	if host.Key() != a.Key() || host.Foreign() {
+		t.Errorf("naming the host's arch changes the key: %s, %s", host.Key(), a.Key())
+	}
+	foreign := a
+	foreign.Arch = arch.ARM64
+	if arch.Host() == arch.ARM64 {
+		foreign.Arch = arch.AMD64
+	}
+	if foreign.Key() == a.Key() || !foreign.Foreign() {
+		t.Errorf("a foreign arch has the host's key")
+	}
+	if p := foreign.Path(); !strings.HasPrefix(p, "/c/debootstrap-bookworm-minbase-"+string(foreign.Arch)+"-") {
+		t.Errorf("foreign Path = %s", p)
 	}
 }
 
@@ -135,4 +157,90 @@ func TestTreeCancelled(t *testing.T) {
 		}
 	}
 	before.AssertNoLeaksIn(t, o.CacheDir)
+}
+
+// arm64Include is the package list of the arm64 tests' tree: a kernel,
+// sshd and the GRUB arm64-efi modules the disk's boot loader is made from
+// (an amd64 host cannot install grub-efi-arm64-bin). The acceptance test
+// and the bench use the same list, hence the same cached tree.
+var arm64Include = []string{"systemd-sysv", "udev", "linux-image-arm64", "openssh-server", "grub-efi-arm64-bin"}
+
+// TestTreeDebootstrapArm64 makes an arm64 bookworm tree on this host
+// (debootstrap --foreign, then the second stage in the chroot under
+// qemu-aarch64-static through binfmt_misc) into the shared cache, then
+// checks that its binaries are arm64, that it has its kernel, initrd and
+// GRUB modules, that a second call finds it cached, that no interpreter
+// was left in the tree and the host's binfmt_misc registrations are as
+// they were, and that nothing mounted or started is left. The first run
+// on a machine takes many minutes (the second stage configures every
+// package under emulation); later runs find the tree.
+func TestTreeDebootstrapArm64(t *testing.T) {
+	if testing.Short() || os.Geteuid() != 0 {
+		t.Skip("runs debootstrap under qemu-user (many minutes, root, Debian's archive)")
+	}
+	if arch.Host() == arch.ARM64 {
+		t.Skip("the host is arm64: not a foreign tree")
+	}
+	if _, err := os.Stat("/usr/bin/qemu-aarch64-static"); err != nil {
+		t.Skip("qemu-user-static is not installed")
+	}
+	before := fixture.LeakSnapshot()
+	regs := binfmtState(t)
+	o := Options{Tool: Debootstrap, Suite: "bookworm", Variant: "minbase", Arch: arch.ARM64, Include: arm64Include, Journal: journal(t),
+		Log: func(l string) {
+			if strings.HasPrefix(l, "I: Second stage") {
+				t.Log(l)
+			}
+		}}
+	start := time.Now()
+	tree, cached, err := Tree(context.Background(), o)
+	if err != nil {
+		t.Fatalf("Tree: %v", err)
+	}
+	t.Logf("tree %s (cached: %v) in %s", tree, cached, time.Since(start).Round(time.Second))
+	r, err := inroot.Open(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if a, err := arch.OfImage(r); err != nil || a != arch.ARM64 {
+		t.Errorf("the tree's binaries: %s, %v", a, err)
+	}
+	for _, glob := range []string{"boot/vmlinuz-*-arm64", "boot/initrd.img-*-arm64", "usr/lib/grub/arm64-efi/moddep.lst", "usr/sbin/sshd"} {
+		if m, _ := filepath.Glob(filepath.Join(tree, glob)); len(m) == 0 {
+			t.Errorf("no %s in the tree", glob)
+		}
+	}
+	if m, _ := filepath.Glob(filepath.Join(tree, "usr/bin/qemu-*")); len(m) > 0 {
+		t.Errorf("an interpreter was left in the tree: %v", m)
+	}
+	if b, err := os.ReadFile(filepath.Join(tree, "var/lib/dpkg/status")); err != nil || strings.Contains(string(b), "half-configured") || strings.Contains(string(b), "unpacked") {
+		t.Errorf("dpkg status: packages not configured (%v)", err)
+	}
+	if _, cached, err := Tree(context.Background(), o); err != nil || !cached {
+		t.Errorf("second call: cached %v, %v", cached, err)
+	}
+	if after := binfmtState(t); after != regs {
+		t.Errorf("binfmt_misc registrations changed:\nbefore %s\nafter  %s", regs, after)
+	}
+	before.AssertNoLeaksIn(t, WorkDir(o), o.Path())
+}
+
+// binfmtState is the host's binfmt_misc registrations, names and
+// contents, or "not mounted".
+func binfmtState(t *testing.T) string {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/sys/fs/binfmt_misc")
+	if err != nil {
+		return "not mounted"
+	}
+	var b strings.Builder
+	for _, e := range ents {
+		if e.Name() == "register" {
+			continue
+		}
+		c, _ := os.ReadFile(filepath.Join("/proc/sys/fs/binfmt_misc", e.Name()))
+		fmt.Fprintf(&b, "%s: %q\n", e.Name(), c)
+	}
+	return b.String()
 }

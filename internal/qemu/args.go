@@ -26,11 +26,23 @@ const NICSlot = "0x3"
 
 var macAddress = regexp.MustCompile(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`)
 
-// Default OVMF files (Debian's ovmf package).
+// Default OVMF files (Debian's ovmf package), and AAVMF's, the same
+// firmware for arm64 (Debian's qemu-efi-aarch64: 64 MiB images, the size
+// the virt machine's two flash devices want).
 const (
-	DefaultOVMFCode = "/usr/share/OVMF/OVMF_CODE.fd"
-	DefaultOVMFVars = "/usr/share/OVMF/OVMF_VARS.fd"
+	DefaultOVMFCode  = "/usr/share/OVMF/OVMF_CODE.fd"
+	DefaultOVMFVars  = "/usr/share/OVMF/OVMF_VARS.fd"
+	DefaultAAVMFCode = "/usr/share/AAVMF/AAVMF_CODE.fd"
+	DefaultAAVMFVars = "/usr/share/AAVMF/AAVMF_VARS.fd"
 )
+
+// Arm64CPU is the -cpu of an aarch64 guest under TCG: max has every
+// feature QEMU emulates, and pauth-impdef=on computes pointer
+// authentication codes with QEMU's own fast function instead of the
+// architected QARMA5, "much faster to emulate" (QEMU's
+// docs/system/arm/cpu-features.rst); a kernel built with pointer
+// authentication (Debian's) signs every return address.
+const Arm64CPU = "max,pauth-impdef=on"
 
 // Options describe one virtual machine.
 type Options struct {
@@ -110,7 +122,13 @@ func Args(o Options) ([]string, error) {
 		machine = "virt"
 	}
 	cpu := o.CPUModel
-	if cpu == "" {
+	switch {
+	case cpu != "":
+	case arch == "aarch64" && accel == hostcap.AccelKVM:
+		cpu = "host"
+	case arch == "aarch64":
+		cpu = Arm64CPU
+	default:
 		var err error
 		if cpu, _, err = hostcap.CPUModel(accel, isalevel.Unknown); err != nil {
 			return nil, fmt.Errorf("qemu: %v", err)
@@ -161,8 +179,16 @@ func Args(o Options) ([]string, error) {
 		return nil, fmt.Errorf("qemu: SSH port %d out of range", o.SSHPort)
 	}
 	// User-mode networking: no privileges, and the only way in is the
-	// forwarded port, bound to the host's loopback.
-	add("-netdev", fmt.Sprintf("user,id=net0,hostfwd=tcp:127.0.0.1:%d-:22", o.SSHPort))
+	// forwarded port, bound to the host's loopback (plus what a user's own
+	// net0 forwards).
+	netdev, err := UserNetdev(o.Extra)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: %v", err)
+	}
+	if netdev == "" {
+		netdev = "user,id=net0"
+	}
+	add("-netdev", fmt.Sprintf("%s,hostfwd=tcp:127.0.0.1:%d-:22", netdev, o.SSHPort))
 	// A fixed slot: the NIC's name in the guest does not depend on which
 	// other devices come first (enp0s3 on q35 under systemd's naming).
 	nic := "virtio-net-pci,netdev=net0,addr=" + NICSlot
@@ -182,9 +208,48 @@ func Args(o Options) ([]string, error) {
 		add("-qmp", "unix:"+o.QMPSocket+",server=on,wait=off")
 	}
 	for _, e := range o.Extra {
-		add(e...)
+		if !isNet0(e) {
+			add(e...)
+		}
 	}
 	return a, nil
+}
+
+// UserNetdev is the value of a `-netdev` of id net0 in extra (qemuargs),
+// which replaces the builder's own network, as in packer-plugin-qemu; ""
+// when there is none. The builder forwards SSH through it, so it must be
+// user-mode networking, and one only. Errors say which rule it breaks.
+func UserNetdev(extra [][]string) (string, error) {
+	found := ""
+	for _, e := range extra {
+		if !isNet0(e) {
+			continue
+		}
+		if len(e) != 2 {
+			return "", fmt.Errorf("-netdev of id net0 takes one value, got %q", e[1:])
+		}
+		if found != "" {
+			return "", fmt.Errorf("two -netdev of id net0")
+		}
+		if !strings.HasPrefix(e[1], "user,") {
+			return "", fmt.Errorf("-netdev %s: net0 must be user-mode networking (user,id=net0,...): the build's SSH is forwarded through it", e[1])
+		}
+		found = e[1]
+	}
+	return found, nil
+}
+
+// isNet0 says a qemuargs entry is a -netdev of id net0.
+func isNet0(e []string) bool {
+	if len(e) < 2 || e[0] != "-netdev" {
+		return false
+	}
+	for _, kv := range strings.Split(e[1], ",") {
+		if kv == "id=net0" {
+			return true
+		}
+	}
+	return false
 }
 
 // escape doubles commas, QEMU's escape for a comma inside an option value.

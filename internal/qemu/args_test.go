@@ -58,7 +58,28 @@ func TestArgs(t *testing.T) {
 			o.OVMFCode = "/c.fd"
 			o.OVMFVars = "/v.fd"
 		}),
-			[]string{"-machine virt,accel=tcg", "-cpu max"}, nil, ""},
+			[]string{"-machine virt,accel=tcg", "-cpu max,pauth-impdef=on"}, nil, ""},
+		{"aarch64 under KVM", with(func(o *Options) {
+			o.Accelerator = hostcap.AccelKVM
+			o.Arch = "aarch64"
+			o.Firmware = FirmwareUEFI
+			o.OVMFCode = "/c.fd"
+			o.OVMFVars = "/v.fd"
+		}),
+			[]string{"-machine virt,accel=kvm", "-cpu host"}, nil, ""},
+		{"aarch64 has no BIOS", with(func(o *Options) { o.Arch = "aarch64" }), nil, nil, "aarch64 has no BIOS firmware; use uefi"},
+		{"a user's net0 forwards more", with(func(o *Options) {
+			o.Extra = [][]string{{"-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80"}, {"-no-hpet"}}
+		}),
+			[]string{"-netdev user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:2222-:22", "-device virtio-net-pci,netdev=net0,addr=0x3", "-no-hpet"},
+			[]string{"-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22 "}, ""},
+		{"a second net0", with(func(o *Options) {
+			o.Extra = [][]string{{"-netdev", "user,id=net0"}, {"-netdev", "user,id=net0,restrict=on"}}
+		}), nil, nil, "two -netdev of id net0"},
+		{"net0 not user-mode", with(func(o *Options) { o.Extra = [][]string{{"-netdev", "tap,id=net0"}} }), nil, nil,
+			"net0 must be user-mode networking"},
+		{"another netdev is the user's", with(func(o *Options) { o.Extra = [][]string{{"-netdev", "user,id=net1"}} }),
+			[]string{"-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22", "-netdev user,id=net1"}, nil, ""},
 		{"bad firmware", with(func(o *Options) { o.Firmware = "coreboot" }), nil, nil, `firmware "coreboot"`},
 		{"no port", with(func(o *Options) { o.SSHPort = 0 }), nil, nil, "SSH port"},
 		{"no disk", Options{SSHPort: 1}, nil, nil, "no disk"},
