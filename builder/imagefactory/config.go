@@ -276,13 +276,16 @@ type BootstrapConfig struct {
 	// `grub-efi-arm64-bin`, whose modules make the disk's GRUB, for
 	// arm64).
 	Include []string `mapstructure:"include"`
-	// The tree's architecture, Debian's name (`amd64`, `arm64`, `armhf`,
-	// ...). Default: the host's. Another one is made in debootstrap's two
-	// stages: `--foreign` on the host, then `--second-stage` in the chroot
-	// under qemu-user (`qemu-user-static`), registered with binfmt_misc for
-	// that stage only. A bootable disk is made for amd64 and arm64 (GPT
-	// only: an EFI system partition with GRUB `arm64-efi`, no BIOS boot
-	// partition).
+	// The tree's architecture, Debian's name: `amd64` or `arm64` (the
+	// architectures the builder makes bootable disks for; others are
+	// refused). Default: the host's. Another one is made in debootstrap's
+	// two stages: `--foreign` on the host, then `--second-stage` in the
+	// chroot under qemu-user (`qemu-user-static`), registered with
+	// binfmt_misc for that stage only; that second stage takes many
+	// minutes (20 to 35 for arm64 with a kernel on a 2-core host). An
+	// arm64 disk is GPT only: an EFI system partition with GRUB
+	// `arm64-efi`, no BIOS boot partition. `architecture`, when set, must
+	// be the same.
 	Arch string `mapstructure:"arch"`
 	// Where made trees are kept, keyed by tool, suite, variant, include
 	// and architecture. Default `$IMAGEFACTORY_CACHE`, else

@@ -114,6 +114,12 @@ func (c *Config) prepareRootfs(add func(string, ...interface{})) {
 				add("bootstrap.arch %q: %v", b.Arch, err)
 			}
 		}
+		// Caught here, not after a second stage that can take half an hour.
+		if want := b.Arch; c.Architecture != "" && want != "" && c.Architecture != want {
+			add("architecture = %q contradicts bootstrap.arch = %q: the bootstrapped tree is %s; set one of them, or both the same", c.Architecture, want, want)
+		} else if want == "" && c.Architecture != "" && arch.Arch(c.Architecture) != arch.Host() {
+			add("architecture = %q, but bootstrap makes a tree of this host's architecture (%s): set bootstrap.arch = %q", c.Architecture, arch.Host(), c.Architecture)
+		}
 	}
 	if c.SourceRootfs != "" {
 		if abs, err := filepath.Abs(c.SourceRootfs); err == nil {

@@ -41,7 +41,7 @@ func (s *stepArchitecture) Run(ctx context.Context, state multistep.StateBag) mu
 		return haltf(state, "%s: reading its architecture: %v", cfg.inputName(), err)
 	}
 	if cfg.Architecture != "" && arch.Arch(cfg.Architecture) != a {
-		return haltf(state, "%s is %s (its %s is a %s ELF binary), but architecture = %q: build from a %s image, or set architecture = %q",
+		return haltf(state, "%s is %s (its %s is an ELF binary for %s), but architecture = %q: build from an image of %s, or set architecture = %q",
 			cfg.inputName(), a, arch.Shell, a, cfg.Architecture, cfg.Architecture, a)
 	}
 	state.Put(stateArch, a)
