@@ -32,7 +32,7 @@ func hostnameOp() Operation {
 			"of `/etc/hosts` (Debian keeps it for the system's own name) and every FQDN there whose first label is one of them. Then `/etc/hostname` is written (and `/etc/HOSTNAME` where it exists); in `/etc/hosts` " +
 			"(other lines kept; a name left twice on a line once), `/etc/mailname`, `/etc/postfix/main.cf` and " +
 			"`/etc/sysconfig/network` an old FQDN becomes the new name and an old short name the new short name, as whole words. " +
-			"Keys that only name the host (`PRETTY_HOSTNAME=`, ifcfg `HOSTNAME=`/`DHCP_HOSTNAME=`, cloud-init's top-level " +
+			"Keys whose value is one of the old names (`PRETTY_HOSTNAME=`, ifcfg `HOSTNAME=`/`DHCP_HOSTNAME=`, cloud-init's top-level " +
 			"`hostname:`/`fqdn:`) are rewritten when the `hostname` option is set, removed otherwise (net-hostname removes the " +
 			"ifcfg ones anyway, as virt-sysprep does). Where the image has cloud-init, it names each clone from its metadata at " +
 			"first boot unless `preserve_hostname: true`; then the name written here stays. SSH host public keys, whose " +
