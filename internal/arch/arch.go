@@ -138,11 +138,7 @@ var ErrUnknown = errors.New("unknown architecture")
 // The object may come from an image, so it is hostile: a malformed one is
 // an error, never a panic.
 func OfELF(r io.ReaderAt) (a Arch, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			a, err = "", fmt.Errorf("malformed ELF object: %v", p)
-		}
-	}()
+	defer malformed(&err)
 	f, err := elf.NewFile(r)
 	if err != nil {
 		return "", err
@@ -235,13 +231,18 @@ func readELF(root *inroot.Root, name string) (real string, a Arch, interp string
 	return real, a, interp, nil
 }
 
+// malformed turns a panic of debug/elf on a hostile object into *err
+// (deferred by the readers of an image's ELF objects; their other results
+// are then ignored by callers, who check err first).
+func malformed(err *error) {
+	if p := recover(); p != nil {
+		*err = fmt.Errorf("malformed ELF object: %v", p)
+	}
+}
+
 // interpreter returns the PT_INTERP path of an ELF object, "" for none.
 func interpreter(r io.ReaderAt) (s string, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			s, err = "", fmt.Errorf("malformed ELF object: %v", p)
-		}
-	}()
+	defer malformed(&err)
 	f, err := elf.NewFile(r)
 	if err != nil {
 		return "", err
