@@ -187,15 +187,11 @@ func (c *Config) prepareQemu(add func(string, ...interface{})) []string {
 		q.Firmware = qemu.FirmwareBIOS
 	case qemu.FirmwareBIOS:
 	case qemu.FirmwareUEFI:
-		if q.OVMFCode == "" {
-			q.OVMFCode = qemu.DefaultOVMFCode
-		}
-		if q.OVMFVars == "" {
-			q.OVMFVars = qemu.DefaultOVMFVars
-		}
+		// The default files follow the image's architecture (OVMF or
+		// AAVMF): qemuTarget checks those once it is known.
 		for _, f := range []string{q.OVMFCode, q.OVMFVars} {
-			if _, err := os.Stat(f); err != nil {
-				add("firmware uefi: %v (install the ovmf package, or set ovmf_code and ovmf_vars)", err)
+			if _, err := os.Stat(f); f != "" && err != nil {
+				add("firmware uefi: %v (set ovmf_code and ovmf_vars to the firmware's files)", err)
 			}
 		}
 	default:
@@ -273,6 +269,20 @@ func (c *Config) qemuTarget(a arch.Arch) (qemuTarget, error) {
 		Accel: q.accel, AccelReason: q.accelReason}
 	switch a {
 	case "", arch.Host(), arch.I386:
+		if t.Firmware != qemu.FirmwareUEFI {
+			return t, nil
+		}
+		if !q.codeGiven {
+			t.Code = qemu.DefaultOVMFCode
+		}
+		if !q.varsGiven {
+			t.Vars = qemu.DefaultOVMFVars
+		}
+		for _, f := range []string{t.Code, t.Vars} {
+			if _, err := os.Stat(f); err != nil {
+				return t, fmt.Errorf("firmware uefi: %v (install the ovmf package, or set ovmf_code and ovmf_vars)", err)
+			}
+		}
 		return t, nil
 	case arch.ARM64:
 	default:

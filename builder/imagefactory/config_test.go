@@ -209,12 +209,14 @@ func TestConfigPrepare(t *testing.T) {
 				"cpus": 2, "memory": 2048, "qemuargs": [][]string{{"-no-hpet"}}, "ssh_username": "debian",
 				"user_data": "#cloud-config\n# {{ .SSHPublicKey }}", "shutdown_command": "poweroff", "shutdown_timeout": "30s"},
 			check: func(t *testing.T, c *Config) {
-				if c.BootInitrd != "image" || c.OVMFCode != "/usr/share/OVMF/OVMF_CODE.fd" || c.CPUs != 2 || c.Comm.SSHUsername != "debian" ||
+				if c.BootInitrd != "image" || c.OVMFCode != "" || c.CPUs != 2 || c.Comm.SSHUsername != "debian" ||
 					c.ShutdownTimeout != 30*time.Second || !strings.Contains(c.UserData, "{{ .SSHPublicKey }}") {
 					t.Errorf("qemu settings: %+v", c.QemuConfig)
 				}
 			},
 		},
+		{name: "qemu uefi, firmware file missing", set: map[string]interface{}{"strategy": "qemu", "firmware": "uefi", "ovmf_vars": "/nonexistent/OVMF_VARS.fd"},
+			wantErr: []string{"firmware uefi: stat /nonexistent/OVMF_VARS.fd: no such file or directory (set ovmf_code and ovmf_vars to the firmware's files)"}},
 		{name: "qemu bad options", set: map[string]interface{}{"strategy": "qemu", "accelerator": "hvf", "firmware": "coreboot",
 			"boot_initrd": "/boot/initrd.img", "boot_cmdline": "quiet", "communicator": "winrm", "qemuargs": [][]string{{}}},
 			wantErr: []string{`accelerator "hvf" is not supported`, `firmware "coreboot" is not supported`,
@@ -372,6 +374,12 @@ func TestConfigQemuTarget(t *testing.T) {
 			qemuTarget{Arch: "aarch64", Binary: "/opt/qemu/bin/qemu-system-aarch64", Firmware: "uefi", Code: qemu.DefaultAAVMFCode, Vars: qemu.DefaultAAVMFVars, Accel: "tcg"}, ""},
 		{"arm64 with bios", map[string]interface{}{"firmware": "bios"}, arch.ARM64, qemuTarget{}, `firmware "bios": an arm64 image boots through UEFI only`},
 		{"arm64 with kvm", map[string]interface{}{"accelerator": "kvm"}, arch.ARM64, qemuTarget{}, `accelerator = "kvm": guest arch aarch64 is not the host's x86_64, KVM cannot run it`},
+		{"amd64 uefi", map[string]interface{}{"firmware": "uefi"}, arch.AMD64, qemuTarget{Arch: "x86_64", Binary: "qemu-system-x86_64", Firmware: "uefi",
+			Code: qemu.DefaultOVMFCode, Vars: qemu.DefaultOVMFVars, Accel: "kvm"}, ""},
+		// firmware = "uefi" on an arm64 image needs AAVMF, not OVMF (Prepare
+		// does not look for OVMF: the image's architecture is not known yet).
+		{"arm64 uefi", map[string]interface{}{"firmware": "uefi"}, arch.ARM64, qemuTarget{Arch: "aarch64", Binary: "qemu-system-aarch64", Firmware: "uefi",
+			Code: qemu.DefaultAAVMFCode, Vars: qemu.DefaultAAVMFVars, Accel: "tcg"}, ""},
 		{"arm64 firmware missing", map[string]interface{}{"ovmf_code": "/nonexistent/AAVMF_CODE.fd"}, arch.ARM64, qemuTarget{}, "install qemu-efi-aarch64, or set ovmf_code and ovmf_vars"},
 		{"armhf", nil, arch.ARMHF, qemuTarget{}, "the image's binaries are armhf: the qemu strategy boots amd64 and arm64 images; use the chroot strategy"},
 	} {
