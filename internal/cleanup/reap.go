@@ -173,7 +173,7 @@ func reapJournal(path string, rep *Report, kept bool) error {
 	}
 
 	var errs []error
-	for i := len(entries) - 1; i >= 0; i-- {
+	for _, i := range reapOrder(entries) {
 		msg, err := releaseChecked(path, entries[i].entry)
 		if err != nil {
 			errs = append(errs, err)
@@ -206,6 +206,22 @@ func reapJournal(path string, rep *Report, kept bool) error {
 	}
 	rep.Journals = append(rep.Journals, "reaped "+desc)
 	return nil
+}
+
+// reapOrder is the order in which the reaper releases entries (indexes):
+// the processes running in a chroot first, since a chroot is journaled
+// before its mounts and a daemon holding /dev open would make its unmount
+// lazy; then everything newest first.
+func reapOrder(entries []held) []int {
+	var first, rest []int
+	for i := len(entries) - 1; i >= 0; i-- {
+		if entries[i].entry.Kind == KindChroot {
+			first = append(first, i)
+		} else {
+			rest = append(rest, i)
+		}
+	}
+	return append(first, rest...)
 }
 
 // releaseChecked releases an entry read from the journal at path, once
