@@ -133,6 +133,41 @@ func TestAccAbort(t *testing.T) {
 		}
 	})
 
+	// An image of another architecture: its binfmt_misc registration is
+	// kept with it (its chroot still runs), even through another build of
+	// that architecture, which would otherwise remove it when it ends as
+	// the share of a dead build; the reap removes it.
+	t.Run("foreign", func(t *testing.T) {
+		if _, err := os.Stat("/usr/bin/qemu-arm-static"); err != nil {
+			t.Skipf("qemu-user-static: %v", err)
+		}
+		armhf := fixture.FirmwareDisk(t, fixture.FirmwareDiskOptions{Arch: "armhf"})
+		reg := filepath.Join(cleanup.BinfmtMisc, "imagefactory-qemu-arm")
+		a := newAcc(t)
+		before := fixture.Binfmt(t)
+		a.BuildFlags = []string{"-on-error=abort"}
+		res := a.Build(t, template(``, `provisioner "shell" { inline = ["uname -m", "exit 7"] }`), map[string]string{"base": armhf.Path})
+		m := keptMountRe.FindStringSubmatch(res.Output)
+		c := reapCommandRe.FindStringSubmatch(res.Output)
+		if res.ExitCode == 0 || m == nil || c == nil {
+			t.Fatalf("exit %d; want a failure kept for inspection:\n%s", res.ExitCode, res.Output)
+		}
+		t.Cleanup(func() { cleanup.ReapKept(filepath.Join(a.Base, "state")) })
+		a.BuildFlags = nil
+		mustBuild(t, a, template(``, `provisioner "shell" { inline = ["uname -m"] }`), map[string]string{"base": armhf.Path, "out": "later"})
+		if _, err := os.Stat(reg); err != nil {
+			t.Errorf("the kept build's registration is gone after another armhf build: %v", err)
+		}
+		if out, err := exec.Command("chroot", m[1], "/bin/uname", "-m").CombinedOutput(); err != nil || string(out) != "armv7l\n" {
+			t.Errorf("chroot %s /bin/uname -m: %v: %q", m[1], err, out)
+		}
+		if out, err := exec.Command("sh", "-c", c[1]).CombinedOutput(); err != nil || !strings.Contains(string(out), "removed binfmt_misc registration imagefactory-qemu-arm") {
+			t.Errorf("%s: %v:\n%s", c[1], err, out)
+		}
+		fixture.CheckBinfmt(t, before)
+		a.assertNoLeaks(t)
+	})
+
 	t.Run("cleanup", func(t *testing.T) {
 		a := newAcc(t)
 		a.BuildFlags = []string{"-on-error=cleanup"}
