@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
@@ -107,8 +108,9 @@ func TestAccAbort(t *testing.T) {
 		}
 
 		// The command, exactly as printed.
+		start := time.Now()
 		out, err := exec.Command("sh", "-c", command).CombinedOutput()
-		t.Logf("%s:\n%s", command, out)
+		t.Logf("%s (%s):\n%s", command, time.Since(start).Round(time.Millisecond), out)
 		if err != nil {
 			t.Fatalf("%s: %v", command, err)
 		}
