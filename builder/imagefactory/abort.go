@@ -82,9 +82,9 @@ func describeKept(e cleanup.Entry) string {
 // path) an aborted build kept for inspection still holds, or "".
 func keptClash(k cleanup.Kept, outputDir, mountPath string) string {
 	switch {
-	case k.Holds(outputDir):
+	case outputDir != "" && k.Holds(outputDir):
 		return "output directory " + outputDir
-	case k.Holds(mountPath):
+	case mountPath != "" && k.Holds(mountPath):
 		return "mount_path " + mountPath
 	}
 	return ""

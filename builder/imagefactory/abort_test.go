@@ -58,6 +58,7 @@ func TestKeptClash(t *testing.T) {
 		{"/work/out2", "/run/imagefactory/mnt/t-ABC/boot/x", "mount_path"},
 		{"/work/out2", "/run/imagefactory/mnt", "mount_path"},
 		{"/work/ou", "/run/imagefactory/mnt/t-AB", ""},
+		{"", "", ""},
 	} {
 		if got := keptClash(k, c.out, c.mnt); (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
 			t.Errorf("keptClash(%s, %s) = %q, want %q", c.out, c.mnt, got, c.want)

@@ -36,7 +36,7 @@ func (s *stepJournal) Run(ctx context.Context, state multistep.StateBag) multist
 	}
 	// Kept for inspection (-on-error=abort, abort.go): the user's until
 	// they run the reap command, which may be while they look inside.
-	mountPath := state.Get(stateMountPath).(string)
+	mountPath, _ := state.Get(stateMountPath).(string)
 	for _, k := range report.Kept {
 		ui.Say(keptReminder(k))
 		if clash := keptClash(k, cfg.OutputDirectory, mountPath); clash != "" {
