@@ -1,5 +1,5 @@
 // Command packer-plugin-imagefactory is the Packer plugin: it registers the
-// components and nothing else (the work lives in internal/).
+// components (the work lives in internal/), and runs the reap subcommand.
 package main
 
 import (
@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/plugin"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/builder/imagefactory"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/fetchdisk"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/scrub"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/sparsify"
@@ -17,6 +18,11 @@ import (
 )
 
 func main() {
+	// Not a Packer command: the user's, to release what a build kept
+	// (packer build -on-error=abort) or left behind.
+	if len(os.Args) > 1 && os.Args[1] == cleanup.CommandName {
+		os.Exit(cleanup.Command(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	pps := plugin.NewSet()
 	// The default name makes templates say `source "imagefactory" "x"`.
 	pps.RegisterBuilder(plugin.DEFAULT_NAME, new(imagefactory.Builder))

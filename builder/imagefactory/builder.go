@@ -16,6 +16,8 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/multistep/commonsteps"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 )
 
 // BuilderID identifies artifacts of this builder.
@@ -43,7 +45,9 @@ func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
 // Run runs the steps. Nothing the build holds outlives it: a panic in a step
 // halts the build like an error (guard), a panic while provisioning becomes
 // the build's error (recoveringHook), and the journal step's cleanup, last
-// of all, releases whatever the other cleanups missed.
+// of all, releases whatever the other cleanups missed. The exception is
+// packer build -on-error=abort: a failed build's cleanups are skipped, and
+// what it holds is kept for inspection until the reap command (abort.go).
 func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook) (artifact packersdk.Artifact, err error) {
 	state := new(multistep.BasicStateBag)
 	state.Put("config", &b.config)
@@ -64,7 +68,7 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		steps = b.chrootSteps()
 	}
 
-	b.runner = commonsteps.NewRunner(guard(steps), b.config.PackerConfig, ui)
+	b.runner = newGuardedRunner(steps, b.config.PackerConfig, ui)
 	defer func() {
 		if r := recover(); r != nil {
 			// Last resort (a panic outside any step): the steps' deferred
@@ -73,6 +77,9 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		}
 	}()
 	b.runner.Run(ctx, state)
+	if j, ok := state.GetOk(stateJournal); ok && !j.(*cleanup.Journal).Closed() {
+		keepForInspection(state) // -on-error=abort skipped every cleanup
+	}
 
 	if rawErr, ok := state.GetOk("error"); ok {
 		return nil, rawErr.(error)
@@ -97,7 +104,7 @@ func (b *Builder) commonSteps() []multistep.Step {
 	cfg := &b.config
 	steps := []multistep.Step{
 		&stepJournal{},
-		&commonsteps.StepOutputDir{Force: cfg.PackerForce, Path: cfg.OutputDirectory},
+		&stepOutputDir{commonsteps.StepOutputDir{Force: cfg.PackerForce, Path: cfg.OutputDirectory}},
 	}
 	if cfg.fromTree() {
 		return append(steps, &stepBootstrap{}, &stepRootTree{}, &stepMakeDisk{})

@@ -11,8 +11,9 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 )
 
-// stepJournal reaps what killed builds left behind, then opens this
-// build's journal. It is the first step, so its cleanup runs last and
+// stepJournal reaps what killed builds left behind (not what aborted
+// builds keep for inspection: it reminds the user of those), then opens
+// this build's journal. It is the first step, so its cleanup runs last and
 // releases anything the other steps' cleanups did not (a panic, a bug).
 type stepJournal struct {
 	journal *cleanup.Journal
@@ -32,6 +33,16 @@ func (s *stepJournal) Run(ctx context.Context, state multistep.StateBag) multist
 		// Not this build's resources: warn, and the journal stays for the
 		// next build to try again, rather than fail every build from now on.
 		ui.Error(fmt.Sprintf("Warning: could not release everything an earlier build left behind (tried again next build): %v", err))
+	}
+	// Kept for inspection (-on-error=abort, abort.go): the user's until
+	// they run the reap command, which may be while they look inside.
+	mountPath, _ := state.Get(stateMountPath).(string)
+	for _, k := range report.Kept {
+		ui.Say(keptReminder(k))
+		if clash := keptClash(k, cfg.OutputDirectory, mountPath); clash != "" {
+			return haltf(state, "%s is still held by an aborted build kept for inspection (journal %s): release it first with %s, or choose another",
+				clash, k.Journal, cleanup.ReapCommandLine(k.Journal))
+		}
 	}
 
 	j, err := cleanup.Open(dir, fmt.Sprintf("build %q, output %s", cfg.PackerBuildName, cfg.OutputDirectory))

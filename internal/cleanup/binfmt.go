@@ -116,8 +116,10 @@ func releaseBinfmt(e Entry) (string, error) {
 	}
 	defer unlock()
 	users := filepath.Join(BinfmtState, "users")
-	if err := os.Remove(filepath.Join(users, e.Name, e.Aside)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("cleanup: dropping binfmt share %s: %w", e.Aside, err)
+	for _, m := range []string{e.Aside, keptPrefix + e.Aside} {
+		if err := os.Remove(filepath.Join(users, e.Name, m)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("cleanup: dropping binfmt share %s: %w", m, err)
+		}
 	}
 	left, err := liveShares(users)
 	if err != nil {
@@ -177,6 +179,10 @@ func liveShares(users string) (map[string]int, error) {
 	for _, n := range names {
 		marks, _ := os.ReadDir(filepath.Join(users, n.Name()))
 		for _, m := range marks {
+			if strings.HasPrefix(m.Name(), keptPrefix) {
+				left[n.Name()]++ // an aborted build's, until its reap
+				continue
+			}
 			var pid int
 			var start uint64
 			if _, err := fmt.Sscanf(m.Name(), "%d-%d-", &pid, &start); err == nil && alive(pid, start) {
@@ -187,6 +193,24 @@ func liveShares(users string) (map[string]int, error) {
 		}
 	}
 	return left, nil
+}
+
+// keptPrefix starts the marker of a share that Keep handed to a later
+// reap: it counts as live although its build has exited.
+const keptPrefix = "kept-"
+
+// keepBinfmtShare renames e's share marker to a kept one.
+func keepBinfmtShare(e Entry) error {
+	unlock, err := LockBinfmt()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	dir := filepath.Join(BinfmtState, "users", e.Name)
+	if err := os.Rename(filepath.Join(dir, e.Aside), filepath.Join(dir, keptPrefix+e.Aside)); err != nil {
+		return fmt.Errorf("cleanup: keeping binfmt share %s: %w", e.Aside, err)
+	}
+	return nil
 }
 
 // binfmtEntries lists the registrations in binfmt_misc (not register and

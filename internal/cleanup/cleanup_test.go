@@ -37,20 +37,7 @@ func TestTeardownReleasesInReverseOrder(t *testing.T) {
 	j.SetLogger(func(m string) { log = append(log, m) })
 	defer j.Close()
 
-	dev, _, err := j.AttachLoop(loop.AttachOpts{Backing: img})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := j.Take(MountEntry(mnt, dev.Path(), "ext4")); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount(dev.Path(), mnt, "ext4", 0, ""); err != nil {
-		t.Fatalf("mount %s on %s: %v", dev.Path(), mnt, err)
-	}
-	busyboxTree(t, mnt)
-	if _, err := j.Take(ChrootEntry(mnt)); err != nil {
-		t.Fatal(err)
-	}
+	dev := mountChroot(t, j, img, mnt)
 	startChrooted(t, mnt, "sh", "-c", "sleep 1000 & exec sleep 1001")
 	waitRooted(t, mnt, 2)
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/loop"
 )
@@ -17,6 +18,7 @@ const (
 	KindMount  Kind = "mount"   // a mount point
 	KindChroot Kind = "chroot"  // processes whose root is in a directory
 	KindFile   Kind = "file"    // a temporary file or directory
+	KindDir    Kind = "dir"     // a directory, removed once empty
 	KindProc   Kind = "process" // one process (a virtual machine), by pid and start time
 	KindMoved  Kind = "moved"   // a file of an image moved aside for the session
 	// KindBinfmt (binfmt.go): a share of a binfmt_misc registration
@@ -78,6 +80,13 @@ func FileEntry(path string) Entry {
 	return Entry{Kind: KindFile, Path: canonical(path)}
 }
 
+// DirEntry records a directory to remove once it is empty, as the
+// output directory of an aborted build (Journal.Keep): releasing it
+// removes it only when nothing is left in it, else leaves it and says so.
+func DirEntry(path string) Entry {
+	return Entry{Kind: KindDir, Path: canonical(path)}
+}
+
 // ProcessEntry records a running process, such as a QEMU, that must not
 // outlive the build. path names what it works on (its disk), for messages.
 // Releasing it sends SIGTERM, then SIGKILL. Take it right after the start.
@@ -127,7 +136,7 @@ func (e Entry) validate() error {
 		if e.BackingIno == 0 || e.Backing == "" {
 			return fmt.Errorf("cleanup: loop entry %s has no backing file/inode: the reaper could not tell it from a reused device", e.Path)
 		}
-	case KindMount, KindFile:
+	case KindMount, KindFile, KindDir:
 		if filepath.Clean(e.Path) == "/" {
 			return fmt.Errorf("cleanup: refusing a %s entry for /", e.Kind)
 		}
@@ -166,6 +175,8 @@ func release(e Entry, dev *loop.Device) (string, error) {
 		return releaseChroot(e)
 	case KindFile:
 		return releaseFile(e)
+	case KindDir:
+		return releaseDir(e)
 	case KindProc:
 		return releaseProc(e)
 	case KindMoved:
@@ -200,6 +211,7 @@ func releaseFile(e Entry) (string, error) {
 	if _, err := os.Lstat(e.Path); errors.Is(err, os.ErrNotExist) {
 		return fmt.Sprintf("%s already removed", e.Path), nil
 	}
+
 	// RemoveAll would walk into a filesystem still mounted below the path
 	// (an image's root!) and empty it.
 	mps, err := mountPointsUnder(e.Path)
@@ -213,4 +225,17 @@ func releaseFile(e Entry) (string, error) {
 		return "", fmt.Errorf("cleanup: removing %s: %w", e.Path, err)
 	}
 	return fmt.Sprintf("removed %s", e.Path), nil
+}
+
+func releaseDir(e Entry) (string, error) {
+	err := os.Remove(e.Path)
+	switch {
+	case err == nil:
+		return fmt.Sprintf("removed %s", e.Path), nil
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Sprintf("%s already removed", e.Path), nil
+	case errors.Is(err, syscall.ENOTEMPTY), errors.Is(err, syscall.EEXIST):
+		return fmt.Sprintf("left %s: it holds files the build did not make", e.Path), nil
+	}
+	return "", fmt.Errorf("cleanup: removing %s: %w", e.Path, err)
 }

@@ -238,6 +238,27 @@ func busyboxTree(t *testing.T, root string) {
 	}
 }
 
+// mountChroot attaches img (an ext4 image) and mounts it at mnt, puts a
+// busybox tree in it and journals the chroot, as a build does, all in j.
+func mountChroot(t *testing.T, j *Journal, img, mnt string) *loop.Device {
+	t.Helper()
+	dev, _, err := j.AttachLoop(loop.AttachOpts{Backing: img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Take(MountEntry(mnt, dev.Path(), "ext4")); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(dev.Path(), mnt, "ext4", 0, ""); err != nil {
+		t.Fatalf("mount %s on %s: %v", dev.Path(), mnt, err)
+	}
+	busyboxTree(t, mnt)
+	if _, err := j.Take(ChrootEntry(mnt)); err != nil {
+		t.Fatal(err)
+	}
+	return dev
+}
+
 // startChrooted starts /bin/<args[0]> with its root at root. The test
 // reaps it; killing it is the code under test's job.
 func startChrooted(t *testing.T, root string, args ...string) *exec.Cmd {

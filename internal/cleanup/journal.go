@@ -43,7 +43,7 @@ type Handle uint64
 
 // record is one JSON line of a journal.
 type record struct {
-	Op string `json:"op"` // "header", "take" or "release"
+	Op string `json:"op"` // "header", "take", "release" or "keep"
 
 	// header
 	PID     int       `json:"pid,omitempty"`
@@ -54,6 +54,9 @@ type record struct {
 	// take / release
 	ID    Handle `json:"id,omitempty"`
 	Entry *Entry `json:"entry,omitempty"`
+
+	// keep: released after everything still held, in this order
+	After []Entry `json:"after,omitempty"`
 }
 
 type held struct {
@@ -71,6 +74,7 @@ type Journal struct {
 	next   Handle
 	held   []held // in take order
 	closed bool
+	kept   bool // Keep ran: what is held is a later reap's
 	log    func(string)
 }
 
@@ -222,10 +226,13 @@ func (j *Journal) Forget(h Handle) error {
 }
 
 // Teardown releases everything still held, newest first. It keeps going
-// past errors and returns them all.
+// past errors and returns them all. After Keep it does nothing.
 func (j *Journal) Teardown() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.kept {
+		return nil
+	}
 	var errs []error
 	for i := len(j.held) - 1; i >= 0; i-- {
 		if err := j.releaseAt(i); err != nil {
@@ -256,6 +263,70 @@ func (j *Journal) Close() error {
 		err = errors.Join(err, fmt.Errorf("cleanup: closing journal %s: %w", j.path, cerr))
 	}
 	return err
+}
+
+// Held lists what is still held, in take order.
+func (j *Journal) Held() []Entry {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	out := make([]Entry, 0, len(j.held))
+	for _, hd := range j.held {
+		out = append(out, hd.entry)
+	}
+	return out
+}
+
+// Closed reports whether Close or Keep has run: a build whose journal is
+// still open when its steps are over skipped its cleanups
+// (-on-error=abort).
+func (j *Journal) Closed() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.closed
+}
+
+// Keep hands everything still held to a later reap, untouched, for
+// inspection (packer build -on-error=abort): it writes a keep record,
+// turns this build's binfmt_misc shares into kept ones (a kept chroot
+// still runs its foreign binaries after this process exits), drops this
+// process's references to its loop devices (a mounted device stays bound
+// through its mount, as after an exit) and closes the journal without
+// releasing anything. Reap leaves a kept journal alone; ReapKept and
+// ReapJournal release it, then the after entries in order (an output
+// directory, removed only once the disk in it is detached). It returns
+// what is kept, in take order.
+func (j *Journal) Keep(after ...Entry) ([]Entry, error) {
+	for _, e := range after {
+		if err := e.validate(); err != nil {
+			return nil, err
+		}
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return nil, fmt.Errorf("cleanup: journal %s is closed; nothing to keep", j.path)
+	}
+	var errs []error
+	var kept []Entry
+	for _, hd := range j.held {
+		kept = append(kept, hd.entry)
+		if hd.entry.Kind == KindBinfmt {
+			errs = append(errs, keepBinfmtShare(hd.entry))
+		}
+	}
+	if err := j.append(record{Op: "keep", After: after}); err != nil {
+		return nil, errors.Join(append(errs, err)...)
+	}
+	for _, hd := range j.held {
+		if hd.dev != nil {
+			errs = append(errs, hd.dev.Close())
+		}
+	}
+	j.closed, j.kept = true, true
+	if err := j.f.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("cleanup: closing journal %s: %w", j.path, err))
+	}
+	return kept, errors.Join(errs...)
 }
 
 func (j *Journal) find(h Handle) (int, error) {
