@@ -27,7 +27,6 @@ build {
       shrink = true
     }
     post-processor "imagefactory-boottest" {
-      wait_for     = ["ssh"]
       inline       = ["redis-cli ping | grep -qx PONG"]
       boot_timeout = "10m"
     }

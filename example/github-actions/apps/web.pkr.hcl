@@ -29,8 +29,10 @@ build {
     }
     # The gate: a failed check stops the chain, so nothing is imported.
     post-processor "imagefactory-boottest" {
-      wait_for     = ["ssh"]
-      http_url     = "http://localhost/health" # nginx in the guest, port 80
+      http {
+        url           = "http://localhost/health" # nginx in the guest, port 80
+        body_contains = "ok"
+      }
       inline       = ["systemctl is-active nginx.service"]
       boot_timeout = "10m"
     }
