@@ -34,6 +34,7 @@ packages=(
 	policycoreutils    # setfiles -r: SELinux relabel of images without their own setfiles (selinux_relabel), and the tests' label checks
 	attr               # setfattr: the SELinux fixture's hand-set label
 	qemu-user-static   # qemu-ARCH-static: the chroot of an image of another architecture (binfmt_misc, F flag)
+	shellcheck         # actionlint checks the workflows' run: scripts with it (make lint-workflows)
 )
 
 # The foreign-architecture tests' trees are Debian's busybox-static of

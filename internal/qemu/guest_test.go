@@ -45,6 +45,9 @@ func inspectDir(t *testing.T, dir, user, key string) (*inroot.Root, *GuestState)
 // machine id, a lease); Undo leaves the image as it was, the user's own
 // authorized key and the image's own network file kept.
 func TestGuestStateRoundTrip(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: InjectKey gives the key to the image user's ids")
+	}
 	key, err := NewKey("imagefactory-build-test")
 	if err != nil {
 		t.Fatal(err)
