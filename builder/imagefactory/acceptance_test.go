@@ -2,6 +2,7 @@ package imagefactory_test
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -21,7 +22,10 @@ import (
 // tests make themselves, with real loop devices and mounts. They need root.
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	stop := prewarmArm64()
 	code := m.Run()
+	stop()
 	fixture.RemoveCache()
 	os.Exit(code)
 }

@@ -1,6 +1,9 @@
 package imagefactory_test
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootstrap"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/qemu"
 )
@@ -35,26 +39,83 @@ var arm64Source = `
   }
 `
 
-// requireArm64 skips where the host cannot emulate arm64, and where the
-// arm64 tree is not cached unless IMAGEFACTORY_ARM64_COLD=1: making it
-// runs debootstrap's second stage under qemu-user, mkinitramfs twice
-// among it (32 minutes measured on this 2-core machine under load), more
-// than the suite's cold budget; `make arm64-tree` makes it once.
+// requireArm64 skips where the host cannot emulate arm64.
 func requireArm64(t *testing.T) {
 	t.Helper()
 	requireRoot(t)
+	if reason := arm64Unsupported(); reason != "" {
+		t.Skip(reason)
+	}
+}
+
+func arm64Unsupported() string {
 	if arch.Host() == arch.ARM64 {
-		t.Skip("the host is arm64: nothing foreign to show")
+		return "the host is arm64: nothing foreign to show"
 	}
 	for _, f := range []string{"/usr/bin/qemu-aarch64-static", "/usr/bin/qemu-system-aarch64", qemu.DefaultAAVMFCode} {
 		if _, err := os.Stat(f); err != nil {
-			t.Skipf("needs %s (scripts/install-deps.sh): %v", f, err)
+			return fmt.Sprintf("needs %s (scripts/install-deps.sh): %v", f, err)
 		}
 	}
-	o := bootstrap.Options{Tool: bootstrap.Debootstrap, Suite: "bookworm", Variant: "minbase", Arch: arch.ARM64, Include: arm64Include}
-	if _, err := os.Stat(o.Path()); err != nil && os.Getenv("IMAGEFACTORY_ARM64_COLD") != "1" {
-		t.Skipf("the arm64 tree is not cached (%s): run `make arm64-tree` once (debootstrap's second stage under qemu-user, "+
-			"20 to 35 minutes), or set IMAGEFACTORY_ARM64_COLD=1", o.Path())
+	return ""
+}
+
+func arm64Options() bootstrap.Options {
+	return bootstrap.Options{Tool: bootstrap.Debootstrap, Suite: "bookworm", Variant: "minbase", Arch: arch.ARM64, Include: arm64Include}
+}
+
+// arm64Tree is the arm64 tree, made in the background from the start of
+// this package's tests when it is not cached: its second stage under
+// qemu-user (about 20 minutes cold on this 2-core machine) then overlaps
+// the sequential tests instead of adding to the suite. TestAccArm64, a
+// parallel test (so run after them), waits for it; its build then finds
+// the tree cached. Tests that compare the host's binfmt_misc tolerate the
+// registration it holds (fixture.CheckBinfmt: ours, with a live share).
+var arm64Tree struct {
+	done chan struct{}
+	err  error
+	log  []string // debootstrap's "I: Second stage"/"I: initramfs" lines
+	took time.Duration
+}
+
+// prewarmArm64 starts making the arm64 tree when TestAccArm64 is to run
+// (as root, not -short, selected by -run) and the tree is not cached.
+// stop cancels it if it is still running and waits for it.
+func prewarmArm64() (stop func()) {
+	arm64Tree.done = make(chan struct{})
+	run := flag.Lookup("test.run").Value.String()
+	selected, _ := regexp.MatchString(strings.Split(run, "/")[0], "TestAccArm64")
+	o := arm64Options()
+	if _, err := os.Stat(o.Path()); err == nil || testing.Short() || os.Geteuid() != 0 || !selected || arm64Unsupported() != "" {
+		close(arm64Tree.done)
+		return func() {}
+	}
+	state, err := os.MkdirTemp("", "arm64-tree-state-")
+	if err == nil {
+		o.Journal, err = cleanup.Open(state, "arm64 tree for the tests")
+	}
+	if err != nil {
+		arm64Tree.err = err
+		close(arm64Tree.done)
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	o.Log = func(l string) {
+		if strings.HasPrefix(l, "I: Second stage") || strings.HasPrefix(l, "I: initramfs") {
+			arm64Tree.log = append(arm64Tree.log, l)
+		}
+	}
+	go func() {
+		defer close(arm64Tree.done)
+		start := time.Now()
+		_, _, arm64Tree.err = bootstrap.Tree(ctx, o)
+		arm64Tree.took = time.Since(start)
+		arm64Tree.err = errors.Join(arm64Tree.err, o.Journal.Close())
+		os.RemoveAll(state)
+	}()
+	return func() {
+		cancel()
+		<-arm64Tree.done
 	}
 }
 
@@ -78,6 +139,14 @@ func requireArm64(t *testing.T) {
 // arm64 disk over SSH".
 func TestAccArm64(t *testing.T) {
 	requireArm64(t)
+	t.Parallel() // after the sequential tests, while arm64Tree is made
+	<-arm64Tree.done
+	if arm64Tree.err != nil {
+		t.Fatalf("making the arm64 tree: %v", arm64Tree.err)
+	}
+	if arm64Tree.took > 0 {
+		t.Logf("arm64 tree made in the background in %s: %s", arm64Tree.took.Round(time.Second), strings.Join(arm64Tree.log, "; "))
+	}
 	a := newAcc(t)
 	qcow := filepath.Join(a.Dir, "arm64.qcow2")
 	res := mustBuild(t, a, treeTemplate(arm64Source, `
