@@ -277,3 +277,57 @@ func mustBuildIn(t *testing.T, h *fixture.Harness, tmpl string) fixture.Result {
 	}
 	return res
 }
+
+// TestAccConcurrentMountPath: two builds of one template with a fixed
+// mount_path at the same time. The second is refused at once, naming
+// mount_path, rather than mounting its image over the first's (whose
+// provisioners would then run in it); the first is untouched and passes.
+func TestAccConcurrentMountPath(t *testing.T) {
+	r := newRunner(t, "cmp")
+	base := fixture.NewDisk(t, fixture.DiskOptions{Tree: debianTree})
+	mnt := filepath.Join(r.shared, "mnt")
+	tmpl := func(name string) string {
+		return fmt.Sprintf(`
+source "imagefactory" %q {
+  base_image       = %q
+  output_directory = "out"
+  mount_path       = %q
+}
+build {
+  sources = ["source.imagefactory.%s"]
+  provisioner "shell" {
+    inline = ["echo $PACKER_BUILD_NAME > /etc/factory-marker", "echo FACTORY-WAITING", "while [ ! -e /tmp/go-on ]; do sleep 0.1; done"]
+  }
+}
+`, name, base.Path, mnt, name)
+	}
+	h1, h2 := r.harness(t), r.harness(t)
+	first := h1.Start(t, tmpl("cmpone"), nil)
+	first.WaitForOutput(t, "FACTORY-WAITING", 5*time.Minute)
+	res := h2.Build(t, tmpl("cmptwo"), nil)
+	if res.ExitCode == 0 {
+		t.Errorf("a second build mounted on the mount_path a running build holds:\n%s", res.Output)
+	}
+	if !strings.Contains(res.Output, "mount_path "+mnt+" is in use") {
+		t.Errorf("the refusal does not name mount_path %s:\n%s", mnt, res.Output)
+	}
+	// The first build's image is still the one at the mount path.
+	if b, err := os.ReadFile(filepath.Join(mnt, "etc/factory-marker")); err != nil || string(b) != "cmpone\n" {
+		t.Errorf("the mount path shows marker %q (%v), want the first build's", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "tmp/go-on"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res := first.Wait(); res.ExitCode != 0 {
+		t.Fatalf("the first build failed (exit %d):\n%s", res.ExitCode, res.Output)
+	}
+	checkMarker(t, filepath.Join(h1.Dir, "out", "cmpone.raw"), "cmpone", base, false)
+	r.expect(filepath.Join(h1.Dir, "out"), "cmpone.raw")
+	if _, err := os.Stat(filepath.Join(h2.Dir, "out")); err == nil {
+		t.Error("the refused build left its output directory")
+	}
+	if _, err := os.Stat(mnt); err == nil {
+		t.Errorf("mount_path %s left behind", mnt)
+	}
+	r.assertClean(t)
+}

@@ -172,7 +172,9 @@ type Config struct {
 	MountOptions []string `mapstructure:"mount_options"`
 	// Where the root filesystem is mounted on the host. May use
 	// `{{.BuildName}}`. Defaults to
-	// `/run/imagefactory/mnt/{{.BuildName}}-<random>`.
+	// `/run/imagefactory/mnt/{{.BuildName}}-<random>`. Builds running at
+	// the same time need different paths: one that another build holds,
+	// or that has a filesystem mounted on it, is refused.
 	MountPath string `mapstructure:"mount_path"`
 	// Extra or replacement mounts for the chroot, each
 	// `[fstype, source, target]` as in amazon-chroot. The defaults are
