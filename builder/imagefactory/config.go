@@ -116,7 +116,8 @@ type Config struct {
 	Strategy string `mapstructure:"strategy"`
 	// Where the result goes; created by the build, and refused if it
 	// exists unless `packer build -force` is used. Defaults to
-	// `output-<build name>`.
+	// `output-<build name>`. A build running at the same time holds its
+	// own: `-force` does not delete it, and a second build is refused.
 	OutputDirectory string `mapstructure:"output_directory"`
 	// The name of the image file in `output_directory`, without extension.
 	// Defaults to the build name.
