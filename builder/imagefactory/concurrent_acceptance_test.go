@@ -122,11 +122,11 @@ build {
 `, `"source.imagefactory.`+strings.Join(sources, `", "source.imagefactory.`)+`"`)
 }
 
-// TestAccConcurrentBuilds runs four `packer build` processes at once on
-// one runner: two chroot builds on the same base image (raw and qcow2
-// artifacts), one disk made from a root tree, and one application image
+// TestAccConcurrentBuilds runs `packer build` processes at once on one
+// runner: two chroot builds on the same base image (raw and qcow2
+// artifacts), one disk made from a root tree, and application images
 // chained on an artifact of that base (use_backing_file: a qcow2 overlay
-// over a FUSE export). All pass, each image holds its own build's marker,
+// over a FUSE export), two of them on the same artifact. All pass, each image holds its own build's marker,
 // the base is untouched, and nothing of any of them is left.
 func TestAccConcurrentBuilds(t *testing.T) {
 	r := newRunner(t, "ccb")
@@ -155,6 +155,9 @@ source "imagefactory" "ccbbase" {
 		{"ccbtwo", fmt.Sprintf("base_image = %q\n  format = \"qcow2\"\n  disk_size = \"320M\"", base.Path), "ccbtwo.qcow2"},
 		{"ccbtree", fmt.Sprintf("source_rootfs = %q\n  kernel = %q", tree, kernel), "ccbtree.raw"},
 		{"ccbchain", fmt.Sprintf("base_image = %q\n  use_backing_file = true", chainBase), "ccbchain.qcow2"},
+		// A second overlay on the same backing file at the same time: two
+		// FUSE exports (qemu-storage-daemon) share the base read-only.
+		{"ccbchaintwo", fmt.Sprintf("base_image = %q\n  use_backing_file = true", chainBase), "ccbchaintwo.qcow2"},
 	}
 	runs := make([]*fixture.Run, len(builds))
 	hs := make([]*fixture.Harness, len(builds))
@@ -186,8 +189,10 @@ source "imagefactory" %q {
 		for i, b := range builds {
 			checkMarker(t, filepath.Join(hs[i].Dir, "out", b.artifact), b.name, base, b.name == "ccbtree")
 		}
-		if b := backingFile(t, filepath.Join(hs[3].Dir, "out", "ccbchain.qcow2")); b != chainBase {
-			t.Errorf("the chained image's backing file is %q, want %s", b, chainBase)
+		for i := 3; i < len(builds); i++ {
+			if b := backingFile(t, filepath.Join(hs[i].Dir, "out", builds[i].artifact)); b != chainBase {
+				t.Errorf("the chained image %s's backing file is %q, want %s", builds[i].name, b, chainBase)
+			}
 		}
 	}
 	if fixture.Sha256(t, base.Path) != baseSum {
