@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -30,6 +31,7 @@ type runner struct {
 	shared  string // state/ and tmp/ of every harness
 	bases   []string
 	prefix  string // every source name starts with it: the default mount paths are runnerMnt/<name>-<random>
+	plugins string // the harnesses' plugin directory
 	outputs map[string][]string
 }
 
@@ -51,6 +53,7 @@ func (r *runner) harness(t *testing.T) *fixture.Harness {
 	tmp := filepath.Join(r.shared, "tmp")
 	h.Env = append(h.Env, "IMAGEFACTORY_STATE_DIR="+filepath.Join(r.shared, "state"), "TMPDIR="+tmp, "PACKER_TMP_DIR="+tmp)
 	r.bases = append(r.bases, h.Base)
+	r.plugins = h.PluginPath
 	return h
 }
 
@@ -64,7 +67,12 @@ func (r *runner) expect(dir string, files ...string) { r.outputs[dir] = files }
 // builds on the machine (other tests, other checkouts) are not looked at.
 func (r *runner) assertClean(t *testing.T) {
 	t.Helper()
-	r.before.AssertNoLeaksUnder(t, append([]string{r.shared}, r.bases...)...)
+	// Scoped to our directories and our plugin: other checkouts on the
+	// machine run builds with plugins of their own meanwhile.
+	r.before.AssertNoLeaksIn(t, append([]string{r.shared}, r.bases...)...)
+	if ps := fixture.Pgrep(t, regexp.QuoteMeta(r.plugins+"/")); ps != "" {
+		t.Errorf("plugin processes left running:\n%s", ps)
+	}
 	mps, err := cleanup.MountPointsUnder(runnerMnt)
 	if err != nil {
 		t.Fatal(err)
@@ -74,11 +82,18 @@ func (r *runner) assertClean(t *testing.T) {
 			t.Errorf("still mounted: %s", mp)
 		}
 	}
+	// A process left in a chroot has its root at the default mount path.
+	roots, _ := filepath.Glob("/proc/[0-9]*/root")
+	for _, link := range roots {
+		if root, err := os.Readlink(link); err == nil && strings.HasPrefix(root, filepath.Join(runnerMnt, r.prefix)) {
+			t.Errorf("process %s left in a chroot: root %s", filepath.Base(filepath.Dir(link)), root)
+		}
+	}
 	if left, _ := filepath.Glob(filepath.Join(runnerMnt, r.prefix+"*")); len(left) > 0 {
 		t.Errorf("mount directories left: %v", left)
 	}
 	for _, d := range append([]string{r.shared}, r.bases...) {
-		if ps := fixture.Pgrep(t, "qemu-storage-daemon.*"+d+"/"); ps != "" {
+		if ps := fixture.Pgrep(t, "qemu-storage-daemon.*"+regexp.QuoteMeta(d+"/")); ps != "" {
 			t.Errorf("qemu-storage-daemon left running:\n%s", ps)
 		}
 	}
