@@ -29,8 +29,69 @@ if [ "$FAKE_MAKER" = a ]; then
 	while :; do { [ -d "$tree" ] && echo a > "$tree/written-by-a"; } 2>/dev/null; sleep 0.05; done
 fi
 echo "$FAKE_MAKER" > "$tree/made-by"
+echo run >> "$FAKE_DIR/runs"
 sleep 1
 `
+
+// TestTreeShared: builds that want the same tree at the same time run one
+// debootstrap; the others wait and get the tree once it is whole, as
+// cached.
+func TestTreeShared(t *testing.T) {
+	fake := t.TempDir()
+	if err := os.WriteFile(filepath.Join(fake, "debootstrap"), []byte(fakeDebootstrap), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", fake+":"+os.Getenv("PATH"))
+	t.Setenv("FAKE_DIR", fake)
+	t.Setenv("FAKE_MAKER", "one")
+	cache, state := t.TempDir(), t.TempDir()
+	const builds = 3
+	type result struct {
+		tree   string
+		cached bool
+		err    error
+	}
+	results := make(chan result, builds)
+	for range builds {
+		go func() {
+			j, err := cleanup.Open(state, "build")
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			defer j.Close()
+			tree, cached, err := Tree(context.Background(), Options{Tool: Debootstrap, Suite: "bookworm", CacheDir: cache, Journal: j})
+			if err == nil {
+				// What the waiters read is whole: made-by is written last.
+				if b, rerr := os.ReadFile(filepath.Join(tree, "made-by")); rerr != nil || string(b) != "one\n" {
+					err = fmt.Errorf("the tree it got is not whole: made-by %q, %v", b, rerr)
+				}
+			}
+			results <- result{tree, cached, err}
+		}()
+	}
+	made := 0
+	var trees []string
+	for range builds {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if !r.cached {
+			made++
+		}
+		trees = append(trees, r.tree)
+	}
+	runs, _ := os.ReadFile(filepath.Join(fake, "runs"))
+	if made != 1 || string(runs) != "run\n" {
+		t.Errorf("%d builds made the tree, debootstrap ran %d times; want one", made, strings.Count(string(runs), "run"))
+	}
+	for _, tr := range trees[1:] {
+		if tr != trees[0] {
+			t.Errorf("builds got different trees: %v", trees)
+		}
+	}
+}
 
 // TestHelperMaker is not a test: TestTreeMakerKilled runs the test binary
 // with it as a build that makes a tree and is killed meanwhile.
