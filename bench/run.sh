@@ -435,6 +435,13 @@ if [[ ${BENCH_QEMU:-1} == 1 ]]; then
 	"$BENCH_DIR/qemu-vs-chroot.sh" | tee -a "$OUT/results.txt"
 fi
 
+# Many builds, one runner: 1, 2 and 4 concurrent chroot builds on one base
+# image, builds per minute (a few minutes): BENCH_CONCURRENT=0 skips it.
+if [[ ${BENCH_CONCURRENT:-1} == 1 ]]; then
+	echo
+	"$BENCH_DIR/concurrent.sh" | tee -a "$OUT/results.txt"
+fi
+
 # arm64: the chroot under qemu-user against the qemu strategy under
 # qemu-system-aarch64 (TCG) and the amd64 chroot, whole builds (minutes):
 # BENCH_ARM64=0 skips it.

@@ -104,7 +104,7 @@ func (b *Builder) commonSteps() []multistep.Step {
 	cfg := &b.config
 	steps := []multistep.Step{
 		&stepJournal{},
-		&stepOutputDir{commonsteps.StepOutputDir{Force: cfg.PackerForce, Path: cfg.OutputDirectory}},
+		&stepOutputDir{Force: cfg.PackerForce, Path: cfg.OutputDirectory},
 	}
 	if cfg.fromTree() {
 		return append(steps, &stepBootstrap{}, &stepRootTree{}, &stepMakeDisk{})

@@ -116,7 +116,8 @@ type Config struct {
 	Strategy string `mapstructure:"strategy"`
 	// Where the result goes; created by the build, and refused if it
 	// exists unless `packer build -force` is used. Defaults to
-	// `output-<build name>`.
+	// `output-<build name>`. A build running at the same time holds its
+	// own: `-force` does not delete it, and a second build is refused.
 	OutputDirectory string `mapstructure:"output_directory"`
 	// The name of the image file in `output_directory`, without extension.
 	// Defaults to the build name.
@@ -172,7 +173,9 @@ type Config struct {
 	MountOptions []string `mapstructure:"mount_options"`
 	// Where the root filesystem is mounted on the host. May use
 	// `{{.BuildName}}`. Defaults to
-	// `/run/imagefactory/mnt/{{.BuildName}}-<random>`.
+	// `/run/imagefactory/mnt/{{.BuildName}}-<random>`. Builds running at
+	// the same time need different paths: one that another build holds,
+	// or that has a filesystem mounted on it, is refused.
 	MountPath string `mapstructure:"mount_path"`
 	// Extra or replacement mounts for the chroot, each
 	// `[fstype, source, target]` as in amazon-chroot. The defaults are

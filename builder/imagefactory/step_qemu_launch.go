@@ -35,10 +35,6 @@ func (s *stepQemuLaunch) Run(ctx context.Context, state multistep.StateBag) mult
 	ui.Say(fmt.Sprintf("Accelerator: %s (%s)", t.Accel, t.AccelReason))
 	cpu := state.Get(stateCPUModel).([2]string)
 	ui.Say(fmt.Sprintf("CPU model: %s (%s)", cpu[0], cpu[1]))
-	port, err := qemu.FreePort()
-	if err != nil {
-		return haltf(state, "finding a free port on 127.0.0.1: %v", err)
-	}
 	o := qemu.Options{
 		Binary:      t.Binary,
 		Arch:        t.Arch,
@@ -52,7 +48,7 @@ func (s *stepQemuLaunch) Run(ctx context.Context, state multistep.StateBag) mult
 		Kernel:      kernel[0],
 		Initrd:      kernel[1],
 		Cmdline:     kernel[2],
-		SSHPort:     port,
+		SSHPort:     0, // Start picks it, and again if another build takes it first
 		MAC:         state.Get(stateGuest).(*qemu.GuestState).MAC,
 		QMPSocket:   filepath.Join(dir, "qmp.sock"),
 		ConsoleLog:  filepath.Join(cfg.OutputDirectory, "console.log"),
@@ -72,6 +68,7 @@ func (s *stepQemuLaunch) Run(ctx context.Context, state multistep.StateBag) mult
 	}
 	s.machine = m
 	state.Put(stateMachine, m)
+	port := m.Opts.SSHPort
 	state.Put(stateSSHPort, port)
 	ui.Say(fmt.Sprintf("Booting the image under QEMU (%s, %s, %d CPU, %d MiB, %s%s); SSH on 127.0.0.1:%d, console in %s",
 		filepath.Base(m.Args[0]), t.Accel, cfg.CPUs, cfg.Memory, t.Firmware, map[bool]string{true: ", direct kernel boot"}[kernel[0] != ""], port, o.ConsoleLog))

@@ -11,6 +11,7 @@ package bootstrap
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -106,8 +107,12 @@ func (o Options) cacheDir() string {
 }
 
 // Tree returns the cached tree for o, making it first if needed (under a
-// lock: concurrent builds wait for one debootstrap). cached says whether
-// it was there already. The tree must be treated as read-only.
+// lock: concurrent builds wait for one debootstrap). When the build making
+// it is killed, a waiting one takes the lock, releases what the killed one
+// left (its journal, in o.Journal's state directory) and makes the tree in
+// a work directory of its own; the killed one's debootstrap dies with it.
+// cached says whether it was there already. The tree must be treated as
+// read-only.
 func Tree(ctx context.Context, o Options) (tree string, cached bool, err error) {
 	if o.Tool != Debootstrap {
 		return "", false, fmt.Errorf("bootstrap tool %q is not supported; use %q", o.Tool, Debootstrap)
@@ -127,6 +132,16 @@ func Tree(ctx context.Context, o Options) (tree string, cached bool, err error) 
 	if fi, err := os.Stat(final); err == nil && fi.IsDir() {
 		return final, true, nil
 	}
+	// The lock is ours because the build that held it ended, maybe killed
+	// while making this tree, after this build's own reap at its start:
+	// release what it left (mounts in its work tree, processes) now.
+	rep, rerr := cleanup.Reap(filepath.Dir(o.Journal.Path()))
+	for _, line := range rep.Released {
+		o.log("I: released what a killed build left: " + line)
+	}
+	if rerr != nil {
+		o.log("W: could not release everything a killed build left: " + rerr.Error())
+	}
 	if _, err := exec.LookPath("debootstrap"); err != nil {
 		return "", false, errors.New("debootstrap not found (apt-get install debootstrap)")
 	}
@@ -136,10 +151,19 @@ func Tree(ctx context.Context, o Options) (tree string, cached bool, err error) 
 	return final, false, nil
 }
 
-// WorkDir is where the tree for o is made before it is renamed into the
-// cache.
-func WorkDir(o Options) string {
-	return filepath.Join(filepath.Dir(o.Path()), ".work-"+filepath.Base(o.Path()))
+// WorkGlob matches the directories where trees for o are made before
+// they are renamed into the cache: one per attempt,
+// .work-<tree>-<pid>-<random>, so that what a killed attempt left running
+// never writes into the next attempt's tree.
+func WorkGlob(o Options) string {
+	return filepath.Join(filepath.Dir(o.Path()), ".work-"+filepath.Base(o.Path())+"-*")
+}
+
+// workLog starts the log line that names an attempt's work directory.
+const workLog = "I: Making the tree in "
+
+func workDir(o Options) string {
+	return strings.TrimSuffix(WorkGlob(o), "*") + fmt.Sprintf("%d-%s", os.Getpid(), rand.Text()[:8])
 }
 
 // make runs debootstrap in a work directory beside final and renames the
@@ -147,15 +171,9 @@ func WorkDir(o Options) string {
 // every process it leaves in it is journaled first.
 func (o Options) make(ctx context.Context, final string) (err error) {
 	j := o.Journal
-	// One name per key (the lock makes one builder at a time use it), so a
-	// killed run's leftovers are found and removed here; the journal's
-	// release refuses to remove it while anything is mounted below it.
-	work := WorkDir(o)
-	if h, err := j.Take(cleanup.FileEntry(work)); err != nil {
-		return err
-	} else if err := j.Release(h); err != nil {
-		return fmt.Errorf("bootstrap: an earlier run's work directory: %w", err)
-	}
+	// A killed run's work directory is its journal's to remove (Tree
+	// reaped it); this run's is its own.
+	work := workDir(o)
 	var handles []cleanup.Handle
 	releaseAll := func() error {
 		var errs []error
@@ -182,6 +200,7 @@ func (o Options) make(ctx context.Context, final string) (err error) {
 	if err := os.MkdirAll(tree, 0o755); err != nil {
 		return err
 	}
+	o.log(workLog + work)
 
 	args := []string{}
 	if o.Foreign() {
@@ -313,7 +332,9 @@ func (o Options) debootstrap(ctx context.Context, name string, args []string) er
 func (o Options) run(ctx context.Context, env []string, name string, args []string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: killed with the build (kill -9 of the plugin), rather
+	// than go on writing into a tree the next build makes anew.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
 	pr, pw := io.Pipe()

@@ -92,7 +92,8 @@ func TestTreeDebootstrap(t *testing.T) {
 		t.Skip("runs debootstrap (minutes, root, Debian's archive)")
 	}
 	before := fixture.LeakSnapshot()
-	o := Options{Tool: Debootstrap, Suite: "bookworm", Variant: "minbase", Journal: journal(t), Log: func(string) {}}
+	var works workDirs
+	o := Options{Tool: Debootstrap, Suite: "bookworm", Variant: "minbase", Journal: journal(t), Log: works.log(nil)}
 	tree, cached, err := Tree(context.Background(), o)
 	if err != nil {
 		t.Fatalf("Tree: %v", err)
@@ -107,11 +108,11 @@ func TestTreeDebootstrap(t *testing.T) {
 	if _, cached, err := Tree(context.Background(), o); err != nil || !cached {
 		t.Errorf("second call: cached %v, %v", cached, err)
 	}
-	if _, err := os.Stat(WorkDir(o)); err == nil {
-		t.Errorf("work directory left: %s", WorkDir(o))
+	if left, _ := filepath.Glob(WorkGlob(o)); len(left) > 0 {
+		t.Errorf("work directories left: %v", left)
 	}
 	// Scoped to this key's paths: other builds may bootstrap meanwhile.
-	before.AssertNoLeaksIn(t, WorkDir(o), o.Path())
+	before.AssertNoLeaksIn(t, append(works.dirs, o.Path())...)
 }
 
 // TestTreeCancelled cancels a real debootstrap once it has mounted /proc
@@ -134,7 +135,8 @@ func TestTreeCancelled(t *testing.T) {
 			if strings.Contains(line, "Installing core packages") && ctx.Err() == nil {
 				// Something to tear down, or the test shows nothing.
 				mi, _ := os.ReadFile("/proc/self/mountinfo")
-				procMounted = strings.Contains(string(mi), " "+filepath.Join(WorkDir(o), "tree/proc")+" ")
+				works, _ := filepath.Glob(WorkGlob(o))
+				procMounted = len(works) == 1 && strings.Contains(string(mi), " "+filepath.Join(works[0], "tree/proc")+" ")
 				cancel()
 			}
 		}}
@@ -151,7 +153,8 @@ func TestTreeCancelled(t *testing.T) {
 	if !procMounted {
 		t.Errorf("debootstrap had not mounted /proc in the tree when it was cancelled")
 	}
-	for _, p := range []string{o.Path(), WorkDir(o)} {
+	works, _ := filepath.Glob(WorkGlob(o))
+	for _, p := range append(works, o.Path()) {
 		if _, err := os.Lstat(p); err == nil {
 			t.Errorf("%s left after the cancel", p)
 		}
@@ -188,15 +191,16 @@ func TestTreeDebootstrapArm64(t *testing.T) {
 	before := fixture.LeakSnapshot()
 	regs := binfmtState(t)
 	made := 0 // initramfs images made, seen in debootstrap's output
+	var works workDirs
 	o := Options{Tool: Debootstrap, Suite: "bookworm", Variant: "minbase", Arch: arch.ARM64, Include: arm64Include, Journal: journal(t),
-		Log: func(l string) {
+		Log: works.log(func(l string) {
 			if strings.Contains(l, "update-initramfs: Generating") {
 				made++
 			}
 			if strings.HasPrefix(l, "I: Second stage") || strings.HasPrefix(l, "I: initramfs") {
 				t.Log(l)
 			}
-		}}
+		})}
 	start := time.Now()
 	tree, cached, err := Tree(context.Background(), o)
 	if err != nil {
@@ -236,7 +240,24 @@ func TestTreeDebootstrapArm64(t *testing.T) {
 	if after := binfmtState(t); after != regs {
 		t.Errorf("binfmt_misc registrations changed:\nbefore %s\nafter  %s", regs, after)
 	}
-	before.AssertNoLeaksIn(t, WorkDir(o), o.Path())
+	before.AssertNoLeaksIn(t, append(works.dirs, o.Path())...)
+}
+
+// workDirs collects the work directories Tree names in its log, for leak
+// checks scoped to them.
+type workDirs struct{ dirs []string }
+
+// log returns an Options.Log that records them and passes every line to
+// next (nil: none).
+func (w *workDirs) log(next func(string)) func(string) {
+	return func(l string) {
+		if d, ok := strings.CutPrefix(l, workLog); ok {
+			w.dirs = append(w.dirs, d)
+		}
+		if next != nil {
+			next(l)
+		}
+	}
 }
 
 // binfmtState is the host's binfmt_misc registrations, names and

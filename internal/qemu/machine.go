@@ -41,11 +41,44 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// freePort is FreePort; tests replace it.
+var freePort = FreePort
+
+// portPicks bounds how often Start picks a port for SSH (o.SSHPort 0).
+const portPicks = 5
+
+// errPortTaken: QEMU could not bind the SSH port it was given.
+var errPortTaken = errors.New("the SSH port was taken")
+
 // Start launches QEMU, records the process in the journal (its release
 // kills it, and a later build reaps it if this one is killed), and
 // connects to its QMP monitor. QEMU is not tied to ctx: stop it with
 // Shutdown, Quit or the journal.
+//
+// With o.SSHPort 0, Start picks a free port on 127.0.0.1 (Opts.SSHPort of
+// the Machine says which) and, when another process took it before QEMU
+// bound it (QEMU: "Could not set up host forwarding rule"; several builds
+// on one host pick ports at once), picks again, up to 5 times. That is
+// seen only through QMP: give o.QMPSocket. A port given by the caller is
+// used as given.
 func Start(ctx context.Context, o Options, j *cleanup.Journal) (*Machine, error) {
+	if o.SSHPort != 0 {
+		return start(ctx, o, j)
+	}
+	var err error
+	for range portPicks {
+		if o.SSHPort, err = freePort(); err != nil {
+			return nil, fmt.Errorf("qemu: finding a free port on 127.0.0.1: %w", err)
+		}
+		var m *Machine
+		if m, err = start(ctx, o, j); !errors.Is(err, errPortTaken) {
+			return m, err
+		}
+	}
+	return nil, err
+}
+
+func start(ctx context.Context, o Options, j *cleanup.Journal) (*Machine, error) {
 	if j == nil {
 		return nil, errors.New("qemu: no cleanup journal")
 	}
@@ -105,6 +138,9 @@ func Start(ctx context.Context, o Options, j *cleanup.Journal) (*Machine, error)
 			select {
 			case <-m.done:
 				err = fmt.Errorf("qemu exited at once (%v): %s", m.err, strings.TrimSpace(m.stderr.String()))
+				if strings.Contains(m.stderr.String(), fmt.Sprintf("Could not set up host forwarding rule 'tcp:127.0.0.1:%d-:22'", o.SSHPort)) {
+					err = fmt.Errorf("%w (port %d): %w", errPortTaken, o.SSHPort, err)
+				}
 			case <-time.After(3 * time.Second):
 			}
 			return nil, errors.Join(err, m.Kill())

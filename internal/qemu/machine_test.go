@@ -2,6 +2,8 @@ package qemu
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,5 +130,63 @@ func TestTail(t *testing.T) {
 	}
 	if got := Tail(filepath.Join(t.TempDir(), "missing"), 5); got != "" {
 		t.Errorf("Tail of a missing file = %q", got)
+	}
+}
+
+// Several builds on one host each pick a free port and hand it to QEMU:
+// between the pick and QEMU's bind another build (or a loopback SSH
+// connection's source port) may take it, and QEMU exits with "Could not
+// set up host forwarding rule". With SSHPort 0, Start picks the port
+// itself and picks again when that happens.
+func TestMachineStartPortTaken(t *testing.T) {
+	requireQEMU(t)
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "blank.raw")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	takenPort := taken.Addr().(*net.TCPAddr).Port
+	picks := 0
+	freePort = func() (int, error) { // the first pick loses the race
+		picks++
+		if picks == 1 {
+			return takenPort, nil
+		}
+		return FreePort()
+	}
+	defer func() { freePort = FreePort }()
+	j, err := cleanup.Open(filepath.Join(dir, "state"), "port test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	o := Options{Disk: disk, QMPSocket: filepath.Join(dir, "qmp.sock"), ConsoleLog: filepath.Join(dir, "console.log"), MemoryMiB: 128}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := Start(ctx, o, j)
+	if err != nil {
+		t.Fatalf("Start with a port taken between the pick and QEMU's bind: %v", err)
+	}
+	defer m.Quit()
+	if picks != 2 || m.Opts.SSHPort == takenPort || m.Opts.SSHPort == 0 {
+		t.Errorf("picks %d, SSH port %d (taken: %d): want a second pick", picks, m.Opts.SSHPort, takenPort)
+	}
+	if !strings.Contains(strings.Join(m.Args, " "), fmt.Sprintf("hostfwd=tcp:127.0.0.1:%d-:22", m.Opts.SSHPort)) {
+		t.Errorf("QEMU's command line does not forward port %d: %v", m.Opts.SSHPort, m.Args)
+	}
+
+	// A port given by the caller is used as given: taken, it fails, and
+	// says which port.
+	o.SSHPort = takenPort
+	if m2, err := Start(ctx, o, j); err == nil {
+		m2.Quit()
+		t.Error("Start on a taken port given by the caller succeeded")
+	} else if !strings.Contains(err.Error(), fmt.Sprint(takenPort)) {
+		t.Errorf("error does not name port %d: %v", takenPort, err)
 	}
 }

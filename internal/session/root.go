@@ -149,8 +149,8 @@ func (s *Session) MountRoot() error {
 	if s.Root == nil {
 		return errors.New("no root filesystem chosen")
 	}
-	if err := s.makeMountDir(); err != nil {
-		return fmt.Errorf("creating mount_path %s: %w", s.opts.MountPath, err)
+	if err := s.claimMountPath(); err != nil {
+		return err
 	}
 	var flags uintptr
 	if s.opts.ReadOnly {
@@ -164,7 +164,9 @@ func (s *Session) MountRoot() error {
 	flags, data := mounts.SplitOptions(flags, append(s.btrfsRootData(), s.opts.MountOptions...))
 	if err := s.stack.MountRoot(s.Root.Device, s.Root.FS.Type, s.opts.MountPath, flags, data); err != nil {
 		s.stack = nil
-		return errors.Join(fmt.Errorf("mounting the root filesystem (%s) at %s: %w", s.Root, s.opts.MountPath, err), s.removeMountDir())
+		err = errors.Join(fmt.Errorf("mounting the root filesystem (%s) at %s: %w", s.Root, s.opts.MountPath, err), s.removeMountDir())
+		s.releaseMountPath()
+		return err
 	}
 	s.mountedAt[s.Root] = s.opts.MountPath
 	s.rootFS = s.stack.Root()
@@ -184,6 +186,7 @@ func (s *Session) Unmount() error {
 		s.fats = nil
 		clear(s.mountedAt)
 		err = s.removeMountDir()
+		s.releaseMountPath()
 	}
 	return err
 }

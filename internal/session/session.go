@@ -95,6 +95,9 @@ type Session struct {
 	// that the reaper removes it after a kill too.
 	mountDir      cleanup.Handle
 	mountDirTaken bool
+	// The mount path's directory, flock'd while the root is mounted there
+	// (claim.go).
+	mountLock *os.File
 }
 
 func (s *Session) logf(format string, a ...any) {
