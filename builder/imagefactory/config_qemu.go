@@ -272,18 +272,7 @@ func (c *Config) qemuTarget(a arch.Arch) (qemuTarget, error) {
 		if t.Firmware != qemu.FirmwareUEFI {
 			return t, nil
 		}
-		if !q.codeGiven {
-			t.Code = qemu.DefaultOVMFCode
-		}
-		if !q.varsGiven {
-			t.Vars = qemu.DefaultOVMFVars
-		}
-		for _, f := range []string{t.Code, t.Vars} {
-			if _, err := os.Stat(f); err != nil {
-				return t, fmt.Errorf("firmware uefi: %v (install the ovmf package, or set ovmf_code and ovmf_vars)", err)
-			}
-		}
-		return t, nil
+		return t, q.uefiFiles(&t, qemu.DefaultOVMFCode, qemu.DefaultOVMFVars, "firmware uefi", "the ovmf package")
 	case arch.ARM64:
 	default:
 		return t, fmt.Errorf("the image's binaries are %s: the qemu strategy boots amd64 and arm64 images; use the chroot strategy (qemu-user) for it", a)
@@ -296,16 +285,8 @@ func (c *Config) qemuTarget(a arch.Arch) (qemuTarget, error) {
 		return t, fmt.Errorf("firmware %q: an arm64 image boots through UEFI only; set firmware = %q or leave it unset", q.Firmware, qemu.FirmwareUEFI)
 	}
 	t.Firmware = qemu.FirmwareUEFI
-	if !q.codeGiven {
-		t.Code = qemu.DefaultAAVMFCode
-	}
-	if !q.varsGiven {
-		t.Vars = qemu.DefaultAAVMFVars
-	}
-	for _, f := range []string{t.Code, t.Vars} {
-		if _, err := os.Stat(f); err != nil {
-			return t, fmt.Errorf("the arm64 image's UEFI firmware: %v (install qemu-efi-aarch64, or set ovmf_code and ovmf_vars)", err)
-		}
+	if err := q.uefiFiles(&t, qemu.DefaultAAVMFCode, qemu.DefaultAAVMFVars, "the arm64 image's UEFI firmware", "qemu-efi-aarch64"); err != nil {
+		return t, err
 	}
 	accel, reason, err := hostcap.Accelerator(q.Accelerator, t.Arch)
 	if err != nil {
@@ -313,4 +294,22 @@ func (c *Config) qemuTarget(a arch.Arch) (qemuTarget, error) {
 	}
 	t.Accel, t.AccelReason = accel, reason
 	return t, nil
+}
+
+// uefiFiles sets t's firmware code and variables files to code and vars
+// where the user gave none, and checks that they exist; an error names
+// what, and the package (pkg) that installs the defaults.
+func (q *QemuConfig) uefiFiles(t *qemuTarget, code, vars, what, pkg string) error {
+	if !q.codeGiven {
+		t.Code = code
+	}
+	if !q.varsGiven {
+		t.Vars = vars
+	}
+	for _, f := range []string{t.Code, t.Vars} {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("%s: %v (install %s, or set ovmf_code and ovmf_vars)", what, err, pkg)
+		}
+	}
+	return nil
 }
