@@ -60,6 +60,13 @@ const SeedLabel = "cidata"
 // in its config stage, after SSH first answers, so a provisioner could
 // find ssh.service "activating" and the edit would stay in the image.
 func DefaultUserData(user, authorizedKey string) string {
+	return UserData(user, authorizedKey, true)
+}
+
+// UserData is DefaultUserData, but with preserve false the image's
+// hostname, apt sources and locale are cloud-init's to set, as on a
+// cloud's first boot (the hostname from the meta-data's local-hostname).
+func UserData(user, authorizedKey string, preserve bool) string {
 	var b strings.Builder
 	b.WriteString("#cloud-config\n")
 	if user == "" || user == "root" {
@@ -73,8 +80,10 @@ func DefaultUserData(user, authorizedKey string) string {
 		// missing).
 		fmt.Fprintf(&b, "users:\n  - name: %q\n    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    lock_passwd: true\n    ssh_authorized_keys:\n      - %q\n", user, authorizedKey)
 	}
-	// Leave the image as it was: its hostname, apt sources and locale.
-	b.WriteString("preserve_hostname: true\nlocale: false\napt:\n  preserve_sources_list: true\n")
+	if preserve {
+		// Leave the image as it was: its hostname, apt sources and locale.
+		b.WriteString("preserve_hostname: true\nlocale: false\napt:\n  preserve_sources_list: true\n")
+	}
 	return b.String()
 }
 
