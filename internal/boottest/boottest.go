@@ -78,6 +78,10 @@ type Options struct {
 	// FactoryHostnames are hostnames the guest must not have (besides
 	// this host's own, always included).
 	FactoryHostnames []string
+	// FactoryKeys are host files of SSH public keys (authorized_keys
+	// format) the guest must not offer either: the factory's, recorded
+	// by the build before a scrub took them out of the image.
+	FactoryKeys []string
 
 	Log func(string) // progress, one line at a time
 }
@@ -154,6 +158,9 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	}
 	img, err := readImage(ctx, o, overlay, dir, key)
 	if err != nil {
+		return nil, err
+	}
+	if err := readFactoryKeys(img.hostKeys, o.FactoryKeys); err != nil {
 		return nil, err
 	}
 	t := &run{o: o, id: id, dir: dir, overlay: overlay, key: key, img: img}

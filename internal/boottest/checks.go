@@ -122,10 +122,10 @@ func (t *run) checkHostKeys(ctx context.Context) (string, error) {
 	sort.Strings(seen)
 	sort.Strings(same)
 	if len(same) > 0 {
-		return "", fmt.Errorf("the guest's sshd offers host keys the image held before the boot, shared by every clone of it: %s; "+
+		return "", fmt.Errorf("the guest's sshd offers host keys the image held before the boot (or the factory's), shared by every clone of it: %s; "+
 			"they were not regenerated (scrub's ssh-hostkeys operation removes them and makes new ones at first boot)", strings.Join(same, ", "))
 	}
-	held := fmt.Sprintf("none of the %d the image held", len(t.img.hostKeys))
+	held := fmt.Sprintf("none of the %d known from before the boot", len(t.img.hostKeys))
 	if len(t.img.hostKeys) == 0 {
 		held = "the image held none"
 	}

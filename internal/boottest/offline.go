@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"path/filepath"
 	"sort"
@@ -150,6 +151,30 @@ func hostKeys(root *inroot.Root) (map[string]string, error) {
 		}
 	}
 	return keys, nil
+}
+
+// readFactoryKeys adds the public keys of files (authorized_keys format)
+// to keys.
+func readFactoryKeys(keys map[string]string, files []string) error {
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for len(strings.TrimSpace(string(data))) > 0 {
+			pub, _, _, rest, err := ssh.ParseAuthorizedKey(data)
+			if err != nil {
+				return fmt.Errorf("%s: %w", f, err)
+			}
+			keys[string(pub.Marshal())] = f
+			data, n = rest, n+1
+		}
+		if n == 0 {
+			return fmt.Errorf("%s holds no SSH public key", f)
+		}
+	}
+	return nil
 }
 
 func exists(root *inroot.Root, paths ...string) bool {

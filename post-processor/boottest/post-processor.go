@@ -106,6 +106,11 @@ type Config struct {
 	// Hostnames the guest must not have, besides this host's own (where
 	// the image was built, which debootstrap copies into a tree).
 	FactoryHostnames []string `mapstructure:"factory_hostnames"`
+	// Host files of SSH public keys (`*.pub`, globs allowed) that the
+	// `host-keys` check refuses too: the factory's own, recorded during
+	// the build before a scrub took them out of the image. Each pattern
+	// must match a file when the test runs.
+	FactoryHostKeys []string `mapstructure:"factory_host_keys"`
 
 	// The serial console's log. Defaults to the image's path with
 	// `.console.log` for its extension, beside it; it is kept.
@@ -268,6 +273,17 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	if console == "" {
 		console = strings.TrimSuffix(disk, filepath.Ext(disk)) + ".console.log"
 	}
+	var factoryKeys []string
+	for _, pat := range c.FactoryHostKeys {
+		files, err := filepath.Glob(pat)
+		if err == nil && len(files) == 0 {
+			err = errors.New("matches no file")
+		}
+		if err != nil {
+			return nil, false, false, fmt.Errorf("imagefactory-boottest: factory_host_keys %q: %w", pat, err)
+		}
+		factoryKeys = append(factoryKeys, files...)
+	}
 	journal, closeJournal, err := packerglue.OpenJournal(ui, "boottest", disk)
 	if err != nil {
 		return nil, false, false, err
@@ -287,7 +303,8 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		LoginPrompt: c.LoginPrompt, SSH: c.Communicator == "ssh", SSHUser: c.SSHUsername,
 		TCPPorts: c.TCPPorts, HTTP: http, ForwardPorts: c.ForwardedPorts,
 		Inline: c.Inline, Checks: c.Checks, AllowDegraded: c.AllowDegraded, FactoryHostnames: c.FactoryHostnames,
-		Log: ui.Say,
+		FactoryKeys: factoryKeys,
+		Log:         ui.Say,
 	})
 	if err != nil {
 		return nil, false, false, fmt.Errorf("imagefactory-boottest: %s failed its boot test: %w", disk, err)

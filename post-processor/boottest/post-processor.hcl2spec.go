@@ -31,6 +31,7 @@ type FlatConfig struct {
 	Checks              []string          `mapstructure:"checks" cty:"checks" hcl:"checks"`
 	AllowDegraded       *bool             `mapstructure:"allow_degraded" cty:"allow_degraded" hcl:"allow_degraded"`
 	FactoryHostnames    []string          `mapstructure:"factory_hostnames" cty:"factory_hostnames" hcl:"factory_hostnames"`
+	FactoryHostKeys     []string          `mapstructure:"factory_host_keys" cty:"factory_host_keys" hcl:"factory_host_keys"`
 	ConsoleLog          *string           `mapstructure:"console_log" cty:"console_log" hcl:"console_log"`
 	QemuBinary          *string           `mapstructure:"qemu_binary" cty:"qemu_binary" hcl:"qemu_binary"`
 	Accelerator         *string           `mapstructure:"accelerator" cty:"accelerator" hcl:"accelerator"`
@@ -76,6 +77,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"checks":                     &hcldec.AttrSpec{Name: "checks", Type: cty.List(cty.String), Required: false},
 		"allow_degraded":             &hcldec.AttrSpec{Name: "allow_degraded", Type: cty.Bool, Required: false},
 		"factory_hostnames":          &hcldec.AttrSpec{Name: "factory_hostnames", Type: cty.List(cty.String), Required: false},
+		"factory_host_keys":          &hcldec.AttrSpec{Name: "factory_host_keys", Type: cty.List(cty.String), Required: false},
 		"console_log":                &hcldec.AttrSpec{Name: "console_log", Type: cty.String, Required: false},
 		"qemu_binary":                &hcldec.AttrSpec{Name: "qemu_binary", Type: cty.String, Required: false},
 		"accelerator":                &hcldec.AttrSpec{Name: "accelerator", Type: cty.String, Required: false},
