@@ -58,6 +58,9 @@ func dialSSH(ctx context.Context, addr string, cfg *ssh.ClientConfig) (*ssh.Clie
 		return nil, err
 	}
 	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	// The handshake knows no context: a cancel closes the connection.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
 	if err != nil {
 		conn.Close()
