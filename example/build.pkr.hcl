@@ -155,8 +155,6 @@ build {
       inline = [
         "systemctl is-active nginx.service",
         "cat /var/www/html/build-info.txt",
-        # systemd saw "uninitialized" and ran the first-boot units.
-        "journalctl -b -q --no-pager _PID=1 | grep 'Detected first boot'",
       ]
     }
   }

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -205,6 +206,28 @@ func TestAccBootTest(t *testing.T) {
 			noLeftovers(t)
 		})
 	}
+	// A plugin killed with SIGKILL mid-boot leaves QEMU and its overlay
+	// running; the next boot test (the kernel-less image's: seconds)
+	// reaps them first.
+	t.Run("killed-then-reaped", func(t *testing.T) {
+		run := h.Start(t, bootTestOf(filepath.Join(h.Dir, "service-not-enabled.qcow2"), `post-processor "imagefactory-boottest" {}`), nil)
+		run.WaitForOutput(t, "Booting service-not-enabled.qcow2 on a throwaway overlay", 2*time.Minute)
+		run.WaitForPlugin(t, 10*time.Second)
+		for _, pid := range run.PluginPIDs() {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(time.Second)
+		run.Interrupt(t, syscall.SIGKILL)
+		run.Wait()
+		if fixture.Pgrep(t, "qemu-system.*"+h.Base) == "" {
+			t.Fatal("no QEMU left by the killed run: the test proves nothing")
+		}
+		res := h.Build(t, bootTestOf(filepath.Join(h.Dir, "no-kernel.qcow2"), `post-processor "imagefactory-boottest" {}`), nil)
+		if !strings.Contains(res.Output, "Released what an earlier, killed build left behind") || !strings.Contains(res.Output, "found no kernel") {
+			t.Errorf("the next run did not reap the killed one's, or did not test its image:\n%s", res.Output)
+		}
+		noLeftovers(t)
+	})
 	if got := fixture.Sha256(t, img); got != base {
 		t.Errorf("the image under the overlays changed: sha256 %s, was %s", got, base)
 	}

@@ -284,6 +284,9 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		}
 		factoryKeys = append(factoryKeys, files...)
 	}
+	// A killed run's QEMU and overlay go first, even when no imagefactory
+	// builder (whose first step reaps) ran in this build.
+	packerglue.ReapDead(ui)
 	journal, closeJournal, err := packerglue.OpenJournal(ui, "boottest", disk)
 	if err != nil {
 		return nil, false, false, err
