@@ -65,6 +65,9 @@ func Start(ctx context.Context, o Options, j *cleanup.Journal) (*Machine, error)
 	if o.QMPSocket != "" {
 		os.Remove(o.QMPSocket)
 	}
+	if err := cleanup.CloseInheritedFDs(); err != nil {
+		return nil, fmt.Errorf("qemu: %w", err)
+	}
 	m := &Machine{Opts: o, Args: append([]string{path}, args...), j: j, done: make(chan struct{})}
 	m.cmd = exec.Command(path, args...)
 	m.stderr.n = 64 << 10

@@ -190,7 +190,7 @@ func TestAccBootTest(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := filepath.Join(h.Dir, tc.name+".qcow2")
-			fixture.EditedOverlay(t, img, bad, func(root string) { tc.edit(t, root) })
+			editedOverlay(t, img, bad, func(root string) { tc.edit(t, root) })
 			res := h.Build(t, bootTestOf(bad, tc.pp), nil)
 			if res.ExitCode == 0 {
 				t.Fatalf("the boot test passed:\n%s", res.Output)
