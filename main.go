@@ -10,6 +10,7 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/builder/imagefactory"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
+	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/boottest"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/fetchdisk"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/scrub"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/sparsify"
@@ -30,6 +31,7 @@ func main() {
 	pps.RegisterPostProcessor("scrub", new(scrub.PostProcessor))
 	pps.RegisterPostProcessor("sparsify", new(sparsify.PostProcessor))
 	pps.RegisterPostProcessor("fetchdisk", new(fetchdisk.PostProcessor))
+	pps.RegisterPostProcessor("boottest", new(boottest.PostProcessor))
 	// Provisioners too: `provisioner "imagefactory-elements"`.
 	pps.RegisterProvisioner("elements", new(elements.Provisioner))
 	pps.SetVersion(version.PluginVersion)

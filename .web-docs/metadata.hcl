@@ -25,6 +25,11 @@ integration {
     slug = "fetchdisk"
   }
   component {
+    type = "post-processor"
+    name = "imagefactory-boottest"
+    slug = "boottest"
+  }
+  component {
     type = "provisioner"
     name = "imagefactory-elements"
     slug = "elements"

@@ -6,10 +6,12 @@
 # builder lays it on a bootable GPT disk (BIOS boot + EFI system + root
 # partition, GRUB for BIOS and UEFI) -> every provisioner below runs in a
 # chroot on it -> imagefactory-scrub removes what ties the image to the
-# factory -> imagefactory-sparsify shrinks it and writes a zstd qcow2.
-# example/run.sh then boots the result under QEMU and checks from outside
-# that nginx answers, that the SSH host keys are new and that
-# /etc/machine-id was made at first boot (example/boot-test.sh).
+# factory -> imagefactory-sparsify shrinks it and writes a zstd qcow2 ->
+# imagefactory-boottest boots it under QEMU on a throwaway overlay and
+# checks from outside that nginx serves the page, that the SSH host keys are
+# new (none of the factory's), that /etc/machine-id was made at first boot
+# and that systemd says the boot went well. example/run.sh then checks the
+# image offline.
 #
 # By hand, from the repository root, with the plugin installed:
 #
@@ -27,7 +29,7 @@ packer {
 variable "factory_record" {
   type        = string
   default     = ""
-  description = "Where the build copies the factory's SSH host public keys, for the boot test to compare; empty means example/cache/factory."
+  description = "Where the build copies the factory's SSH host public keys, for imagefactory-boottest to refuse; empty means example/cache/factory."
 }
 
 locals {
@@ -129,6 +131,31 @@ build {
       compression = "zstd"
       shrink      = true
       free_space  = "256M"
+    }
+
+    # The gate: the image boots as a cloud would boot it (SeaBIOS, its own
+    # GRUB and kernel, its own network configuration) on a throwaway qcow2
+    # overlay, so debian-12-web.qcow2 is never written, and is checked from
+    # outside; the build fails, with the serial console's last lines, if it
+    # does not pass. The built-in checks run too: no SSH host key the image
+    # held or the factory had (recorded above), a new /etc/machine-id, a
+    # hostname not this host's, systemd's boot "running". The image has no
+    # cloud-init: the test's SSH key goes into the overlay only. The serial
+    # console is kept in debian-12-web.console.log.
+    post-processor "imagefactory-boottest" {
+      http {
+        url           = "http://localhost/"
+        body_contains = "<title>Built by packer-plugin-imagefactory</title>"
+      }
+      http {
+        url           = "http://localhost/build-info.txt"
+        body_contains = "nginx"
+      }
+      factory_host_keys = ["${local.factory_record}/*.pub"]
+      inline = [
+        "systemctl is-active nginx.service",
+        "cat /var/www/html/build-info.txt",
+      ]
     }
   }
 }

@@ -1,4 +1,4 @@
-# Sourced by example/run.sh and example/boot-test.sh: one "ok"/"FAIL" line
+# Sourced by example/run.sh: one "ok"/"FAIL" line
 # per check with the count of failures in $failures, and where the root
 # filesystem of the example's disk is.
 failures=0

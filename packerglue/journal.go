@@ -3,6 +3,7 @@ package packerglue
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
@@ -22,6 +23,19 @@ func OpenJournal(ui packersdk.Ui, component, label string) (*cleanup.Journal, fu
 			ui.Error(fmt.Sprintf("releasing what %s held: %v", component, err))
 		}
 	}, nil
+}
+
+// ReapDead releases what killed builds left in the shared state directory
+// (their QEMU, overlays, loop devices, mounts) and says so; a failure is a
+// warning: those are not this run's resources, and the next run tries again.
+func ReapDead(ui packersdk.Ui) {
+	report, err := cleanup.Reap(cleanup.DefaultStateDir())
+	if len(report.Released) > 0 {
+		ui.Say("Released what an earlier, killed build left behind:\n  " + strings.Join(report.Released, "\n  "))
+	}
+	if err != nil {
+		ui.Error(fmt.Sprintf("Warning: could not release everything an earlier build left behind (tried again next build): %v", err))
+	}
 }
 
 // RefuseReadOnly fails when path has no write permission bits: the user

@@ -16,4 +16,5 @@ page "$tmp/builders/imagefactory.mdx" .web-docs/components/builder/imagefactory/
 page "$tmp/post-processors/imagefactory-sparsify.mdx" .web-docs/components/post-processor/sparsify/README.md
 page "$tmp/post-processors/imagefactory-scrub.mdx" .web-docs/components/post-processor/scrub/README.md
 page "$tmp/post-processors/imagefactory-fetchdisk.mdx" .web-docs/components/post-processor/fetchdisk/README.md
+page "$tmp/post-processors/imagefactory-boottest.mdx" .web-docs/components/post-processor/boottest/README.md
 page "$tmp/provisioners/imagefactory-elements.mdx" .web-docs/components/provisioner/elements/README.md

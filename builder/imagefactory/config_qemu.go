@@ -260,56 +260,27 @@ func (c *Config) prepareQemu(add func(string, ...interface{})) []string {
 
 // qemuTarget chooses the machine for an image whose binaries are of a
 // ("" when not known: the host's): each option the user set is kept,
-// the others follow the image (QEMU binary, firmware and its files, the
-// accelerator: KVM never runs another architecture). Errors name the
-// option or the package to install.
+// the others follow the image (qemu.ChooseTarget). Errors name the option
+// or the package to install.
 func (c *Config) qemuTarget(a arch.Arch) (qemuTarget, error) {
 	q := &c.QemuConfig
-	t := qemuTarget{Arch: hostcap.HostArch(), Binary: q.QemuBinary, Firmware: q.Firmware, Code: q.OVMFCode, Vars: q.OVMFVars,
-		Accel: q.accel, AccelReason: q.accelReason}
 	switch a {
-	case "", arch.Host(), arch.I386:
-		if t.Firmware != qemu.FirmwareUEFI {
-			return t, nil
-		}
-		return t, q.uefiFiles(&t, qemu.DefaultOVMFCode, qemu.DefaultOVMFVars, "firmware uefi", "the ovmf package")
-	case arch.ARM64:
+	case "", arch.Host(), arch.I386, arch.ARM64:
 	default:
-		return t, fmt.Errorf("the image's binaries are %s: the qemu strategy boots amd64 and arm64 images; use the chroot strategy (qemu-user) for it", a)
+		return qemuTarget{}, fmt.Errorf("the image's binaries are %s: the qemu strategy boots amd64 and arm64 images; use the chroot strategy (qemu-user) for it", a)
 	}
-	t.Arch = a.QEMU()
-	if !q.binaryGiven {
-		t.Binary = qemu.DefaultBinary(t.Arch)
+	choice := qemu.TargetChoice{Accelerator: q.Accelerator}
+	if q.binaryGiven {
+		choice.Binary = q.QemuBinary
 	}
-	if q.firmwareGiven && q.Firmware != qemu.FirmwareUEFI {
-		return t, fmt.Errorf("firmware %q: an arm64 image boots through UEFI only; set firmware = %q or leave it unset", q.Firmware, qemu.FirmwareUEFI)
+	if q.firmwareGiven {
+		choice.Firmware = q.Firmware
 	}
-	t.Firmware = qemu.FirmwareUEFI
-	if err := q.uefiFiles(&t, qemu.DefaultAAVMFCode, qemu.DefaultAAVMFVars, "the arm64 image's UEFI firmware", "qemu-efi-aarch64"); err != nil {
-		return t, err
+	if q.codeGiven {
+		choice.Code = q.OVMFCode
 	}
-	accel, reason, err := hostcap.Accelerator(q.Accelerator, t.Arch)
-	if err != nil {
-		return t, err
+	if q.varsGiven {
+		choice.Vars = q.OVMFVars
 	}
-	t.Accel, t.AccelReason = accel, reason
-	return t, nil
-}
-
-// uefiFiles sets t's firmware code and variables files to code and vars
-// where the user gave none, and checks that they exist; an error names
-// what, and the package (pkg) that installs the defaults.
-func (q *QemuConfig) uefiFiles(t *qemuTarget, code, vars, what, pkg string) error {
-	if !q.codeGiven {
-		t.Code = code
-	}
-	if !q.varsGiven {
-		t.Vars = vars
-	}
-	for _, f := range []string{t.Code, t.Vars} {
-		if _, err := os.Stat(f); err != nil {
-			return fmt.Errorf("%s: %v (install %s, or set ovmf_code and ovmf_vars)", what, err, pkg)
-		}
-	}
-	return nil
+	return qemu.ChooseTarget(a, choice)
 }

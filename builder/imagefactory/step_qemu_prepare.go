@@ -9,7 +9,6 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/hostcap"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
-	"github.com/imagefactory/packer-plugin-imagefactory/internal/isalevel"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/qemu"
 )
 
@@ -119,28 +118,8 @@ func cpuModel(cfg *Config, t qemuTarget, root *inroot.Root) (string, string, err
 	if cfg.CPUModel != "" {
 		return cfg.CPUModel, "cpu_model", nil
 	}
-	if t.Arch == "aarch64" {
-		if t.Accel == hostcap.AccelKVM {
-			return "host", "the host's CPU, passed through by KVM", nil
-		}
-		return qemu.Arm64CPU, "every feature TCG emulates, pointer authentication by QEMU's fast algorithm", nil
-	}
-	level, lib, err := isalevel.OfImage(root)
-	if err != nil {
-		return "", "", fmt.Errorf("reading the image's x86-64 level: %v", err)
-	}
-	model, why, err := hostcap.CPUModel(t.Accel, level)
-	if lib != "" && level != isalevel.Unknown {
-		why += " (" + lib + ")"
-	}
-	return model, why, err
+	return qemu.ImageCPUModel(t, root)
 }
 
 // qemuTarget is the machine QEMU emulates for one image.
-type qemuTarget struct {
-	Arch               string // QEMU's name: x86_64, aarch64
-	Binary             string
-	Firmware           string // bios or uefi
-	Code, Vars         string // UEFI firmware and its variables template
-	Accel, AccelReason string
-}
+type qemuTarget = qemu.Target

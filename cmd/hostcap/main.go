@@ -1,5 +1,5 @@
 // Command hostcap prints what internal/hostcap decides about this host,
-// for scripts (example/boot-test.sh, bench/) that boot QEMU themselves and
+// for scripts (bench/) that boot QEMU themselves and
 // must make the builder's choice:
 //
 //	hostcap accelerator [auto|kvm|tcg]

@@ -174,3 +174,30 @@ func joinInts(v []int) string {
 	}
 	return strings.Join(s, ", ")
 }
+
+// CloseInheritedFDs marks every descriptor of this process from 3 up
+// close-on-exec, so that a process it starts next holds only what it is
+// given. Call it before starting a process that may outlive the build
+// (QEMU, qemu-storage-daemon: the journal's, until a reaper ends them).
+// Packer's panicwrap hands the real packer its stdin, stdout and stderr as
+// descriptors 3-5 without close-on-exec (mitchellh/panicwrap: ExtraFiles),
+// plugins inherit them, and so would such a process: after a kill -9 of
+// the build it kept the terminal's or the CI job's output pipe open, and
+// whatever read it hung. Go's own descriptors are close-on-exec already,
+// and exec.Cmd's ExtraFiles are passed regardless.
+func CloseInheritedFDs() error {
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err == nil {
+		return nil
+	}
+	// Kernels before 5.11: each descriptor /proc lists.
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
+		}
+	}
+	return nil
+}

@@ -27,3 +27,21 @@ func FindDisk(files []string) (string, Format, error) {
 	}
 	return "", "", errors.New("the artifact has no raw or qcow2 disk image among its files " + fmt.Sprint(files))
 }
+
+// FindImage is FindDisk for readers that take every format qemu-img reads
+// (a backing file of an overlay): the first raw, qcow2, vmdk, vhdx, vpc
+// or vdi file by content, skipping checksum and report files.
+func FindImage(files []string) (string, Format, error) {
+	for _, f := range files {
+		if sidecarExts[filepath.Ext(f)] {
+			continue
+		}
+		switch format, err := Detect(f); format {
+		case Raw, QCOW2, VMDK, VHDX, VPC, VDI:
+			if err == nil {
+				return f, format, nil
+			}
+		}
+	}
+	return "", "", errors.New("the artifact has no disk image among its files " + fmt.Sprint(files))
+}

@@ -92,6 +92,9 @@ func (e *Export) start(ctx context.Context, image, format string) error {
 	// Its own process group: a Ctrl-C to Packer's group must not end the
 	// daemon before the loop devices on its file are released; Close ends it.
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cleanup.CloseInheritedFDs(); err != nil {
+		return fmt.Errorf("fuseexport: %w", err)
+	}
 	if err := e.cmd.Start(); err != nil {
 		return fmt.Errorf("fuseexport: starting qemu-storage-daemon: %w", err)
 	}

@@ -60,6 +60,16 @@ const SeedLabel = "cidata"
 // in its config stage, after SSH first answers, so a provisioner could
 // find ssh.service "activating" and the edit would stay in the image.
 func DefaultUserData(user, authorizedKey string) string {
+	return UserData(user, authorizedKey, true)
+}
+
+// UserData is DefaultUserData, but with preserveHostname false the
+// hostname is cloud-init's to set from the meta-data's local-hostname, as
+// on a cloud's first boot. Locale and apt sources are left alone either
+// way: they are the deployment's user-data, not the image's (cloud-init's
+// default locale en_US.UTF-8 fails cloud-config.service on an image
+// without it).
+func UserData(user, authorizedKey string, preserveHostname bool) string {
 	var b strings.Builder
 	b.WriteString("#cloud-config\n")
 	if user == "" || user == "root" {
@@ -74,7 +84,10 @@ func DefaultUserData(user, authorizedKey string) string {
 		fmt.Fprintf(&b, "users:\n  - name: %q\n    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    lock_passwd: true\n    ssh_authorized_keys:\n      - %q\n", user, authorizedKey)
 	}
 	// Leave the image as it was: its hostname, apt sources and locale.
-	b.WriteString("preserve_hostname: true\nlocale: false\napt:\n  preserve_sources_list: true\n")
+	if preserveHostname {
+		b.WriteString("preserve_hostname: true\n")
+	}
+	b.WriteString("locale: false\napt:\n  preserve_sources_list: true\n")
 	return b.String()
 }
 

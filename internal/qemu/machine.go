@@ -3,6 +3,7 @@ package qemu
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -97,6 +98,9 @@ func start(ctx context.Context, o Options, j *cleanup.Journal) (*Machine, error)
 	if o.QMPSocket != "" {
 		os.Remove(o.QMPSocket)
 	}
+	if err := cleanup.CloseInheritedFDs(); err != nil {
+		return nil, fmt.Errorf("qemu: %w", err)
+	}
 	m := &Machine{Opts: o, Args: append([]string{path}, args...), j: j, done: make(chan struct{})}
 	m.cmd = exec.Command(path, args...)
 	m.stderr.n = 64 << 10
@@ -184,6 +188,23 @@ func (m *Machine) CtrlAltDelete() error {
 	return m.qmp.CtrlAltDelete()
 }
 
+// HMP runs a human monitor command through QMP (human-monitor-command)
+// and returns its text ("info usernet": user-mode networking's sockets).
+func (m *Machine) HMP(cmd string) (string, error) {
+	if m.qmp == nil {
+		return "", errors.New("qemu: no QMP monitor")
+	}
+	raw, err := m.qmp.Execute("human-monitor-command", map[string]string{"command-line": cmd})
+	if err != nil {
+		return "", err
+	}
+	var out string
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return "", fmt.Errorf("qmp human-monitor-command: %w", err)
+	}
+	return out, nil
+}
+
 // Wait waits for QEMU to exit, at most until ctx ends.
 func (m *Machine) Wait(ctx context.Context) error {
 	select {
@@ -262,6 +283,18 @@ func (l *limitedWriter) String() string {
 // "ESC[H ESC[J", and the short ESC sequences such as "ESC c" or "ESC(B").
 var terminalEscape = regexp.MustCompile(`\x1b(\[[0-?]*[ -/]*[@-~]|[ -/]*[0-Z\\-~])`)
 
+// CleanConsole is serial console output as text: terminal escape
+// sequences and control characters other than newline and tab removed.
+func CleanConsole(b []byte) string {
+	b = terminalEscape.ReplaceAll(b, nil)
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\t' || r >= 0x20 && r != 0x7f {
+			return r
+		}
+		return -1
+	}, string(b))
+}
+
 // Tail returns the last n lines of a text file (the serial console), with
 // terminal escape sequences and control characters other than newline and
 // tab removed.
@@ -270,13 +303,7 @@ func Tail(path string, n int) string {
 	if err != nil {
 		return ""
 	}
-	b = terminalEscape.ReplaceAll(b, nil)
-	s := strings.Map(func(r rune) rune {
-		if r == '\n' || r == '\t' || r >= 0x20 && r != 0x7f {
-			return r
-		}
-		return -1
-	}, string(b))
+	s := CleanConsole(b)
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]

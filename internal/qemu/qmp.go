@@ -46,17 +46,26 @@ func DialQMP(ctx context.Context, socket string) (*QMP, error) {
 		conn.SetDeadline(dl)
 	}
 	defer conn.SetDeadline(time.Time{})
-	var greeting struct {
-		QMP *json.RawMessage `json:"QMP"`
-	}
-	line, err := q.r.ReadBytes('\n')
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("qmp: reading the greeting: %w", err)
-	}
-	if err := json.Unmarshal(line, &greeting); err != nil || greeting.QMP == nil {
-		conn.Close()
-		return nil, fmt.Errorf("qmp: not a QMP greeting: %.200q", line)
+	// An event may come first: a client that connects while QEMU starts
+	// can be sent one before the greeting (seen with QEMU 7.2).
+	for {
+		var greeting struct {
+			QMP   *json.RawMessage `json:"QMP"`
+			Event string           `json:"event"`
+		}
+		line, err := q.r.ReadBytes('\n')
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("qmp: reading the greeting: %w", err)
+		}
+		if err := json.Unmarshal(line, &greeting); err != nil || greeting.QMP == nil && greeting.Event == "" {
+			conn.Close()
+			return nil, fmt.Errorf("qmp: not a QMP greeting: %.200q", line)
+		}
+		if greeting.QMP != nil {
+			break
+		}
+		q.Events = append(q.Events, greeting.Event)
 	}
 	if _, err := q.execute("qmp_capabilities", nil, 10*time.Second); err != nil {
 		conn.Close()

@@ -129,3 +129,36 @@ func TestQMPDialTimesOut(t *testing.T) {
 		t.Error("DialQMP to a socket that never appears succeeded")
 	}
 }
+
+// A client that connects while QEMU starts can get an event (RESUME, from
+// vm_start) before the greeting: it is kept, not taken for a bad greeting.
+func TestQMPEventBeforeGreeting(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "qmp.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write([]byte(`{"timestamp": {"seconds": 1796108560, "microseconds": 957757}, "event": "RESUME"}` + "\r\n"))
+		c.Write([]byte(`{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": ["oob"]}}` + "\r\n"))
+		bufio.NewReader(c).ReadBytes('\n')
+		c.Write([]byte(`{"return": {}}` + "\r\n"))
+		time.Sleep(time.Second)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	q, err := DialQMP(ctx, sock)
+	if err != nil {
+		t.Fatalf("DialQMP = %v", err)
+	}
+	defer q.Close()
+	if strings.Join(q.Events, ",") != "RESUME" {
+		t.Errorf("events = %v, want RESUME", q.Events)
+	}
+}

@@ -122,7 +122,7 @@ func (p *PostProcessor) Configure(raws ...interface{}) error {
 	if c.RootPartition < 0 {
 		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("root_partition %d: partitions are numbered from 1", c.RootPartition))
 	}
-	if !isSet(raws, "checksums") {
+	if !packerglue.IsSet(raws, "checksums") {
 		c.Checksums = []string{"sha256"}
 	}
 	for _, t := range c.Checksums {
@@ -134,20 +134,6 @@ func (p *PostProcessor) Configure(raws ...interface{}) error {
 		return errs
 	}
 	return nil
-}
-
-// isSet tells whether the user's configuration sets key at all (an empty
-// list is a choice: no checksum files). HCL2 passes every key of the spec,
-// unset ones as nil.
-func isSet(raws []interface{}, key string) bool {
-	for _, r := range raws {
-		if m, ok := r.(map[string]interface{}); ok {
-			if v, ok := m[key]; ok && v != nil {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 var checksumTypes = map[string]func() hash.Hash{"sha256": sha256.New, "md5": md5.New}
