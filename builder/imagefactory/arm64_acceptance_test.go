@@ -90,7 +90,14 @@ func prewarmArm64() (stop func()) {
 		close(arm64Tree.done)
 		return func() {}
 	}
-	state, err := os.MkdirTemp("", "arm64-tree-state-")
+	// One state directory for every run, so that what a killed run of the
+	// tests left (its debootstrap's mounts and processes, the binfmt_misc
+	// registration) is released by the next.
+	state := filepath.Join(os.TempDir(), "imagefactory-arm64-tree-state")
+	err := os.MkdirAll(state, 0o700)
+	if err == nil {
+		_, err = cleanup.Reap(state)
+	}
 	if err == nil {
 		o.Journal, err = cleanup.Open(state, "arm64 tree for the tests")
 	}
@@ -111,7 +118,6 @@ func prewarmArm64() (stop func()) {
 		_, _, arm64Tree.err = bootstrap.Tree(ctx, o)
 		arm64Tree.took = time.Since(start)
 		arm64Tree.err = errors.Join(arm64Tree.err, o.Journal.Close())
-		os.RemoveAll(state)
 	}()
 	return func() {
 		cancel()
