@@ -1,7 +1,6 @@
 package imagefactory_test
 
 import (
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,9 +23,6 @@ func TestExamplesValidate(t *testing.T) {
 	if err := os.WriteFile(base, []byte("QFI\xfb"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// The factory workflow's templates (example/github-actions) gate on
-	// imagefactory-boottest: until the plugin has it, only their syntax.
-	boottest := pluginHas(t, h, "boottest")
 	// What factory.yml gives the application builds from secrets and vars.
 	glance := []string{"OS_AUTH_URL=https://keystone.invalid:5000/v3", "OS_APPLICATION_CREDENTIAL_ID=id",
 		"OS_APPLICATION_CREDENTIAL_SECRET=secret", "FACTORY_SERVE_HOST=runner.invalid"}
@@ -34,48 +30,56 @@ func TestExamplesValidate(t *testing.T) {
 		template string
 		args     []string
 		env      []string
-		boottest bool // the template uses imagefactory-boottest
 	}{
-		{"example/build.pkr.hcl", nil, nil, false},
-		{"example/base-image.pkr.hcl", []string{"-var", "base_image=" + base, "-var", "base_image_checksum=none"}, nil, false},
-		{"example/from-tree.pkr.hcl", []string{"-only", "base.*"}, nil, false},
-		{"example/qemu/build.pkr.hcl", []string{"-var", "base=" + base}, nil, false},
-		{"example/github-actions/base.pkr.hcl", nil, nil, true},
-		{"example/github-actions/apps", []string{"-only", "web.*", "-var", "base_image=" + base}, glance, true},
-		{"example/github-actions/apps", []string{"-only", "redis.*", "-var", "base_image=" + base}, glance, true},
+		{"example/build.pkr.hcl", nil, nil},
+		{"example/base-image.pkr.hcl", []string{"-var", "base_image=" + base, "-var", "base_image_checksum=none"}, nil},
+		{"example/from-tree.pkr.hcl", []string{"-only", "base.*"}, nil},
+		{"example/qemu/build.pkr.hcl", []string{"-var", "base=" + base}, nil},
+		{"example/github-actions/base.pkr.hcl", nil, nil},
+		{"example/github-actions/apps", []string{"-only", "web.*", "-var", "base_image=" + base}, glance},
+		{"example/github-actions/apps", []string{"-only", "redis.*", "-var", "base_image=" + base}, glance},
 	} {
 		t.Run(filepath.Base(filepath.Dir(tc.template))+"/"+filepath.Base(tc.template), func(t *testing.T) {
 			args := append(append([]string{"validate"}, tc.args...), filepath.Join(root, tc.template))
-			if tc.boottest && !boottest {
-				args = []string{"validate", "-syntax-only", filepath.Join(root, tc.template)}
-			}
 			cmd := h.Command(args...)
 			cmd.Env = slices.Concat(cmd.Env, tc.env)
 			out, err := cmd.CombinedOutput()
-			if err != nil || !strings.Contains(string(out), "The configuration is valid") && !strings.Contains(string(out), "Syntax-only check passed") {
+			if err != nil || !strings.Contains(string(out), "The configuration is valid") {
 				t.Errorf("packer %s: %v\n%s", strings.Join(args, " "), err, out)
 			}
 		})
 	}
 }
 
-// pluginHas reports whether the installed plugin registers the
-// post-processor name (its `describe` output).
-func pluginHas(t *testing.T, h *fixture.Harness, name string) bool {
-	t.Helper()
-	bins, _ := filepath.Glob(filepath.Join(h.PluginPath, "github.com", "*", "*", "packer-plugin-*_linux_*"))
-	if len(bins) == 0 {
-		t.Fatalf("no plugin binary under %s", h.PluginPath)
+// TestAccExample runs the README's main command's script, example/run.sh
+// (`make example`), with the plugin and Packer of this test binary: the
+// factory from nothing (debootstrap, cached and shared with the other
+// bootstrap tests), chroot provisioning with nginx, scrub, sparsify, and
+// imagefactory-boottest gating the example's image with its HTTP and
+// inline checks; then the script's offline checks, among them that the
+// artifact's sha256 after the boot test is the one sparsify wrote before.
+func TestAccExample(t *testing.T) {
+	requireRoot(t)
+	for _, tool := range []string{"qemu-system-x86_64", "debootstrap", "sgdisk", "debugfs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s: %v", tool, err)
+		}
 	}
-	out, err := exec.Command(bins[0], "describe").Output()
-	if err != nil {
-		t.Fatalf("%s describe: %v", bins[0], err)
+	h := fixture.Packer(t)
+	plugins, _ := filepath.Glob(filepath.Join(h.PluginPath, "github.com/imagefactory/imagefactory/packer-plugin-imagefactory_*"))
+	plugins = slices.DeleteFunc(plugins, func(p string) bool { return strings.HasSuffix(p, "_SHA256SUM") })
+	if len(plugins) != 1 {
+		t.Fatalf("the harness's installed plugin: %v", plugins)
 	}
-	var d struct {
-		PostProcessors []string `json:"post_processors"`
+	cmd := exec.Command(filepath.Join(fixture.RepoRoot(t), "example/run.sh"))
+	cmd.Env = append(os.Environ(), "PACKER="+h.PackerBin, "PLUGIN="+plugins[0])
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "==> example: OK") {
+		t.Fatalf("example/run.sh: %v\n%s", err, out)
 	}
-	if err := json.Unmarshal(out, &d); err != nil {
-		t.Fatalf("%s describe: %v\n%s", bins[0], err, out)
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "Boot test passed") || strings.HasPrefix(l, "  total") || strings.HasPrefix(l, "  packer build") {
+			t.Log(strings.TrimSpace(l))
+		}
 	}
-	return slices.Contains(d.PostProcessors, name)
 }
