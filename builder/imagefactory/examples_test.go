@@ -24,8 +24,8 @@ func TestExamplesValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What factory.yml gives the application builds from secrets and vars.
-	glance := []string{"OS_AUTH_URL=https://keystone.invalid:5000/v3", "OS_APPLICATION_CREDENTIAL_ID=id",
-		"OS_APPLICATION_CREDENTIAL_SECRET=secret", "FACTORY_SERVE_HOST=runner.invalid"}
+	glance := []string{"OS_AUTH_URL=https://keystone.invalid:5000/v3", "OS_APPLICATION_CREDENTIAL_ID=factory-credential-id",
+		"OS_APPLICATION_CREDENTIAL_SECRET=factory-credential-secret", "FACTORY_SERVE_HOST=runner.invalid"}
 	for _, tc := range []struct {
 		template string
 		args     []string
