@@ -277,7 +277,7 @@ type BootstrapConfig struct {
 	// Extra packages (debootstrap's `--include`). A bootable disk needs a
 	// kernel: `linux-image-amd64` (`linux-image-arm64` and
 	// `grub-efi-arm64-bin`, whose modules make the disk's GRUB, for
-	// arm64).
+	// arm64: validate refuses an arm64 tree without that package).
 	Include []string `mapstructure:"include"`
 	// The tree's architecture, Debian's name: `amd64` or `arm64` (the
 	// architectures the builder makes bootable disks for; others are

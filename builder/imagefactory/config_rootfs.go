@@ -2,6 +2,7 @@ package imagefactory
 
 import (
 	"path/filepath"
+	"slices"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootdisk"
@@ -112,6 +113,11 @@ func (c *Config) prepareRootfs(add func(string, ...interface{})) {
 				add("bootstrap.arch %q is not an architecture Debian names; use one of %s", b.Arch, arch.Known)
 			} else if err := bootdisk.Check(c.PartitionTable, b.Arch); err != nil {
 				add("bootstrap.arch %q: %v", b.Arch, err)
+			} else if a == arch.ARM64 && !slices.Contains(b.Include, bootloader.EFIArm64.Package) {
+				// The disk is made before any provisioner runs, and the tree
+				// is cached by its package list: caught here, not after the
+				// second stage.
+				add("bootstrap.arch %q: include needs %q: the disk's GRUB arm64-efi is made from the tree's own modules, before any provisioner runs", b.Arch, bootloader.EFIArm64.Package)
 			}
 		}
 		// Caught here, not after a second stage that can take half an hour.

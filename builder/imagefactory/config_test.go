@@ -145,12 +145,14 @@ func TestConfigPrepare(t *testing.T) {
 					t.Errorf("bootstrap: %+v %+v", c, c.Bootstrap)
 				}
 			}},
-		{name: "bootstrap arm64", unset: []string{"base_image"}, set: map[string]interface{}{"bootstrap": map[string]interface{}{"tool": "debootstrap", "suite": "bookworm", "arch": "arm64"}},
+		{name: "bootstrap arm64", unset: []string{"base_image"}, set: map[string]interface{}{"bootstrap": map[string]interface{}{"tool": "debootstrap", "suite": "bookworm", "arch": "arm64", "include": []string{"linux-image-arm64", "grub-efi-arm64-bin"}}},
 			check: func(t *testing.T, c *Config) {
 				if c.PartitionTable != "gpt" || c.KernelCmdline != "console=tty0 console=ttyAMA0,115200" || c.Bootstrap.Arch != "arm64" {
 					t.Errorf("bootstrap arm64: %+v %+v", c, c.Bootstrap)
 				}
 			}},
+		{name: "bootstrap arm64 without its GRUB", unset: []string{"base_image"}, set: map[string]interface{}{"bootstrap": map[string]interface{}{"tool": "debootstrap", "suite": "bookworm", "arch": "arm64", "include": []string{"linux-image-arm64"}}},
+			wantErr: []string{`bootstrap.arch "arm64": include needs "grub-efi-arm64-bin": the disk's GRUB arm64-efi is made from the tree's own modules`}},
 		{name: "bootstrap arm64 mbr, bad arch", unset: []string{"base_image"}, set: map[string]interface{}{"bootstrap": map[string]interface{}{"tool": "debootstrap", "suite": "bookworm", "arch": "arm64"}, "partition_table": "mbr"},
 			wantErr: []string{`bootstrap.arch "arm64": no bootable disk with partition_table "mbr" for arm64: an arm64 disk boots through UEFI only`}},
 		{name: "bootstrap arch contradicts architecture", unset: []string{"base_image"}, set: map[string]interface{}{"bootstrap": map[string]interface{}{"tool": "debootstrap", "suite": "bookworm", "arch": "arm64"}, "architecture": "amd64"},
