@@ -5,6 +5,7 @@ package fetchdisk
 
 import (
 	"fmt"
+	"net"
 	"regexp"
 	"strings"
 	"time"
@@ -215,6 +216,10 @@ func (c *Config) prepare(raws ...interface{}) error {
 	}
 	if c.ServeAddress == "" {
 		c.ServeAddress = "127.0.0.1:0"
+	} else if c.ImageURL == "" && c.ServeHost == "" && wildcard(c.ServeAddress) {
+		// The URL would name 0.0.0.0: the cloud would try for
+		// import_timeout and fail.
+		add("serve_address %q listens on every address, which the cloud cannot fetch from: set serve_host to this host's name or address as the cloud reaches it", c.ServeAddress)
 	}
 	var err error
 	if c.importTimeout, err = duration("import_timeout", c.ImportTimeout, 60*time.Minute); err != nil {
@@ -253,4 +258,15 @@ func duration(key, s string, def time.Duration) (time.Duration, error) {
 		return 0, fmt.Errorf("%s = %q is not a positive duration like 90m", key, s)
 	}
 	return d, nil
+}
+
+// wildcard says whether a listen address host:port names no host, or the
+// unspecified address (0.0.0.0, ::).
+func wildcard(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false // net.Listen reports it
+	}
+	ip := net.ParseIP(host)
+	return host == "" || ip != nil && ip.IsUnspecified()
 }
