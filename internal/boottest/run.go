@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -195,7 +196,9 @@ func (t *run) boot(ctx context.Context) (res *Result, err error) {
 	}()
 	var fwd []string
 	for _, g := range append([]int{22}, guest...) {
-		fwd = append(fwd, fmt.Sprintf("%d->%d", t.ports[g], g))
+		if f := fmt.Sprintf("%d->%d", t.ports[g], g); !slices.Contains(fwd, f) { // 22 may be in tcp_ports too
+			fwd = append(fwd, f)
+		}
 	}
 	o.Log(fmt.Sprintf("Booting %s on a throwaway overlay (%s, %s, %d CPU, %d MiB); 127.0.0.1 ports to the guest's: %s; console in %s",
 		filepath.Base(o.Disk), filepath.Base(t.m.Args[0]), tg.Firmware, o.CPUs, o.Memory, strings.Join(fwd, ", "), o.ConsoleLog))
