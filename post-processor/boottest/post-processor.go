@@ -309,7 +309,9 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		FactoryKeys: factoryKeys,
 		Log:         ui.Say,
 	})
-	if err != nil {
+	if err != nil && ctx.Err() != nil {
+		return nil, false, false, fmt.Errorf("imagefactory-boottest: the boot test of %s was cancelled (%w): nothing was tested", disk, ctx.Err())
+	} else if err != nil {
 		return nil, false, false, fmt.Errorf("imagefactory-boottest: %s failed its boot test: %w", disk, err)
 	}
 	ui.Say(fmt.Sprintf("Boot test passed in %s (%s; waits met %s after power-on); console in %s",
