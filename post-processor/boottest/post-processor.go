@@ -310,7 +310,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		Log:         ui.Say,
 	})
 	if err != nil && ctx.Err() != nil {
-		return nil, false, false, fmt.Errorf("imagefactory-boottest: the boot test of %s was cancelled (%w): nothing was tested", disk, ctx.Err())
+		return nil, false, false, fmt.Errorf("imagefactory-boottest: the boot test of %s was cancelled before it finished (%w)", disk, ctx.Err())
 	} else if err != nil {
 		return nil, false, false, fmt.Errorf("imagefactory-boottest: %s failed its boot test: %w", disk, err)
 	}
