@@ -19,12 +19,13 @@ import (
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	"golang.org/x/sys/unix"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/chrootprep"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
 
 // chrootPath is the PATH commands in the chroot get: the image's, not the
 // host's.
-const chrootPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+const chrootPath = chrootprep.Path
 
 // Communicator runs provisioners' commands in a chroot of the mounted image
 // and moves files in and out of it. Files are resolved inside the image

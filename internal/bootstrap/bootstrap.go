@@ -29,6 +29,7 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/binfmt"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/chrootprep"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
@@ -303,16 +304,12 @@ func (o Options) initramfs(ctx context.Context, tree string) error {
 		return nil
 	}
 	start := time.Now()
-	if err := o.run(ctx, []string{"PATH=" + treePath}, "chroot", []string{tree, "update-initramfs", "-c", "-k", "all"}); err != nil {
+	if err := o.run(ctx, []string{"PATH=" + chrootprep.Path}, "chroot", []string{tree, "update-initramfs", "-c", "-k", "all"}); err != nil {
 		return fmt.Errorf("bootstrap: making the tree's initramfs: %w", err)
 	}
 	o.log(fmt.Sprintf("I: initramfs made in %s", time.Since(start).Round(time.Second)))
 	return nil
 }
-
-// treePath is the PATH of commands run in a tree: Debian's root PATH
-// (/etc/login.defs ENV_SUPATH), not the build host's.
-const treePath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 func (o Options) log(line string) {
 	if o.Log != nil {

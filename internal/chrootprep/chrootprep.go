@@ -12,6 +12,10 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
 
+// Path is the PATH of commands run in an image's chroot: Debian's root
+// PATH (/etc/login.defs ENV_SUPATH), the image's, not the build host's.
+const Path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 // backupSuffix marks the image's own file while ours stands in its place.
 // A rename keeps the original's inode, so owner, mode, times, xattrs and a
 // symlink's target all come back untouched.
