@@ -8,6 +8,7 @@ import (
 	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 )
 
 // Artifact is the image file the builder made.
@@ -41,6 +42,10 @@ func newArtifact(state multistep.StateBag, path string) (*Artifact, error) {
 	if gd, ok := state.GetOk("generated_data"); ok {
 		a.StateData["generated_data"] = gd
 	}
+	if cfg.repro.Enabled() {
+		// The post-processors after this builder derive theirs from it.
+		a.StateData[repro.StateKey] = cfg.repro.Epoch()
+	}
 	labels := map[string]interface{}{
 		"format":       cfg.Format,
 		"size":         fmt.Sprint(size),
@@ -48,6 +53,9 @@ func newArtifact(state multistep.StateBag, path string) (*Artifact, error) {
 		"build_name":   cfg.PackerBuildName,
 		"base_format":  fmt.Sprint(state.Get(stateBaseFormat)),
 		"backing_file": fmt.Sprint(cfg.UseBackingFile),
+	}
+	if cfg.repro.Enabled() {
+		labels[repro.StateKey] = fmt.Sprint(cfg.repro.Epoch())
 	}
 	if a, ok := state.GetOk(stateArch); ok {
 		// The registry's own field for it (HCP Packer's "architecture").

@@ -17,6 +17,7 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/selinux"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
 )
@@ -248,6 +249,16 @@ type Config struct {
 	// `HOME=/root`, `LANG=C.UTF-8`, `DEBIAN_FRONTEND=noninteractive` and
 	// these.
 	Environment map[string]string `mapstructure:"environment"`
+	// Makes the build reproducible: seconds since 1970-01-01 UTC, as digits
+	// (the [SOURCE_DATE_EPOCH](https://reproducible-builds.org/specs/source-date-epoch/)
+	// convention). Every identifier and timestamp the plugin makes (partition
+	// GUIDs, filesystem UUIDs and hash seeds, FAT volume IDs, file times)
+	// is derived from it and the build's name. Defaults to the environment's
+	// `SOURCE_DATE_EPOCH`; unset in both, builds are not reproducible.
+	SourceDateEpoch string `mapstructure:"source_date_epoch"`
+	// The epoch in effect (from source_date_epoch or the environment); nil
+	// when the build is not reproducible.
+	repro *repro.Source
 
 	QemuConfig `mapstructure:",squash"`
 	// The SSH communicator of the qemu strategy (Packer's usual `ssh_*`
@@ -346,6 +357,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 		add("exactly one of base_image (a disk image), source_rootfs (a root tree) and bootstrap (a tree made by debootstrap) is required; %d given", sources)
 	}
 	c.prepareRootfs(add)
+	c.prepareRepro(add)
 	if c.UseBackingFile {
 		if c.BaseImage == "" || isURL(c.BaseImage) {
 			add("use_backing_file needs base_image to be a local file (the overlay names it by path)")
@@ -452,4 +464,26 @@ func isURL(s string) bool {
 		}
 	}
 	return false
+}
+
+// prepareRepro reads source_date_epoch, else SOURCE_DATE_EPOCH from the
+// environment Packer gives the plugin.
+func (c *Config) prepareRepro(add func(string, ...interface{})) {
+	if c.SourceDateEpoch != "" {
+		e, err := repro.Parse(c.SourceDateEpoch)
+		if err != nil {
+			add("source_date_epoch: %v", err)
+			return
+		}
+		c.repro = repro.New(e, c.PackerBuildName)
+		return
+	}
+	e, ok, err := repro.FromEnv()
+	if err != nil {
+		add("%v (unset it, or set source_date_epoch in the template)", err)
+		return
+	}
+	if ok {
+		c.repro = repro.New(e, c.PackerBuildName)
+	}
 }

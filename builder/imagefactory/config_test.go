@@ -20,6 +20,7 @@ func kvmHangs(time.Duration) hostcap.Verdict {
 
 func TestConfigPrepare(t *testing.T) {
 	defer hostcap.SetProber(kvmHangs)()
+	t.Setenv("SOURCE_DATE_EPOCH", "")
 	// base is a minimal valid configuration, as Packer passes it.
 	base := func() map[string]interface{} {
 		return map[string]interface{}{
@@ -51,7 +52,7 @@ func TestConfigPrepare(t *testing.T) {
 						t.Errorf("%s = %q, want %q", f.name, f.got, f.want)
 					}
 				}
-				if c.RootPartition != 0 || c.AllowServiceStarts || c.DiskSize != "" {
+				if c.RootPartition != 0 || c.AllowServiceStarts || c.DiskSize != "" || c.repro.Enabled() {
 					t.Errorf("unexpected defaults: %+v", c)
 				}
 				got, err := c.wrapper()("chroot /mnt /bin/sh -c 'echo hi'")
@@ -262,6 +263,14 @@ func TestConfigPrepare(t *testing.T) {
 			wantErr: []string{`environment: "1FOO" is not a valid variable name`, `environment: "A-B" is not a valid variable name`}},
 		{name: "image_name with slash", set: map[string]interface{}{"image_name": "sub/img"},
 			wantErr: []string{`image_name "sub/img" must be a file name, not a path`}},
+		{name: "source_date_epoch", set: map[string]interface{}{"source_date_epoch": "1767225600"},
+			check: func(t *testing.T, c *Config) {
+				if !c.repro.Enabled() || c.repro.Epoch() != 1767225600 {
+					t.Errorf("repro = %+v, want epoch 1767225600", c.repro)
+				}
+			}},
+		{name: "bad source_date_epoch", set: map[string]interface{}{"source_date_epoch": "2026-01-01"},
+			wantErr: []string{`source_date_epoch: not a SOURCE_DATE_EPOCH: "2026-01-01": give seconds since 1970-01-01 UTC`}},
 		{name: "several errors at once", set: map[string]interface{}{"format": "vmdk", "strategy": "vbox"},
 			wantErr: []string{"format", "strategy"}},
 	}
@@ -406,5 +415,32 @@ func TestConfigQemuTarget(t *testing.T) {
 				t.Errorf("qemuTarget = %+v, %v; want %+v", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// SOURCE_DATE_EPOCH from the environment Packer passes on, and the
+// template's value before it.
+func TestConfigSourceDateEpochEnv(t *testing.T) {
+	defer hostcap.SetProber(kvmHangs)()
+	raw := func(extra map[string]interface{}) map[string]interface{} {
+		m := map[string]interface{}{"packer_build_name": "web", "base_image": "debian-12.qcow2"}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	t.Setenv("SOURCE_DATE_EPOCH", "1700000000")
+	var c Config
+	if _, err := c.Prepare(raw(nil)); err != nil || c.repro.Epoch() != 1700000000 {
+		t.Fatalf("from the environment: %v, %+v", err, c.repro)
+	}
+	var d Config
+	if _, err := d.Prepare(raw(map[string]interface{}{"source_date_epoch": "42"})); err != nil || d.repro.Epoch() != 42 {
+		t.Fatalf("the template's value first: %v, %+v", err, d.repro)
+	}
+	t.Setenv("SOURCE_DATE_EPOCH", "soon")
+	var e Config
+	if _, err := e.Prepare(raw(nil)); err == nil || !strings.Contains(err.Error(), "environment SOURCE_DATE_EPOCH") {
+		t.Fatalf("a bad environment value: %v", err)
 	}
 }
