@@ -8,6 +8,11 @@
 // partition is punched directly in the file. Everything else (vfat, which
 // the kernel here cannot mount, and unknown contents) is left alone and
 // reported.
+//
+// The trim's mount is a write: the kernel puts the clock in an ext4
+// superblock's s_mtime (mount) and s_wtime (unmount). A reproducible build
+// puts its epoch back there (settleExt); nothing else differs between two
+// trims of the same ext4, measured on Linux 6.18.
 package sparsify
 
 import (
@@ -20,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
 )
 
@@ -64,8 +70,9 @@ var trimmable = map[string]bool{"ext2": true, "ext3": true, "ext4": true, "xfs":
 // and space outside any partition (but never the area before the first
 // partition, where boot loaders live, nor a GPT's backup header). Every
 // loop device and mount goes through journal and is released before Trim
-// returns. log may be nil.
-func Trim(ctx context.Context, disk string, journal *cleanup.Journal, log func(string)) (Result, error) {
+// returns. With src enabled, the bytes Trim leaves are a function of the
+// image's (see settleExt). log may be nil.
+func Trim(ctx context.Context, disk string, journal *cleanup.Journal, src *repro.Source, log func(string)) (Result, error) {
 	logf := func(format string, a ...any) {
 		if log != nil {
 			log(fmt.Sprintf(format, a...))
@@ -109,6 +116,11 @@ func Trim(ctx context.Context, disk string, journal *cleanup.Journal, log func(s
 					pr.Action = skippedPrefix + me.Error()
 				case err != nil:
 					return fmt.Errorf("sparsify %s: %w", disk, err)
+				case strings.HasPrefix(p.FS.Type, "ext"):
+					if err := settleExt(ctx, p.Device, src); err != nil {
+						return fmt.Errorf("sparsify %s: %s: %w", disk, p, err)
+					}
+					fallthrough
 				default:
 					pr.Action, pr.Trimmed = ActionTrimmed, n
 					logf("sparsify: %s: trimmed %d bytes", p, n)

@@ -8,6 +8,7 @@ import (
 	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/sparsify"
 )
 
@@ -19,6 +20,7 @@ type Artifact struct {
 	Before, After int64                  // allocated bytes of the raw disk before and after trimming
 	Shrink        *sparsify.ShrinkResult // what shrink did; nil when not asked
 	Input         packersdk.Artifact
+	Repro         *repro.Source // the build's, passed on to later post-processors; nil: not reproducible
 }
 
 // BuilderId identifies the post-processor.
@@ -41,6 +43,10 @@ func (a *Artifact) State(name string) interface{} {
 	switch name {
 	case "image_format":
 		return a.Format
+	case repro.StateKey:
+		if a.Repro.Enabled() {
+			return a.Repro.Epoch()
+		}
 	case "image_size":
 		// The virtual size, which shrink changes.
 		if a.Shrink != nil {

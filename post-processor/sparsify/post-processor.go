@@ -29,6 +29,7 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fuseexport"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/sparsify"
 	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
@@ -68,8 +69,20 @@ type Config struct {
 	// filesystem labelled `cloudimg-rootfs` or `img-rootfs`, else the one
 	// partition holding `/etc/fstab`, as the builder finds it.
 	RootPartition int `mapstructure:"root_partition"`
+	// Makes the output a function of the input: seconds since 1970-01-01
+	// UTC, as digits (the
+	// [SOURCE_DATE_EPOCH](https://reproducible-builds.org/specs/source-date-epoch/)
+	// convention). The times the trim's mount and the shrink write in an
+	// ext4 superblock, and the identifiers and times of vmdk, vhdx and vpc
+	// files, are derived from it and the build's name; conversions write in
+	// order. The epoch of an imagefactory build before this post-processor
+	// comes first, then this option, then the environment's
+	// `SOURCE_DATE_EPOCH`; unset in all three, the output is not
+	// reproducible. See docs/reproducible.md.
+	SourceDateEpoch string `mapstructure:"source_date_epoch"`
 
 	freeSpace int64
+	epoch     *int64 // from source_date_epoch or the environment; nil: unset
 
 	ctx interpolate.Context
 }
@@ -122,6 +135,17 @@ func (p *PostProcessor) Configure(raws ...interface{}) error {
 	if c.RootPartition < 0 {
 		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("root_partition %d: partitions are numbered from 1", c.RootPartition))
 	}
+	if c.SourceDateEpoch != "" {
+		if e, err := repro.Parse(c.SourceDateEpoch); err != nil {
+			errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("source_date_epoch: %w", err))
+		} else {
+			c.epoch = &e
+		}
+	} else if e, ok, err := repro.FromEnv(); err != nil {
+		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("%w (unset it, or set source_date_epoch)", err))
+	} else if ok {
+		c.epoch = &e
+	}
 	if !packerglue.IsSet(raws, "checksums") {
 		c.Checksums = []string{"sha256"}
 	}
@@ -147,6 +171,10 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	disk, format, err := diskimage.FindDisk(in.Files())
 	if err != nil {
 		return nil, false, false, fmt.Errorf("imagefactory-sparsify: %w", err)
+	}
+	src := c.repro(in)
+	if src.Enabled() {
+		ui.Say(fmt.Sprintf("Reproducible: SOURCE_DATE_EPOCH %d, build %q", src.Epoch(), c.PackerBuildName))
 	}
 	out := c.Output
 	if out == "" {
@@ -188,7 +216,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		defer view.close()
 	}
 
-	res, err := sparsify.Trim(ctx, view.raw, journal, ui.Say)
+	res, err := sparsify.Trim(ctx, view.raw, journal, src, ui.Say)
 	if err != nil {
 		return nil, false, false, fmt.Errorf("sparsifying %s: %w", disk, err)
 	}
@@ -201,7 +229,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	}
 	var shrunk *sparsify.ShrinkResult
 	if c.Shrink {
-		sr, err := sparsify.Shrink(ctx, view.raw, journal, sparsify.ShrinkOptions{FreeSpace: c.freeSpace, RootPartition: c.RootPartition}, nil)
+		sr, err := sparsify.Shrink(ctx, view.raw, journal, sparsify.ShrinkOptions{FreeSpace: c.freeSpace, RootPartition: c.RootPartition, Repro: src}, nil)
 		if err != nil {
 			return nil, false, false, fmt.Errorf("imagefactory-sparsify: %w", err)
 		}
@@ -216,7 +244,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		if err := view.close(); err != nil {
 			return nil, false, false, err
 		}
-		if err := p.write(ctx, ui, view.src, view.srcFmt, out); err != nil {
+		if err := p.write(ctx, ui, view.src, view.srcFmt, out, src); err != nil {
 			return nil, false, false, err
 		}
 	}
@@ -233,13 +261,13 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		}
 		files = append(files, sidecar)
 	}
-	art := &Artifact{Path: out, Format: c.Format, Files_: files, Before: before, After: after, Shrink: shrunk, Input: in}
+	art := &Artifact{Path: out, Format: c.Format, Files_: files, Before: before, After: after, Shrink: shrunk, Input: in, Repro: src}
 	// In place: the input's file is the output; Packer must not delete it.
 	return art, inPlace, inPlace, nil
 }
 
 // write produces out from src, the trimmed image (of format srcFmt).
-func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, src string, srcFmt diskimage.Format, out string) error {
+func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, src string, srcFmt diskimage.Format, out string, rs *repro.Source) error {
 	c := &p.config
 	start := time.Now()
 	if c.Format == "raw" && srcFmt == diskimage.Raw {
@@ -257,6 +285,7 @@ func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, src string, 
 	err := diskimage.Convert(ctx, src, srcFmt, out, diskimage.Format(c.Format), diskimage.ConvertOptions{
 		Compression: c.Compression,
 		Progress:    bar.SetPercent,
+		Repro:       rs,
 	})
 	bar.Close()
 	if err != nil {
@@ -265,6 +294,39 @@ func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, src string, 
 	fi, _ := os.Stat(out)
 	ui.Say(fmt.Sprintf("Wrote %s (%s) in %s", out, diskimage.FormatSize(fi.Size()), time.Since(start).Round(time.Millisecond)))
 	return nil
+}
+
+// repro is the build's repro.Source: the epoch in the input artifact's
+// State (an imagefactory build's, or a post-processor's that passed it on),
+// else source_date_epoch, else SOURCE_DATE_EPOCH; keyed by Packer's build
+// name as the builder's is. Nil when none is set.
+func (c *Config) repro(in packersdk.Artifact) *repro.Source {
+	if e, ok := epochOf(in.State(repro.StateKey)); ok {
+		return repro.New(e, c.PackerBuildName)
+	}
+	if c.epoch != nil {
+		return repro.New(*c.epoch, c.PackerBuildName)
+	}
+	return nil
+}
+
+// epochOf reads an epoch from an artifact's State: an int64 from the
+// builder, or the number types Packer's RPC and JSON may turn it into.
+func epochOf(v interface{}) (int64, bool) {
+	switch e := v.(type) {
+	case int64:
+		return e, true
+	case int:
+		return int64(e), true
+	case uint64:
+		return int64(e), true
+	case float64:
+		return int64(e), true
+	case string:
+		n, err := repro.Parse(e)
+		return n, err == nil
+	}
+	return 0, false
 }
 
 // trimView is what the trim works on when the input must stay as it was:

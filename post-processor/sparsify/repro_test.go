@@ -1,0 +1,141 @@
+package sparsify
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
+)
+
+// TestReproducible: one GPT disk, copied to two paths with different
+// times, sparsified with the same epoch (from the input artifact's State,
+// as after an imagefactory build, or from the option) gives the same bytes
+// in every output; another epoch gives other bytes (the trim's mount writes
+// a time in the ext4 superblocks, which the epoch replaces). The shrink
+// case runs e2fsck and resize2fs and rewrites the GPT.
+func TestReproducible(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loop devices and mounts")
+	}
+	t.Setenv("IMAGEFACTORY_STATE_DIR", filepath.Join(t.TempDir(), "state"))
+	t.Setenv(repro.EnvVar, "")
+	disk := fixture.NewDisk(t, fixture.DiskOptions{Table: "gpt", SeparateBoot: true})
+	base := t.TempDir()
+	inputs := []string{filepath.Join(base, "a", "disk.raw"), filepath.Join(base, "b", "copy.raw")}
+	for i, in := range inputs {
+		os.MkdirAll(filepath.Dir(in), 0o755)
+		if _, err := diskimage.Copy(context.Background(), disk.Path, in, nil); err != nil {
+			t.Fatal(err)
+		}
+		old := time.Unix(1e9+int64(i)*86400, 0)
+		os.Chtimes(in, old, old)
+	}
+	const epoch = 1767225600
+	// run sparsifies input with cfg into out (a new directory's out.<format>).
+	run := func(t *testing.T, input string, cfg map[string]interface{}, state map[string]interface{}) string {
+		t.Helper()
+		out := filepath.Join(t.TempDir(), "out."+cfg["format"].(string))
+		c := map[string]interface{}{"output": out, "packer_build_name": "repro"}
+		for k, v := range cfg {
+			c[k] = v
+		}
+		var p PostProcessor
+		if err := p.Configure(c); err != nil {
+			t.Fatal(err)
+		}
+		art, _, _, err := p.PostProcess(context.Background(), packersdk.TestUi(t),
+			&packersdk.MockArtifact{FilesValue: []string{input}, StateValues: state})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := art.State(repro.StateKey).(int64); got == 0 {
+			t.Errorf("the artifact does not pass the epoch on: State(%q) = %v", repro.StateKey, art.State(repro.StateKey))
+		}
+		return out
+	}
+	fromState := map[string]interface{}{repro.StateKey: int64(epoch)}
+	for _, c := range []struct {
+		name string
+		cfg  map[string]interface{}
+	}{
+		{"qcow2 zstd", map[string]interface{}{"format": "qcow2", "compression": "zstd"}},
+		{"qcow2 zlib", map[string]interface{}{"format": "qcow2", "compression": "zlib"}},
+		{"raw", map[string]interface{}{"format": "raw"}},
+		{"vhdx", map[string]interface{}{"format": "vhdx"}},
+		{"qcow2 zstd shrunk", map[string]interface{}{"format": "qcow2", "compression": "zstd", "shrink": true, "free_space": "4M"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			first := run(t, inputs[0], c.cfg, fromState)
+			time.Sleep(1100 * time.Millisecond) // superblock times count seconds
+			opt := map[string]interface{}{"source_date_epoch": "1767225600"}
+			for k, v := range c.cfg {
+				opt[k] = v
+			}
+			second := run(t, inputs[1], opt, nil)
+			if a, b := fixture.Sha256(t, first), fixture.Sha256(t, second); a != b {
+				t.Fatalf("the same disk, the same epoch: sha256 %s and %s", a, b)
+			}
+			if c.name != "qcow2 zstd" && c.name != "qcow2 zstd shrunk" {
+				return
+			}
+			other := run(t, inputs[0], c.cfg, map[string]interface{}{repro.StateKey: int64(epoch + 1)})
+			if fixture.Sha256(t, first) == fixture.Sha256(t, other) {
+				t.Error("another epoch gave the same bytes")
+			}
+		})
+	}
+}
+
+// The epoch's sources in order: the input artifact's State, the option,
+// the environment.
+func TestReproSource(t *testing.T) {
+	t.Setenv(repro.EnvVar, "1700000000")
+	configure := func(raw map[string]interface{}) *Config {
+		t.Helper()
+		var p PostProcessor
+		raw["packer_build_name"] = "web"
+		if err := p.Configure(raw); err != nil {
+			t.Fatal(err)
+		}
+		return &p.config
+	}
+	env := configure(map[string]interface{}{})
+	opt := configure(map[string]interface{}{"source_date_epoch": "42"})
+	art := func(v interface{}) packersdk.Artifact {
+		return &packersdk.MockArtifact{StateValues: map[string]interface{}{repro.StateKey: v}}
+	}
+	for _, c := range []struct {
+		name string
+		cfg  *Config
+		in   packersdk.Artifact
+		want int64
+	}{
+		{"environment", env, art(nil), 1700000000},
+		{"option before environment", opt, art(nil), 42},
+		{"artifact first", opt, art(int64(7)), 7},
+		{"artifact through RPC as int", env, art(9), 9},
+	} {
+		if got := c.cfg.repro(c.in); got.Epoch() != c.want || got.UUID("x") != repro.New(c.want, "web").UUID("x") {
+			t.Errorf("%s: epoch %d, want %d (build web)", c.name, got.Epoch(), c.want)
+		}
+	}
+	t.Setenv(repro.EnvVar, "")
+	if configure(map[string]interface{}{}).repro(art(nil)).Enabled() {
+		t.Error("no epoch anywhere: reproducible all the same")
+	}
+	var p PostProcessor
+	t.Setenv(repro.EnvVar, "tomorrow")
+	if err := p.Configure(map[string]interface{}{}); err == nil {
+		t.Error("a bad SOURCE_DATE_EPOCH was accepted")
+	}
+	if err := p.Configure(map[string]interface{}{"source_date_epoch": "1.5"}); err == nil {
+		t.Error("a bad source_date_epoch was accepted")
+	}
+}
