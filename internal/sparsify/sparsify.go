@@ -10,9 +10,10 @@
 // reported.
 //
 // The trim's mount is a write: the kernel puts the clock in an ext4
-// superblock's s_mtime (mount) and s_wtime (unmount). A reproducible build
-// puts its epoch back there (settleExt); nothing else differs between two
-// trims of the same ext4, measured on Linux 6.18.
+// superblock's s_mtime (mount) and s_wtime (unmount), and a random
+// transaction ID in xfs's unmount record. A reproducible build undoes both
+// (settle); nothing else differs between two trims of the same ext4, xfs
+// or btrfs, measured on Linux 6.18.
 package sparsify
 
 import (
@@ -116,12 +117,10 @@ func Trim(ctx context.Context, disk string, journal *cleanup.Journal, src *repro
 					pr.Action = skippedPrefix + me.Error()
 				case err != nil:
 					return fmt.Errorf("sparsify %s: %w", disk, err)
-				case strings.HasPrefix(p.FS.Type, "ext"):
-					if err := settleExt(ctx, p.Device, src); err != nil {
+				default:
+					if err := settle(ctx, p.FS.Type, p.Device, src); err != nil {
 						return fmt.Errorf("sparsify %s: %s: %w", disk, p, err)
 					}
-					fallthrough
-				default:
 					pr.Action, pr.Trimmed = ActionTrimmed, n
 					logf("sparsify: %s: trimmed %d bytes", p, n)
 				}

@@ -93,6 +93,37 @@ func TestReproducible(t *testing.T) {
 	}
 }
 
+// TestReproducibleXFS: the trim's mount of an xfs leaves a random
+// transaction ID in its log, which a reproducible build rewrites.
+func TestReproducibleXFS(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loop devices and mounts")
+	}
+	t.Setenv("IMAGEFACTORY_STATE_DIR", filepath.Join(t.TempDir(), "state"))
+	disk := fixture.NewDisk(t, fixture.DiskOptions{Table: "gpt", RootFS: "xfs"})
+	var sums []string
+	for i := range 2 {
+		in := filepath.Join(t.TempDir(), "disk.raw")
+		if _, err := diskimage.Copy(context.Background(), disk.Path, in, nil); err != nil {
+			t.Fatal(err)
+		}
+		var p PostProcessor
+		if err := p.Configure(map[string]interface{}{"source_date_epoch": "1767225600"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := p.PostProcess(context.Background(), packersdk.TestUi(t), &packersdk.MockArtifact{FilesValue: []string{in}}); err != nil {
+			t.Fatal(err)
+		}
+		sums = append(sums, fixture.Sha256(t, in))
+		if i == 0 {
+			time.Sleep(1100 * time.Millisecond)
+		}
+	}
+	if sums[0] != sums[1] {
+		t.Errorf("two trims of one xfs disk in place: sha256 %s and %s", sums[0], sums[1])
+	}
+}
+
 // The epoch's sources in order: the input artifact's State, the option,
 // the environment.
 func TestReproSource(t *testing.T) {
