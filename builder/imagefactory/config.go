@@ -255,7 +255,9 @@ type Config struct {
 	// convention). Every identifier and timestamp the plugin makes (partition
 	// GUIDs, filesystem UUIDs and hash seeds, FAT volume IDs, file times)
 	// is derived from it and the build's name. Defaults to the environment's
-	// `SOURCE_DATE_EPOCH`; unset in both, builds are not reproducible.
+	// `SOURCE_DATE_EPOCH`; unset in both, builds are not reproducible. An
+	// xfs root from a tree is refused with it. What is derived from what,
+	// and what breaks reproducibility: docs/reproducible.md.
 	SourceDateEpoch string `mapstructure:"source_date_epoch"`
 	// The epoch in effect (from source_date_epoch or the environment); nil
 	// when the build is not reproducible.
