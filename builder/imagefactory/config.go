@@ -18,6 +18,7 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/rootfs"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/selinux"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
 )
@@ -254,7 +255,9 @@ type Config struct {
 	// convention). Every identifier and timestamp the plugin makes (partition
 	// GUIDs, filesystem UUIDs and hash seeds, FAT volume IDs, file times)
 	// is derived from it and the build's name. Defaults to the environment's
-	// `SOURCE_DATE_EPOCH`; unset in both, builds are not reproducible.
+	// `SOURCE_DATE_EPOCH`; unset in both, builds are not reproducible. An
+	// xfs root from a tree is refused with it. What is derived from what,
+	// and what breaks reproducibility: docs/reproducible.md.
 	SourceDateEpoch string `mapstructure:"source_date_epoch"`
 	// The epoch in effect (from source_date_epoch or the environment); nil
 	// when the build is not reproducible.
@@ -476,14 +479,28 @@ func (c *Config) prepareRepro(add func(string, ...interface{})) {
 			return
 		}
 		c.repro = repro.New(e, c.PackerBuildName)
-		return
+	} else {
+		e, ok, err := repro.FromEnv()
+		if err != nil {
+			add("%v (unset it, or set source_date_epoch in the template)", err)
+			return
+		}
+		if ok {
+			c.repro = repro.New(e, c.PackerBuildName)
+		}
 	}
-	e, ok, err := repro.FromEnv()
-	if err != nil {
-		add("%v (unset it, or set source_date_epoch in the template)", err)
-		return
+	if c.repro.Enabled() && c.fromTree() && c.RootFS == rootfs.XFS {
+		add("%s", errReproXFS(c.SourceDateEpoch != ""))
 	}
-	if ok {
-		c.repro = repro.New(e, c.PackerBuildName)
+}
+
+// errReproXFS refuses a reproducible xfs root: xfsprogs 6.1 fills no
+// filesystem from a tree, so the root is filled through a mount, and the
+// kernel's xfs then writes inode generations, times, its log and its
+// allocation order of its own (docs/reproducible.md).
+func errReproXFS(option bool) string {
+	if option {
+		return "source_date_epoch is set, but an xfs root (root_fs = \"xfs\", or a source_rootfs xfs image) cannot be made reproducible: use root_fs = \"ext4\", or remove source_date_epoch"
 	}
+	return "SOURCE_DATE_EPOCH is set in the environment, but an xfs root (root_fs = \"xfs\", or a source_rootfs xfs image) cannot be made reproducible: use root_fs = \"ext4\", or unset SOURCE_DATE_EPOCH"
 }

@@ -269,6 +269,8 @@ func TestConfigPrepare(t *testing.T) {
 					t.Errorf("repro = %+v, want epoch 1767225600", c.repro)
 				}
 			}},
+		{name: "source_date_epoch with an xfs root", unset: []string{"base_image"}, set: map[string]interface{}{"source_rootfs": "/t", "root_fs": "xfs", "source_date_epoch": "1767225600"},
+			wantErr: []string{`source_date_epoch is set, but an xfs root (root_fs = "xfs", or a source_rootfs xfs image) cannot be made reproducible: use root_fs = "ext4", or remove source_date_epoch`}},
 		{name: "bad source_date_epoch", set: map[string]interface{}{"source_date_epoch": "2026-01-01"},
 			wantErr: []string{`source_date_epoch: not a SOURCE_DATE_EPOCH: "2026-01-01": give seconds since 1970-01-01 UTC`}},
 		{name: "several errors at once", set: map[string]interface{}{"format": "vmdk", "strategy": "vbox"},
@@ -437,6 +439,11 @@ func TestConfigSourceDateEpochEnv(t *testing.T) {
 	var d Config
 	if _, err := d.Prepare(raw(map[string]interface{}{"source_date_epoch": "42"})); err != nil || d.repro.Epoch() != 42 {
 		t.Fatalf("the template's value first: %v, %+v", err, d.repro)
+	}
+	var x Config
+	if _, err := x.Prepare(map[string]interface{}{"packer_build_name": "web", "source_rootfs": "/t", "root_fs": "xfs"}); err == nil ||
+		!strings.Contains(err.Error(), "SOURCE_DATE_EPOCH is set in the environment, but an xfs root") || !strings.Contains(err.Error(), "unset SOURCE_DATE_EPOCH") {
+		t.Fatalf("an xfs root with the environment's epoch: %v", err)
 	}
 	t.Setenv("SOURCE_DATE_EPOCH", "soon")
 	var e Config

@@ -16,6 +16,7 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fsimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/rootfs"
 )
 
@@ -32,7 +33,9 @@ func (s *stepMakeDisk) Run(ctx context.Context, state multistep.StateBag) multis
 	cfg := configOf(state)
 	ui := uiOf(state)
 	start := time.Now()
+	src, _ := state.Get(stateRepro).(*repro.Source)
 	o := bootdisk.Options{
+		Repro:    src,
 		Tree:     state.Get(stateRootTree).(string),
 		Table:    cfg.PartitionTable,
 		Arch:     treeArch(state),

@@ -20,6 +20,7 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/partition"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/rootfs"
 )
 
@@ -50,6 +51,10 @@ type Options struct {
 	// rootfs.DefaultLabel. A filesystem image's root keeps its own, so
 	// that what its fstab names is still there.
 	UUID, Label string
+	// Repro, when not nil, derives every identifier and time the disk
+	// gets from the build's Source (IDs below); nil keeps them random and
+	// the clock's.
+	Repro *repro.Source
 }
 
 // Result says what was made.
@@ -150,7 +155,7 @@ func Make(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("creating the disk: %w", err)
 	}
-	if err := partition.Create(o.Disk, o.Table, parts); err != nil {
+	if err := partition.Create(o.Disk, o.Table, parts, tableIDs(o.Repro, o.Table, parts)...); err != nil {
 		return Result{}, err
 	}
 	table, err := partition.Read(o.Disk)
@@ -159,9 +164,12 @@ func Make(ctx context.Context, o Options) (Result, error) {
 	}
 	root := table.Partitions[len(table.Partitions)-1]
 
-	spec := rootfs.Spec{Type: o.FSType, Label: o.Label, UUID: o.UUID, Usage: usage, Free: o.Free}
+	spec := rootfs.Spec{Type: o.FSType, Label: o.Label, UUID: o.UUID, Usage: usage, Free: o.Free, Repro: o.Repro}
 	if spec.Label == "" {
 		spec.Label = rootfs.DefaultLabel(o.FSType)
+	}
+	if spec.UUID == "" && o.Repro.Enabled() {
+		spec.UUID = o.Repro.UUID(o.FSType + "/root/uuid").String()
 	}
 	if spec.UUID == "" {
 		spec.UUID = uuid.NewString()
@@ -182,7 +190,7 @@ func Make(ctx context.Context, o Options) (Result, error) {
 	boot := bootloader.Root{UUID: spec.UUID, FSType: o.FSType}
 	if o.Arch == Arm64 {
 		esp := table.Partitions[0]
-		if err := installArm64(ctx, o, bootloader.EFI{Start: esp.Start, Size: esp.Size}, boot); err != nil {
+		if err := installArm64(ctx, o, bootloader.EFI{Start: esp.Start, Size: esp.Size, Repro: o.Repro}, boot); err != nil {
 			return Result{}, fmt.Errorf("installing GRUB arm64-efi: %w", err)
 		}
 		return Result{Size: total, Usage: usage, Root: root, RootUUID: spec.UUID, Label: spec.Label}, nil
@@ -197,10 +205,29 @@ func Make(ctx context.Context, o Options) (Result, error) {
 	if err := bootloader.InstallBIOS(ctx, o.Disk, bios, boot); err != nil {
 		return Result{}, fmt.Errorf("installing GRUB for BIOS: %w", err)
 	}
-	if err := bootloader.InstallEFI(ctx, o.Disk, bootloader.EFI{Start: esp.Start, Size: esp.Size}, boot); err != nil {
+	if err := bootloader.InstallEFI(ctx, o.Disk, bootloader.EFI{Start: esp.Start, Size: esp.Size, Repro: o.Repro}, boot); err != nil {
 		return Result{}, fmt.Errorf("installing GRUB for UEFI: %w", err)
 	}
 	return Result{Size: total, Usage: usage, Root: root, RootUUID: spec.UUID, Label: spec.Label}, nil
+}
+
+// tableIDs derives the partition table's identifiers from src, filling
+// the GPT partitions' GUIDs into parts: the disk GUID ("gpt/disk-guid"),
+// partition N's unique GUID ("gpt/part/N"), or the MBR disk signature
+// ("mbr/disk-id", which the MBR PARTUUIDs derive from). The headers' and
+// the entries' CRCs then follow. A nil src gives no option: go-diskfs and
+// partition.Create pick them at random.
+func tableIDs(src *repro.Source, table string, parts []partition.Spec) []partition.Option {
+	if !src.Enabled() {
+		return nil
+	}
+	if table == partition.MBR {
+		return []partition.Option{partition.WithDiskID(fmt.Sprintf("%08x", src.Uint32("mbr/disk-id")))}
+	}
+	for i := range parts {
+		parts[i].UUID = src.UUID(fmt.Sprintf("gpt/part/%d", i+1)).String()
+	}
+	return []partition.Option{partition.WithDiskID(src.UUID("gpt/disk-guid").String())}
 }
 
 // installArm64 puts GRUB arm64-efi on the ESP, made by the host's

@@ -8,6 +8,8 @@ import (
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 )
 
 // ESPLabel is the EFI system partition's FAT volume label.
@@ -18,6 +20,10 @@ type EFI struct {
 	Platform    EFIPlatform // EFIx86_64 if zero
 	Dir         string      // GRUB's modules for Platform; Platform.Dir if empty
 	Start, Size int64       // the ESP's byte range on the disk
+	// Repro, when not nil, gives the FAT its volume ID
+	// ("fat/esp/volume-id") and the epoch as every entry's times; nil
+	// keeps go-diskfs's (the clock's).
+	Repro *repro.Source
 }
 
 // EFIPlatform is one UEFI architecture: GRUB's name for it, where its
@@ -67,7 +73,7 @@ func InstallEFI(ctx context.Context, disk string, e EFI, r Root) error {
 		return err
 	}
 	defer f.Close()
-	fs, err := fat32.Create(file.New(f, false), fatSize(e.Size), e.Start, sector, ESPLabel, false)
+	fs, err := fat32.Create(file.New(f, false), fatSize(e.Size), e.Start, sector, ESPLabel, e.Repro.Enabled())
 	if err != nil {
 		return fmt.Errorf("making the FAT32 EFI system partition: %w", err)
 	}
@@ -87,6 +93,11 @@ func InstallEFI(ctx context.Context, disk string, e EFI, r Root) error {
 	}
 	if err := fixDotDot(f, e.Start, "EFI"); err != nil {
 		return fmt.Errorf("EFI system partition: %w", err)
+	}
+	if e.Repro.Enabled() {
+		if err := stampFAT(f, e.Start, e.Repro.Uint32("fat/esp/volume-id"), e.Repro.Time()); err != nil {
+			return fmt.Errorf("EFI system partition: %w", err)
+		}
 	}
 	return f.Sync()
 }

@@ -14,10 +14,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 )
 
 // Filesystem types.
@@ -166,11 +169,22 @@ type Spec struct {
 	// inodes.
 	Usage Usage
 	Free  int64
+	// Repro, when not nil, makes the filesystem reproducible (ext4 only:
+	// see MakeExt4); nil keeps mke2fs's random hash seed and the clock.
+	Repro *repro.Source
 }
 
 // run runs a command, its combined output in the error.
 func run(ctx context.Context, name string, args ...string) error {
+	return runEnv(ctx, nil, name, args...)
+}
+
+// runEnv is run with env added to the process's environment.
+func runEnv(ctx context.Context, env []string, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
