@@ -80,7 +80,8 @@ func TestReproducible(t *testing.T) {
 			}
 			second := run(t, inputs[1], opt, nil)
 			if a, b := fixture.Sha256(t, first), fixture.Sha256(t, second); a != b {
-				t.Fatalf("the same disk, the same epoch: sha256 %s and %s", a, b)
+				t.Errorf("the same disk, the same epoch: sha256 %s and %s", a, b)
+				fixture.RequireSameDisks(t, toRaw(t, first), toRaw(t, second))
 			}
 			if c.name != "qcow2 zstd" && c.name != "qcow2 zstd shrunk" {
 				return
@@ -122,6 +123,21 @@ func TestReproducibleXFS(t *testing.T) {
 	if sums[0] != sums[1] {
 		t.Errorf("two trims of one xfs disk in place: sha256 %s and %s", sums[0], sums[1])
 	}
+}
+
+// toRaw is img as a raw disk (itself when it is one), converted by
+// qemu-img to compare its content.
+func toRaw(t *testing.T, img string) string {
+	t.Helper()
+	f, err := diskimage.Detect(img)
+	if err != nil || f == diskimage.Raw {
+		return img
+	}
+	raw := filepath.Join(t.TempDir(), "content.raw")
+	if err := diskimage.ConvertToRaw(context.Background(), img, f, raw, nil); err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
 
 // The epoch's sources in order: the input artifact's State, the option,
