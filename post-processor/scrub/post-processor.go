@@ -166,7 +166,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	}
 	ui.Say(report.Summary())
 	ui.Say(fmt.Sprintf("Every change is listed in %s", reportPath))
-	return &Artifact{Path: disk, Report: reportPath, Input: in}, true, true, nil
+	return &Artifact{Path: disk, Report: reportPath, SBOM: packerglue.FindSBOM(in.Files()), Input: in}, true, true, nil
 }
 
 // rawView gives a raw file to work on for disk: the disk itself when raw,
