@@ -85,6 +85,7 @@ type FlatConfig struct {
 	PreUnmountCommands        []string             `mapstructure:"pre_unmount_commands" cty:"pre_unmount_commands" hcl:"pre_unmount_commands"`
 	CommandWrapper            *string              `mapstructure:"command_wrapper" cty:"command_wrapper" hcl:"command_wrapper"`
 	Environment               map[string]string    `mapstructure:"environment" cty:"environment" hcl:"environment"`
+	SBOM                      *bool                `mapstructure:"sbom" cty:"sbom" hcl:"sbom"`
 	QemuBinary                *string              `mapstructure:"qemu_binary" cty:"qemu_binary" hcl:"qemu_binary"`
 	Accelerator               *string              `mapstructure:"accelerator" cty:"accelerator" hcl:"accelerator"`
 	CPUModel                  *string              `mapstructure:"cpu_model" cty:"cpu_model" hcl:"cpu_model"`
@@ -208,6 +209,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"pre_unmount_commands":         &hcldec.AttrSpec{Name: "pre_unmount_commands", Type: cty.List(cty.String), Required: false},
 		"command_wrapper":              &hcldec.AttrSpec{Name: "command_wrapper", Type: cty.String, Required: false},
 		"environment":                  &hcldec.AttrSpec{Name: "environment", Type: cty.Map(cty.String), Required: false},
+		"sbom":                         &hcldec.AttrSpec{Name: "sbom", Type: cty.Bool, Required: false},
 		"qemu_binary":                  &hcldec.AttrSpec{Name: "qemu_binary", Type: cty.String, Required: false},
 		"accelerator":                  &hcldec.AttrSpec{Name: "accelerator", Type: cty.String, Required: false},
 		"cpu_model":                    &hcldec.AttrSpec{Name: "cpu_model", Type: cty.String, Required: false},
