@@ -91,6 +91,7 @@ type reader struct {
 
 var readers = []reader{
 	{Dpkg, readDpkg},
+	{RPM, readRPM},
 }
 
 // safeRead runs one reader; a panic in a parser fed a hostile database is
@@ -124,13 +125,28 @@ func readDB(r *inroot.Root, name string) (data []byte, ok bool, incomplete strin
 		return nil, false, ""
 	}
 	if fi, err := r.Stat(name); err == nil && !fi.Mode().IsRegular() {
-		return nil, false, fmt.Sprintf("%s: not a regular file (%s)", name, fi.Mode().Type())
+		return nil, false, fmt.Sprintf("%s: not a regular file but %s", name, kind(fi.Mode()))
 	}
 	data, err = r.ReadFile(name)
 	if err != nil {
 		return nil, false, fmt.Sprintf("%s: %v%s", name, unwrapPath(err), linkNote(r, name))
 	}
 	return data, true, ""
+}
+
+// kind names a file type for a message.
+func kind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return "a special file"
 }
 
 // linkNote says where a symlink points when reading through it failed.
