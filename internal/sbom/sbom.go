@@ -92,6 +92,8 @@ type reader struct {
 var readers = []reader{
 	{Dpkg, readDpkg},
 	{RPM, readRPM},
+	{Apk, readApk},
+	{Pacman, readPacman},
 }
 
 // safeRead runs one reader; a panic in a parser fed a hostile database is
