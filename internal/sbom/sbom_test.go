@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 )
 
 // TestBadDatabases: a database that cannot be read is one line of
@@ -104,5 +105,22 @@ func TestReadRootErrors(t *testing.T) {
 	inv := mustRead(t, t.TempDir())
 	if len(inv.Packages)+len(inv.Incomplete)+len(inv.Kernels) != 0 || inv.OS != (OS{}) {
 		t.Errorf("empty tree: %+v", inv)
+	}
+}
+
+// BenchmarkReadSPDX is the builder's SBOM step on the cached Debian tree:
+// Read then SPDX (bench/sbombench times it on the example image for make
+// bench, against the 1 s).
+func BenchmarkReadSPDX(b *testing.B) {
+	root := fixture.DebianTree(b)
+	src := repro.New(0, "bench")
+	for b.Loop() {
+		inv, err := Read(root)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := inv.SPDX("bench", src); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
