@@ -17,7 +17,7 @@ const apkInstalled = "/lib/apk/db/installed"
 // paragraphs separated by a blank line, each line a one-letter field, a
 // colon and its value, P: the name, V: the version, A: the architecture,
 // L: the license, o: the origin (the source package, the aport it was
-// built from). The file lists (F:, R:, Z: ...) are skipped.
+// built from), m: the maintainer. The file lists (F:, R:, Z: ...) are skipped.
 func readApk(r *inroot.Root) ([]Package, []string) {
 	data, ok, bad := readDB(r, apkInstalled)
 	if !ok {
@@ -34,7 +34,7 @@ func readApk(r *inroot.Root) ([]Package, []string) {
 				break
 			}
 			switch line[0] {
-			case 'P', 'V', 'A', 'L', 'o':
+			case 'P', 'V', 'A', 'L', 'o', 'm':
 				f[line[0]] = string(line[2:])
 			}
 		}
@@ -45,7 +45,7 @@ func readApk(r *inroot.Root) ([]Package, []string) {
 			problems = append(problems, problem)
 			continue
 		}
-		pkgs = append(pkgs, Package{Name: f['P'], Version: f['V'], Arch: f['A'], Source: f['o'], License: f['L'], Manager: Apk})
+		pkgs = append(pkgs, Package{Name: f['P'], Version: f['V'], Arch: f['A'], Source: f['o'], License: f['L'], Manager: Apk, Supplier: f['m']})
 	}
 	if len(problems) > 0 {
 		return pkgs, []string{fmt.Sprintf("%s: %d package(s) skipped; %s", apkInstalled, len(problems), problems[0])}

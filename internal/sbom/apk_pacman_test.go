@@ -105,7 +105,7 @@ func TestApk(t *testing.T) {
 				return
 			}
 			for _, p := range inv.Packages {
-				if p.Name == "ssl_client" && (p.Source != "busybox" || p.License != "GPL-2.0-only") {
+				if p.Name == "ssl_client" && (p.Source != "busybox" || p.License != "GPL-2.0-only" || p.Supplier != "Sören Tempel <soeren+alpine@soeren-tempel.net>") {
 					t.Errorf("ssl_client %+v", p)
 				}
 			}
@@ -135,6 +135,9 @@ func TestPacman(t *testing.T) {
 	want := []string{"iana-etc 20240305-1 any", "linux 1:6.8.1.arch1-1 x86_64", "pacman 6.1.0-3 x86_64", "systemd-libs 255.4-2 x86_64"}
 	if got := lines(inv, Pacman); !slices.Equal(got, want) || len(inv.Incomplete) != 0 {
 		t.Fatalf("packages %q (incomplete %q), want %q", got, inv.Incomplete, want)
+	}
+	if p := inv.Packages[slices.IndexFunc(inv.Packages, func(p Package) bool { return p.Name == "pacman" })]; p.Supplier != "Morten Linderud <foxboron@archlinux.org>" || p.Source != "pacman" {
+		t.Errorf("pacman %+v", p)
 	}
 	if inv.OS.ID != "arch" || inv.OS.VersionID != "" {
 		t.Errorf("OS %+v", inv.OS)

@@ -178,7 +178,11 @@ func readDpkg(r *inroot.Root) ([]Package, []string) {
 		if src == "" {
 			src = k.name
 		}
-		pkgs = append(pkgs, Package{Name: k.name, Version: v, Arch: k.arch, Source: src, Manager: Dpkg})
+		state := status[2]
+		if state == "installed" {
+			state = ""
+		}
+		pkgs = append(pkgs, Package{Name: k.name, Version: v, Arch: k.arch, Source: src, Manager: Dpkg, Supplier: s.fields["maintainer"], State: state})
 	}
 	if len(problems) > 0 {
 		incomplete = append(incomplete, fmt.Sprintf("%s: %d package(s) skipped; %s", dpkgStatus, len(problems), problems[0]))

@@ -1,6 +1,7 @@
 package sbom
 
 import (
+	"cmp"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +16,27 @@ import (
 // "name version arch" line per package.
 func dpkgQuery(t *testing.T, root string) []string {
 	t.Helper()
-	out, err := exec.Command("dpkg-query", "--admindir="+filepath.Join(root, "var/lib/dpkg"), "-W", "-f", "${Package} ${Version} ${Architecture}\n").Output()
+	return dpkgQueryFormat(t, root, "${Package} ${Version} ${Architecture}\n")
+}
+
+// dpkgMeta is what else Read takes from dpkg's database, as dpkg-query
+// prints it: the source package, the maintainer and the state.
+const dpkgMetaFormat = "${Package}|${Architecture}|${source:Package}|${Maintainer}|${db:Status-Status}\n"
+
+func dpkgMeta(inv *Inventory) []string {
+	var out []string
+	for _, p := range inv.Packages {
+		if p.Manager == Dpkg {
+			out = append(out, p.Name+"|"+p.Arch+"|"+p.Source+"|"+p.Supplier+"|"+cmp.Or(p.State, "installed"))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func dpkgQueryFormat(t *testing.T, root, format string) []string {
+	t.Helper()
+	out, err := exec.Command("dpkg-query", "--admindir="+filepath.Join(root, "var/lib/dpkg"), "-W", "-f", format).Output()
 	if err != nil {
 		t.Fatalf("dpkg-query: %v", err)
 	}
@@ -53,6 +74,9 @@ func TestDpkgMatchesDpkgQuery(t *testing.T) {
 	got := lines(inv, Dpkg)
 	if !slices.Equal(got, want) {
 		t.Errorf("packages differ from dpkg-query -W:\n got %d: %q\nwant %d: %q", len(got), got, len(want), want)
+	}
+	if m, want := dpkgMeta(inv), dpkgQueryFormat(t, root, dpkgMetaFormat); !slices.Equal(m, want) {
+		t.Errorf("source, maintainer or state differ from dpkg-query:\n got %q\nwant %q", m, want)
 	}
 	if len(got) < 50 {
 		t.Errorf("only %d packages in a Debian tree", len(got))
@@ -92,6 +116,7 @@ Status: install ok installed
 Architecture: amd64
 Version: 1:2.0-1
 Source: asrc (1:2.0-0.1)
+Maintainer: Debian Perl Group <pkg-perl-maintainers@lists.alioth.debian.org>
 
 Package: b
 Status: deinstall ok config-files
@@ -118,6 +143,7 @@ Architecture: amd64
 Multi-Arch: same
 Version: 4-1
 Source: dsrc
+Maintainer: Jane Doe <jane@example.org>
 
 `
 
@@ -159,6 +185,9 @@ func TestDpkgStatus(t *testing.T) {
 				if _, err := exec.LookPath("dpkg-query"); err == nil {
 					if want := dpkgQuery(t, root); !slices.Equal(got, want) {
 						t.Errorf("dpkg-query lists %q, Read %q", want, got)
+					}
+					if m, want := dpkgMeta(inv), dpkgQueryFormat(t, root, dpkgMetaFormat); !slices.Equal(m, want) {
+						t.Errorf("dpkg-query says\n%q, Read\n%q", want, m)
 					}
 				}
 			}

@@ -17,7 +17,8 @@ const pacmanLocal = "/var/lib/pacman/local"
 // be_local.c, local_db_read): a line "%SECTION%" then its value on the
 // next line, or for list sections (%LICENSE%) one value a line up to a
 // blank line. %NAME%, %VERSION% (pkgver "[epoch:]ver-rel"), %ARCH%,
-// %BASE% (the pkgbase: the source package) and %LICENSE% are kept; a
+// %BASE% (the pkgbase: the source package), %LICENSE% and %PACKAGER% are
+// kept; a
 // package's licenses are joined with " AND " (each applies to a part of
 // the package, and Arch Linux writes them as SPDX identifiers).
 func readPacman(r *inroot.Root) ([]Package, []string) {
@@ -54,7 +55,7 @@ func readPacman(r *inroot.Root) ([]Package, []string) {
 		}
 		pkgs = append(pkgs, Package{
 			Name: s["NAME"][0], Version: s["VERSION"][0], Arch: first(s["ARCH"]), Source: first(s["BASE"]),
-			License: strings.Join(s["LICENSE"], " AND "), Manager: Pacman,
+			License: strings.Join(s["LICENSE"], " AND "), Manager: Pacman, Supplier: first(s["PACKAGER"]),
 		})
 	}
 	if len(problems) > 0 {

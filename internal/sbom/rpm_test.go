@@ -20,6 +20,7 @@ Version: 2.5
 Release: 7.el9
 Summary: sbom test package
 License: GPLv2+
+Vendor: Rocky Enterprise Software Foundation
 BuildArch: noarch
 %description
 A package with an epoch.
@@ -86,10 +87,10 @@ func TestRPMMatchesRPMQuery(t *testing.T) {
 	}
 	var meta []string
 	for _, p := range inv.Packages {
-		meta = append(meta, p.Name+"|"+p.License+"|"+p.Source)
+		meta = append(meta, p.Name+"|"+p.License+"|"+p.Source+"|"+p.Supplier)
 	}
 	slices.Sort(meta)
-	if wantMeta := rpmQuery(t, tree, fixture.RPMDBPath, `%{NAME}|%{LICENSE}|%{SOURCERPM}\n`); !slices.Equal(meta, wantMeta) {
+	if wantMeta := rpmQuery(t, tree, fixture.RPMDBPath, `%{NAME}|%{LICENSE}|%{SOURCERPM}|%{VENDOR}\n`); !slices.Equal(meta, wantMeta) {
 		t.Errorf("license and source differ from rpm:\n got %q\nwant %q", meta, wantMeta)
 	}
 	if inv.OS.ID != "rocky" || inv.OS.VersionID != "9.4" || inv.OS.PrettyName != "Rocky Linux 9.4 (Blue Onyx)" {

@@ -35,6 +35,8 @@ type Package struct {
 	Source              string // source package: deb Source: (or Name), rpm SOURCERPM, apk o: origin, pacman %BASE%; "" if none
 	License             string // as the db holds it (rpm LICENSE, apk L:, pacman %LICENSE%); "" if none (dpkg holds none)
 	Manager             string // "dpkg", "rpm", "apk", "pacman"
+	Supplier            string // who distributes it, as the db names it: deb Maintainer:, rpm VENDOR, apk m:, pacman %PACKAGER%; "" if none
+	State               string // dpkg only: the Status: state when it is not "installed" (config-files, unpacked, half-configured, ...); "" otherwise
 }
 
 // OS is the image's os-release(5): /etc/os-release, else
