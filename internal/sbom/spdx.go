@@ -193,7 +193,7 @@ func (inv *Inventory) spdxDocument(name string) *v2_3.Document {
 // orgWords mark a supplier that is a group rather than a person
 // ("Debian Perl Group", "Ubuntu Developers", "Rocky Enterprise Software
 // Foundation").
-var orgWords = regexp.MustCompile(`(?i)\b(team|maintainers|group|project|developers|foundation|community|inc|ltd|llc|gmbh|corporation|software)\b`)
+var orgWords = regexp.MustCompile(`(?i)\b(team|maintainers|packagers|group|project|developers|foundation|community|inc|ltd|llc|gmbh|corporation|software)\b`)
 
 // supplier is the package's supplier as SPDX 2.3 section 7.5 writes it:
 // "Organization: name (email)" for an rpm VENDOR or a name that says it

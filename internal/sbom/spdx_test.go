@@ -218,6 +218,7 @@ func TestSupplier(t *testing.T) {
 		{Dpkg, "Jane Doe <jane@example.org>", "Person: Jane Doe (jane@example.org)"},
 		{Dpkg, "Debian Perl Group <pkg-perl-maintainers@lists.alioth.debian.org>", "Organization: Debian Perl Group (pkg-perl-maintainers@lists.alioth.debian.org)"},
 		{Dpkg, "GNU Libc Maintainers <debian-glibc@lists.debian.org>", "Organization: GNU Libc Maintainers (debian-glibc@lists.debian.org)"},
+		{Dpkg, "util-linux packagers <util-linux@packages.debian.org>", "Organization: util-linux packagers (util-linux@packages.debian.org)"},
 		{RPM, "Rocky Enterprise Software Foundation", "Organization: Rocky Enterprise Software Foundation"},
 		{Apk, "Natanael  Copa\t<ncopa@alpinelinux.org>", "Person: Natanael Copa (ncopa@alpinelinux.org)"},
 		{Pacman, "Unknown Packager", "Person: Unknown Packager"},
