@@ -130,6 +130,16 @@ Package: c
 Status: purge ok not-installed
 Architecture: amd64
 
+Package: e
+Status: install reinstreq half-installed
+Architecture: amd64
+Version: 5
+
+Package: f
+Status: hold ok half-configured
+Architecture: amd64
+Version: 6
+
 Package: d
 Status: install ok unpacked
 Architecture: arm64
@@ -157,12 +167,12 @@ func TestDpkgStatus(t *testing.T) {
 		incomplete string   // substring of the one Incomplete line; "" for none
 		oracle     bool     // dpkg-query reads it too
 	}{
-		{"states", map[string]string{dpkgStatus: statusOK}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64"}, "", true},
-		{"no newline at the end", map[string]string{dpkgStatus: strings.TrimRight(statusOK, "\n")}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 arm64"}, "truncated", false},
-		{"truncated in a field name", map[string]string{dpkgStatus: statusOK + "Package: e\nStatus: install ok installed\nVers\n"}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64"}, "not a field", false},
+		{"states", map[string]string{dpkgStatus: statusOK}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64", "e 5 amd64", "f 6 amd64"}, "", true},
+		{"no newline at the end", map[string]string{dpkgStatus: strings.TrimRight(statusOK, "\n")}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 arm64", "e 5 amd64", "f 6 amd64"}, "truncated", false},
+		{"truncated in a field name", map[string]string{dpkgStatus: statusOK + "Package: e\nStatus: install ok installed\nVers\n"}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64", "e 5 amd64", "f 6 amd64"}, "not a field", false},
 		{"garbage", map[string]string{dpkgStatus: "\x00\x01\x02garbage\n\xff\xfe\n"}, nil, dpkgStatus, false},
-		{"bad status", map[string]string{dpkgStatus: "Package: x\nStatus: install ok flying\nVersion: 1\nArchitecture: all\n\n" + statusOK}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64"}, "bad Status", false},
-		{"journal", map[string]string{dpkgStatus: statusOK, dpkgUpdates + "/0000": "Package: a\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:2.0-2\nSource: asrc\n\n", dpkgUpdates + "/tmp.i": "junk"}, []string{"a 1:2.0-2 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64"}, "", true},
+		{"bad status", map[string]string{dpkgStatus: "Package: x\nStatus: install ok flying\nVersion: 1\nArchitecture: all\n\n" + statusOK}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64", "e 5 amd64", "f 6 amd64"}, "bad Status", false},
+		{"journal", map[string]string{dpkgStatus: statusOK, dpkgUpdates + "/0000": "Package: a\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:2.0-2\nSource: asrc\n\n", dpkgUpdates + "/tmp.i": "junk"}, []string{"a 1:2.0-2 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64", "e 5 amd64", "f 6 amd64"}, "", true},
 		{"no dpkg", map[string]string{"etc/hostname": "x\n"}, nil, "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
