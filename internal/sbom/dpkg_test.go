@@ -78,6 +78,25 @@ func TestDpkgMatchesDpkgQuery(t *testing.T) {
 	if m, want := dpkgMeta(inv), dpkgQueryFormat(t, root, dpkgMetaFormat); !slices.Equal(m, want) {
 		t.Errorf("source, maintainer or state differ from dpkg-query:\n got %q\nwant %q", m, want)
 	}
+	// The document lists the same: name, version and arch (from the purl).
+	b, err := inv.SPDX("debian", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fromDoc []string
+	for _, p := range readSPDX(t, b).Packages {
+		for _, r := range p.PackageExternalReferences {
+			if strings.HasPrefix(r.Locator, "pkg:deb/debian/") {
+				_, arch, _ := strings.Cut(r.Locator, "?arch=")
+				arch, _, _ = strings.Cut(arch, "&")
+				fromDoc = append(fromDoc, p.PackageName+" "+p.PackageVersion+" "+arch)
+			}
+		}
+	}
+	slices.Sort(fromDoc)
+	if !slices.Equal(fromDoc, want) {
+		t.Errorf("the SPDX document lists %d packages, dpkg-query %d", len(fromDoc), len(want))
+	}
 	if len(got) < 50 {
 		t.Errorf("only %d packages in a Debian tree", len(got))
 	}
