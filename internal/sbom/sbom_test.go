@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 )
@@ -44,6 +46,10 @@ func TestBadDatabases(t *testing.T) {
 		{"status climbing out with ..", nil, map[string]string{"var/lib/dpkg/status": strings.Repeat("../", 20) + strings.TrimPrefix(hostStatus, "/")}, 0, 0, "/var/lib/dpkg/status", "does not resolve inside the image"},
 		{"status is a directory", map[string]string{"var/lib/dpkg/status/x": ""}, nil, 0, 0, "/var/lib/dpkg/status", "not a regular file"},
 		{"os-release unreadable", map[string]string{"etc/os-release/x": ""}, nil, 6, 0, "/etc/os-release", "not a regular file"},
+		{"status is a FIFO", nil, nil, 0, 0, "/var/lib/dpkg/status", "not a regular file but a FIFO"},
+		{"dpkg journal is a FIFO", nil, nil, 6, 0, "/var/lib/dpkg/updates", "not a directory"},
+		{"pacman's database is a FIFO", nil, nil, 6, 0, "/var/lib/pacman/local", "not a directory"},
+		{"rpmdb.sqlite is a FIFO", nil, nil, 6, 0, "/var/lib/rpm/rpmdb.sqlite", "not a regular file but a FIFO"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			files := map[string]string{dpkgStatus: statusOK}
@@ -58,6 +64,17 @@ func TestBadDatabases(t *testing.T) {
 				os.MkdirAll(filepath.Dir(filepath.Join(root, name)), 0o755)
 				if err := os.Symlink(target, filepath.Join(root, name)); err != nil {
 					t.Fatal(err)
+				}
+			}
+			if strings.HasSuffix(tc.name, " a FIFO") {
+				// Where the readers open directories too: none may block.
+				for _, p := range []string{tc.incomplete, "lib/modules/x", "boot/x"} {
+					p = filepath.Join(root, p)
+					os.Remove(p)
+					os.MkdirAll(filepath.Dir(p), 0o755)
+					if err := unix.Mkfifo(p, 0o644); err != nil {
+						t.Fatal(err)
+					}
 				}
 			}
 			inv := mustRead(t, root)
