@@ -29,65 +29,81 @@ type stanza struct {
 	line   int
 }
 
-// parseDeb822 splits data into paragraphs. A line that is neither a field,
-// a continuation nor blank spoils its paragraph, which is returned in bad
-// (with the first problem) rather than guessed at. A last line without its
-// newline is a truncated file: that paragraph is bad too.
+// parseDeb822 reads deb822(5) paragraphs. A line that is neither a field
+// nor a continuation spoils its paragraph, which is returned in bad (with
+// the first problem) rather than guessed at.
 func parseDeb822(data []byte) (good []stanza, bad []string) {
-	var cur *stanza
-	var spoiled string
-	last := ""
-	flush := func() {
-		if cur != nil {
-			if spoiled != "" {
-				bad = append(bad, spoiled)
-			} else {
-				good = append(good, *cur)
+	for _, p := range splitParagraphs(data) {
+		s := stanza{fields: map[string]string{}, line: p.start}
+		problem := p.truncated
+		last := ""
+		for i, line := range p.lines {
+			if problem != "" {
+				break
 			}
+			n := p.start + i
+			if line[0] == ' ' || line[0] == '\t' {
+				if last == "" {
+					problem = fmt.Sprintf("line %d: continuation line without a field", n)
+					continue
+				}
+				s.fields[last] += "\n" + strings.TrimSpace(string(line))
+				continue
+			}
+			name, value, ok := bytes.Cut(line, []byte{':'})
+			if !ok || len(name) == 0 || bytes.ContainsAny(name, " \t") {
+				problem = fmt.Sprintf("line %d: not a field: %q", n, clip(string(line)))
+				continue
+			}
+			last = strings.ToLower(string(name))
+			if _, dup := s.fields[last]; dup {
+				problem = fmt.Sprintf("line %d: field %s twice in one paragraph", n, name)
+			}
+			s.fields[last] = strings.TrimSpace(string(value))
 		}
-		cur, spoiled, last = nil, "", ""
+		if problem != "" {
+			bad = append(bad, problem)
+			continue
+		}
+		good = append(good, s)
 	}
-	truncated := len(data) > 0 && data[len(data)-1] != '\n'
+	return good, bad
+}
+
+// paragraph is a run of non-blank lines; start is the first one's number
+// (from 1). truncated says why the last paragraph of a file that ends
+// inside a line cannot be trusted; "" otherwise.
+type paragraph struct {
+	start     int
+	lines     [][]byte
+	truncated string
+}
+
+// splitParagraphs splits the blank-line separated paragraphs of deb822(5)
+// and of apk's installed database.
+func splitParagraphs(data []byte) []paragraph {
+	var out []paragraph
+	cut := len(data) > 0 && data[len(data)-1] != '\n'
+	open := false
 	n := 0
 	for len(data) > 0 {
 		var line []byte
 		line, data, _ = bytes.Cut(data, []byte{'\n'})
 		n++
 		if len(bytes.TrimSpace(line)) == 0 {
-			flush()
+			open = false
 			continue
 		}
-		if cur == nil {
-			cur = &stanza{fields: map[string]string{}, line: n}
+		if !open {
+			out = append(out, paragraph{start: n})
+			open = true
 		}
-		if spoiled != "" {
-			continue
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			if last == "" {
-				spoiled = fmt.Sprintf("line %d: continuation line without a field", n)
-				continue
-			}
-			cur.fields[last] += "\n" + strings.TrimSpace(string(line))
-			continue
-		}
-		name, value, ok := bytes.Cut(line, []byte{':'})
-		if !ok || len(name) == 0 || bytes.ContainsAny(name, " \t") {
-			spoiled = fmt.Sprintf("line %d: not a field: %q", n, clip(string(line)))
-			continue
-		}
-		last = strings.ToLower(string(name))
-		if _, dup := cur.fields[last]; dup {
-			spoiled = fmt.Sprintf("line %d: field %s twice in one paragraph", n, name)
-			continue
-		}
-		cur.fields[last] = strings.TrimSpace(string(value))
+		out[len(out)-1].lines = append(out[len(out)-1].lines, line)
 	}
-	if truncated && cur != nil && spoiled == "" {
-		spoiled = fmt.Sprintf("line %d: the file ends inside a line (truncated?)", n)
+	if cut && open {
+		out[len(out)-1].truncated = fmt.Sprintf("line %d: the file ends inside a line (truncated?)", n)
 	}
-	flush()
-	return good, bad
+	return out
 }
 
 // clip shortens a quoted excerpt of a bad line.
@@ -162,7 +178,11 @@ func readDpkg(r *inroot.Root) ([]Package, []string) {
 		if src == "" {
 			src = k.name
 		}
-		pkgs = append(pkgs, Package{Name: k.name, Version: v, Arch: k.arch, Source: src, Manager: Dpkg})
+		state := status[2]
+		if state == "installed" {
+			state = ""
+		}
+		pkgs = append(pkgs, Package{Name: k.name, Version: v, Arch: k.arch, Source: src, Manager: Dpkg, Supplier: s.fields["maintainer"], State: state})
 	}
 	if len(problems) > 0 {
 		incomplete = append(incomplete, fmt.Sprintf("%s: %d package(s) skipped; %s", dpkgStatus, len(problems), problems[0]))

@@ -1,6 +1,7 @@
 package sbom
 
 import (
+	"cmp"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +16,27 @@ import (
 // "name version arch" line per package.
 func dpkgQuery(t *testing.T, root string) []string {
 	t.Helper()
-	out, err := exec.Command("dpkg-query", "--admindir="+filepath.Join(root, "var/lib/dpkg"), "-W", "-f", "${Package} ${Version} ${Architecture}\n").Output()
+	return dpkgQueryFormat(t, root, "${Package} ${Version} ${Architecture}\n")
+}
+
+// dpkgMeta is what else Read takes from dpkg's database, as dpkg-query
+// prints it: the source package, the maintainer and the state.
+const dpkgMetaFormat = "${Package}|${Architecture}|${source:Package}|${Maintainer}|${db:Status-Status}\n"
+
+func dpkgMeta(inv *Inventory) []string {
+	var out []string
+	for _, p := range inv.Packages {
+		if p.Manager == Dpkg {
+			out = append(out, p.Name+"|"+p.Arch+"|"+p.Source+"|"+p.Supplier+"|"+cmp.Or(p.State, "installed"))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func dpkgQueryFormat(t *testing.T, root, format string) []string {
+	t.Helper()
+	out, err := exec.Command("dpkg-query", "--admindir="+filepath.Join(root, "var/lib/dpkg"), "-W", "-f", format).Output()
 	if err != nil {
 		t.Fatalf("dpkg-query: %v", err)
 	}
@@ -53,6 +74,28 @@ func TestDpkgMatchesDpkgQuery(t *testing.T) {
 	got := lines(inv, Dpkg)
 	if !slices.Equal(got, want) {
 		t.Errorf("packages differ from dpkg-query -W:\n got %d: %q\nwant %d: %q", len(got), got, len(want), want)
+	}
+	if m, want := dpkgMeta(inv), dpkgQueryFormat(t, root, dpkgMetaFormat); !slices.Equal(m, want) {
+		t.Errorf("source, maintainer or state differ from dpkg-query:\n got %q\nwant %q", m, want)
+	}
+	// The document lists the same: name, version and arch (from the purl).
+	b, err := inv.SPDX("debian", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fromDoc []string
+	for _, p := range readSPDX(t, b).Packages {
+		for _, r := range p.PackageExternalReferences {
+			if strings.HasPrefix(r.Locator, "pkg:deb/debian/") {
+				_, arch, _ := strings.Cut(r.Locator, "?arch=")
+				arch, _, _ = strings.Cut(arch, "&")
+				fromDoc = append(fromDoc, p.PackageName+" "+p.PackageVersion+" "+arch)
+			}
+		}
+	}
+	slices.Sort(fromDoc)
+	if !slices.Equal(fromDoc, want) {
+		t.Errorf("the SPDX document lists %d packages, dpkg-query %d", len(fromDoc), len(want))
 	}
 	if len(got) < 50 {
 		t.Errorf("only %d packages in a Debian tree", len(got))
@@ -92,6 +135,7 @@ Status: install ok installed
 Architecture: amd64
 Version: 1:2.0-1
 Source: asrc (1:2.0-0.1)
+Maintainer: Debian Perl Group <pkg-perl-maintainers@lists.alioth.debian.org>
 
 Package: b
 Status: deinstall ok config-files
@@ -104,6 +148,16 @@ Description: multi-line
 Package: c
 Status: purge ok not-installed
 Architecture: amd64
+
+Package: e
+Status: install reinstreq half-installed
+Architecture: amd64
+Version: 5
+
+Package: f
+Status: hold ok half-configured
+Architecture: amd64
+Version: 6
 
 Package: d
 Status: install ok unpacked
@@ -118,6 +172,7 @@ Architecture: amd64
 Multi-Arch: same
 Version: 4-1
 Source: dsrc
+Maintainer: Jane Doe <jane@example.org>
 
 `
 
@@ -131,12 +186,12 @@ func TestDpkgStatus(t *testing.T) {
 		incomplete string   // substring of the one Incomplete line; "" for none
 		oracle     bool     // dpkg-query reads it too
 	}{
-		{"states", map[string]string{dpkgStatus: statusOK}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64"}, "", true},
-		{"no newline at the end", map[string]string{dpkgStatus: strings.TrimRight(statusOK, "\n")}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 arm64"}, "truncated", false},
-		{"truncated in a field name", map[string]string{dpkgStatus: statusOK + "Package: e\nStatus: install ok installed\nVers\n"}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64"}, "not a field", false},
+		{"states", map[string]string{dpkgStatus: statusOK}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64", "e 5 amd64", "f 6 amd64"}, "", true},
+		{"no newline at the end", map[string]string{dpkgStatus: strings.TrimRight(statusOK, "\n")}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 arm64", "e 5 amd64", "f 6 amd64"}, "truncated", false},
+		{"truncated in a field name", map[string]string{dpkgStatus: statusOK + "Package: e\nStatus: install ok installed\nVers\n"}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64", "e 5 amd64", "f 6 amd64"}, "not a field", false},
 		{"garbage", map[string]string{dpkgStatus: "\x00\x01\x02garbage\n\xff\xfe\n"}, nil, dpkgStatus, false},
-		{"bad status", map[string]string{dpkgStatus: "Package: x\nStatus: install ok flying\nVersion: 1\nArchitecture: all\n\n" + statusOK}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64"}, "bad Status", false},
-		{"journal", map[string]string{dpkgStatus: statusOK, dpkgUpdates + "/0000": "Package: a\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:2.0-2\nSource: asrc\n\n", dpkgUpdates + "/tmp.i": "junk"}, []string{"a 1:2.0-2 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64"}, "", true},
+		{"bad status", map[string]string{dpkgStatus: "Package: x\nStatus: install ok flying\nVersion: 1\nArchitecture: all\n\n" + statusOK}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64", "e 5 amd64", "f 6 amd64"}, "bad Status", false},
+		{"journal", map[string]string{dpkgStatus: statusOK, dpkgUpdates + "/0000": "Package: a\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:2.0-2\nSource: asrc\n\n", dpkgUpdates + "/tmp.i": "junk"}, []string{"a 1:2.0-2 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64", "e 5 amd64", "f 6 amd64"}, "", true},
 		{"no dpkg", map[string]string{"etc/hostname": "x\n"}, nil, "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -159,6 +214,9 @@ func TestDpkgStatus(t *testing.T) {
 				if _, err := exec.LookPath("dpkg-query"); err == nil {
 					if want := dpkgQuery(t, root); !slices.Equal(got, want) {
 						t.Errorf("dpkg-query lists %q, Read %q", want, got)
+					}
+					if m, want := dpkgMeta(inv), dpkgQueryFormat(t, root, dpkgMetaFormat); !slices.Equal(m, want) {
+						t.Errorf("dpkg-query says\n%q, Read\n%q", want, m)
 					}
 				}
 			}

@@ -2,8 +2,11 @@ package sbom
 
 import (
 	"io/fs"
+	"os"
 	"slices"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
@@ -122,9 +125,10 @@ func readKernels(r *inroot.Root) []string {
 	return out
 }
 
-// readDir lists a directory of the image.
+// readDir lists a directory of the image. O_DIRECTORY refuses anything
+// else before opening it: a FIFO of the image would block the open.
 func readDir(r *inroot.Root, name string) ([]fs.DirEntry, error) {
-	f, err := r.Open(name)
+	f, err := r.OpenFile(name, os.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return nil, err
 	}

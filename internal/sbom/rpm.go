@@ -110,7 +110,7 @@ func readRPMDB(r *inroot.Root, db string) ([]Package, error) {
 		if p.Epoch != nil {
 			v = strconv.Itoa(*p.Epoch) + ":" + v
 		}
-		pkgs = append(pkgs, Package{Name: p.Name, Version: v, Arch: p.Arch, Source: p.SourceRpm, License: p.License, Manager: RPM})
+		pkgs = append(pkgs, Package{Name: p.Name, Version: v, Arch: p.Arch, Source: p.SourceRpm, License: p.License, Manager: RPM, Supplier: p.Vendor})
 	}
 	return pkgs, nil
 }

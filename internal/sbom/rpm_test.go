@@ -1,12 +1,15 @@
 package sbom
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/openpgp/armor" //nolint:staticcheck // only to armor a key for rpm --import
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 )
@@ -20,6 +23,7 @@ Version: 2.5
 Release: 7.el9
 Summary: sbom test package
 License: GPLv2+
+Vendor: Rocky Enterprise Software Foundation
 BuildArch: noarch
 %description
 A package with an epoch.
@@ -39,8 +43,34 @@ func rpmTree(t *testing.T) string {
 	}
 	runCmd(t, "rpmbuild", "--define", "_topdir "+top, "--define", "_buildhost build.invalid", "-bb", spec)
 	runCmd(t, "rpm", "--root", tree, "--dbpath", fixture.RPMDBPath, "-i", "--nodeps", filepath.Join(top, "RPMS", "noarch", "sbom-epoch-2.5-7.el9.noarch.rpm"))
+	// rpm --import records a key as a gpg-pubkey header without ARCH or
+	// SOURCERPM, as every RHEL image holds its vendor's: the host's
+	// Debian archive key, armored as rpm wants it.
+	key, err := os.ReadFile(debianArchiveKey)
+	if err != nil {
+		t.Fatalf("%v (debian-archive-keyring)", err)
+	}
+	asc := filepath.Join(top, "key.asc")
+	f, err := os.Create(asc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := armor.Encode(f, "PGP PUBLIC KEY BLOCK", nil)
+	if err == nil {
+		_, err = w.Write(key)
+	}
+	if err == nil {
+		err = w.Close()
+	}
+	if err = errors.Join(err, f.Close()); err != nil {
+		t.Fatal(err)
+	}
+	runCmd(t, "rpm", "--root", tree, "--dbpath", fixture.RPMDBPath, "--import", asc)
 	return tree
 }
+
+// debianArchiveKey is one OpenPGP key, binary (debian-archive-keyring).
+const debianArchiveKey = "/usr/share/keyrings/debian-archive-bookworm-stable.gpg"
 
 func runCmd(t *testing.T, name string, args ...string) string {
 	t.Helper()
@@ -57,7 +87,7 @@ func rpmQuery(t *testing.T, root, dbpath, qf string) []string {
 	t.Helper()
 	out := runCmd(t, "rpm", "--root", root, "--dbpath", dbpath, "-qa", "--qf", qf)
 	out = strings.ReplaceAll(out, "(none)", "")
-	l := strings.Split(strings.TrimSpace(out), "\n")
+	l := strings.Split(strings.TrimRight(out, "\n"), "\n")
 	slices.Sort(l)
 	return l
 }
@@ -78,7 +108,7 @@ func TestRPMMatchesRPMQuery(t *testing.T) {
 	}
 	want := rpmQuery(t, tree, fixture.RPMDBPath, `%{NAME} %{EVR} %{ARCH}\n`)
 	got := lines(inv, RPM)
-	if !slices.Equal(got, want) || len(got) != 2 {
+	if !slices.Equal(got, want) || len(got) != 3 {
 		t.Errorf("packages differ from rpm -qa:\n got %q\nwant %q", got, want)
 	}
 	if !slices.Contains(got, "sbom-epoch 3:2.5-7.el9 noarch") {
@@ -86,10 +116,10 @@ func TestRPMMatchesRPMQuery(t *testing.T) {
 	}
 	var meta []string
 	for _, p := range inv.Packages {
-		meta = append(meta, p.Name+"|"+p.License+"|"+p.Source)
+		meta = append(meta, p.Name+"|"+p.License+"|"+p.Source+"|"+p.Supplier)
 	}
 	slices.Sort(meta)
-	if wantMeta := rpmQuery(t, tree, fixture.RPMDBPath, `%{NAME}|%{LICENSE}|%{SOURCERPM}\n`); !slices.Equal(meta, wantMeta) {
+	if wantMeta := rpmQuery(t, tree, fixture.RPMDBPath, `%{NAME}|%{LICENSE}|%{SOURCERPM}|%{VENDOR}\n`); !slices.Equal(meta, wantMeta) {
 		t.Errorf("license and source differ from rpm:\n got %q\nwant %q", meta, wantMeta)
 	}
 	if inv.OS.ID != "rocky" || inv.OS.VersionID != "9.4" || inv.OS.PrettyName != "Rocky Linux 9.4 (Blue Onyx)" {

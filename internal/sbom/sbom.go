@@ -14,9 +14,12 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"slices"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
@@ -35,6 +38,8 @@ type Package struct {
 	Source              string // source package: deb Source: (or Name), rpm SOURCERPM, apk o: origin, pacman %BASE%; "" if none
 	License             string // as the db holds it (rpm LICENSE, apk L:, pacman %LICENSE%); "" if none (dpkg holds none)
 	Manager             string // "dpkg", "rpm", "apk", "pacman"
+	Supplier            string // who distributes it, as the db names it: deb Maintainer:, rpm VENDOR, apk m:, pacman %PACKAGER%; "" if none
+	State               string // dpkg only: the Status: state when it is not "installed" (config-files, unpacked, half-configured, ...); "" otherwise
 }
 
 // OS is the image's os-release(5): /etc/os-release, else
@@ -92,6 +97,8 @@ type reader struct {
 var readers = []reader{
 	{Dpkg, readDpkg},
 	{RPM, readRPM},
+	{Apk, readApk},
+	{Pacman, readPacman},
 }
 
 // safeRead runs one reader; a panic in a parser fed a hostile database is
@@ -124,15 +131,41 @@ func readDB(r *inroot.Root, name string) (data []byte, ok bool, incomplete strin
 	if !there {
 		return nil, false, ""
 	}
-	if fi, err := r.Stat(name); err == nil && !fi.Mode().IsRegular() {
+	// Stat before opening: opening a FIFO blocks, opening a device node
+	// of the image reaches a host device. O_NONBLOCK and the fstat after
+	// cover a file swapped in between.
+	fi, err := r.Stat(name)
+	if err == nil && !fi.Mode().IsRegular() {
 		return nil, false, fmt.Sprintf("%s: not a regular file but %s", name, kind(fi.Mode()))
 	}
-	data, err = r.ReadFile(name)
+	f, err := r.OpenFile(name, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 	if err != nil {
 		return nil, false, fmt.Sprintf("%s: %v%s", name, unwrapPath(err), linkNote(r, name))
 	}
+	defer f.Close()
+	if fi, err = f.Stat(); err != nil {
+		return nil, false, fmt.Sprintf("%s: %v", name, unwrapPath(err))
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, false, fmt.Sprintf("%s: not a regular file but %s", name, kind(fi.Mode()))
+	}
+	if fi.Size() > maxDBSize {
+		return nil, false, fmt.Sprintf("%s: %d bytes, more than the %d this reader takes", name, fi.Size(), maxDBSize)
+	}
+	data, err = io.ReadAll(io.LimitReader(f, maxDBSize+1))
+	if err == nil && len(data) > maxDBSize {
+		err = fmt.Errorf("grew past %d bytes while read", maxDBSize)
+	}
+	if err != nil {
+		return nil, false, fmt.Sprintf("%s: %v", name, unwrapPath(err))
+	}
 	return data, true, ""
 }
+
+// maxDBSize bounds a text database read into memory, against a hostile
+// image: Debian's status file is a few MiB on a desktop, apk's installed
+// database (with its file lists) about as much.
+const maxDBSize = 256 << 20
 
 // kind names a file type for a message.
 func kind(m fs.FileMode) string {

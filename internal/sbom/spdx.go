@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -47,9 +48,10 @@ const (
 //     externalRef (pkg:deb, pkg:rpm, pkg:apk, pkg:alpm, with arch and
 //     distro qualifiers), sourceInfo naming its source package,
 //     licenseDeclared when the database's text is a valid SPDX license
-//     expression (else NOASSERTION, with the text in licenseComments), and
-//     NOASSERTION for supplier, downloadLocation, licenseConcluded and
-//     copyrightText, which no database states;
+//     expression (else NOASSERTION, with the text in licenseComments), its
+//     supplier from the maintainer, vendor or packager the database names
+//     (else NOASSERTION), and NOASSERTION for downloadLocation,
+//     licenseConcluded and copyrightText, which no database states;
 //   - when Incomplete is not empty, the document's comment starts
 //     "incomplete: " and lists its lines.
 //
@@ -155,12 +157,15 @@ func (inv *Inventory) spdxDocument(name string) *v2_3.Document {
 			PackageName:             p.Name,
 			PackageSPDXIdentifier:   id,
 			PackageVersion:          p.Version,
-			PackageSupplier:         &common.Supplier{Supplier: noAssertion},
+			PackageSupplier:         supplier(p),
 			PackageDownloadLocation: noAssertion,
 			PackageLicenseConcluded: noAssertion,
 			PackageLicenseDeclared:  noAssertion,
 			PackageCopyrightText:    noAssertion,
 			PackageComment:          fmt.Sprintf("installed by %s, architecture %s", p.Manager, orNone(p.Arch)),
+		}
+		if p.State != "" {
+			sp.PackageComment += fmt.Sprintf("; dpkg state %s: not fully installed (dpkg-query -W lists it)", p.State)
 		}
 		if p.Source != "" {
 			sp.PackageSourceInfo = "built from source package " + p.Source
@@ -183,6 +188,31 @@ func (inv *Inventory) spdxDocument(name string) *v2_3.Document {
 		contains(id)
 	}
 	return doc
+}
+
+// orgWords mark a supplier that is a group rather than a person
+// ("Debian Perl Group", "Ubuntu Developers", "Rocky Enterprise Software
+// Foundation").
+var orgWords = regexp.MustCompile(`(?i)\b(team|maintainers|packagers|group|project|developers|foundation|community|inc|ltd|llc|gmbh|corporation|software)\b`)
+
+// supplier is the package's supplier as SPDX 2.3 section 7.5 writes it:
+// "Organization: name (email)" for an rpm VENDOR or a name that says it
+// is a group, "Person: name (email)" for a maintainer or packager, whose
+// "name <email>" (deb-control(5), apk, pacman) becomes "name (email)";
+// NOASSERTION when the database names none.
+func supplier(p Package) *common.Supplier {
+	s := strings.Join(strings.Fields(p.Supplier), " ")
+	if s == "" {
+		return &common.Supplier{Supplier: noAssertion}
+	}
+	if i := strings.LastIndexByte(s, '<'); i >= 0 && strings.HasSuffix(s, ">") {
+		s = strings.TrimSpace(s[:i]) + " (" + s[i+1:len(s)-1] + ")"
+	}
+	typ := "Person"
+	if p.Manager == RPM || orgWords.MatchString(s) {
+		typ = "Organization"
+	}
+	return &common.Supplier{SupplierType: typ, Supplier: s}
 }
 
 func orNone(s string) string {

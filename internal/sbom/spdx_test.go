@@ -210,3 +210,27 @@ func TestDiff(t *testing.T) {
 		t.Errorf("Diff from nil: %+v", c)
 	}
 }
+
+func TestSupplier(t *testing.T) {
+	for _, tc := range []struct {
+		manager, in, want string
+	}{
+		{Dpkg, "Jane Doe <jane@example.org>", "Person: Jane Doe (jane@example.org)"},
+		{Dpkg, "Debian Perl Group <pkg-perl-maintainers@lists.alioth.debian.org>", "Organization: Debian Perl Group (pkg-perl-maintainers@lists.alioth.debian.org)"},
+		{Dpkg, "GNU Libc Maintainers <debian-glibc@lists.debian.org>", "Organization: GNU Libc Maintainers (debian-glibc@lists.debian.org)"},
+		{Dpkg, "util-linux packagers <util-linux@packages.debian.org>", "Organization: util-linux packagers (util-linux@packages.debian.org)"},
+		{RPM, "Rocky Enterprise Software Foundation", "Organization: Rocky Enterprise Software Foundation"},
+		{Apk, "Natanael  Copa\t<ncopa@alpinelinux.org>", "Person: Natanael Copa (ncopa@alpinelinux.org)"},
+		{Pacman, "Unknown Packager", "Person: Unknown Packager"},
+		{Dpkg, "", "NOASSERTION"},
+	} {
+		s := supplier(Package{Manager: tc.manager, Supplier: tc.in})
+		b, err := s.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Trim(string(b), `"`); got != tc.want {
+			t.Errorf("%s %q: %s, want %s", tc.manager, tc.in, got, tc.want)
+		}
+	}
+}
