@@ -11,7 +11,7 @@ import (
 // scrub operation touches them (rpm-db removes only what rpm recreates);
 // the user's remove_paths may.
 var sbomInputs = []string{
-	"/var/lib/dpkg/status", "/var/lib/rpm", "/usr/lib/sysimage/rpm",
+	"/var/lib/dpkg/status", "/var/lib/dpkg/updates", "/var/lib/rpm", "/usr/lib/sysimage/rpm",
 	"/lib/apk/db/installed", "/var/lib/pacman/local",
 	"/etc/os-release", "/usr/lib/os-release", "/boot", "/lib/modules", "/usr/lib/modules",
 }
