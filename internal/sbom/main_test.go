@@ -1,0 +1,14 @@
+package sbom
+
+import (
+	"os"
+	"testing"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	fixture.RemoveCache()
+	os.Exit(code)
+}
