@@ -23,8 +23,16 @@ func readApk(r *inroot.Root) ([]Package, []string) {
 	if !ok {
 		return nil, nonEmpty(bad)
 	}
-	var pkgs []Package
-	var problems []string
+	pkgs, problems := parseApk(data)
+	if len(problems) > 0 {
+		return pkgs, []string{fmt.Sprintf("%s: %d package(s) skipped; %s", apkInstalled, len(problems), problems[0])}
+	}
+	return pkgs, nil
+}
+
+// parseApk returns the packages of an installed database and a problem
+// per paragraph it skipped.
+func parseApk(data []byte) (pkgs []Package, problems []string) {
 	for _, p := range splitParagraphs(data) {
 		f := map[byte]string{}
 		problem := p.truncated
@@ -47,8 +55,5 @@ func readApk(r *inroot.Root) ([]Package, []string) {
 		}
 		pkgs = append(pkgs, Package{Name: f['P'], Version: f['V'], Arch: f['A'], Source: f['o'], License: f['L'], Manager: Apk, Supplier: f['m']})
 	}
-	if len(problems) > 0 {
-		return pkgs, []string{fmt.Sprintf("%s: %d package(s) skipped; %s", apkInstalled, len(problems), problems[0])}
-	}
-	return pkgs, nil
+	return pkgs, problems
 }

@@ -125,31 +125,42 @@ func readDpkg(r *inroot.Root) ([]Package, []string) {
 	if !ok {
 		return nil, nonEmpty(bad)
 	}
-	var incomplete []string
+	// One line per file: what each file's paragraphs and packages lacked.
+	var files []string
+	problems := map[string][]string{}
+	problem := func(file, p string) {
+		if problems[file] == nil {
+			files = append(files, file)
+		}
+		problems[file] = append(problems[file], p)
+	}
 	type key struct{ name, arch string }
-	byKey := map[key]stanza{}
+	type entry struct {
+		stanza
+		file string
+	}
+	byKey := map[key]entry{}
 	var order []key
 	add := func(file string, data []byte) {
 		good, bad := parseDeb822(data)
-		var problems []string
-		problems = append(problems, bad...)
+		for _, p := range bad {
+			problem(file, p)
+		}
 		for _, s := range good {
 			name := s.fields["package"]
 			if name == "" {
-				problems = append(problems, fmt.Sprintf("line %d: paragraph without Package", s.line))
+				problem(file, fmt.Sprintf("line %d: paragraph without Package", s.line))
 				continue
 			}
 			k := key{name, s.fields["architecture"]}
 			if _, seen := byKey[k]; !seen {
 				order = append(order, k)
 			}
-			byKey[k] = s
-		}
-		if len(problems) > 0 {
-			incomplete = append(incomplete, fmt.Sprintf("%s: %d paragraph(s) skipped; %s", file, len(problems), problems[0]))
+			byKey[k] = entry{s, file}
 		}
 	}
 	add(dpkgStatus, data)
+	var incomplete []string
 	for _, u := range dpkgJournal(r, &incomplete) {
 		if d, ok, bad := readDB(r, u); ok {
 			add(u, d)
@@ -158,12 +169,11 @@ func readDpkg(r *inroot.Root) ([]Package, []string) {
 		}
 	}
 	var pkgs []Package
-	var problems []string
 	for _, k := range order {
 		s := byKey[k]
 		status := strings.Fields(s.fields["status"])
 		if len(status) != 3 || !dpkgStates[status[2]] {
-			problems = append(problems, fmt.Sprintf("package %s: bad Status %q", k.name, s.fields["status"]))
+			problem(s.file, fmt.Sprintf("line %d: package %s: bad Status %q", s.line, k.name, s.fields["status"]))
 			continue
 		}
 		if status[2] == "not-installed" {
@@ -171,7 +181,7 @@ func readDpkg(r *inroot.Root) ([]Package, []string) {
 		}
 		v := s.fields["version"]
 		if v == "" {
-			problems = append(problems, fmt.Sprintf("package %s: no Version", k.name))
+			problem(s.file, fmt.Sprintf("line %d: package %s: no Version", s.line, k.name))
 			continue
 		}
 		src, _, _ := strings.Cut(s.fields["source"], " ")
@@ -184,8 +194,8 @@ func readDpkg(r *inroot.Root) ([]Package, []string) {
 		}
 		pkgs = append(pkgs, Package{Name: k.name, Version: v, Arch: k.arch, Source: src, Manager: Dpkg, Supplier: s.fields["maintainer"], State: state})
 	}
-	if len(problems) > 0 {
-		incomplete = append(incomplete, fmt.Sprintf("%s: %d package(s) skipped; %s", dpkgStatus, len(problems), problems[0]))
+	for _, f := range files {
+		incomplete = append(incomplete, fmt.Sprintf("%s: %d paragraph(s) skipped; %s", f, len(problems[f]), problems[f][0]))
 	}
 	return pkgs, incomplete
 }

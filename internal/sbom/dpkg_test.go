@@ -191,6 +191,7 @@ func TestDpkgStatus(t *testing.T) {
 		{"truncated in a field name", map[string]string{dpkgStatus: statusOK + "Package: e\nStatus: install ok installed\nVers\n"}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64", "e 5 amd64", "f 6 amd64"}, "not a field", false},
 		{"garbage", map[string]string{dpkgStatus: "\x00\x01\x02garbage\n\xff\xfe\n"}, nil, dpkgStatus, false},
 		{"bad status", map[string]string{dpkgStatus: "Package: x\nStatus: install ok flying\nVersion: 1\nArchitecture: all\n\n" + statusOK}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64", "e 5 amd64", "f 6 amd64"}, "bad Status", false},
+		{"two problems, one line", map[string]string{dpkgStatus: "garbage\n\nPackage: x\nStatus: install ok flying\nVersion: 1\nArchitecture: all\n\n" + statusOK}, []string{"a 1:2.0-1 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64", "e 5 amd64", "f 6 amd64"}, "2 paragraph(s) skipped; line 1: not a field", false},
 		{"journal", map[string]string{dpkgStatus: statusOK, dpkgUpdates + "/0000": "Package: a\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:2.0-2\nSource: asrc\n\n", dpkgUpdates + "/tmp.i": "junk"}, []string{"a 1:2.0-2 amd64", "b 3 all", "d 4-1 amd64", "d 4-1 arm64", "e 5 amd64", "f 6 amd64"}, "", true},
 		{"no dpkg", map[string]string{"etc/hostname": "x\n"}, nil, "", false},
 	} {

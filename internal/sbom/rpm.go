@@ -100,6 +100,10 @@ func readRPMDB(r *inroot.Root, db string) ([]Package, error) {
 		return nil, err
 	}
 	defer h.Close()
+	// A header that does not parse fails the whole list. go-rpmdb's
+	// reading goroutine then stays blocked on its next row until the
+	// process ends (one goroutine and the deleted copy's fd, per corrupt
+	// database: the plugin's process is short-lived).
 	list, err := h.ListPackages()
 	if err != nil {
 		return nil, err

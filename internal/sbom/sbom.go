@@ -90,15 +90,15 @@ func Read(root string) (*Inventory, error) {
 // A reader returns the packages of one manager and a line per database it
 // could not read fully.
 type reader struct {
-	manager string
-	read    func(r *inroot.Root) ([]Package, []string)
+	where string // the database, for the line of a reader that panicked
+	read  func(r *inroot.Root) ([]Package, []string)
 }
 
 var readers = []reader{
-	{Dpkg, readDpkg},
-	{RPM, readRPM},
-	{Apk, readApk},
-	{Pacman, readPacman},
+	{dpkgStatus, readDpkg},
+	{"the rpm database", readRPM},
+	{apkInstalled, readApk},
+	{pacmanLocal, readPacman},
 }
 
 // safeRead runs one reader; a panic in a parser fed a hostile database is
@@ -107,7 +107,7 @@ func safeRead(r *inroot.Root, rd reader) (pkgs []Package, incomplete []string) {
 	defer func() {
 		if p := recover(); p != nil {
 			pkgs = nil
-			incomplete = append(incomplete, fmt.Sprintf("%s database: reader failed: %v", rd.manager, p))
+			incomplete = append(incomplete, fmt.Sprintf("%s: reader failed: %v", rd.where, p))
 		}
 	}()
 	return rd.read(r)

@@ -1,6 +1,7 @@
 package sbom
 
 import (
+	"database/sql"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,6 +39,7 @@ func TestBadDatabases(t *testing.T) {
 		why        string            // and a word of why
 	}{
 		{"garbage sqlite", map[string]string{"var/lib/rpm/rpmdb.sqlite": "SQLite format 3\x00" + strings.Repeat("\xde\xad", 4000)}, nil, 6, 0, "/var/lib/rpm/rpmdb.sqlite", "rpm sqlite"},
+		{"garbage header in a sound sqlite", map[string]string{"var/lib/rpm/rpmdb.sqlite": garbageHeaderDB(t)}, nil, 6, 0, "/var/lib/rpm/rpmdb.sqlite", "header"},
 		{"not sqlite at all", map[string]string{"var/lib/rpm/rpmdb.sqlite": "garbage"}, nil, 6, 0, "/var/lib/rpm/rpmdb.sqlite", ""},
 		{"truncated sqlite", map[string]string{"var/lib/rpm/rpmdb.sqlite": string(dbBytes[:4096])}, nil, 6, 0, "/var/lib/rpm/rpmdb.sqlite", ""},
 		{"garbage Packages", map[string]string{"var/lib/rpm/Packages": strings.Repeat("x", 8192)}, nil, 6, 0, "/var/lib/rpm/Packages", ""},
@@ -140,4 +142,29 @@ func BenchmarkReadSPDX(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// garbageHeaderDB is an rpmdb.sqlite whose Packages table (rpm's schema,
+// lib/backend/sqlite.c) holds one blob that is no rpm header.
+func garbageHeaderDB(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "rpmdb.sqlite")
+	db, err := sql.Open("sqlite", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{
+		"CREATE TABLE Packages (hnum INTEGER PRIMARY KEY AUTOINCREMENT, blob BLOB NOT NULL)",
+		"INSERT INTO Packages (blob) VALUES (x'0000000300000010deadbeefdeadbeefdeadbeef')",
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -3,9 +3,12 @@ package sbom
 import (
 	"bytes"
 	"encoding/json"
+	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	spdxjson "github.com/spdx/tools-golang/json"
 	"github.com/spdx/tools-golang/spdx"
@@ -41,8 +44,36 @@ func readSPDX(t *testing.T, b []byte) *spdx.Document {
 	if doc.SPDXVersion != "SPDX-2.3" {
 		t.Fatalf("spdxVersion %q", doc.SPDXVersion)
 	}
+	// What the library does not check: identifiers unique and of SPDX
+	// 2.3's characters (section 7.2), created as section 6.9 writes it,
+	// declared licenses valid expressions, a namespace that is an
+	// absolute URI without "#" (section 6.5).
+	seen := map[string]bool{}
+	for _, p := range doc.Packages {
+		id := string(p.PackageSPDXIdentifier)
+		if seen[id] || !spdxID.MatchString(id) {
+			t.Errorf("package %s: identifier %q duplicate or invalid", p.PackageName, id)
+		}
+		seen[id] = true
+		if l := p.PackageLicenseDeclared; l != "NOASSERTION" {
+			if _, ok := licenseExpression(l); !ok {
+				t.Errorf("package %s: licenseDeclared %q", p.PackageName, l)
+			}
+		}
+	}
+	if _, err := time.Parse("2006-01-02T15:04:05Z", doc.CreationInfo.Created); err != nil {
+		t.Errorf("created: %v", err)
+	}
+	if u, err := url.Parse(doc.DocumentNamespace); err != nil || !u.IsAbs() || strings.Contains(doc.DocumentNamespace, "#") {
+		t.Errorf("documentNamespace %q", doc.DocumentNamespace)
+	}
+	if !bytes.HasSuffix(b, []byte("}\n")) {
+		t.Error("no newline at the end")
+	}
 	return doc
 }
+
+var spdxID = regexp.MustCompile(`^[A-Za-z0-9.-]+$`)
 
 func TestSPDX(t *testing.T) {
 	src := repro.New(1700000000, "sbom-test")
