@@ -195,3 +195,41 @@ func KernelFilesystems() map[string]bool {
 	}
 	return out
 }
+
+// KernelMayMount reports whether this kernel mounts filesystems of type
+// fstype, without mounting anything: listed in /proc/filesystems, or a
+// module of the running kernel (/lib/modules/RELEASE/modules.dep or
+// modules.builtin names fstype.ko, compressed or not) that mount(2) loads
+// on demand, as a stock Debian kernel does vfat. known is false when
+// neither /proc/filesystems nor the modules list could be read. For
+// messages only: MountFstab decides by mount(2)'s ENODEV.
+func KernelMayMount(fstype string) (yes, known bool) {
+	var u unix.Utsname
+	release := ""
+	if unix.Uname(&u) == nil {
+		release = unix.ByteSliceToString(u.Release[:])
+	}
+	return kernelMayMount(KernelFilesystems(), path.Join("/lib/modules", release), fstype)
+}
+
+func kernelMayMount(procFS map[string]bool, modules, fstype string) (yes, known bool) {
+	if procFS[fstype] {
+		return true, true
+	}
+	known = procFS != nil
+	for _, list := range []string{"modules.dep", "modules.builtin"} {
+		b, err := os.ReadFile(path.Join(modules, list))
+		if err != nil {
+			continue
+		}
+		known = true
+		for _, line := range strings.Split(string(b), "\n") {
+			mod, _, _ := strings.Cut(line, ":")
+			name := path.Base(mod)
+			if n, ok := strings.CutPrefix(name, fstype+".ko"); ok && (n == "" || strings.HasPrefix(n, ".")) {
+				return true, true
+			}
+		}
+	}
+	return false, known
+}

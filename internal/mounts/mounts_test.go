@@ -499,6 +499,49 @@ func TestNoFSTypeIsENODEV(t *testing.T) {
 	}
 }
 
+// TestKernelMayMount: a filesystem is mountable when /proc/filesystems
+// lists it or the running kernel's modules.dep or modules.builtin names
+// its module (as a stock Debian kernel's lists kernel/fs/fat/vfat.ko.xz,
+// loaded on the first mount); unknown when neither can be read.
+func TestKernelMayMount(t *testing.T) {
+	mods := t.TempDir()
+	if err := os.WriteFile(filepath.Join(mods, "modules.dep"), []byte(
+		"kernel/fs/fat/fat.ko.xz:\nkernel/fs/fat/vfat.ko.xz: kernel/fs/fat/fat.ko.xz\nkernel/fs/vfatx/vfatx.ko:\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	builtin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(builtin, "modules.builtin"), []byte("kernel/fs/ext4/ext4.ko\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	proc := map[string]bool{"ext4": true, "xfs": true}
+	for _, tc := range []struct {
+		name      string
+		proc      map[string]bool
+		modules   string
+		fstype    string
+		yes, know bool
+	}{
+		{"listed", proc, "/nonexistent", "xfs", true, true},
+		{"a module not loaded yet", proc, mods, "vfat", true, true},
+		{"a module's dependency counts too", proc, mods, "fat", true, true},
+		{"no such module (this machine's kernel: no modules for it)", proc, "/nonexistent", "vfat", false, true},
+		{"a prefix of another module's name is not it", proc, mods, "vfa", false, true},
+		{"built in", nil, builtin, "ext4", true, true},
+		{"nothing readable", nil, "/nonexistent", "vfat", false, false},
+	} {
+		yes, known := kernelMayMount(tc.proc, tc.modules, tc.fstype)
+		if yes != tc.yes || known != tc.know {
+			t.Errorf("%s: kernelMayMount(%s) = %v, %v; want %v, %v", tc.name, tc.fstype, yes, known, tc.yes, tc.know)
+		}
+	}
+	if yes, known := KernelMayMount("ext4"); !yes || !known {
+		t.Errorf("KernelMayMount(ext4) on this host = %v, %v", yes, known)
+	}
+	if yes, _ := KernelMayMount(fixture.NoFSType); yes {
+		t.Errorf("KernelMayMount(%s) on this host says yes", fixture.NoFSType)
+	}
+}
+
 // TestFATMountData: a FAT the kernel mounts gets the owner and modes
 // fatstage gives the same fstab entry when it stages it (its defaults are
 // fatstage.DefaultPerms; TestFATStaged checks the outcome on the host).
