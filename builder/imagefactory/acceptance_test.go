@@ -501,13 +501,22 @@ func TestAccBadInputs(t *testing.T) {
 
 // TestAccOptions exercises the amazon-chroot-style options in one build:
 // host command hooks with their variables, command_wrapper, copy_files, an
-// extra chroot mount, generated data in shell-local, and a vfat /boot/efi
-// from the image's fstab that the kernel here cannot mount (staged with
-// mtools; with fat_mounts = "placeholder", skipped).
+// extra chroot mount, generated data in shell-local, a vfat /boot/efi from
+// the image's fstab (mounted by a kernel with vfat, staged with mtools by
+// one without: either way the provisioner's file reaches the ESP, with
+// umask=0077's mode on the mount point, and fsck.fat finds it clean), and an fstab entry of a
+// type no kernel mounts (fixture.NoFSType, on the ESP's device): skipped,
+// and fatal when required.
 func TestAccOptions(t *testing.T) {
 	a := newAcc(t)
+	vfat := fixture.KernelMountsVFAT(t)
+	noFS := "UUID=" + fixture.ESPUUID + " /srv/nofs " + fixture.NoFSType + " defaults 0 2"
 	disk := fixture.NewDisk(t, fixture.DiskOptions{Table: "gpt", SeparateBoot: true, ESP: true,
-		FstabExtra: []string{"UUID=" + fixture.ESPUUID + " /boot/efi vfat umask=0077 0 1"}})
+		FstabExtra: []string{"UUID=" + fixture.ESPUUID + " /boot/efi vfat umask=0077 0 1", noFS}})
+	esp, ok := disk.Find("/boot/efi")
+	if !ok {
+		t.Fatal("the fixture disk has no ESP")
+	}
 	hostDir := t.TempDir()
 	copied := filepath.Join(hostDir, "copied.conf")
 	if err := os.WriteFile(copied, []byte("copied from the host\n"), 0o600); err != nil {
@@ -526,6 +535,8 @@ func TestAccOptions(t *testing.T) {
       "echo $WRAPPED > /root/from-chroot",
       "echo scratch > /mnt/scratch/file",
       "cat %[1]s > /root/copied-seen",
+      "echo from-build > /boot/efi/from-build.txt",
+      "echo ESP-MODE-$(stat -c %%a /boot/efi)",
     ]
   }
   provisioner "shell-local" {
@@ -561,17 +572,27 @@ func TestAccOptions(t *testing.T) {
 	if fixture.FileExistsOnDisk(t, img, root.Offset, "/mnt/scratch/file") {
 		t.Error("a write to the tmpfs chroot mount landed in the image")
 	}
-	if !strings.Contains(res.Output, "Mounted /boot/efi") || !strings.Contains(res.Output, "its files are staged in a tmpfs") {
-		t.Errorf("the vfat /boot/efi was not reported as staged:\n%s", res.Output)
+	for _, want := range []string{"Mounted /boot/efi", "ESP-MODE-700", "Skipped /srv/nofs", "this kernel cannot mount " + fixture.NoFSType + " filesystems"} {
+		if !strings.Contains(res.Output, want) {
+			t.Errorf("the output does not say %q:\n%s", want, res.Output)
+		}
 	}
+	if staged := strings.Contains(res.Output, "its files are staged in a tmpfs"); staged == vfat {
+		t.Errorf("the vfat /boot/efi staged: %v, on a kernel where mount(2) of vfat works: %v:\n%s", staged, vfat, res.Output)
+	}
+	if got, ok := fixture.FATFile(t, img, esp, "/from-build.txt"); !ok || got != "from-build\n" {
+		t.Errorf("/boot/efi/from-build.txt in the output's ESP = %q (found %v)", got, ok)
+	}
+	fixture.FsckPartition(t, img, esp)
 	a.assertNoLeaks(t)
 
-	t.Run("required-vfat-fails", func(t *testing.T) {
+	t.Run("required-unmountable-fails", func(t *testing.T) {
 		a := newAcc(t)
-		res := a.Build(t, template("  required_mounts = [\"/boot/efi\"]\n  fat_mounts = \"placeholder\"", `provisioner "shell" { inline = ["true"] }`),
+		res := a.Build(t, template("  required_mounts = [\"/srv/nofs\"]", `provisioner "shell" { inline = ["true"] }`),
 			map[string]string{"base": disk.Path})
-		if res.ExitCode == 0 || !strings.Contains(res.Output, "/boot/efi") {
-			t.Errorf("a required mount that cannot be mounted must fail the build, naming it; exit %d:\n%s", res.ExitCode, res.Output)
+		want := "required mount point /srv/nofs (fstab line 5: " + noFS + ") cannot be mounted: this kernel cannot mount " + fixture.NoFSType
+		if res.ExitCode == 0 || !strings.Contains(res.Output, want) {
+			t.Errorf("a required mount that cannot be mounted must fail the build, saying %q; exit %d:\n%s", want, res.ExitCode, res.Output)
 		}
 		a.assertNoLeaks(t)
 	})
