@@ -352,8 +352,8 @@ func TestStackRootFstabChroot(t *testing.T) {
 	}
 	j.balanced(t)
 	// The mount point left on the host is the empty directory.
-	if ents, _ := os.ReadDir(target); len(ents) != 0 {
-		t.Errorf("%s not empty after UnmountAll: %v", target, ents)
+	if ents, err := os.ReadDir(target); err != nil || len(ents) != 0 {
+		t.Errorf("%s not an empty directory after UnmountAll: %v %v", target, ents, err)
 	}
 }
 
