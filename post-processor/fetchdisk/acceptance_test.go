@@ -79,7 +79,7 @@ func TestAccFetchDiskGlance(t *testing.T) {
 		t.Skip("needs root: loop devices and mounts")
 	}
 	if err := glancetest.Available(); err != nil {
-		t.Skip(err)
+		t.Skipf("glance-api is not available (scripts/install-deps.sh installs it): %v", err)
 	}
 	servePort, _ := glancetest.FreePort()
 	deadPort, _ := glancetest.FreePort()
