@@ -1,14 +1,17 @@
 package imagefactory_test
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -627,27 +630,53 @@ func TestAccResolvConf(t *testing.T) {
 }
 
 // TestAccParallelBuilds runs two sources of one template at once (Packer
-// builds them in parallel): separate loop devices, mount paths and
-// journals, both images right, nothing left.
+// builds them in parallel): both images right, nothing left. That they ran
+// at once is shown by events, not by time: a shell-local provisioner of
+// each build marks its arrival and waits for the other's (a barrier: two
+// builds one after the other would never pass it, and would fail at its
+// hang guard), then copies the state directory's journals, records the
+// mount path and device it was given, and waits at a second barrier until
+// the other has copied too, so both copies are made while both builds
+// hold their disks.
+// Each copy must hold both builds' journals, each build's loop devices and
+// mounts must be its own (disjoint devices, mount points and backing
+// files), and each build's mount path and device must be in its journal.
 func TestAccParallelBuilds(t *testing.T) {
 	a := newAcc(t)
 	mbr := fixture.NewDisk(t, fixture.DiskOptions{SeparateBoot: true})
 	gpt := fixture.NewDisk(t, fixture.DiskOptions{Table: "gpt"})
+	rv := t.TempDir() // the rendezvous: NAME.arrived, NAME.held, NAME/*.journal
 	res := mustBuild(t, a, fmt.Sprintf(`
 source "imagefactory" "one" {
-  base_image       = %q
+  base_image       = %[1]q
   output_directory = "out-one"
 }
 source "imagefactory" "two" {
-  base_image       = %q
+  base_image       = %[2]q
   output_directory = "out-two"
   format           = "qcow2"
 }
 build {
   sources = ["source.imagefactory.one", "source.imagefactory.two"]
-  provisioner "shell" { inline = ["echo $PACKER_BUILD_NAME > /etc/factory-marker", "sleep 1"] }
+  provisioner "shell" { inline = ["echo $PACKER_BUILD_NAME > /etc/factory-marker"] }
+  provisioner "shell-local" {
+    environment_vars = ["ME=${source.name}", "RV=%[3]s"]
+    inline = [
+      "set -e",
+      "if [ \"$ME\" = one ]; then OTHER=two; else OTHER=one; fi",
+      "wait_for() { n=0; until [ -e \"$RV/$OTHER.$1\" ]; do n=$((n+1)); [ $n -lt 3000 ] || { echo \"$ME: $OTHER never $1\"; exit 1; }; sleep 0.1; done; }",
+      "touch \"$RV/$ME.arrived\"",
+      "wait_for arrived",
+      "mkdir \"$RV/$ME\"",
+      "cp \"$IMAGEFACTORY_STATE_DIR\"/*.journal \"$RV/$ME/\"",
+      "echo ${build.MountPath} ${build.Device} > \"$RV/$ME.held\"",
+      "touch \"$RV/$ME.copied\"",
+      "wait_for copied",
+      "echo \"$ME: met $OTHER\"",
+    ]
+  }
 }
-`, mbr.Path, gpt.Path), nil)
+`, mbr.Path, gpt.Path, rv), nil)
 	if got := readOut(t, filepath.Join(a.Dir, "out-one", "one.raw"), mbr.Root(), "/etc/factory-marker"); got != "one\n" {
 		t.Errorf("image one: marker %q", got)
 	}
@@ -655,8 +684,101 @@ build {
 	if got := readOut(t, two, gpt.Root(), "/etc/factory-marker"); got != "two\n" {
 		t.Errorf("image two: marker %q", got)
 	}
-	if !strings.Contains(res.Output, "imagefactory.one") || !strings.Contains(res.Output, "imagefactory.two") {
-		t.Errorf("both builds should report:\n%s", res.Output)
+	for _, want := range []string{"one: met two", "two: met one"} {
+		if !strings.Contains(res.Output, want) {
+			t.Errorf("the output does not say %q:\n%s", want, res.Output)
+		}
+	}
+	held := map[string][2]string{} // build -> mount path, device
+	for _, b := range []string{"one", "two"} {
+		raw, err := os.ReadFile(filepath.Join(rv, b+".held"))
+		f := strings.Fields(string(raw))
+		if err != nil || len(f) != 2 || !strings.HasPrefix(f[1], "/dev/loop") {
+			t.Fatalf("build %s held %q (%v)", b, raw, err)
+		}
+		held[b] = [2]string{f[0], f[1]}
+	}
+	if held["one"][0] == held["two"][0] || held["one"][1] == held["two"][1] {
+		t.Errorf("the builds shared a mount path or device: %v", held)
+	}
+	for _, copier := range []string{"one", "two"} {
+		j := parallelJournals(t, filepath.Join(rv, copier))
+		if len(j) != 2 {
+			t.Fatalf("while build %s was at the barrier, the state directory held the journals of builds %v; want one and two", copier, slices.Collect(maps.Keys(j)))
+		}
+		seen := map[string]string{} // loop device or mount point -> build
+		for b, took := range j {
+			for _, what := range took {
+				if other, ok := seen[what]; ok && other != b {
+					t.Errorf("builds %s and %s both took %s", other, b, what)
+				}
+				seen[what] = b
+				if strings.HasPrefix(what, "backing ") && !strings.Contains(what, "/out-"+b+"/") {
+					t.Errorf("build %s's loop device is backed by %s", b, what)
+				}
+			}
+			for _, h := range held[b] {
+				if !slices.ContainsFunc(took, func(s string) bool { return strings.HasSuffix(s, " "+h) }) {
+					t.Errorf("build %s's journal (copied by %s) does not hold %s, which it was given: %q", b, copier, h, took)
+				}
+			}
+		}
 	}
 	a.assertNoLeaks(t)
+}
+
+// parallelJournals reads the journals copied into dir: for each build
+// ("one", "two", from the journal's label), what it had taken and not
+// released: "loop DEVICE", "backing FILE", "mount TARGET".
+func parallelJournals(t *testing.T, dir string) map[string][]string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var build string
+		taken := map[uint64][]string{}
+		for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+			var r struct {
+				Op, Label string
+				ID        uint64
+				Entry     *struct{ Kind, Path, Backing string }
+			}
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatalf("%s: %v: %q", f, err, line)
+			}
+			switch r.Op {
+			case "header":
+				if _, after, ok := strings.Cut(r.Label, `build "`); ok {
+					build, _, _ = strings.Cut(after, `"`)
+				}
+			case "take":
+				switch r.Entry.Kind {
+				case "loop":
+					taken[r.ID] = []string{"loop " + r.Entry.Path, "backing " + r.Entry.Backing}
+				case "mount":
+					taken[r.ID] = []string{"mount " + r.Entry.Path}
+				}
+			case "release":
+				delete(taken, r.ID)
+			}
+		}
+		if build == "" {
+			continue // not a build's journal
+		}
+		if _, dup := out[build]; dup {
+			t.Errorf("two journals of build %s", build)
+		}
+		out[build] = nil
+		for _, w := range taken {
+			out[build] = append(out[build], w...)
+		}
+	}
+	return out
 }
