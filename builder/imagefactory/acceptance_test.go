@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -172,8 +174,11 @@ func TestAccChrootProvisioners(t *testing.T) {
 			if fixture.FileExistsOnDisk(t, img, root.Offset, "/usr/sbin/policy-rc.d") {
 				t.Error("policy-rc.d left in the output image")
 			}
-			if fixture.FileExistsOnDisk(t, img, boot.Offset, "/boot") {
+			if fixture.FileExistsOnDisk(t, img, root.Offset, "/boot/factory-boot-marker") {
 				t.Error("/boot was written to the root filesystem instead of the boot partition")
+			}
+			if fixture.FileExistsOnDisk(t, img, boot.Offset, "/boot") {
+				t.Error("the boot partition holds a /boot directory: it was mounted somewhere other than /boot")
 			}
 			fixture.FsckPartition(t, img, root)
 			fixture.FsckPartition(t, img, boot)
@@ -262,16 +267,47 @@ func TestAccURLBase(t *testing.T) {
 		}
 		a.assertNoLeaks(t)
 	})
+	// Two images served side by side and a SHA256SUMS naming both, as a
+	// distribution's mirror has them: the build takes the line of the file
+	// it downloads (its output holds that image's marker), and a SHA256SUMS
+	// whose line for that file holds the other's sum fails it.
 	t.Run("checksum-file", func(t *testing.T) {
-		a := newAcc(t)
-		sums := filepath.Join(t.TempDir(), "SHA256SUMS")
-		if err := os.WriteFile(sums, []byte(sum+"  base.qcow2\n"), 0o644); err != nil {
-			t.Fatal(err)
+		dir := t.TempDir()
+		marked := func(name string) string {
+			d := fixture.NewDisk(t, fixture.DiskOptions{Tree: func(root string) {
+				if err := os.WriteFile(filepath.Join(root, "etc/which-image"), []byte(name+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}})
+			q := filepath.Join(dir, name+".qcow2")
+			if err := os.Rename(fixture.QCOW2(t, d.Path), q); err != nil {
+				t.Fatal(err)
+			}
+			return fixture.Sha256(t, q)
 		}
-		sumsSrv := serveFile(t, sums)
-		mustBuild(t, a, template(`  base_image_checksum = "file:`+sumsSrv+`/images/SHA256SUMS"`,
-			`provisioner "shell" { inline = ["true"] }`),
-			map[string]string{"base": srv + "/images/base.qcow2"})
+		sumA, sumB := marked("a"), marked("b")
+		mirror := httptest.NewServer(http.StripPrefix("/images/", http.FileServer(http.Dir(dir))))
+		t.Cleanup(mirror.Close)
+		sums := func(text string) string {
+			if err := os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return `  base_image_checksum = "file:` + mirror.URL + `/images/SHA256SUMS"`
+		}
+		base := map[string]string{"base": mirror.URL + "/images/a.qcow2"}
+
+		a := newAcc(t)
+		mustBuild(t, a, template(sums(sumB+"  b.qcow2\n"+sumA+"  a.qcow2\n"), `provisioner "shell" { inline = ["true"] }`), base)
+		if got := readOut(t, filepath.Join(a.out(), "t.raw"), disk.Root(), "/etc/which-image"); got != "a\n" {
+			t.Errorf("the output is made from the image marked %q, want a.qcow2's", got)
+		}
+		a.assertNoLeaks(t)
+
+		a = newAcc(t)
+		res := a.Build(t, template(sums(sumA+"  b.qcow2\n"+sumB+"  a.qcow2\n"), `provisioner "shell" { inline = ["true"] }`), base)
+		if res.ExitCode == 0 || !strings.Contains(strings.ToLower(res.Output), "checksum") {
+			t.Errorf("a SHA256SUMS giving a.qcow2 the other image's sum must fail the build, naming the checksum; exit %d:\n%s", res.ExitCode, res.Output)
+		}
 		a.assertNoLeaks(t)
 	})
 	t.Run("checksum-wrong", func(t *testing.T) {
