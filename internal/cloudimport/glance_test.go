@@ -19,7 +19,7 @@ import (
 // an unreachable URL fails with Glance's own message and deletes it.
 func TestGlanceWebDownload(t *testing.T) {
 	if err := glancetest.Available(); err != nil {
-		t.Skip(err)
+		t.Skipf("glance-api is not available (scripts/install-deps.sh installs it): %v", err)
 	}
 	servePort, _ := glancetest.FreePort()
 	deadPort, _ := glancetest.FreePort()

@@ -87,7 +87,10 @@ func TestGetWholeAndBytesRead(t *testing.T) {
 		t.Errorf("headers %v", resp.Header)
 	}
 	st := s.Stats()
-	alloc, _ := Allocated(p)
+	alloc, err := Allocated(p)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if st.BytesSent != int64(len(want)) || st.BytesRead > alloc || st.BytesRead < 4<<20 {
 		t.Errorf("stats %+v, allocated %d: holes must not be read", st, alloc)
 	}

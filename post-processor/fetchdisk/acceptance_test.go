@@ -79,7 +79,7 @@ func TestAccFetchDiskGlance(t *testing.T) {
 		t.Skip("needs root: loop devices and mounts")
 	}
 	if err := glancetest.Available(); err != nil {
-		t.Skip(err)
+		t.Skipf("glance-api is not available (scripts/install-deps.sh installs it): %v", err)
 	}
 	servePort, _ := glancetest.FreePort()
 	deadPort, _ := glancetest.FreePort()
@@ -148,7 +148,10 @@ build {
 	}
 	noSecrets := func(t *testing.T, h *fixture.Harness, res fixture.Result, secrets ...string) {
 		t.Helper()
-		log, _ := os.ReadFile(h.LogPath)
+		log, err := os.ReadFile(h.LogPath)
+		if err != nil {
+			t.Fatalf("PACKER_LOG, to look for secrets in: %v", err)
+		}
 		for _, s := range append(secrets, token) {
 			if strings.Contains(res.Output, s) || strings.Contains(string(log), s) {
 				t.Errorf("a secret (%.6s...) appears in Packer's output or PACKER_LOG", s)
