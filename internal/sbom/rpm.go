@@ -95,7 +95,15 @@ func readRPMDB(r *inroot.Root, db string) ([]Package, error) {
 			return nil, err
 		}
 	}
-	h, err := rpmdb.Open(dst)
+	if IsolateRPM {
+		return listRPMChild(dst)
+	}
+	return listRPMDB(dst)
+}
+
+// listRPMDB lists the packages of a database file on the host (a copy).
+func listRPMDB(file string) ([]Package, error) {
+	h, err := rpmdb.Open(file)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +111,7 @@ func readRPMDB(r *inroot.Root, db string) ([]Package, error) {
 	// A header that does not parse fails the whole list. go-rpmdb's
 	// reading goroutine then stays blocked on its next row until the
 	// process ends (one goroutine and the deleted copy's fd, per corrupt
-	// database: the plugin's process is short-lived).
+	// database: one more reason for IsolateRPM).
 	list, err := h.ListPackages()
 	if err != nil {
 		return nil, err

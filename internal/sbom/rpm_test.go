@@ -177,3 +177,34 @@ func mustRead(t *testing.T, root string) *Inventory {
 	}
 	return inv
 }
+
+// TestRPMIsolated: with IsolateRPM the database is listed by a child
+// process (this test binary, whose TestMain dispatches it as the plugin's
+// main does): the same packages, and a reader that crashes in a goroutine
+// of its own, which no recover can catch in-process, is one Incomplete
+// line naming the database, not the end of the build.
+func TestRPMIsolated(t *testing.T) {
+	tree := rpmTree(t)
+	inProcess, err := Read(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	IsolateRPM = true
+	defer func() { IsolateRPM = false }()
+	child, err := Read(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(lines(child, RPM), lines(inProcess, RPM)) || len(child.Incomplete) != 0 || len(lines(child, RPM)) != 3 {
+		t.Errorf("child read %q (incomplete %q), in-process %q", lines(child, RPM), child.Incomplete, lines(inProcess, RPM))
+	}
+	t.Setenv(childPanicEnv, "1")
+	crashed, err := Read(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fixture.RPMDBPath + "/rpmdb.sqlite: the rpm database reader failed: panic: " + childPanicMessage
+	if len(crashed.Incomplete) != 1 || crashed.Incomplete[0] != want || len(lines(crashed, RPM)) != 0 {
+		t.Errorf("a crashing reader: Incomplete %q, rpm packages %q; want %q", crashed.Incomplete, lines(crashed, RPM), want)
+	}
+}
