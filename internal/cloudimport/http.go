@@ -17,7 +17,10 @@ import (
 )
 
 // Client is the HTTP side shared by the APIs: JSON requests, retried with
-// exponential backoff on 429, 5xx and dropped connections.
+// exponential backoff on 429, 5xx but 501 and dropped connections. Other
+// answers are final at once: a 4xx will not change by asking again, and a
+// 501 (Not Implemented, RFC 9110 §15.6.2) says the server does not do the
+// call at all.
 type Client struct {
 	HTTP       *http.Client
 	Retries    int           // retries after the first attempt; 0: 5
@@ -53,11 +56,12 @@ func IsNotFound(err error) bool {
 }
 
 // Do sends a request with an optional JSON body (in, nil for none) and
-// decodes a JSON answer into out (nil to ignore it). header may be nil.
+// decodes a JSON answer into out (nil to ignore it); an in of type []byte
+// is sent as it is, as application/octet-stream. header may be nil.
 // It returns the answer's headers.
 func (c *Client) Do(ctx context.Context, method, url string, header http.Header, in, out any) (http.Header, error) {
-	var body []byte
-	if in != nil {
+	body, raw := in.([]byte)
+	if in != nil && !raw {
 		var err error
 		if body, err = json.Marshal(in); err != nil {
 			return nil, err
@@ -86,6 +90,9 @@ func (c *Client) Do(ctx context.Context, method, url string, header http.Header,
 		req.Header.Set("Accept", "application/json")
 		if in != nil && req.Header.Get("Content-Type") == "" {
 			req.Header.Set("Content-Type", "application/json")
+			if raw {
+				req.Header.Set("Content-Type", "application/octet-stream")
+			}
 		}
 		resp, err := c.HTTP.Do(req)
 		var why string
@@ -95,7 +102,7 @@ func (c *Client) Do(ctx context.Context, method, url string, header http.Header,
 				return nil, fmt.Errorf("%s %s: %w", method, url, err)
 			}
 			why = err.Error()
-		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented:
 			why = resp.Status
 			if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && ra > 0 {
 				wait = min(time.Duration(ra)*time.Second, maxWait)

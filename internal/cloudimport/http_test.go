@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// TestClientRetries: 429, 5xx and dropped connections are retried with
-// backoff; 4xx are not; retries end.
+// TestClientRetries: 429, 5xx but 501 and dropped connections are retried
+// with backoff; 4xx and 501 are not; retries end.
 func TestClientRetries(t *testing.T) {
 	cases := []struct {
 		name     string
@@ -24,6 +24,7 @@ func TestClientRetries(t *testing.T) {
 		{"500 twice then ok", []int{500, 503}, "", 3},
 		{"dropped connection then ok", []int{-1, -1}, "", 3},
 		{"404 is final", []int{404}, "404 Not Found", 1},
+		{"501 is final", []int{501}, "501 Not Implemented", 1},
 		{"retries run out", []int{500, 500, 500, 500}, "500 Internal Server Error: (after 3 retries)", 4},
 	}
 	for _, c := range cases {
