@@ -37,8 +37,11 @@ type Config struct {
 	// The checksum of what `image_url` serves, as `type:hex` (`sha512`,
 	// `sha384`, `sha256`, `sha1` or `md5`). Required with `image_url`.
 	ImageChecksum string `mapstructure:"image_checksum"`
-	// The hash the post-processor computes of a disk it serves:
-	// `sha512` (default, Glance's `os_hash_algo`), `sha256` or `md5`.
+	// The hash the post-processor computes of a disk it serves, as it
+	// serves it: `sha512`, `sha256` or `md5`. Default: for Glance, the
+	// algorithm Glance hashes with (its `hashing_algorithm`, found before
+	// the import by uploading one byte to a probe image); for FCO,
+	// `sha512`.
 	ChecksumType string `mapstructure:"checksum_type"`
 	// The built-in server's listen address, `host:port` (port 0 picks a
 	// free one). Default `127.0.0.1:0`: set an address the cloud can reach.
@@ -56,8 +59,10 @@ type Config struct {
 	ImportTimeout string `mapstructure:"import_timeout"`
 	// How often the import is polled. Default `5s`.
 	PollInterval string `mapstructure:"poll_interval"`
-	// Retries of a call that got 429, a 5xx or a dropped connection, with
-	// exponential backoff from 1 s. Default 5.
+	// Retries of a call that got 429, a 5xx other than 501 or a dropped
+	// connection, with exponential backoff from 1 s (`Retry-After`
+	// honoured). Other answers, 501 Not Implemented among them, are final
+	// at once. Default 5.
 	Retries int `mapstructure:"retries"`
 	// Skip TLS verification of the cloud's API (not of anything else).
 	Insecure bool `mapstructure:"insecure"`
@@ -97,8 +102,13 @@ type Config struct {
 	// Glance: the catalog interface: `public` (default), `internal`, `admin`.
 	EndpointInterface string `mapstructure:"endpoint_interface"`
 	// Glance: the image's `disk_format`. Default: the artifact's format
-	// (`raw` or `qcow2`).
+	// read from its content (`raw`, `qcow2`, or `iso` for an ISO 9660
+	// image). One the content contradicts (the served file's, or what
+	// `image_url` serves, read before the import) is refused.
 	DiskFormat string `mapstructure:"disk_format"`
+	// Glance: `refuse` (default) or `allow`: import even when
+	// `disk_format` contradicts the content, with a warning.
+	DiskFormatMismatch string `mapstructure:"disk_format_mismatch"`
 	// Glance: the image's `container_format`. Default `bare`.
 	ContainerFormat string `mapstructure:"container_format"`
 	// Glance: `private` (default), `shared`, `community` or `public`.
@@ -204,10 +214,15 @@ func (c *Config) prepare(raws ...interface{}) error {
 	} else if c.ImageChecksum != "" {
 		add("image_checksum needs image_url (a served disk is hashed by the post-processor)")
 	}
-	switch c.ChecksumType {
+	switch c.DiskFormatMismatch {
 	case "":
-		c.ChecksumType = "sha512"
-	case "sha512", "sha256", "md5":
+		c.DiskFormatMismatch = "refuse"
+	case "refuse", "allow":
+	default:
+		add("disk_format_mismatch %q is not one of refuse, allow", c.DiskFormatMismatch)
+	}
+	switch c.ChecksumType {
+	case "", "sha512", "sha256", "md5":
 	default:
 		add("checksum_type %q is not one of sha512, sha256, md5", c.ChecksumType)
 	}

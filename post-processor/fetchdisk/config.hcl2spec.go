@@ -47,6 +47,7 @@ type FlatConfig struct {
 	Region                      *string           `mapstructure:"region" cty:"region" hcl:"region"`
 	EndpointInterface           *string           `mapstructure:"endpoint_interface" cty:"endpoint_interface" hcl:"endpoint_interface"`
 	DiskFormat                  *string           `mapstructure:"disk_format" cty:"disk_format" hcl:"disk_format"`
+	DiskFormatMismatch          *string           `mapstructure:"disk_format_mismatch" cty:"disk_format_mismatch" hcl:"disk_format_mismatch"`
 	ContainerFormat             *string           `mapstructure:"container_format" cty:"container_format" hcl:"container_format"`
 	Visibility                  *string           `mapstructure:"visibility" cty:"visibility" hcl:"visibility"`
 	Properties                  map[string]string `mapstructure:"properties" cty:"properties" hcl:"properties"`
@@ -109,6 +110,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"region":                        &hcldec.AttrSpec{Name: "region", Type: cty.String, Required: false},
 		"endpoint_interface":            &hcldec.AttrSpec{Name: "endpoint_interface", Type: cty.String, Required: false},
 		"disk_format":                   &hcldec.AttrSpec{Name: "disk_format", Type: cty.String, Required: false},
+		"disk_format_mismatch":          &hcldec.AttrSpec{Name: "disk_format_mismatch", Type: cty.String, Required: false},
 		"container_format":              &hcldec.AttrSpec{Name: "container_format", Type: cty.String, Required: false},
 		"visibility":                    &hcldec.AttrSpec{Name: "visibility", Type: cty.String, Required: false},
 		"properties":                    &hcldec.AttrSpec{Name: "properties", Type: cty.Map(cty.String), Required: false},

@@ -27,7 +27,7 @@ func TestConfigure(t *testing.T) {
 		check   func(*testing.T, Config)
 	}{
 		{"glance defaults", glance, "", func(t *testing.T, c Config) {
-			if c.ServeAddress != "127.0.0.1:0" || c.ChecksumType != "sha512" || c.importTimeout != time.Hour ||
+			if c.ServeAddress != "127.0.0.1:0" || c.ChecksumType != "" || c.DiskFormatMismatch != "refuse" || c.importTimeout != time.Hour ||
 				c.pollInterval != 5*time.Second || c.Retries != 5 {
 				t.Errorf("defaults: %+v", c)
 			}
@@ -54,6 +54,7 @@ func TestConfigure(t *testing.T) {
 		{"bad timeout", with(glance, "import_timeout", "soon"), `import_timeout = "soon"`, nil},
 		{"negative poll", with(glance, "poll_interval", "-1s"), `poll_interval = "-1s"`, nil},
 		{"bad checksum type", with(glance, "checksum_type", "crc32"), `checksum_type "crc32"`, nil},
+		{"bad mismatch policy", with(glance, "disk_format_mismatch", "ignore"), `disk_format_mismatch "ignore" is not one of refuse, allow`, nil},
 		{"bad visibility", with(glance, "visibility", "everyone"), `visibility "everyone"`, nil},
 		{"fco", fco, "", nil},
 		{"fco token", map[string]interface{}{"api": "fco", "endpoint": "e", "token": "t", "vdc_uuid": "v", "product_offer_uuid": "p", "disk_size": "20G"}, "", func(t *testing.T, c Config) {
@@ -76,11 +77,5 @@ func TestConfigure(t *testing.T) {
 				tt.check(t, c)
 			}
 		})
-	}
-}
-
-func TestRedact(t *testing.T) {
-	if got := redact("http://10.0.0.1:8080/0123abcd/disk.qcow2"); got != "http://10.0.0.1:8080/…/disk.qcow2" {
-		t.Errorf("redact: %s", got)
 	}
 }
