@@ -133,7 +133,7 @@ func decode(method, url string, resp *http.Response, out any) error {
 	defer drain(resp)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
-		return &HTTPError{Method: method, URL: url, Status: resp.StatusCode, Body: strings.TrimSpace(string(b))}
+		return &HTTPError{Method: method, URL: url, Status: resp.StatusCode, Body: errorText(b)}
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		return nil
@@ -142,6 +142,17 @@ func decode(method, url string, resp *http.Response, out any) error {
 		return fmt.Errorf("%s %s: decoding the answer: %w", method, url, err)
 	}
 	return nil
+}
+
+// errorText is the message of an error answer: the "message" of an
+// OpenStack JSON error ({"message": ..., "code": ..., "title": ...}, its
+// webob line breaks taken out), else the body as it is.
+func errorText(body []byte) string {
+	var e struct{ Message string }
+	if json.Unmarshal(body, &e) == nil && e.Message != "" {
+		return strings.Join(strings.Fields(strings.ReplaceAll(e.Message, "<br />", " ")), " ")
+	}
+	return strings.TrimSpace(string(body))
 }
 
 func drain(resp *http.Response) {

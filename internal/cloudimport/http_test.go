@@ -73,3 +73,18 @@ func TestClientRetries(t *testing.T) {
 		t.Errorf("cancelled: %v", err)
 	}
 }
+
+// TestErrorText: an OpenStack JSON error gives its message, webob's line
+// breaks taken out; another body is kept as it is.
+func TestErrorText(t *testing.T) {
+	cases := map[string]string{
+		`{"message": "URI for web-download does not pass filtering: http://h:1/x<br /><br />\n\n\n", "code": "400 Bad Request", "title": "Bad Request"}`: "URI for web-download does not pass filtering: http://h:1/x",
+		"  injected failure\n": "injected failure",
+		`{"code": 1}`:          `{"code": 1}`,
+	}
+	for body, want := range cases {
+		if got := errorText([]byte(body)); got != want {
+			t.Errorf("errorText(%q) = %q, want %q", body, got, want)
+		}
+	}
+}

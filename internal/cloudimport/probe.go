@@ -52,11 +52,11 @@ func (p Probe) String() string {
 	if p.Size >= 0 {
 		size = fmt.Sprintf("%d bytes", p.Size)
 	}
-	via := ""
+	where := p.Final
 	if len(p.Redirects) > 0 {
-		via = fmt.Sprintf(" (redirected %d times)", len(p.Redirects))
+		where = fmt.Sprintf("%s redirects (%d hops) to %s", p.URL, len(p.Redirects), p.Final)
 	}
-	return fmt.Sprintf("%s%s: %d %s, %s, %s, content %s", p.Final, via, p.Status, http.StatusText(p.Status),
+	return fmt.Sprintf("%s: %d %s, %s, %s, content %s", where, p.Status, http.StatusText(p.Status),
 		size, orDefault(p.ContentType, "no content type"), p.Format)
 }
 

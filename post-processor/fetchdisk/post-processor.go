@@ -117,7 +117,6 @@ func (p *PostProcessor) postProcess(ctx context.Context, ui *redactingUi, in pac
 				// final one, it refuses at once and names it, where a
 				// refused hop fails its task as an "Internal Error".
 				src.URL = pr.Final
-				ui.Say("Glance is given the final URL " + pr.Final)
 			}
 		}
 		content, what = pr.Format, "what image_url serves"
