@@ -386,6 +386,9 @@ build {
 		t.Fatal(err)
 	}
 	fileTemplate := func(file, auth, pp string) string {
+		if !strings.Contains(pp, "import_timeout") {
+			pp += "\n    import_timeout = \"3m\""
+		}
 		return `
 source "file" "f" {
   source = "` + file + `"
@@ -396,7 +399,6 @@ build {
   post-processor "imagefactory-fetchdisk" {
     api            = "glance"
 ` + auth + `    poll_interval  = "300ms"
-    import_timeout = "3m"
 ` + pp + `
   }
 }
