@@ -581,8 +581,8 @@ build {
 		h = newHarness(t)
 		res = h.Build(t, fileTemplate(qcow, glanceAuth, `    image_url = "`+slow.URL+`/stalled.qcow2"
     image_checksum = "sha512:`+strings.Repeat("cd", 64)+`"
-    import_timeout = "20s"`), nil)
-		if res.ExitCode == 0 || !regexp.MustCompile(`import timed out after 20s; the last state glance reported: importing \(.*os_glance_import`).MatchString(res.Output) {
+    import_timeout = "12s"`), nil)
+		if res.ExitCode == 0 || !regexp.MustCompile(`import timed out after 12s; the last state glance reported: importing \(.*os_glance_import`).MatchString(res.Output) {
 			t.Fatalf("want a timeout naming Glance's last state (exit %d):\n%s", res.ExitCode, res.Output)
 		}
 		if !strings.Contains(res.Output, "Deleted the half-made image") || countImages() != n {

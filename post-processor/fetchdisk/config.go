@@ -32,10 +32,15 @@ type Config struct {
 
 	// Where the cloud fetches the image from, when it is already published
 	// (by an earlier post-processor, say). Unset: the post-processor serves
-	// the artifact's disk itself for the life of the import.
+	// the artifact's disk itself for the life of the import. It is probed
+	// before the import (one ranged GET, following redirects): a 4xx or
+	// 5xx fails the build there, and the format it serves must be
+	// `disk_format`'s.
 	ImageURL string `mapstructure:"image_url"`
 	// The checksum of what `image_url` serves, as `type:hex` (`sha512`,
-	// `sha384`, `sha256`, `sha1` or `md5`). Required with `image_url`.
+	// `sha384`, `sha256`, `sha1` or `md5`). Required with `image_url`. In
+	// another algorithm than the cloud's, it is verified by downloading
+	// `image_url` once.
 	ImageChecksum string `mapstructure:"image_checksum"`
 	// The hash the post-processor computes of a disk it serves, as it
 	// serves it: `sha512`, `sha256` or `md5`. Default: for Glance, the
