@@ -332,7 +332,9 @@ func (g *Glance) HashAlgo(ctx context.Context) (string, error) {
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
-		g.do(cctx, "DELETE", path, nil, nil, nil)
+		if _, err := g.do(cctx, "DELETE", path, nil, nil, nil); err != nil && !IsNotFound(err) && g.Client.Log != nil {
+			g.Client.Log(fmt.Sprintf("deleting the probe image %s failed (delete it by hand): %v", img.ID, err))
+		}
 	}()
 	if _, err := g.do(ctx, "PUT", path+"/file", nil, []byte{0}, nil); err != nil {
 		return "", fmt.Errorf("uploading one byte to the probe image: %w", err)
