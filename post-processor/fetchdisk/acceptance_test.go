@@ -128,7 +128,8 @@ func TestAccFetchDiskGlance(t *testing.T) {
 	disallowedPort, _ := glancetest.FreePort() // not in Glance's allowed_ports
 	leakPort, _ := glancetest.FreePort()       // nor this one
 	token := "tok-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-SECRET"
-	g, err := glancetest.Start(t.TempDir(), token, []int{servePort, deadPort, otherPort, redirPort, goodPort})
+	allowedPorts := []int{servePort, deadPort, otherPort, redirPort, goodPort}
+	g, err := glancetest.Start(t.TempDir(), token, allowedPorts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,11 +405,28 @@ build {
 }
 `
 	}
+	// The test Glance's [import_filtering_opts], as fetchdisk's options.
+	ports := []string{"80", "443"}
+	for _, p := range allowedPorts {
+		ports = append(ports, strconv.Itoa(p))
+	}
+	filtering := `    import_allowed_hosts = ["127.0.0.1"]
+    import_allowed_ports = [` + strings.Join(ports, ", ") + `]
+`
 	serveAt := func(port int) string { return `    serve_address = "127.0.0.1:` + strconv.Itoa(port) + `"` + "\n" }
 	newHarness := func(t *testing.T) *fixture.Harness {
 		h := fixture.Packer(t)
 		h.Env = append(h.Env, "IMAGEFACTORY_STATE_DIR="+filepath.Join(h.Base, "state"))
 		return h
+	}
+	// buildCounting builds with the file builder and tells what reached
+	// Glance: image creations and import calls.
+	buildCounting := func(t *testing.T, file, pp string) (fixture.Result, int, []string) {
+		h := newHarness(t)
+		proxy.inject(0, 0, nil)
+		res := h.Build(t, fileTemplate(file, glanceAuth, pp), nil)
+		_, creates, imports := proxy.counts()
+		return res, creates, imports
 	}
 	imageNamed := func(g *glancetest.Glance, name string) glancetest.Image {
 		t.Helper()
@@ -513,28 +531,36 @@ build {
 		sum := `    image_checksum = "sha512:` + sha512File(t, qcow) + `"` + "\n"
 		n := countImages()
 
-		h := newHarness(t)
-		res := h.Build(t, fileTemplate(qcow, glanceAuth, `    image_url = "`+base+`/to-disallowed-port.qcow2"`+"\n"+sum), nil)
-		if res.ExitCode == 0 || !strings.Contains(res.Output, "does not pass filtering: "+far.URL()) {
-			t.Fatalf("want Glance's refusal naming the final URL (exit %d):\n%s", res.ExitCode, res.Output)
-		}
-		if !strings.Contains(res.Output, "redirects off its host or port, to "+far.URL()) {
-			t.Errorf("no warning of the redirect:\n%s", res.Output)
+		// With the cloud's import filtering stated: refused before any
+		// image is made, naming the final URL, its port and the option.
+		res, creates, imports := buildCounting(t, qcow, `    image_url = "`+base+`/to-disallowed-port.qcow2"`+"\n"+sum+filtering)
+		want := "image_url redirects to " + far.URL() + ": its port " + strconv.Itoa(disallowedPort) + " is not in import_allowed_ports [80, 443, "
+		if res.ExitCode == 0 || !strings.Contains(res.Output, want) || creates != 0 || len(imports) != 0 {
+			t.Fatalf("want the refusal before any image (%d created, %d imports), naming %q (exit %d):\n%s", creates, len(imports), want, res.ExitCode, res.Output)
 		}
 		if st := far.Stats(); st.Requests != 1 || countImages() != n {
 			t.Errorf("%d requests reached the disallowed port (want the probe's 1), %d images (want %d)", st.Requests, countImages(), n)
 		}
+		// Without it: Glance refuses at the import call, naming the URL;
+		// the image it was made for is deleted.
+		res, creates, imports = buildCounting(t, qcow, `    image_url = "`+base+`/to-disallowed-port.qcow2"`+"\n"+sum)
+		if res.ExitCode == 0 || !strings.Contains(res.Output, "does not pass filtering: "+far.URL()) || creates != 1 || len(imports) != 1 {
+			t.Fatalf("want Glance's refusal at the import call naming the final URL (exit %d, %d created, %d imports):\n%s", res.ExitCode, creates, len(imports), res.Output)
+		}
+		if !strings.Contains(res.Output, "redirects off its host or port, to "+far.URL()) {
+			t.Errorf("no warning of the redirect:\n%s", res.Output)
+		}
+		if st := far.Stats(); st.Requests != 2 || countImages() != n {
+			t.Errorf("%d requests reached the disallowed port (want the probes' 2), %d images (want %d)", st.Requests, countImages(), n)
+		}
 
-		h = newHarness(t)
-		proxy.inject(0, 0, nil)
-		res = h.Build(t, fileTemplate(qcow, glanceAuth, `    image_url = "`+base+`/to-403.qcow2"`+"\n"+sum), nil)
-		_, creates, _ := proxy.counts()
+		res, creates, _ = buildCounting(t, qcow, `    image_url = "`+base+`/to-403.qcow2"`+"\n"+sum)
 		if res.ExitCode == 0 || !strings.Contains(res.Output, "GET "+base+"/forbidden.qcow2 answered 403 Forbidden") || creates != 0 {
 			t.Fatalf("want the 403 named before any image (exit %d, %d created):\n%s", res.ExitCode, creates, res.Output)
 		}
 
-		h = newHarness(t)
-		res = h.Build(t, fileTemplate(qcow, glanceAuth, `    image_url = "`+base+`/to-good.qcow2"`+"\n"+sum+`    image_name = "redirected"`), nil)
+		// With the filtering stated, a redirect it admits is followed.
+		res, _, _ = buildCounting(t, qcow, `    image_url = "`+base+`/to-good.qcow2"`+"\n"+sum+filtering+`    image_name = "redirected"`)
 		if res.ExitCode != 0 {
 			t.Fatalf("packer build failed (exit %d):\n%s", res.ExitCode, res.Output)
 		}
@@ -558,6 +584,16 @@ build {
 			t.Fatalf("no secret path in the import call %q", imports[0])
 		}
 		noSecrets(t, h, res, m[1])
+		// With the filtering stated: refused before any image, the hash
+		// algorithm's probe image among them, the secret path redacted.
+		res, creates, imports := buildCounting(t, qcow, serveAt(leakPort)+filtering)
+		want := "the built-in server's URL http://127.0.0.1:" + strconv.Itoa(leakPort) + "/…/small.qcow2: its port " + strconv.Itoa(leakPort) + " is not in import_allowed_ports"
+		if res.ExitCode == 0 || !strings.Contains(res.Output, want) || creates != 0 || len(imports) != 0 {
+			t.Fatalf("want the refusal before any image (%d created, %d imports), naming %q (exit %d):\n%s", creates, len(imports), want, res.ExitCode, res.Output)
+		}
+		if sec := regexp.MustCompile(`127\.0\.0\.1:[0-9]+/([0-9a-f]{48})/`).FindStringSubmatch(res.Output); sec != nil {
+			t.Errorf("the secret path %.6s... is in the output", sec[1])
+		}
 	})
 
 	t.Run("honest-final-messages", func(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cloudimport"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 )
 
@@ -114,6 +115,31 @@ type Config struct {
 	// Glance: `refuse` (default) or `allow`: import even when
 	// `disk_format` contradicts the content, with a warning.
 	DiskFormatMismatch string `mapstructure:"disk_format_mismatch"`
+	// Glance: the schemes web-download may fetch from, as the cloud's
+	// glance-api.conf `[import_filtering_opts] allowed_schemes` says
+	// (Glance's default: `http`, `https`). With any of the six `import_*`
+	// lists set, the URL Glance would fetch (`image_url` and every redirect
+	// it takes, or the built-in server's URL) is judged by Glance's rules
+	// before anything is made in the cloud. All unset (the default): not
+	// checked here; Glance refuses at the import call.
+	ImportAllowedSchemes []string `mapstructure:"import_allowed_schemes"`
+	// Glance: `[import_filtering_opts] disallowed_schemes` (Glance's
+	// default: none). Ignored when `import_allowed_schemes` is set, as
+	// Glance ignores it.
+	ImportDisallowedSchemes []string `mapstructure:"import_disallowed_schemes"`
+	// Glance: `[import_filtering_opts] allowed_hosts` (Glance's default:
+	// none, any host). Compared as Glance compares: the URL's host
+	// lower-cased, IP addresses in canonical form, entries as written.
+	ImportAllowedHosts []string `mapstructure:"import_allowed_hosts"`
+	// Glance: `[import_filtering_opts] disallowed_hosts` (Glance's default:
+	// none). Ignored when `import_allowed_hosts` is set.
+	ImportDisallowedHosts []string `mapstructure:"import_disallowed_hosts"`
+	// Glance: `[import_filtering_opts] allowed_ports` (Glance's default:
+	// `80`, `443`). As in Glance, only a port the URL names is checked.
+	ImportAllowedPorts []int `mapstructure:"import_allowed_ports"`
+	// Glance: `[import_filtering_opts] disallowed_ports` (Glance's default:
+	// none). Ignored when `import_allowed_ports` is set.
+	ImportDisallowedPorts []int `mapstructure:"import_disallowed_ports"`
 	// Glance: the image's `container_format`. Default `bare`.
 	ContainerFormat string `mapstructure:"container_format"`
 	// Glance: `private` (default), `shared`, `community` or `public`.
@@ -145,6 +171,7 @@ type Config struct {
 	pollInterval  time.Duration
 	diskSize      int64
 	checksum      checksum
+	importFilter  cloudimport.ImportFilter
 }
 
 type checksum struct{ typ, value string }
@@ -256,6 +283,21 @@ func (c *Config) prepare(raws ...interface{}) error {
 	if c.DiskSize != "" {
 		if c.diskSize, err = diskimage.ParseSize(c.DiskSize); err != nil {
 			add("disk_size: %v", err)
+		}
+	}
+	c.importFilter = cloudimport.ImportFilter{
+		AllowedSchemes: c.ImportAllowedSchemes, DisallowedSchemes: c.ImportDisallowedSchemes,
+		AllowedHosts: c.ImportAllowedHosts, DisallowedHosts: c.ImportDisallowedHosts,
+		AllowedPorts: c.ImportAllowedPorts, DisallowedPorts: c.ImportDisallowedPorts,
+	}
+	if !c.importFilter.IsZero() && c.API != "glance" {
+		add("import_allowed_* and import_disallowed_* mirror Glance's import filtering: they need api = \"glance\"")
+	}
+	for i, ports := range [][]int{c.ImportAllowedPorts, c.ImportDisallowedPorts} {
+		for _, p := range ports {
+			if p < 1 || p > 65535 {
+				add("%s: %d is not a port (1-65535)", []string{"import_allowed_ports", "import_disallowed_ports"}[i], p)
+			}
 		}
 	}
 	switch c.Visibility {

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -119,6 +120,18 @@ func (p *PostProcessor) postProcess(ctx context.Context, ui *redactingUi, in pac
 				src.URL = pr.Final
 			}
 		}
+		if glance {
+			// Glance judges the URL it is given and each redirect from it.
+			fetched := []string{src.URL}
+			if src.URL != pr.Final {
+				fetched = append(fetched, pr.Redirects...)
+			}
+			for _, u := range fetched {
+				if err := c.checkFilter(u, "image_url", "publish it where Glance may fetch from"); err != nil {
+					return nil, err
+				}
+			}
+		}
 		content, what = pr.Format, "what image_url serves"
 		if spec.DiskFormat == "" {
 			spec.DiskFormat = pr.Format
@@ -143,6 +156,48 @@ func (p *PostProcessor) postProcess(ctx context.Context, ui *redactingUi, in pac
 	compared := src.Checksum // what the cloud's hash was compared with
 	var srv *serve.Server
 	if c.ImageURL == "" {
+		fi, err := os.Stat(disk)
+		if err != nil {
+			return nil, err
+		}
+		// The server starts first: its URL is judged before the hash
+		// algorithm's probe image is made. The algorithm is known before
+		// the cloud is told the URL.
+		var hashAlgo atomic.Pointer[string]
+		opts := serve.Options{
+			Address: c.ServeAddress, PublicHost: c.ServeHost, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
+			Log: func(s string) { ui.Say("  server: " + s) },
+		}
+		if glance {
+			// Hashed as it is sent: the cloud's one download is the only read.
+			opts.Hash = func() hash.Hash {
+				algo := "sha512" // a fetch before the import call: the secret path was guessed
+				if a := hashAlgo.Load(); a != nil {
+					algo = *a
+				}
+				h, _ := cloudimport.NewHash(algo)
+				return h
+			}
+		}
+		bar := packerglue.NewProgressBar(ui, "cloud download of "+filepath.Base(disk), fi.Size())
+		defer bar.Close()
+		opts.Progress = func(sent int64) { bar.Set(min(sent, fi.Size())) }
+		srv, err = serve.Start(disk, opts)
+		if err != nil {
+			return nil, fmt.Errorf("imagefactory-fetchdisk: %w", err)
+		}
+		defer srv.Close()
+		ui.addRedactor(srv.Redact)
+		src.URL = srv.URL()
+		// The path is the server's only secret: keep it out of the logs.
+		if secret := strings.Split(strings.TrimPrefix(src.URL[strings.Index(src.URL, "://")+3:], "/"), "/"); len(secret) > 1 {
+			packersdk.LogSecretFilter.Set(secret[1])
+		}
+		if glance {
+			if err := c.checkFilter(src.URL, "the built-in server's URL", "serve where Glance may fetch from (serve_address, serve_host)"); err != nil {
+				return nil, err
+			}
+		}
 		algo := c.ChecksumType
 		if g, ok := api.(*cloudimport.Glance); ok && algo == "" {
 			if algo, err = g.HashAlgo(ctx); err != nil {
@@ -158,37 +213,13 @@ func (p *PostProcessor) postProcess(ctx context.Context, ui *redactingUi, in pac
 		if _, err := cloudimport.NewHash(algo); err != nil {
 			return nil, fmt.Errorf("imagefactory-fetchdisk: the served disk cannot be verified: %w", err)
 		}
-		fi, err := os.Stat(disk)
-		if err != nil {
-			return nil, err
-		}
-		opts := serve.Options{
-			Address: c.ServeAddress, PublicHost: c.ServeHost, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
-			Log: func(s string) { ui.Say("  server: " + s) },
-		}
-		if glance {
-			// Hashed as it is sent: the cloud's one download is the only read.
-			opts.Hash = func() hash.Hash { h, _ := cloudimport.NewHash(algo); return h }
-		} else {
+		hashAlgo.Store(&algo)
+		if !glance {
 			// FCO takes the checksum with the fetch call: hash first.
 			if src.Checksum, err = hashDisk(ctx, ui, disk, algo); err != nil {
 				return nil, err
 			}
 			compared = src.Checksum
-		}
-		bar := packerglue.NewProgressBar(ui, "cloud download of "+filepath.Base(disk), fi.Size())
-		defer bar.Close()
-		opts.Progress = func(sent int64) { bar.Set(min(sent, fi.Size())) }
-		srv, err = serve.Start(disk, opts)
-		if err != nil {
-			return nil, fmt.Errorf("imagefactory-fetchdisk: %w", err)
-		}
-		defer srv.Close()
-		ui.addRedactor(srv.Redact)
-		src.URL = srv.URL()
-		// The path is the server's only secret: keep it out of the logs.
-		if secret := strings.Split(strings.TrimPrefix(src.URL[strings.Index(src.URL, "://")+3:], "/"), "/"); len(secret) > 1 {
-			packersdk.LogSecretFilter.Set(secret[1])
 		}
 		if glance {
 			src.Sum = func(ctx context.Context, want string) (cloudimport.Checksum, error) {
@@ -253,6 +284,36 @@ func (p *PostProcessor) postProcess(ctx context.Context, ui *redactingUi, in pac
 		APIName: c.API, ImageID: imp.ImageID, Name: spec.Name, Endpoint: where, Region: c.Region,
 		DiskFormat: spec.DiskFormat, Checksum: compared.String(), Input: in, api: api,
 	}, nil
+}
+
+// checkFilter judges u, the URL Glance will fetch (what names it), by
+// the import_* lists: a refusal names u, the part refused and the option,
+// before anything is made in the cloud; fix says what the user can do.
+func (c *Config) checkFilter(u, what, fix string) error {
+	if c.importFilter.IsZero() {
+		return nil // Glance decides, at the import call
+	}
+	err := c.importFilter.Check(u)
+	var fe *cloudimport.FilterError
+	if err == nil {
+		return nil
+	} else if !errors.As(err, &fe) {
+		return fmt.Errorf("imagefactory-fetchdisk: %s: %w", what, err)
+	}
+	if u != c.ImageURL && what == "image_url" {
+		what = "image_url redirects to"
+	}
+	why, also := fmt.Sprintf("its %s %q is refused whatever the lists say", fe.Part, fe.Value), ""
+	if fe.Option != "" {
+		in := "in"
+		if strings.HasPrefix(fe.Option, "allowed_") {
+			in = "not in"
+		}
+		why = fmt.Sprintf("its %s %s is %s import_%s [%s]", fe.Part, fe.Value, in, fe.Option, strings.Join(fe.List, ", "))
+		also = fmt.Sprintf(", or make import_%s what the cloud's glance-api.conf [import_filtering_opts] %s says", fe.Option, fe.Option)
+	}
+	return fmt.Errorf("imagefactory-fetchdisk: %s %s: %s, so Glance's import filtering would refuse it; "+
+		"nothing was made in the cloud: %s%s", what, u, why, fix, also)
 }
 
 // probeTimeout bounds the probe of image_url.
