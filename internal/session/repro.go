@@ -3,6 +3,7 @@ package session
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/ext4repro"
 )
@@ -50,12 +51,13 @@ func (s *Session) NormalizeWritten() (notes []string, err error) {
 			notes = append(notes, fmt.Sprintf("reproducible build: partition %d (%s) was written through the kernel; its %s metadata (times, identifiers, layout) is not made reproducible", p.Number, p.FS.Type, p.FS.Type))
 			continue
 		}
+		start := time.Now()
 		rep, err := ext4repro.Normalize(ext4repro.Region{Path: s.opts.Disk, Offset: p.Start, Size: p.Size}, s.opts.Repro)
 		if err != nil {
 			return notes, fmt.Errorf("reproducible build: partition %d: %w", p.Number, err)
 		}
-		s.logf("Normalized partition %d (%s) for a reproducible build: %d inodes, %d generations, %d MiB of journal and %d MiB of free blocks zeroed",
-			p.Number, p.FS.Type, rep.Inodes, rep.Generations, rep.JournalBytes>>20, rep.FreeBytes>>20)
+		s.logf("Normalized partition %d (%s) for a reproducible build in %s: %d inodes, %d generations, %d MiB of journal and %d MiB of free blocks zeroed",
+			p.Number, p.FS.Type, time.Since(start).Round(time.Millisecond), rep.Inodes, rep.Generations, rep.JournalBytes>>20, rep.FreeBytes>>20)
 	}
 	return notes, nil
 }
