@@ -15,7 +15,7 @@ var ext4Types = map[string]bool{"ext2": true, "ext3": true, "ext4": true}
 // (Options.Repro), its allocator is tuned now (ext4) and its bytes are
 // normalized by NormalizeWritten once the disk is released.
 func (s *Session) wrote(p *Partition) error {
-	if s.opts.ReadOnly || s.opts.Repro == nil {
+	if !s.reproducible() {
 		return nil
 	}
 	for _, w := range s.written {
@@ -31,6 +31,9 @@ func (s *Session) wrote(p *Partition) error {
 	}
 	return nil
 }
+
+// reproducible: the session writes, and its writes are to be normalized.
+func (s *Session) reproducible() bool { return !s.opts.ReadOnly && s.opts.Repro != nil }
 
 // NormalizeWritten makes every ext2/3/4 filesystem that this reproducible
 // session mounted read-write byte-for-byte reproducible (ext4repro.Normalize,
