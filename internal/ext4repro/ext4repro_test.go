@@ -57,7 +57,7 @@ func baseImage(t *testing.T, path string, features string) {
 	}
 	f.Close()
 	run(t, []string{fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", mkfsTime)}, "mkfs.ext4", "-q", "-F", "-b", "4096",
-		"-O", features, "-U", fsUUID, "-E", "hash_seed="+fsUUID+",lazy_itable_init=0,lazy_journal_init=0", path, "64M")
+		"-O", features, "-U", fsUUID, "-E", "hash_seed="+fsUUID, path, "64M") // lazy_itable_init, as on most base images
 }
 
 // mounted runs work on the filesystem image loop-mounted with data.
@@ -178,7 +178,7 @@ func TestNormalizeTwoBuilds(t *testing.T) {
 			for i := 0; i < 2; i++ {
 				img := filepath.Join(tmp, fmt.Sprintf("build%d.img", i))
 				copyFile(t, base, img)
-				mounted(t, img, "", func(dir string) { provision(t, dir) })
+				mounted(t, img, MountData("ext4"), func(dir string) { provision(t, dir) })
 				rep, err := Normalize(Region{Path: img}, src)
 				if err != nil {
 					t.Fatal(err)
@@ -212,7 +212,7 @@ func TestNormalizeTwoBuilds(t *testing.T) {
 			}
 			other := filepath.Join(tmp, "other.img")
 			copyFile(t, base, other)
-			mounted(t, other, "", func(dir string) { provision(t, dir) })
+			mounted(t, other, MountData("ext4"), func(dir string) { provision(t, dir) })
 			if _, err := Normalize(Region{Path: other}, repro.New(epoch+1, "build")); err != nil {
 				t.Fatal(err)
 			}

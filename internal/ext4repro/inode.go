@@ -34,6 +34,7 @@ func (fs *filesystem) inodes(rep *Report) error {
 		if err != nil {
 			return err
 		}
+		lo, hi := used, int64(0) // the inodes changed
 		for i := int64(0); i < used; i++ {
 			raw := table[i*fs.inodeSize : (i+1)*fs.inodeSize]
 			ino := uint32(g*fs.ipg + i + 1)
@@ -81,9 +82,14 @@ func (fs *filesystem) inodes(rep *Report) error {
 				}
 			}
 			if changed {
-				if err := fs.write(tableOff+i*fs.inodeSize, raw); err != nil {
-					return err
-				}
+				lo, hi = min(lo, i), max(hi, i+1)
+			}
+		}
+		// One write per group: a base image newer than the epoch has
+		// every inode clamped.
+		if lo < hi {
+			if err := fs.write(tableOff+lo*fs.inodeSize, table[lo*fs.inodeSize:hi*fs.inodeSize]); err != nil {
+				return err
 			}
 		}
 	}

@@ -121,6 +121,11 @@ func (s *Stack) MountFstab(entries []fstab.Entry, resolve func(fstab.Entry) (dev
 			}
 			data = append(data, d)
 		}
+		if s.ExtraData != nil && !s.ReadOnly {
+			if d := s.ExtraData(fstype); d != "" {
+				data = append(data, d)
+			}
+		}
 		var flags uintptr
 		if s.ReadOnly {
 			flags = unix.MS_RDONLY
