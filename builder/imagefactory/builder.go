@@ -164,6 +164,7 @@ func (b *Builder) chrootSteps() []multistep.Step {
 		// the architecture's binfmt_misc registration goes after both
 		// (the image's setfiles runs in the chroot).
 		&stepRelease{steps: []releaser{attach, mountRoot, architecture, mountFstab, relabel, chrootMounts, resolvConf, blockServices, preload}},
+		&stepNormalizeFilesystems{},
 		&stepFinalize{},
 	)
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
 )
 
@@ -23,8 +24,10 @@ func (s *stepAttachPartitions) Run(ctx context.Context, state multistep.StateBag
 	// Only the chroot strategy writes staged FAT filesystems back
 	// (stepMountFstab's release); the qemu strategy's guest mounts them.
 	fat := session.FATPlaceholder
+	var src *repro.Source // the qemu strategy's guest writes are not normalized
 	if cfg.Strategy == StrategyChroot {
 		fat = session.FATMode(cfg.FATMounts)
+		src, _ = state.Get(stateRepro).(*repro.Source)
 	}
 	sess, err := session.Attach(ctx, session.Options{
 		Disk:           state.Get(stateDiskPath).(string),
@@ -35,6 +38,7 @@ func (s *stepAttachPartitions) Run(ctx context.Context, state multistep.StateBag
 		RequiredMounts: cfg.RequiredMounts,
 		FAT:            fat,
 		Log:            ui.Say,
+		Repro:          src,
 	})
 	if err != nil {
 		return haltf(state, "base image %s: %v", cfg.BaseImage, err)

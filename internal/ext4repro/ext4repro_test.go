@@ -107,6 +107,13 @@ func provision(t *testing.T, dir string) {
 	}
 	write("tmp/deleteme", 1<<20)
 	must(os.Remove(filepath.Join(dir, "tmp/deleteme")))
+	// A name that differs from build to build, gone by the end (Packer's
+	// shell provisioner uploads /tmp/script_NNNN.sh): its bytes stay in the
+	// directory block unless cleared.
+	script := fmt.Sprintf("tmp/script_%d.sh", time.Now().UnixNano()%10000)
+	write(script, 300)
+	write("tmp/kept", 10)
+	must(os.Remove(filepath.Join(dir, script)))
 	must(os.Remove(filepath.Join(dir, "old/removed")))
 	write("old/kept", 5000) // overwrite an existing file
 	must(os.Symlink("../etc/motd", filepath.Join(dir, "usr/motd-link")))
@@ -251,7 +258,15 @@ func diff(t *testing.T, a, b string) string {
 			first++
 		}
 		own, _ := exec.Command("debugfs", "-R", fmt.Sprintf("icheck %d", blk), a).Output()
-		blocks = append(blocks, fmt.Sprintf("block %d (first byte +%#x): %s", blk, first, strings.TrimSpace(string(own))))
+		fields := strings.Fields(string(own))
+		owner := fields[len(fields)-1]
+		if _, err := fmt.Sscanf(owner, "%d", new(int)); err == nil {
+			name, _ := exec.Command("debugfs", "-R", "ncheck "+owner, a).Output()
+			if f := strings.Fields(string(name)); len(f) > 3 {
+				owner += " " + strings.Join(f[3:], " ")
+			}
+		}
+		blocks = append(blocks, fmt.Sprintf("block %d (bytes +%#x..): inode %s:\n%x\n%x", blk, first, owner, p[first:min(first+32, 4096)], q[first:min(first+32, 4096)]))
 	}
 	return strings.Join(blocks, "\n")
 }

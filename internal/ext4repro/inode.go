@@ -48,6 +48,7 @@ func (fs *filesystem) inodes(rep *Report) error {
 			} else {
 				created := fs.createdAfterEpoch(raw)
 				touched := fs.laterThanEpoch(raw)
+				dirMtime := fs.timeAfter(raw, inMtime, inMtimeExtra)
 				changed = fs.clampTimes(raw)
 				if touched && clearExtentSlack(raw[inBlock:inBlock+60]) {
 					changed = true
@@ -55,17 +56,21 @@ func (fs *filesystem) inodes(rep *Report) error {
 				if touched && fs.resetVersion(raw) {
 					changed = true
 				}
+				genChanged := false
 				if created && ino >= firstIno {
 					gen := fs.src.Uint32(fs.purpose("generation", ino))
 					if le32(raw, inGeneration) != gen {
 						put32(raw, inGeneration, gen)
-						if fs.csum {
-							if err := fs.reseal(ino, raw); err != nil {
-								return err
-							}
-						}
 						rep.Generations++
-						changed = true
+						changed, genChanged = true, true
+					}
+				}
+				// A directory changed after the epoch has its entries where
+				// names since deleted left room (packDirBlock).
+				dirChanged := le16(raw, inMode)&modeFmt == modeDir && dirMtime
+				if genChanged && fs.csum || dirChanged {
+					if err := fs.reseal(ino, raw, dirChanged); err != nil {
+						return err
 					}
 				}
 				if changed {
@@ -212,4 +217,9 @@ func (fs *filesystem) resetVersion(raw []byte) bool {
 		changed = true
 	}
 	return changed
+}
+
+func (fs *filesystem) timeAfter(raw []byte, lo, extra int) bool {
+	sec, nsec, ok := fs.inodeTime(raw, lo, extra)
+	return ok && fs.after(sec, nsec)
 }

@@ -73,6 +73,11 @@ func (s *Session) MountFstab() (mounted []string, skipped []mounts.Skipped, err 
 	for _, e := range below {
 		if p, ok := resolved[e.File]; ok && !isSkipped(skipped, e.File) {
 			s.mountedAt[p] = s.opts.MountPath + e.File
+			if !s.staged(e.File) && !e.HasOption("ro") {
+				if err := s.wrote(p); err != nil {
+					return mounted, skipped, err
+				}
+			}
 			what := p.String()
 			if v, ok := e.Option("subvol"); ok && p.FS.Type == "btrfs" {
 				what += ", subvolume " + v

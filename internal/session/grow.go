@@ -51,5 +51,8 @@ func (s *Session) WithPlainMount(p *Partition, why string, f func(dir string) er
 	if err := unix.Mount(p.Device, dir, p.FS.Type, unix.MS_NODEV|unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil {
 		return errors.Join(fmt.Errorf("mounting %s to %s it: %w", p, why, err), s.opts.Journal.Forget(h))
 	}
+	if err := s.wrote(p); err != nil {
+		return errors.Join(err, s.opts.Journal.Release(h))
+	}
 	return errors.Join(f(dir), s.opts.Journal.Release(h))
 }

@@ -170,7 +170,7 @@ func (s *Session) MountRoot() error {
 	}
 	s.mountedAt[s.Root] = s.opts.MountPath
 	s.rootFS = s.stack.Root()
-	return nil
+	return s.wrote(s.Root)
 }
 
 // Unmount unmounts everything the session mounted, newest first, and

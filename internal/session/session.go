@@ -21,6 +21,7 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/loop"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/mounts"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/partition"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 )
 
 // DefaultRootLabels are the labels cloud images give their root filesystem
@@ -41,6 +42,11 @@ type Options struct {
 	FAT            FATMode  // FAT filesystems the kernel cannot mount; "" = FATPlaceholder
 
 	Log func(string) // progress messages; may be nil
+
+	// Repro, when set, makes the kernel's writes reproducible: ext4 mounted
+	// read-write gets its allocator tuned, and NormalizeWritten normalizes
+	// it after the session is closed (repro.go).
+	Repro *repro.Source
 }
 
 // Partition is one attached partition (Number 0: a whole-disk filesystem).
@@ -87,6 +93,8 @@ type Session struct {
 	looked    map[*Partition]string // why FindRoot did not take a partition it looked at
 
 	fats []*fatMount // FAT filesystems staged (fat.go)
+
+	written []Partition // mounted read-write in a reproducible session (repro.go)
 
 	chroot      cleanup.Handle
 	chrootTaken bool

@@ -28,6 +28,7 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fuseexport"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/scrub"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/selinux"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
@@ -69,6 +70,17 @@ type Config struct {
 	// The partition (1-based) holding the root filesystem; found by label
 	// or /etc/fstab by default, as the builder does.
 	RootPartition int `mapstructure:"root_partition"`
+	// Makes the scrub's writes reproducible when the input artifact does
+	// not carry the builder's epoch: seconds since 1970-01-01 UTC, as
+	// digits ([SOURCE_DATE_EPOCH](https://reproducible-builds.org/specs/source-date-epoch/)).
+	// The epoch comes from the input artifact first (an imagefactory build
+	// with `source_date_epoch` or `SOURCE_DATE_EPOCH`), then this option,
+	// then the environment's `SOURCE_DATE_EPOCH`. Then every ext4
+	// filesystem the scrub wrote is normalized after it is unmounted: times
+	// later than the epoch clamped to it, the kernel's random inode
+	// generations and journal replaced by values derived from the epoch and
+	// the build name, free blocks zeroed (see docs/reproducible.md).
+	SourceDateEpoch string `mapstructure:"source_date_epoch"`
 
 	ctx interpolate.Context
 }
@@ -109,6 +121,11 @@ func (p *PostProcessor) Configure(raws ...interface{}) error {
 	if err := selinux.CheckMode(c.SELinuxRelabel); err != nil {
 		errs = append(errs, err)
 	}
+	if c.SourceDateEpoch != "" {
+		if _, err := repro.Parse(c.SourceDateEpoch); err != nil {
+			errs = append(errs, fmt.Errorf("source_date_epoch: %w", err))
+		}
+	}
 	if c.RootPartition < 0 {
 		errs = append(errs, fmt.Errorf("root_partition must be a partition number, not %d", c.RootPartition))
 	}
@@ -147,11 +164,15 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	}
 	defer closeJournal()
 
+	src, err := p.source(in)
+	if err != nil {
+		return nil, false, false, err
+	}
 	work, finish, err := rawView(ctx, ui, journal, disk, format)
 	if err != nil {
 		return nil, false, false, err
 	}
-	report, err := p.scrub(ctx, ui, journal, work, script)
+	report, err := p.scrub(ctx, ui, journal, work, script, src)
 	if err = errors.Join(err, finish(err == nil)); err != nil {
 		return nil, false, false, err
 	}
@@ -206,13 +227,14 @@ func rawView(ctx context.Context, ui packersdk.Ui, journal *cleanup.Journal, dis
 
 // scrub opens the disk (no chroot: nothing of the image runs), runs the
 // operations confined to its root, and closes it.
-func (p *PostProcessor) scrub(ctx context.Context, ui packersdk.Ui, journal *cleanup.Journal, disk, script string) (*scrub.Report, error) {
+func (p *PostProcessor) scrub(ctx context.Context, ui packersdk.Ui, journal *cleanup.Journal, disk, script string, src *repro.Source) (*scrub.Report, error) {
 	sess, err := session.Open(ctx, session.Options{
 		Disk:          disk,
 		Journal:       journal,
 		RootPartition: p.config.RootPartition,
 		MountPath:     filepath.Join("/run/imagefactory/mnt", "scrub-"+rand.Text()[:10]),
 		Log:           ui.Say,
+		Repro:         src,
 	}, false)
 	if err != nil {
 		return nil, fmt.Errorf("imagefactory-scrub: %s: %w", disk, err)
@@ -229,7 +251,41 @@ func (p *PostProcessor) scrub(ctx context.Context, ui packersdk.Ui, journal *cle
 	if err := errors.Join(runErr, sess.Close()); err != nil {
 		return nil, fmt.Errorf("imagefactory-scrub: %w", err)
 	}
+	notes, err := sess.NormalizeWritten()
+	for _, n := range notes {
+		ui.Error("Warning: " + n)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("imagefactory-scrub: %w", err)
+	}
 	return report, nil
+}
+
+// source is the reproducible build's Source: the epoch from the input
+// artifact's State, else source_date_epoch, else SOURCE_DATE_EPOCH; nil when
+// none is set. The seed's name is the Packer build's, as the builder's.
+func (p *PostProcessor) source(in packersdk.Artifact) (*repro.Source, error) {
+	name := p.config.PackerBuildName
+	switch e := in.State(repro.StateKey).(type) {
+	case int64:
+		return repro.New(e, name), nil
+	case int:
+		return repro.New(int64(e), name), nil
+	case float64: // a State that crossed a JSON boundary
+		return repro.New(int64(e), name), nil
+	}
+	if p.config.SourceDateEpoch != "" {
+		e, err := repro.Parse(p.config.SourceDateEpoch)
+		if err != nil {
+			return nil, fmt.Errorf("imagefactory-scrub: source_date_epoch: %w", err)
+		}
+		return repro.New(e, name), nil
+	}
+	e, ok, err := repro.FromEnv()
+	if err != nil || !ok {
+		return nil, err
+	}
+	return repro.New(e, name), nil
 }
 
 // relabel gives the files the scrub wrote (its report's changes that

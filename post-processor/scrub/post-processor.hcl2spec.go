@@ -25,6 +25,7 @@ type FlatConfig struct {
 	FirstbootScript     *string           `mapstructure:"firstboot_script" cty:"firstboot_script" hcl:"firstboot_script"`
 	SELinuxRelabel      *string           `mapstructure:"selinux_relabel" cty:"selinux_relabel" hcl:"selinux_relabel"`
 	RootPartition       *int              `mapstructure:"root_partition" cty:"root_partition" hcl:"root_partition"`
+	SourceDateEpoch     *string           `mapstructure:"source_date_epoch" cty:"source_date_epoch" hcl:"source_date_epoch"`
 }
 
 // FlatMapstructure returns a new FlatConfig.
@@ -54,6 +55,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"firstboot_script":           &hcldec.AttrSpec{Name: "firstboot_script", Type: cty.String, Required: false},
 		"selinux_relabel":            &hcldec.AttrSpec{Name: "selinux_relabel", Type: cty.String, Required: false},
 		"root_partition":             &hcldec.AttrSpec{Name: "root_partition", Type: cty.Number, Required: false},
+		"source_date_epoch":          &hcldec.AttrSpec{Name: "source_date_epoch", Type: cty.String, Required: false},
 	}
 	return s
 }
