@@ -68,7 +68,7 @@ func normalize(part, dst string, f Format, src *repro.Source) error {
 }
 
 var (
-	vmdkCID    = regexp.MustCompile(`(?m)^CID=[0-9a-fA-F]{8}$`)
+	vmdkCID    = regexp.MustCompile(`(?m)^CID=[0-9a-fA-F]{1,8}$`) // qemu prints it with PRIx32: not zero-padded
 	vmdkExtent = regexp.MustCompile(`(?m)^((?:RW|RDONLY|NOACCESS) \d+ \w+ )"[^"\n]*"`)
 )
 

@@ -3,6 +3,8 @@ package diskimage
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -124,4 +126,30 @@ func firstDiff(t *testing.T, x, y string) int64 {
 		}
 	}
 	return int64(min(len(bx), len(by)))
+}
+
+// patchVMDK on descriptors as qemu prints them: the CID in hex without
+// leading zeros (1 to 8 digits), the extent named by the temporary file.
+func TestPatchVMDK(t *testing.T) {
+	src := repro.New(1767225600, "pipeline")
+	want := fmt.Sprintf("CID=%08x\n", src.Uint32("vmdk/cid"))
+	for _, cid := range []string{"d0cf8c7e", "fcf8c7e", "0"} {
+		path := filepath.Join(t.TempDir(), "disk.vmdk.part")
+		img := make([]byte, 21*512)
+		copy(img, "KDMV")
+		binary.LittleEndian.PutUint64(img[28:], 1)  // descriptorOffset
+		binary.LittleEndian.PutUint64(img[36:], 20) // descriptorSize
+		copy(img[512:], "# Disk DescriptorFile\nversion=1\nCID="+cid+"\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n\n# Extent description\nRW 1048576 SPARSE \"disk.vmdk.part\"\n")
+		if err := os.WriteFile(path, img, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := patchVMDK(path, "disk.vmdk", src); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := os.ReadFile(path)
+		desc := string(bytes.TrimRight(got[512:], "\x00"))
+		if !strings.Contains(desc, "\n"+want) || !strings.Contains(desc, `SPARSE "disk.vmdk"`+"\n") || len(got) != len(img) {
+			t.Errorf("CID=%s: descriptor after the patch:\n%s", cid, desc)
+		}
+	}
 }
