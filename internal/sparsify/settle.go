@@ -14,9 +14,8 @@ import (
 // settle undoes, for a reproducible build, what the trim's mount of the
 // filesystem of type fstype on device wrote from the clock or randomness:
 // ext2/3/4 superblock times and counters (settleExt), the xfs log
-// (settleXFS). btrfs
-// writes neither (measured: two trims give the same bytes). A nil src
-// changes nothing.
+// (settleXFS). btrfs writes neither (measured: two trims give the same
+// bytes). A nil src changes nothing.
 func settle(ctx context.Context, fstype, device string, src *repro.Source) error {
 	if !src.Enabled() {
 		return nil
@@ -49,6 +48,7 @@ func settleXFS(ctx context.Context, device string) error {
 // mount count, kilobytes written and the journal. Normalize also zeroes the
 // free blocks, which the trim left as holes except where a discard
 // covered only part of a qcow2 overlay's cluster.
+//
 // Its writes go through the loop device's page cache, which the device's
 // detach does not write back while another descriptor holds it open:
 // flushed here (measured: without it, the kernel's s_mtime stayed).

@@ -10,10 +10,10 @@
 // reported.
 //
 // The trim's mount is a write: the kernel puts the clock in an ext4
-// superblock's s_mtime (mount) and s_wtime (unmount), and a random
-// transaction ID in xfs's unmount record. A reproducible build undoes both
-// (settle); nothing else differs between two trims of the same ext4, xfs
-// or btrfs, measured on Linux 6.18.
+// superblock (s_mtime at mount, s_wtime at unmount) and counts the mount,
+// and puts a random transaction ID in xfs's unmount record. A reproducible
+// build undoes both (settle); then two trims of the same ext4, xfs or btrfs
+// give the same bytes, measured on Linux 6.18.
 package sparsify
 
 import (
@@ -72,7 +72,7 @@ var trimmable = map[string]bool{"ext2": true, "ext3": true, "ext4": true, "xfs":
 // partition, where boot loaders live, nor a GPT's backup header). Every
 // loop device and mount goes through journal and is released before Trim
 // returns. With src enabled, the bytes Trim leaves are a function of the
-// image's (see settleExt). log may be nil.
+// image's (see settle). log may be nil.
 func Trim(ctx context.Context, disk string, journal *cleanup.Journal, src *repro.Source, log func(string)) (Result, error) {
 	logf := func(format string, a ...any) {
 		if log != nil {
