@@ -82,7 +82,6 @@ type Config struct {
 	SourceDateEpoch string `mapstructure:"source_date_epoch"`
 
 	freeSpace int64
-	epoch     *int64 // from source_date_epoch or the environment; nil: unset
 
 	ctx interpolate.Context
 }
@@ -135,16 +134,9 @@ func (p *PostProcessor) Configure(raws ...interface{}) error {
 	if c.RootPartition < 0 {
 		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("root_partition %d: partitions are numbered from 1", c.RootPartition))
 	}
-	if c.SourceDateEpoch != "" {
-		if e, err := repro.Parse(c.SourceDateEpoch); err != nil {
-			errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("source_date_epoch: %w", err))
-		} else {
-			c.epoch = &e
-		}
-	} else if e, ok, err := repro.FromEnv(); err != nil {
-		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("%w (unset it, or set source_date_epoch)", err))
-	} else if ok {
-		c.epoch = &e
+	// A bad epoch fails here, before any build runs.
+	if _, err := packerglue.ReproSource(nil, c.SourceDateEpoch, c.PackerBuildName); err != nil {
+		errs = packersdk.MultiErrorAppend(errs, err)
 	}
 	if !packerglue.IsSet(raws, "checksums") {
 		c.Checksums = []string{"sha256"}
@@ -172,7 +164,10 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	if err != nil {
 		return nil, false, false, fmt.Errorf("imagefactory-sparsify: %w", err)
 	}
-	src := c.repro(in)
+	src, err := packerglue.ReproSource(in, c.SourceDateEpoch, c.PackerBuildName)
+	if err != nil {
+		return nil, false, false, fmt.Errorf("imagefactory-sparsify: %w", err)
+	}
 	if src.Enabled() {
 		ui.Say(fmt.Sprintf("Reproducible: SOURCE_DATE_EPOCH %d, build %q", src.Epoch(), c.PackerBuildName))
 	}
@@ -305,39 +300,6 @@ func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, src string, 
 	fi, _ := os.Stat(out)
 	ui.Say(fmt.Sprintf("Wrote %s (%s) in %s", out, diskimage.FormatSize(fi.Size()), time.Since(start).Round(time.Millisecond)))
 	return nil
-}
-
-// repro is the build's repro.Source: the epoch in the input artifact's
-// State (an imagefactory build's, or a post-processor's that passed it on),
-// else source_date_epoch, else SOURCE_DATE_EPOCH; keyed by Packer's build
-// name as the builder's is. Nil when none is set.
-func (c *Config) repro(in packersdk.Artifact) *repro.Source {
-	if e, ok := epochOf(in.State(repro.StateKey)); ok {
-		return repro.New(e, c.PackerBuildName)
-	}
-	if c.epoch != nil {
-		return repro.New(*c.epoch, c.PackerBuildName)
-	}
-	return nil
-}
-
-// epochOf reads an epoch from an artifact's State: an int64 from the
-// builder, or the number types Packer's RPC and JSON may turn it into.
-func epochOf(v interface{}) (int64, bool) {
-	switch e := v.(type) {
-	case int64:
-		return e, true
-	case int:
-		return int64(e), true
-	case uint64:
-		return int64(e), true
-	case float64:
-		return int64(e), true
-	case string:
-		n, err := repro.Parse(e)
-		return n, err == nil
-	}
-	return 0, false
 }
 
 // trimView is what the trim works on when the input must stay as it was:
