@@ -266,6 +266,24 @@ func TestConfinement(t *testing.T) {
 				if d := fixture.ManifestDiff(before, treeManifest(t, decoys), 20); len(d) > 0 {
 					t.Fatalf("the scrub reached the decoys through the image's links:\n%s", strings.Join(d, "\n"))
 				}
+				// The operations still did their work, on the links.
+				if _, ok := links["/etc/machine-id"]; ok {
+					// uninitialized, or empty: /usr/lib is a link at this
+					// depth, so the image has no systemd.
+					fi, err := os.Lstat(filepath.Join(dir, "etc/machine-id"))
+					if data, _ := os.ReadFile(filepath.Join(dir, "etc/machine-id")); err != nil || !fi.Mode().IsRegular() ||
+						string(data) != "uninitialized\n" && string(data) != "" {
+						t.Errorf("/etc/machine-id (was a link) = %q, %v; want the link replaced by a new file", data, err)
+					}
+				}
+				for _, p := range []string{"/root/.ssh", "/etc/ssh/x_host_x", "/var/lib/dbus/machine-id", "/var/log/x.logx"} {
+					if _, ok := links[p]; !ok {
+						continue
+					}
+					if _, err := os.Lstat(filepath.Join(dir, p)); !os.IsNotExist(err) {
+						t.Errorf("the link %s should be removed from the image: %v", p, err)
+					}
+				}
 			})
 		}
 	}
