@@ -39,9 +39,16 @@ import (
 
 // Root is an open directory inside which names are resolved.
 type Root struct {
-	dir string
-	fd  int // O_PATH|O_DIRECTORY fd of dir
+	dir   string
+	fd    int               // O_PATH|O_DIRECTORY fd of dir
+	trace func(name string) // see SetTrace
 }
+
+// SetTrace makes the root call fn with every name it resolves, image-
+// absolute ("/var/log"): the names given to its methods and the parent
+// directories it opens for them. For tests that must know every path a
+// caller reaches; nil turns it off. Not safe to call while r is in use.
+func (r *Root) SetTrace(fn func(name string)) { r.trace = fn }
 
 // Open opens dir as a root. dir itself is a host path and is resolved
 // normally; only names given to Root's methods are confined.
@@ -124,6 +131,9 @@ func (r *Root) openat2(rel string, flags uint64, mode uint32) (int, error) {
 	if r.fd < 0 {
 		return -1, errors.New("image root is closed")
 	}
+	if r.trace != nil {
+		r.trace(path.Clean("/" + rel))
+	}
 	how := &unix.OpenHow{
 		Flags:   flags | unix.O_CLOEXEC,
 		Mode:    uint64(mode),
@@ -152,6 +162,9 @@ func (r *Root) parent(op, name string) (int, string, error) {
 	dir, base := split(name)
 	if base == "" {
 		return -1, "", &fs.PathError{Op: op, Path: r.dir, Err: errors.New("operation not allowed on the image root itself")}
+	}
+	if r.trace != nil {
+		r.trace("/" + clean(name))
 	}
 	fd, err := r.openat2(dir, unix.O_PATH|unix.O_DIRECTORY, 0)
 	if err != nil {
