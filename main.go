@@ -10,6 +10,7 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/builder/imagefactory"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/sbom"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/boottest"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/fetchdisk"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/scrub"
@@ -24,6 +25,11 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == cleanup.CommandName {
 		os.Exit(cleanup.Command(os.Args[2:], os.Stdout, os.Stderr))
 	}
+	// The builder's child that lists an rpm database (internal/sbom).
+	if len(os.Args) > 1 && os.Args[1] == sbom.RPMChildCommand {
+		os.Exit(sbom.RunRPMChild(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	sbom.IsolateRPM = true
 	pps := plugin.NewSet()
 	// The default name makes templates say `source "imagefactory" "x"`.
 	pps.RegisterBuilder(plugin.DEFAULT_NAME, new(imagefactory.Builder))

@@ -35,11 +35,12 @@ N_DD=${BENCH_DD_RUNS:-1} # dd writes all 4 GiB, about 20 s: one run by default
 N_REFLINK=${BENCH_REFLINK_RUNS:-10}
 N_TREE=${BENCH_TREE_RUNS:-3} # root tree to bootable disk: a few seconds each
 N_SELINUX=${BENCH_SELINUX_RUNS:-3} # SELinux relabel: a full setfiles takes 3-6 s here
+N_SBOM=${BENCH_SBOM_RUNS:-5} # SBOM of the example image: tens of ms each
 
 log() { printf '%s bench: %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-for n in "$N_SESSION" "$N_COPY" "$N_DD" "$N_REFLINK" "$N_TREE" "$N_SELINUX"; do
+for n in "$N_SESSION" "$N_COPY" "$N_DD" "$N_REFLINK" "$N_TREE" "$N_SELINUX" "$N_SBOM"; do
 	[[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_*_RUNS must be whole numbers >= 1, not \"$n\""
 done
 ((EUID == 0)) || die "needs root (loop devices, mount, chroot, /proc/sys/vm/drop_caches)"
@@ -323,6 +324,23 @@ for ((r = 1; r <= N_TREE; r++)); do
 	sample tree-hand "$T"
 	log "  round $r: ours $secs s, by hand $T s; disk $((TREE_DISK >> 20)) MiB, $((TREE_ALLOC >> 20)) MiB allocated"
 done
+
+# The builder's SBOM step on the same tree (the example image's packages):
+# sbombench times internal/sbom's Read and SPDX in-process, each round in a
+# fresh process with the page cache dropped first, as a build meets the
+# image; the anchor is dpkg-query -W on the same database.
+log "SBOM of the example image: $N_SBOM rounds"
+SBB=$OUT/sbombench
+run go -C "$ROOT" build -o "$SBB" ./bench/sbombench
+for ((r = 1; r <= N_SBOM; r++)); do
+	drop_caches
+	run "$SBB" -tree "$TREE" >"$WORK/out"
+	read -r secs SBOM_PKGS SBOM_KERNELS SBOM_BYTES <"$WORK/out"
+	sample sbom-ours "$secs"
+	timeit dpkg-query --admindir="$TREE/var/lib/dpkg" -W >/dev/null
+	sample sbom-dpkg-query "$T"
+	log "  round $r: ours $secs s, dpkg-query -W $T s; $SBOM_PKGS packages, $SBOM_KERNELS kernel(s), $SBOM_BYTES bytes of SPDX"
+done
 rm -rf "$TREE" "$WORK/tree-ours.raw" "$WORK/tree-hand.raw"
 
 # --- SELinux relabel: what a build changed vs the whole tree -------------------------
@@ -390,6 +408,8 @@ row() {
 		"$(median tree-ours)" "sfdisk + mkfs.ext4 -d, no boot loader" "$(median tree-hand)" info 0 "reference"
 	row "SELinux relabel of $SL_PATHS changed paths of $SL_INODES inodes, walks included (median of $(count selinux-changed))" \
 		"$(median selinux-changed)" "full setfiles -r of the tree" "$(median selinux-full)" ratio 5 ">= 5x faster than a full relabel"
+	row "SBOM of the example image: Read + SPDX, $SBOM_PKGS packages, cold cache (median of $(count sbom-ours))" \
+		"$(median sbom-ours)" "dpkg-query -W, warm" "$(median sbom-dpkg-query)" below 1 "< 1 s"
 } | column -t -s '|' -o ' | ' >"$WORK/table"
 
 ELAPSED=$(awk -v a="$BENCH_START" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.0f", b - a}')
@@ -407,7 +427,7 @@ ELAPSED=$(awk -v a="$BENCH_START" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.0f", b
 	cat "$WORK/table"
 	echo
 	echo "samples (seconds):"
-	for f in session-ours session-hand session-lvm session-btrfs copy-ours copy-cp copy-dd copy-qemu reflink-ours reflink-cp tree-ours tree-hand selinux-changed selinux-full; do
+	for f in session-ours session-hand session-lvm session-btrfs copy-ours copy-cp copy-dd copy-qemu reflink-ours reflink-cp tree-ours tree-hand selinux-changed selinux-full sbom-ours sbom-dpkg-query; do
 		[[ -f $WORK/samples/$f ]] && printf '  %-13s %s\n' "$f" "$(tr '\n' ' ' <"$WORK/samples/$f")"
 	done
 } >"$OUT/results.txt.tmp"

@@ -89,6 +89,7 @@ check "the checksum file beside it matches" sh -c "cd '$output_dir' && sha256sum
 check "no raw working disk or half-written file left in $output_dir" \
 	test -z "$(find "$output_dir" -name '*.raw*' -o -name '.*' -type f)"
 check "the scrub report is there ($(basename "$artifact" .qcow2).scrub.json)" test -s "$output_dir/debian-12-web.scrub.json"
+check "the SBOM beside it lists nginx ($(basename "$artifact").spdx.json)" grep -q '"name": "nginx"' "$artifact.spdx.json"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

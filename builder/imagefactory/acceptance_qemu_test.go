@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -118,6 +119,10 @@ func TestAccQemu(t *testing.T) {
 			fixture.WithReadOnlyMount(t, out, disk.Root(), func(dir string) {
 				assertQemuProvisioned(t, dir)
 				assertNoFactoryBoot(t, dir, tc.cloudInit)
+				// The SBOM was read offline after the shutdown, from this image.
+				if got, want := sbomPackages(readSBOM(t, out+".spdx.json"), "dpkg"), dpkgQuery(t, dir); !slices.Equal(got, want) {
+					t.Errorf("the SBOM's dpkg packages differ from dpkg-query -W in the output: SBOM only %v, dpkg-query only %v", minus(got, want), minus(want, got))
+				}
 				hwcaps, _ := os.ReadFile(filepath.Join(dir, "etc/factory-hwcaps"))
 				if tcg && (!strings.Contains(string(hwcaps), tc.hwcaps) || tc.noHwcaps != "" && strings.Contains(string(hwcaps), tc.noHwcaps)) {
 					t.Errorf("the guest's loader, want %q and not %q:\n%s", tc.hwcaps, tc.noHwcaps, hwcaps)
@@ -386,7 +391,10 @@ func assertNoQemuLeaks(t *testing.T, a *acc) {
 // under dir.
 func qemuProcesses(dir string) int {
 	n := 0
-	ents, _ := os.ReadDir("/proc")
+	ents, err := os.ReadDir("/proc")
+	if err != nil { // an empty answer would pass a check for leftovers
+		panic(err)
+	}
 	for _, e := range ents {
 		raw, err := os.ReadFile(fmt.Sprintf("/proc/%s/cmdline", e.Name()))
 		if err != nil {

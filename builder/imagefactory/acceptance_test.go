@@ -1,14 +1,19 @@
 package imagefactory_test
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io/fs"
+	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -169,8 +174,11 @@ func TestAccChrootProvisioners(t *testing.T) {
 			if fixture.FileExistsOnDisk(t, img, root.Offset, "/usr/sbin/policy-rc.d") {
 				t.Error("policy-rc.d left in the output image")
 			}
-			if fixture.FileExistsOnDisk(t, img, boot.Offset, "/boot") {
+			if fixture.FileExistsOnDisk(t, img, root.Offset, "/boot/factory-boot-marker") {
 				t.Error("/boot was written to the root filesystem instead of the boot partition")
+			}
+			if fixture.FileExistsOnDisk(t, img, boot.Offset, "/boot") {
+				t.Error("the boot partition holds a /boot directory: it was mounted somewhere other than /boot")
 			}
 			fixture.FsckPartition(t, img, root)
 			fixture.FsckPartition(t, img, boot)
@@ -259,16 +267,48 @@ func TestAccURLBase(t *testing.T) {
 		}
 		a.assertNoLeaks(t)
 	})
+	// Two images served side by side and a SHA256SUMS naming both, as a
+	// distribution's mirror has them: the build takes the line of the file
+	// it downloads (its output holds that image's marker), and a SHA256SUMS
+	// whose line for that file holds the other's sum fails it.
 	t.Run("checksum-file", func(t *testing.T) {
-		a := newAcc(t)
-		sums := filepath.Join(t.TempDir(), "SHA256SUMS")
-		if err := os.WriteFile(sums, []byte(sum+"  base.qcow2\n"), 0o644); err != nil {
-			t.Fatal(err)
+		dir := t.TempDir()
+		marked := func(name string) string {
+			d := fixture.NewDisk(t, fixture.DiskOptions{Tree: func(root string) {
+				if err := os.WriteFile(filepath.Join(root, "etc/which-image"), []byte(name+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}})
+			q := filepath.Join(dir, name+".qcow2")
+			if err := os.Rename(fixture.QCOW2(t, d.Path), q); err != nil {
+				t.Fatal(err)
+			}
+			return fixture.Sha256(t, q)
 		}
-		sumsSrv := serveFile(t, sums)
-		mustBuild(t, a, template(`  base_image_checksum = "file:`+sumsSrv+`/images/SHA256SUMS"`,
-			`provisioner "shell" { inline = ["true"] }`),
-			map[string]string{"base": srv + "/images/base.qcow2"})
+		sumA, sumB := marked("a"), marked("b")
+		mirror := httptest.NewServer(http.StripPrefix("/images/", http.FileServer(http.Dir(dir))))
+		t.Cleanup(mirror.Close)
+		sums := func(text string) string {
+			if err := os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return `  base_image_checksum = "file:` + mirror.URL + `/images/SHA256SUMS"`
+		}
+		base := map[string]string{"base": mirror.URL + "/images/a.qcow2"}
+
+		a := newAcc(t)
+		mustBuild(t, a, template(sums(sumB+"  b.qcow2\n"+sumA+"  a.qcow2\n"), `provisioner "shell" { inline = ["true"] }`), base)
+		if got := readOut(t, filepath.Join(a.out(), "t.raw"), disk.Root(), "/etc/which-image"); got != "a\n" {
+			t.Errorf("the output is made from the image marked %q, want a.qcow2's", got)
+		}
+		a.assertNoLeaks(t)
+
+		a = newAcc(t)
+		res := a.Build(t, template(sums(sumA+"  b.qcow2\n"+sumB+"  a.qcow2\n"), `provisioner "shell" { inline = ["true"] }`), base)
+		// go-getter's message, through Packer's download step.
+		if want := "Expected: " + sumB; res.ExitCode == 0 || !strings.Contains(res.Output, "Checksums did not match") || !strings.Contains(res.Output, want) {
+			t.Errorf("a SHA256SUMS giving a.qcow2 the other image's sum must fail the build, saying %q; exit %d:\n%s", want, res.ExitCode, res.Output)
+		}
 		a.assertNoLeaks(t)
 	})
 	t.Run("checksum-wrong", func(t *testing.T) {
@@ -501,13 +541,22 @@ func TestAccBadInputs(t *testing.T) {
 
 // TestAccOptions exercises the amazon-chroot-style options in one build:
 // host command hooks with their variables, command_wrapper, copy_files, an
-// extra chroot mount, generated data in shell-local, and a vfat /boot/efi
-// from the image's fstab that the kernel here cannot mount (staged with
-// mtools; with fat_mounts = "placeholder", skipped).
+// extra chroot mount, generated data in shell-local, a vfat /boot/efi from
+// the image's fstab (mounted by a kernel with vfat, staged with mtools by
+// one without: either way the provisioner's file reaches the ESP, with
+// umask=0077's mode on the mount point, and fsck.fat finds it clean), and an fstab entry of a
+// type no kernel mounts (fixture.NoFSType, on the ESP's device): skipped,
+// and fatal when required.
 func TestAccOptions(t *testing.T) {
 	a := newAcc(t)
+	vfat := fixture.KernelMountsVFAT(t)
+	noFS := "UUID=" + fixture.ESPUUID + " /srv/nofs " + fixture.NoFSType + " defaults 0 2"
 	disk := fixture.NewDisk(t, fixture.DiskOptions{Table: "gpt", SeparateBoot: true, ESP: true,
-		FstabExtra: []string{"UUID=" + fixture.ESPUUID + " /boot/efi vfat umask=0077 0 1"}})
+		FstabExtra: []string{"UUID=" + fixture.ESPUUID + " /boot/efi vfat umask=0077 0 1", noFS}})
+	esp, ok := disk.Find("/boot/efi")
+	if !ok {
+		t.Fatal("the fixture disk has no ESP")
+	}
 	hostDir := t.TempDir()
 	copied := filepath.Join(hostDir, "copied.conf")
 	if err := os.WriteFile(copied, []byte("copied from the host\n"), 0o600); err != nil {
@@ -526,6 +575,8 @@ func TestAccOptions(t *testing.T) {
       "echo $WRAPPED > /root/from-chroot",
       "echo scratch > /mnt/scratch/file",
       "cat %[1]s > /root/copied-seen",
+      "echo from-build > /boot/efi/from-build.txt",
+      "echo ESP-MODE-$(stat -c %%a /boot/efi)",
     ]
   }
   provisioner "shell-local" {
@@ -561,17 +612,27 @@ func TestAccOptions(t *testing.T) {
 	if fixture.FileExistsOnDisk(t, img, root.Offset, "/mnt/scratch/file") {
 		t.Error("a write to the tmpfs chroot mount landed in the image")
 	}
-	if !strings.Contains(res.Output, "Mounted /boot/efi") || !strings.Contains(res.Output, "its files are staged in a tmpfs") {
-		t.Errorf("the vfat /boot/efi was not reported as staged:\n%s", res.Output)
+	for _, want := range []string{"Mounted /boot/efi", "ESP-MODE-700", "Skipped /srv/nofs", "this kernel cannot mount " + fixture.NoFSType + " filesystems"} {
+		if !strings.Contains(res.Output, want) {
+			t.Errorf("the output does not say %q:\n%s", want, res.Output)
+		}
 	}
+	if staged := strings.Contains(res.Output, "its files are staged in a tmpfs"); staged == vfat {
+		t.Errorf("the vfat /boot/efi staged: %v, on a kernel where mount(2) of vfat works: %v:\n%s", staged, vfat, res.Output)
+	}
+	if got, ok := fixture.FATFile(t, img, esp, "/from-build.txt"); !ok || got != "from-build\n" {
+		t.Errorf("/boot/efi/from-build.txt in the output's ESP = %q (found %v)", got, ok)
+	}
+	fixture.FsckPartition(t, img, esp)
 	a.assertNoLeaks(t)
 
-	t.Run("required-vfat-fails", func(t *testing.T) {
+	t.Run("required-unmountable-fails", func(t *testing.T) {
 		a := newAcc(t)
-		res := a.Build(t, template("  required_mounts = [\"/boot/efi\"]\n  fat_mounts = \"placeholder\"", `provisioner "shell" { inline = ["true"] }`),
+		res := a.Build(t, template("  required_mounts = [\"/srv/nofs\"]", `provisioner "shell" { inline = ["true"] }`),
 			map[string]string{"base": disk.Path})
-		if res.ExitCode == 0 || !strings.Contains(res.Output, "/boot/efi") {
-			t.Errorf("a required mount that cannot be mounted must fail the build, naming it; exit %d:\n%s", res.ExitCode, res.Output)
+		want := "required mount point /srv/nofs (fstab line 5: " + noFS + ") cannot be mounted: this kernel cannot mount " + fixture.NoFSType
+		if res.ExitCode == 0 || !strings.Contains(res.Output, want) {
+			t.Errorf("a required mount that cannot be mounted must fail the build, saying %q; exit %d:\n%s", want, res.ExitCode, res.Output)
 		}
 		a.assertNoLeaks(t)
 	})
@@ -606,27 +667,53 @@ func TestAccResolvConf(t *testing.T) {
 }
 
 // TestAccParallelBuilds runs two sources of one template at once (Packer
-// builds them in parallel): separate loop devices, mount paths and
-// journals, both images right, nothing left.
+// builds them in parallel): both images right, nothing left. That they ran
+// at once is shown by events, not by time: a shell-local provisioner of
+// each build marks its arrival and waits for the other's (a barrier: two
+// builds one after the other would never pass it, and would fail at its
+// hang guard), then copies the state directory's journals, records the
+// mount path and device it was given, and waits at a second barrier until
+// the other has copied too, so both copies are made while both builds
+// hold their disks.
+// Each copy must hold both builds' journals, each build's loop devices and
+// mounts must be its own (disjoint devices, mount points and backing
+// files), and each build's mount path and device must be in its journal.
 func TestAccParallelBuilds(t *testing.T) {
 	a := newAcc(t)
 	mbr := fixture.NewDisk(t, fixture.DiskOptions{SeparateBoot: true})
 	gpt := fixture.NewDisk(t, fixture.DiskOptions{Table: "gpt"})
+	rv := t.TempDir() // the rendezvous: NAME.arrived, NAME.held, NAME/*.journal
 	res := mustBuild(t, a, fmt.Sprintf(`
 source "imagefactory" "one" {
-  base_image       = %q
+  base_image       = %[1]q
   output_directory = "out-one"
 }
 source "imagefactory" "two" {
-  base_image       = %q
+  base_image       = %[2]q
   output_directory = "out-two"
   format           = "qcow2"
 }
 build {
   sources = ["source.imagefactory.one", "source.imagefactory.two"]
-  provisioner "shell" { inline = ["echo $PACKER_BUILD_NAME > /etc/factory-marker", "sleep 1"] }
+  provisioner "shell" { inline = ["echo $PACKER_BUILD_NAME > /etc/factory-marker"] }
+  provisioner "shell-local" {
+    environment_vars = ["ME=${source.name}", "RV=%[3]s"]
+    inline = [
+      "set -e",
+      "if [ \"$ME\" = one ]; then OTHER=two; else OTHER=one; fi",
+      "wait_for() { n=0; until [ -e \"$RV/$OTHER.$1\" ]; do n=$((n+1)); [ $n -lt 3000 ] || { echo \"$ME: $OTHER never $1\"; exit 1; }; sleep 0.1; done; }",
+      "touch \"$RV/$ME.arrived\"",
+      "wait_for arrived",
+      "mkdir \"$RV/$ME\"",
+      "cp \"$IMAGEFACTORY_STATE_DIR\"/*.journal \"$RV/$ME/\"",
+      "echo ${build.MountPath} ${build.Device} > \"$RV/$ME.held\"",
+      "touch \"$RV/$ME.copied\"",
+      "wait_for copied",
+      "echo \"$ME: met $OTHER\"",
+    ]
+  }
 }
-`, mbr.Path, gpt.Path), nil)
+`, mbr.Path, gpt.Path, rv), nil)
 	if got := readOut(t, filepath.Join(a.Dir, "out-one", "one.raw"), mbr.Root(), "/etc/factory-marker"); got != "one\n" {
 		t.Errorf("image one: marker %q", got)
 	}
@@ -634,8 +721,101 @@ build {
 	if got := readOut(t, two, gpt.Root(), "/etc/factory-marker"); got != "two\n" {
 		t.Errorf("image two: marker %q", got)
 	}
-	if !strings.Contains(res.Output, "imagefactory.one") || !strings.Contains(res.Output, "imagefactory.two") {
-		t.Errorf("both builds should report:\n%s", res.Output)
+	for _, want := range []string{"one: met two", "two: met one"} {
+		if !strings.Contains(res.Output, want) {
+			t.Errorf("the output does not say %q:\n%s", want, res.Output)
+		}
+	}
+	held := map[string][2]string{} // build -> mount path, device
+	for _, b := range []string{"one", "two"} {
+		raw, err := os.ReadFile(filepath.Join(rv, b+".held"))
+		f := strings.Fields(string(raw))
+		if err != nil || len(f) != 2 || !strings.HasPrefix(f[1], "/dev/loop") {
+			t.Fatalf("build %s held %q (%v)", b, raw, err)
+		}
+		held[b] = [2]string{f[0], f[1]}
+	}
+	if held["one"][0] == held["two"][0] || held["one"][1] == held["two"][1] {
+		t.Errorf("the builds shared a mount path or device: %v", held)
+	}
+	for _, copier := range []string{"one", "two"} {
+		j := parallelJournals(t, filepath.Join(rv, copier))
+		if len(j) != 2 {
+			t.Fatalf("while build %s was at the barrier, the state directory held the journals of builds %v; want one and two", copier, slices.Collect(maps.Keys(j)))
+		}
+		seen := map[string]string{} // loop device or mount point -> build
+		for b, took := range j {
+			for _, what := range took {
+				if other, ok := seen[what]; ok && other != b {
+					t.Errorf("builds %s and %s both took %s", other, b, what)
+				}
+				seen[what] = b
+				if strings.HasPrefix(what, "backing ") && !strings.Contains(what, "/out-"+b+"/") {
+					t.Errorf("build %s's loop device is backed by %s", b, what)
+				}
+			}
+			for _, h := range held[b] {
+				if !slices.ContainsFunc(took, func(s string) bool { return strings.HasSuffix(s, " "+h) }) {
+					t.Errorf("build %s's journal (copied by %s) does not hold %s, which it was given: %q", b, copier, h, took)
+				}
+			}
+		}
 	}
 	a.assertNoLeaks(t)
+}
+
+// parallelJournals reads the journals copied into dir: for each build
+// ("one", "two", from the journal's label), what it had taken and not
+// released: "loop DEVICE", "backing FILE", "mount TARGET".
+func parallelJournals(t *testing.T, dir string) map[string][]string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var build string
+		taken := map[uint64][]string{}
+		for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+			var r struct {
+				Op, Label string
+				ID        uint64
+				Entry     *struct{ Kind, Path, Backing string }
+			}
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatalf("%s: %v: %q", f, err, line)
+			}
+			switch r.Op {
+			case "header":
+				if _, after, ok := strings.Cut(r.Label, `build "`); ok {
+					build, _, _ = strings.Cut(after, `"`)
+				}
+			case "take":
+				switch r.Entry.Kind {
+				case "loop":
+					taken[r.ID] = []string{"loop " + r.Entry.Path, "backing " + r.Entry.Backing}
+				case "mount":
+					taken[r.ID] = []string{"mount " + r.Entry.Path}
+				}
+			case "release":
+				delete(taken, r.ID)
+			}
+		}
+		if build == "" {
+			continue // not a build's journal
+		}
+		if _, dup := out[build]; dup {
+			t.Errorf("two journals of build %s", build)
+		}
+		out[build] = nil
+		for _, w := range taken {
+			out[build] = append(out[build], w...)
+		}
+	}
+	return out
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/sbom"
+	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
 
 // Artifact is the image file the builder made.
@@ -17,6 +19,7 @@ type Artifact struct {
 	Format    string
 	Size      int64 // virtual size in bytes
 	BaseImage string
+	SBOM      string // the SPDX file beside the image, or "" (sbom = false)
 	// StateData carries the generated data and the HCP Packer registry
 	// metadata.
 	StateData map[string]interface{}
@@ -61,6 +64,16 @@ func newArtifact(state multistep.StateBag, path string) (*Artifact, error) {
 		// The registry's own field for it (HCP Packer's "architecture").
 		labels["architecture"] = fmt.Sprint(a)
 	}
+	if p, ok := state.GetOk(stateSBOMPath); ok {
+		a.SBOM = p.(string)
+		sl, err := packerglue.LabelsOf(state.Get(stateSBOM).(*sbom.Inventory), a.SBOM)
+		if err != nil {
+			return nil, fmt.Errorf("the SBOM's labels: %w", err)
+		}
+		for k, v := range sl {
+			labels[k] = v
+		}
+	}
 	img, err := registryimage.FromArtifact(a,
 		registryimage.WithProvider("imagefactory"),
 		registryimage.WithSourceID(source),
@@ -75,8 +88,13 @@ func newArtifact(state multistep.StateBag, path string) (*Artifact, error) {
 // BuilderId identifies the builder that made the artifact.
 func (a *Artifact) BuilderId() string { return BuilderID }
 
-// Files is the image file.
-func (a *Artifact) Files() []string { return []string{a.Path} }
+// Files are the image file, then its SBOM when there is one.
+func (a *Artifact) Files() []string {
+	if a.SBOM != "" {
+		return []string{a.Path, a.SBOM}
+	}
+	return []string{a.Path}
+}
 
 // Id is the image's path.
 func (a *Artifact) Id() string { return a.Path }
@@ -97,10 +115,12 @@ func (a *Artifact) State(name string) interface{} {
 	return a.StateData[name]
 }
 
-// Destroy removes the image file.
+// Destroy removes the image file and its SBOM.
 func (a *Artifact) Destroy() error {
-	if err := os.Remove(a.Path); err != nil && !os.IsNotExist(err) {
-		return err
+	for _, f := range a.Files() {
+		if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
+			return err
+		}
 	}
 	return nil
 }

@@ -146,6 +146,7 @@ func (b *Builder) chrootSteps() []multistep.Step {
 		mountRoot,
 		&stepBootConfig{},
 		mountFstab,
+		&stepSBOMBase{},
 		chrootMounts,
 		&stepHostCommands{Name: "post_mount_commands", Commands: cfg.PostMountCommands},
 		&stepCheckShell{},
@@ -158,6 +159,7 @@ func (b *Builder) chrootSteps() []multistep.Step {
 		&stepChrootCommunicator{},
 		new(commonsteps.StepProvision),
 		&stepHostCommands{Name: "pre_unmount_commands", Commands: cfg.PreUnmountCommands},
+		&stepSBOM{},
 		// relabel runs once the swapped files are back and the chroot's
 		// processes stopped, with the chroot mounts still up; the staged
 		// FAT filesystems are written back after it, before the unmount;
@@ -183,6 +185,7 @@ func (b *Builder) qemuSteps() []multistep.Step {
 		beforeRoot,
 		&stepBootConfig{},
 		&stepMountFstab{},
+		&stepSBOMBase{},
 		&stepArchitecture{offline: true},
 		&stepQemuPrepare{},
 		&stepRelease{steps: []releaser{before, beforeRoot}},
@@ -202,6 +205,7 @@ func (b *Builder) qemuSteps() []multistep.Step {
 		afterRoot,
 		&stepMountFstab{},
 		&stepQemuScrub{},
+		&stepSBOM{},
 		&stepRelease{steps: []releaser{after, afterRoot}},
 		&stepFinalize{},
 	)

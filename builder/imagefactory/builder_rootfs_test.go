@@ -24,7 +24,10 @@ func TestRunFromTree(t *testing.T) {
 		t.Run(fs, func(t *testing.T) {
 			tree := t.TempDir()
 			fixture.BusyboxTree(t, tree)
-			fstabBefore, _ := os.ReadFile(filepath.Join(tree, "etc/fstab"))
+			fstabBefore, err := os.ReadFile(filepath.Join(tree, "etc/fstab"))
+			if err != nil {
+				t.Fatal(err)
+			}
 			kernel := filepath.Join(t.TempDir(), "vmlinuz-test")
 			os.WriteFile(kernel, []byte("a kernel"), 0o644)
 			before := fixture.LeakSnapshot()
@@ -35,9 +38,9 @@ func TestRunFromTree(t *testing.T) {
 				if err != nil || !strings.Contains(string(cfg), "linux /boot/vmlinuz-test root=UUID=") {
 					t.Errorf("grub.cfg during provisioning: %v\n%s", err, cfg)
 				}
-				fstab, _ := os.ReadFile(filepath.Join(mnt, "etc/fstab"))
-				if !strings.Contains(string(fstab), "UUID=") || !strings.Contains(string(fstab), "\t/\t"+fs+"\t") {
-					t.Errorf("fstab during provisioning:\n%s", fstab)
+				fstab, err := os.ReadFile(filepath.Join(mnt, "etc/fstab"))
+				if err != nil || !strings.Contains(string(fstab), "UUID=") || !strings.Contains(string(fstab), "\t/\t"+fs+"\t") {
+					t.Errorf("fstab during provisioning: %v\n%s", err, fstab)
 				}
 				if k, _ := os.ReadFile(filepath.Join(mnt, "boot/vmlinuz-test")); string(k) != "a kernel" {
 					t.Errorf("kernel not copied: %q", k)
@@ -54,8 +57,8 @@ func TestRunFromTree(t *testing.T) {
 			if _, err := os.Stat(art.Files()[0]); err != nil {
 				t.Error(err)
 			}
-			if after, _ := os.ReadFile(filepath.Join(tree, "etc/fstab")); string(after) != string(fstabBefore) {
-				t.Error("the source tree's fstab changed")
+			if after, err := os.ReadFile(filepath.Join(tree, "etc/fstab")); err != nil || string(after) != string(fstabBefore) {
+				t.Errorf("the source tree's fstab changed (%v)", err)
 			}
 			before.AssertNoLeaksIn(t, dir)
 		})

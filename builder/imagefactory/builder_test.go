@@ -79,8 +79,8 @@ func TestArtifact(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	want := filepath.Join(dir, "out", "unit.qcow2")
-	if files := art.Files(); len(files) != 1 || files[0] != want || art.Id() != want {
-		t.Errorf("Files %v, Id %q; want %s", files, art.Id(), want)
+	if files := art.Files(); len(files) != 2 || files[0] != want || files[1] != want+".spdx.json" || art.Id() != want {
+		t.Errorf("Files %v, Id %q; want %s and its SBOM", files, art.Id(), want)
 	}
 	if art.BuilderId() != BuilderID {
 		t.Errorf("BuilderId %q", art.BuilderId())
@@ -99,6 +99,14 @@ func TestArtifact(t *testing.T) {
 	if err := img.Validate(); err != nil {
 		t.Errorf("registry metadata does not validate: %v", err)
 	}
+	if got, sum := img.Labels["sbom_sha256"], fixture.Sha256(t, want+".spdx.json"); got != sum {
+		t.Errorf("label sbom_sha256 %q, the SBOM's sha256 %s", got, sum)
+	}
+	for _, k := range []string{"os", "os_version", "kernel", "package_count"} {
+		if _, ok := img.Labels[k]; !ok {
+			t.Errorf("registry metadata lacks the label %s: %v", k, img.Labels)
+		}
+	}
 	gd, _ := art.State("generated_data").(map[string]interface{})
 	for _, k := range generatedDataKeys {
 		if _, ok := gd[k]; !ok {
@@ -108,8 +116,10 @@ func TestArtifact(t *testing.T) {
 	if err := art.Destroy(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(want); !os.IsNotExist(err) {
-		t.Errorf("Destroy left the image: %v", err)
+	for _, f := range []string{want, want + ".spdx.json"} {
+		if _, err := os.Stat(f); !os.IsNotExist(err) {
+			t.Errorf("Destroy left %s: %v", f, err)
+		}
 	}
 }
 

@@ -57,8 +57,13 @@ func (r *runner) harness(t *testing.T) *fixture.Harness {
 	return h
 }
 
-// expect records the only files a build's output directory may hold.
-func (r *runner) expect(dir string, files ...string) { r.outputs[dir] = files }
+// expect records the only files a build's output directory may hold: the
+// artifact files and each one's SBOM (<file>.spdx.json).
+func (r *runner) expect(dir string, files ...string) {
+	for _, f := range files {
+		r.outputs[dir] = append(r.outputs[dir], f, f+".spdx.json")
+	}
+}
 
 // assertClean checks that nothing the runner's builds made is left: no
 // loop device backed by their files, no mount, no process (plugin,

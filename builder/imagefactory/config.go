@@ -21,6 +21,7 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/rootfs"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/selinux"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
+	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
 
 // Config is the configuration of the imagefactory builder.
@@ -262,6 +263,19 @@ type Config struct {
 	// The epoch in effect (from source_date_epoch or the environment); nil
 	// when the build is not reproducible.
 	repro *repro.Source
+	// Write a bill of materials beside the image,
+	// `<image file name>.spdx.json` (SPDX 2.3 JSON): the OS
+	// (`/etc/os-release`), the kernels and the installed packages (name,
+	// version, architecture, source package, license where the package
+	// database holds it), read offline from the image's final state after
+	// provisioning, from dpkg's status file, the rpm database, apk's
+	// installed db or pacman's local db; no package manager runs. The
+	// build prints the packages added, removed and upgraded against the
+	// base image, and the artifact carries the HCP Packer registry labels
+	// `os`, `os_version`, `kernel`, `package_count` and `sbom_sha256`.
+	// A package database that cannot be read is a warning naming it, and
+	// the SBOM says it is incomplete. Default `true`; `false` writes none.
+	SBOM bool `mapstructure:"sbom"`
 
 	QemuConfig `mapstructure:",squash"`
 	// The SSH communicator of the qemu strategy (Packer's usual `ssh_*`
@@ -448,6 +462,9 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	}
 	if c.CommandWrapper == "" {
 		c.CommandWrapper = "{{.Command}}"
+	}
+	if !packerglue.IsSet(raws, "sbom") {
+		c.SBOM = true
 	}
 	for k := range c.Environment {
 		if !envName.MatchString(k) {

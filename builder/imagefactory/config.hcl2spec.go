@@ -86,6 +86,7 @@ type FlatConfig struct {
 	CommandWrapper            *string              `mapstructure:"command_wrapper" cty:"command_wrapper" hcl:"command_wrapper"`
 	Environment               map[string]string    `mapstructure:"environment" cty:"environment" hcl:"environment"`
 	SourceDateEpoch           *string              `mapstructure:"source_date_epoch" cty:"source_date_epoch" hcl:"source_date_epoch"`
+	SBOM                      *bool                `mapstructure:"sbom" cty:"sbom" hcl:"sbom"`
 	QemuBinary                *string              `mapstructure:"qemu_binary" cty:"qemu_binary" hcl:"qemu_binary"`
 	Accelerator               *string              `mapstructure:"accelerator" cty:"accelerator" hcl:"accelerator"`
 	CPUModel                  *string              `mapstructure:"cpu_model" cty:"cpu_model" hcl:"cpu_model"`
@@ -210,6 +211,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"command_wrapper":              &hcldec.AttrSpec{Name: "command_wrapper", Type: cty.String, Required: false},
 		"environment":                  &hcldec.AttrSpec{Name: "environment", Type: cty.Map(cty.String), Required: false},
 		"source_date_epoch":            &hcldec.AttrSpec{Name: "source_date_epoch", Type: cty.String, Required: false},
+		"sbom":                         &hcldec.AttrSpec{Name: "sbom", Type: cty.Bool, Required: false},
 		"qemu_binary":                  &hcldec.AttrSpec{Name: "qemu_binary", Type: cty.String, Required: false},
 		"accelerator":                  &hcldec.AttrSpec{Name: "accelerator", Type: cty.String, Required: false},
 		"cpu_model":                    &hcldec.AttrSpec{Name: "cpu_model", Type: cty.String, Required: false},

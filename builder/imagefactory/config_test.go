@@ -36,6 +36,15 @@ func TestConfigPrepare(t *testing.T) {
 		wantErr []string // each must appear in the error; none: valid
 	}{
 		{
+			name: "sbom off",
+			set:  map[string]interface{}{"sbom": false},
+			check: func(t *testing.T, c *Config) {
+				if c.SBOM {
+					t.Error("sbom = false left it on")
+				}
+			},
+		},
+		{
 			name: "minimal, defaults filled",
 			check: func(t *testing.T, c *Config) {
 				for _, f := range []struct{ name, got, want string }{
@@ -52,7 +61,7 @@ func TestConfigPrepare(t *testing.T) {
 						t.Errorf("%s = %q, want %q", f.name, f.got, f.want)
 					}
 				}
-				if c.RootPartition != 0 || c.AllowServiceStarts || c.DiskSize != "" || c.repro.Enabled() {
+				if c.RootPartition != 0 || c.AllowServiceStarts || c.DiskSize != "" || c.repro.Enabled() || !c.SBOM {
 					t.Errorf("unexpected defaults: %+v", c)
 				}
 				got, err := c.wrapper()("chroot /mnt /bin/sh -c 'echo hi'")

@@ -185,7 +185,7 @@ func hostRegistration(t *testing.T, qemu string) (name string, remove func()) {
 	t.Helper()
 	conf, err := os.ReadFile("/usr/lib/binfmt.d/qemu-" + qemu + ".conf")
 	if err != nil {
-		t.Skip(err)
+		t.Skipf("qemu-user-static's binfmt configuration for %s: %v", qemu, err)
 	}
 	f := strings.Split(strings.TrimSpace(string(conf)), ":")
 	name = cleanup.BinfmtPrefix + "test-host-qemu-" + qemu

@@ -267,7 +267,10 @@ func TestAccRootfsTarballChained(t *testing.T) {
 func TestAccRootfsDirectoryXFS(t *testing.T) {
 	a := newAcc(t)
 	tree := fixture.ExtractTree(t, fixture.DebianRootfs(t, true))
-	fstabBefore, _ := os.ReadFile(filepath.Join(tree, "etc/fstab"))
+	fstabBefore, err := os.ReadFile(filepath.Join(tree, "etc/fstab"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	res := mustBuild(t, a, treeTemplate(fmt.Sprintf(`
   source_rootfs = %q
   root_fs       = "xfs"
@@ -277,8 +280,8 @@ func TestAccRootfsDirectoryXFS(t *testing.T) {
 	img := filepath.Join(a.out(), "t.raw")
 	t.Logf("build %s; %s", res.Duration, describeImage(t, img))
 	checkTreeDisk(t, img, "gpt", "xfs", "img-rootfs")
-	if after, _ := os.ReadFile(filepath.Join(tree, "etc/fstab")); string(after) != string(fstabBefore) {
-		t.Errorf("the source tree's /etc/fstab changed")
+	if after, err := os.ReadFile(filepath.Join(tree, "etc/fstab")); err != nil || string(after) != string(fstabBefore) {
+		t.Errorf("the source tree's /etc/fstab changed (%v)", err)
 	}
 	if _, err := os.Stat(filepath.Join(tree, "etc/imagefactory-marker")); err == nil {
 		t.Errorf("the provisioner wrote into the source tree")

@@ -48,6 +48,11 @@ const (
 	stateSourceFS      = "source_fs"      // fsimage.Info of the image
 	stateSourceMount   = "source_mount"   // *fsimage.Mounted, released once the disk is made
 	stateKernelModules = "kernel_modules" // kernelModules, for kernel
+
+	// the bill of materials
+	stateSBOMBase = "sbom_base" // *sbom.Inventory of the image before provisioning
+	stateSBOM     = "sbom"      // *sbom.Inventory of the image after provisioning
+	stateSBOMPath = "sbom_path" // string, the SPDX file beside the artifact
 )
 
 // generatedDataKeys are exposed to provisioners as build.<Key> (HCL2) or

@@ -105,11 +105,11 @@ func TestQEMUAndHost(t *testing.T) {
 func TestOfImage(t *testing.T) {
 	hostSh, err := filepath.EvalSymlinks("/bin/sh")
 	if err != nil {
-		t.Skip(err)
+		t.Skipf("the host's /bin/sh, to copy: %v", err)
 	}
 	sh, err := os.ReadFile(hostSh)
 	if err != nil {
-		t.Skip(err)
+		t.Skipf("the host's /bin/sh, to copy: %v", err)
 	}
 	interp, err := interpreter(bytes.NewReader(sh))
 	if err != nil || interp == "" {
@@ -117,7 +117,7 @@ func TestOfImage(t *testing.T) {
 	}
 	ld, err := os.ReadFile(interp)
 	if err != nil {
-		t.Skip(err)
+		t.Skipf("the host's loader %s, to copy: %v", interp, err)
 	}
 	write := func(root, name string, b []byte) {
 		t.Helper()

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -27,6 +28,23 @@ type Spec struct {
 type Source struct {
 	URL      string
 	Checksum Checksum
+	// Sum, when set, returns the checksum in algorithm algo (a hashlib
+	// name, as Glance's os_hash_algo) of the bytes the cloud fetched;
+	// Verify asks it in the cloud's own algorithm. Unset: only Checksum
+	// is known.
+	Sum func(ctx context.Context, algo string) (Checksum, error)
+}
+
+// SumIn is src's checksum in algorithm algo: Sum's answer, or Checksum
+// when it is in algo.
+func (src Source) SumIn(ctx context.Context, algo string) (Checksum, error) {
+	switch {
+	case src.Sum != nil:
+		return src.Sum(ctx, algo)
+	case strings.EqualFold(src.Checksum.Type, algo):
+		return Checksum{Type: algo, Value: strings.ToLower(src.Checksum.Value)}, nil
+	}
+	return Checksum{}, fmt.Errorf("cannot compare: the cloud hashes with %q, the source checksum is %q", algo, src.Checksum.Type)
 }
 
 // Checksum is a hash of the served file: Type is md5, sha1, sha256, sha384
@@ -112,12 +130,21 @@ func Run(ctx context.Context, api API, spec Spec, src Source, opts Options) (imp
 	}
 	imp = &Import{}
 	jobEnded := false // a job that ended needs no cancel
+	last := ""        // the cloud's last word on the import
 	defer func() {
 		if err == nil {
 			return
 		}
-		if cause := context.Cause(runCtx); cause != nil && errors.Is(cause, ErrTimeout) && !errors.Is(err, ErrTimeout) {
-			err = fmt.Errorf("%w after %s: %w", ErrTimeout, opts.Timeout, err)
+		if cause := context.Cause(runCtx); cause != nil && errors.Is(cause, ErrTimeout) {
+			state := "nothing yet"
+			if last != "" {
+				state = last
+			}
+			why := "" // a call the deadline cut says how
+			if !errors.Is(err, ErrTimeout) {
+				why = fmt.Sprintf(" (%v)", err)
+			}
+			err = fmt.Errorf("%s: %w after %s; the last state %s reported: %s%s", api.Name(), ErrTimeout, opts.Timeout, api.Name(), state, why)
 		}
 		if imp.ImageID == "" && imp.JobID == "" {
 			return
@@ -150,7 +177,6 @@ func Run(ctx context.Context, api API, spec Spec, src Source, opts Options) (imp
 		return imp, fmt.Errorf("%s: starting the import: %w", api.Name(), err)
 	}
 	say(fmt.Sprintf("Import started; waiting for %s to fetch the disk", api.Name()))
-	last := ""
 	for {
 		st, err := api.Poll(runCtx, imp)
 		if err != nil {

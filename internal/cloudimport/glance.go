@@ -2,6 +2,7 @@ package cloudimport
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -166,6 +167,18 @@ type glanceImage struct {
 	FailedImport string `json:"os_glance_failed_import"`
 	Importing    string `json:"os_glance_importing_to_stores"`
 	Size         int64  `json:"size"`
+	// Glance's own import properties (os_glance_import_task,
+	// os_glance_importing_to_stores...), as "key=value", sorted.
+	GlanceProps []string `json:"-"`
+}
+
+// state is the image's status with Glance's os_glance_* properties, for
+// messages: "importing (os_glance_importing_to_stores=fs, ...)".
+func (img glanceImage) state() string {
+	if len(img.GlanceProps) == 0 {
+		return img.Status
+	}
+	return img.Status + " (" + strings.Join(img.GlanceProps, ", ") + ")"
 }
 
 // reserved are image fields a property may not override.
@@ -207,9 +220,23 @@ func (g *Glance) Start(ctx context.Context, imp *Import, _ Spec, src Source) err
 }
 
 func (g *Glance) image(ctx context.Context, id string) (glanceImage, error) {
+	var raw json.RawMessage
 	var img glanceImage
-	_, err := g.do(ctx, "GET", "/v2/images/"+url.PathEscape(id), nil, nil, &img)
-	return img, err
+	if _, err := g.do(ctx, "GET", "/v2/images/"+url.PathEscape(id), nil, nil, &raw); err != nil {
+		return img, err
+	}
+	var all map[string]any
+	if err := json.Unmarshal(raw, &img); err != nil {
+		return img, fmt.Errorf("image %s: %w", id, err)
+	}
+	json.Unmarshal(raw, &all)
+	for k, v := range all {
+		if strings.HasPrefix(k, "os_glance_") && v != nil && v != "" {
+			img.GlanceProps = append(img.GlanceProps, fmt.Sprintf("%s=%v", k, v))
+		}
+	}
+	sort.Strings(img.GlanceProps)
+	return img, nil
 }
 
 // Poll reads the image's status. Glance answers 202 even when the download
@@ -220,7 +247,7 @@ func (g *Glance) Poll(ctx context.Context, imp *Import) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	st := Status{State: Running, Detail: img.Status}
+	st := Status{State: Running, Detail: img.state()}
 	switch img.Status {
 	case "active":
 		st.State = Done
@@ -266,28 +293,59 @@ func (g *Glance) taskFailure(ctx context.Context, id string) (string, bool) {
 	return t.Message, t.Status == "failure"
 }
 
-// Verify compares Glance's os_hash_value (or its md5 checksum) with ours.
+// Verify compares Glance's os_hash_value, in Glance's own os_hash_algo,
+// with the source's checksum in that algorithm (src.SumIn). A Glance older
+// than Rocky, with no os_hash_algo, is compared by its md5 checksum.
 func (g *Glance) Verify(ctx context.Context, imp *Import, src Source) error {
 	img, err := g.image(ctx, imp.ImageID)
 	if err != nil {
 		return err
 	}
-	want := strings.ToLower(src.Checksum.Value)
-	switch {
-	case src.Checksum.Type == "":
-		return errors.New("no checksum of the source to compare with")
-	case strings.EqualFold(img.HashAlgo, src.Checksum.Type):
-		if !strings.EqualFold(img.HashValue, want) {
-			return fmt.Errorf("checksum mismatch: Glance holds %s %s, the source has %s", img.HashAlgo, img.HashValue, want)
-		}
-	case src.Checksum.Type == "md5" && img.Checksum != "":
-		if !strings.EqualFold(img.Checksum, want) {
-			return fmt.Errorf("checksum mismatch: Glance holds md5 %s, the source has %s", img.Checksum, want)
-		}
-	default:
-		return fmt.Errorf("cannot compare: Glance hashes with %q, the source checksum is %s", img.HashAlgo, src.Checksum.Type)
+	algo, have := strings.ToLower(img.HashAlgo), strings.ToLower(img.HashValue)
+	if algo == "" {
+		algo, have = "md5", strings.ToLower(img.Checksum)
+	}
+	if have == "" {
+		return errors.New("the image carries no hash (os_hash_value, checksum) to compare with")
+	}
+	want, err := src.SumIn(ctx, algo)
+	if err != nil {
+		return err
+	}
+	if have != want.Value {
+		return fmt.Errorf("checksum mismatch: Glance holds %s %s, the source has %s", algo, have, want.Value)
 	}
 	return nil
+}
+
+// HashAlgo is the algorithm Glance hashes image data with (its
+// hashing_algorithm option, reported as os_hash_algo; sha512 unless the
+// operator changed it). An image record has none until data is uploaded,
+// so it uploads one byte to a private probe image and deletes the probe.
+func (g *Glance) HashAlgo(ctx context.Context) (string, error) {
+	var img glanceImage
+	body := map[string]any{"name": "imagefactory-hash-probe", "disk_format": "raw", "container_format": "bare", "visibility": "private"}
+	if _, err := g.do(ctx, "POST", "/v2/images", nil, body, &img); err != nil {
+		return "", fmt.Errorf("creating the probe image: %w", err)
+	}
+	path := "/v2/images/" + url.PathEscape(img.ID)
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if _, err := g.do(cctx, "DELETE", path, nil, nil, nil); err != nil && !IsNotFound(err) && g.Client.Log != nil {
+			g.Client.Log(fmt.Sprintf("deleting the probe image %s failed (delete it by hand): %v", img.ID, err))
+		}
+	}()
+	if _, err := g.do(ctx, "PUT", path+"/file", nil, []byte{0}, nil); err != nil {
+		return "", fmt.Errorf("uploading one byte to the probe image: %w", err)
+	}
+	if img, err := g.image(ctx, img.ID); err != nil {
+		return "", err
+	} else if img.HashAlgo == "" {
+		return "", fmt.Errorf("the probe image (%s) reports no os_hash_algo", img.state())
+	} else {
+		return strings.ToLower(img.HashAlgo), nil
+	}
 }
 
 // Cancel: Glance has no call to stop an import; deleting the image does.

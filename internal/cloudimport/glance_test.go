@@ -14,12 +14,13 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/serve"
 )
 
-// TestGlanceWebDownload imports a served file into a real glance-api: the
-// image ends active with our hash; a wrong checksum fails and deletes it;
+// TestGlanceWebDownload imports a served file into a real glance-api: its
+// hash algorithm is found with a probe image; the image ends active with
+// our hash; a wrong checksum fails and deletes it;
 // an unreachable URL fails with Glance's own message and deletes it.
 func TestGlanceWebDownload(t *testing.T) {
 	if err := glancetest.Available(); err != nil {
-		t.Skip(err)
+		t.Skipf("glance-api is not available (scripts/install-deps.sh installs it): %v", err)
 	}
 	servePort, _ := glancetest.FreePort()
 	deadPort, _ := glancetest.FreePort()
@@ -50,6 +51,12 @@ func TestGlanceWebDownload(t *testing.T) {
 	spec := Spec{Name: "t", DiskFormat: "raw", Properties: map[string]string{"os_distro": "debian"}, Tags: []string{"factory"}}
 	opts := Options{Timeout: 2 * time.Minute, PollInterval: 300 * time.Millisecond, Say: func(s string) { t.Log(s) }}
 	ctx := context.Background()
+
+	// The algorithm, from a one-byte probe image that is deleted (the
+	// image count at the end says so).
+	if algo, err := api.HashAlgo(ctx); err != nil || algo != "sha512" {
+		t.Fatalf("HashAlgo = %q, %v; want Glance's default sha512", algo, err)
+	}
 
 	good := Source{URL: srv.URL(), Checksum: Checksum{"sha512", hex.EncodeToString(sum[:])}}
 	imp, err := Run(ctx, api, spec, good, opts)

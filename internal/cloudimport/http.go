@@ -17,7 +17,10 @@ import (
 )
 
 // Client is the HTTP side shared by the APIs: JSON requests, retried with
-// exponential backoff on 429, 5xx and dropped connections.
+// exponential backoff on 429, 5xx but 501 and dropped connections. Other
+// answers are final at once: a 4xx will not change by asking again, and a
+// 501 (Not Implemented, RFC 9110 §15.6.2) says the server does not do the
+// call at all.
 type Client struct {
 	HTTP       *http.Client
 	Retries    int           // retries after the first attempt; 0: 5
@@ -53,11 +56,12 @@ func IsNotFound(err error) bool {
 }
 
 // Do sends a request with an optional JSON body (in, nil for none) and
-// decodes a JSON answer into out (nil to ignore it). header may be nil.
+// decodes a JSON answer into out (nil to ignore it); an in of type []byte
+// is sent as it is, as application/octet-stream. header may be nil.
 // It returns the answer's headers.
 func (c *Client) Do(ctx context.Context, method, url string, header http.Header, in, out any) (http.Header, error) {
-	var body []byte
-	if in != nil {
+	body, raw := in.([]byte)
+	if in != nil && !raw {
 		var err error
 		if body, err = json.Marshal(in); err != nil {
 			return nil, err
@@ -86,6 +90,9 @@ func (c *Client) Do(ctx context.Context, method, url string, header http.Header,
 		req.Header.Set("Accept", "application/json")
 		if in != nil && req.Header.Get("Content-Type") == "" {
 			req.Header.Set("Content-Type", "application/json")
+			if raw {
+				req.Header.Set("Content-Type", "application/octet-stream")
+			}
 		}
 		resp, err := c.HTTP.Do(req)
 		var why string
@@ -95,7 +102,7 @@ func (c *Client) Do(ctx context.Context, method, url string, header http.Header,
 				return nil, fmt.Errorf("%s %s: %w", method, url, err)
 			}
 			why = err.Error()
-		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented:
 			why = resp.Status
 			if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && ra > 0 {
 				wait = min(time.Duration(ra)*time.Second, maxWait)
@@ -126,7 +133,7 @@ func decode(method, url string, resp *http.Response, out any) error {
 	defer drain(resp)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
-		return &HTTPError{Method: method, URL: url, Status: resp.StatusCode, Body: strings.TrimSpace(string(b))}
+		return &HTTPError{Method: method, URL: url, Status: resp.StatusCode, Body: errorText(b)}
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		return nil
@@ -135,6 +142,17 @@ func decode(method, url string, resp *http.Response, out any) error {
 		return fmt.Errorf("%s %s: decoding the answer: %w", method, url, err)
 	}
 	return nil
+}
+
+// errorText is the message of an error answer: the "message" of an
+// OpenStack JSON error ({"message": ..., "code": ..., "title": ...}, its
+// webob line breaks taken out), else the body as it is.
+func errorText(body []byte) string {
+	var e struct{ Message string }
+	if json.Unmarshal(body, &e) == nil && e.Message != "" {
+		return strings.Join(strings.Fields(strings.ReplaceAll(e.Message, "<br />", " ")), " ")
+	}
+	return strings.TrimSpace(string(body))
 }
 
 func drain(resp *http.Response) {

@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// TestClientRetries: 429, 5xx and dropped connections are retried with
-// backoff; 4xx are not; retries end.
+// TestClientRetries: 429, 5xx but 501 and dropped connections are retried
+// with backoff; 4xx and 501 are not; retries end.
 func TestClientRetries(t *testing.T) {
 	cases := []struct {
 		name     string
@@ -24,6 +24,7 @@ func TestClientRetries(t *testing.T) {
 		{"500 twice then ok", []int{500, 503}, "", 3},
 		{"dropped connection then ok", []int{-1, -1}, "", 3},
 		{"404 is final", []int{404}, "404 Not Found", 1},
+		{"501 is final", []int{501}, "501 Not Implemented", 1},
 		{"retries run out", []int{500, 500, 500, 500}, "500 Internal Server Error: (after 3 retries)", 4},
 	}
 	for _, c := range cases {
@@ -70,5 +71,20 @@ func TestClientRetries(t *testing.T) {
 	cl := &Client{HTTP: ts.Client(), Retries: 100, Backoff: 20 * time.Millisecond}
 	if _, err := cl.Do(ctx, "GET", ts.URL, nil, nil, nil); err == nil || !strings.Contains(err.Error(), "deadline") {
 		t.Errorf("cancelled: %v", err)
+	}
+}
+
+// TestErrorText: an OpenStack JSON error gives its message, webob's line
+// breaks taken out; another body is kept as it is.
+func TestErrorText(t *testing.T) {
+	cases := map[string]string{
+		`{"message": "URI for web-download does not pass filtering: http://h:1/x<br /><br />\n\n\n", "code": "400 Bad Request", "title": "Bad Request"}`: "URI for web-download does not pass filtering: http://h:1/x",
+		"  injected failure\n": "injected failure",
+		`{"code": 1}`:          `{"code": 1}`,
+	}
+	for body, want := range cases {
+		if got := errorText([]byte(body)); got != want {
+			t.Errorf("errorText(%q) = %q, want %q", body, got, want)
+		}
 	}
 }

@@ -49,21 +49,8 @@ func Detect(path string) (Format, error) {
 	if err != nil && err != io.EOF {
 		return "", fmt.Errorf("detect image format: read %s: %w", path, err)
 	}
-	head = head[:n]
-
-	switch {
-	case bytes.HasPrefix(head, []byte("QFI\xfb")):
-		return QCOW2, nil
-	case bytes.HasPrefix(head, []byte("KDMV")),
-		bytes.HasPrefix(head, []byte("# Disk DescriptorFile")):
-		return VMDK, nil
-	case bytes.HasPrefix(head, []byte("vhdxfile")):
-		return VHDX, nil
-	case len(head) >= 0x44 && binary.LittleEndian.Uint32(head[0x40:0x44]) == vdiSignature:
-		return VDI, nil
-	case bytes.HasPrefix(head, []byte("conectix")):
-		// Dynamic and differencing VHDs carry a copy of the footer at offset 0.
-		return VPC, nil
+	if f := DetectHead(head[:n]); f != Raw {
+		return f, nil
 	}
 
 	// A fixed VHD is raw data followed by a 512-byte footer.
@@ -77,4 +64,25 @@ func Detect(path string) (Format, error) {
 		}
 	}
 	return Raw, nil
+}
+
+// DetectHead tells the format from an image's first bytes (512 are
+// enough): Raw when no header is recognised. A fixed VHD, whose only mark
+// is a footer, is Raw here (Detect reads the footer too).
+func DetectHead(head []byte) Format {
+	switch {
+	case bytes.HasPrefix(head, []byte("QFI\xfb")):
+		return QCOW2
+	case bytes.HasPrefix(head, []byte("KDMV")),
+		bytes.HasPrefix(head, []byte("# Disk DescriptorFile")):
+		return VMDK
+	case bytes.HasPrefix(head, []byte("vhdxfile")):
+		return VHDX
+	case len(head) >= 0x44 && binary.LittleEndian.Uint32(head[0x40:0x44]) == vdiSignature:
+		return VDI
+	case bytes.HasPrefix(head, []byte("conectix")):
+		// Dynamic and differencing VHDs carry a copy of the footer at offset 0.
+		return VPC
+	}
+	return Raw
 }

@@ -61,6 +61,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 )
 
 // Types are the filesystem types (blkid's and fstab's) this package serves.
@@ -133,6 +135,12 @@ type node struct {
 type Stage struct {
 	Device string // the FAT: a partition's loop device or an image file
 	Dir    string // the directory holding the copy
+	// Repro, when not nil, makes WriteBack reproducible: modification
+	// times later than the epoch are clamped to it, and mtools takes
+	// the epoch as its clock (SOURCE_DATE_EPOCH, which mtools 4.0.32
+	// honours) for the entries it makes. Nil: the files' times and the
+	// clock, as before.
+	Repro  *repro.Source
 	perms  Perms
 	before map[string]node   // by path relative to Dir, "/"-separated
 	attrs  map[string]string // mattrib flags (of "rsh") of paths that have some
@@ -388,14 +396,17 @@ func (s *Stage) WriteBack(ctx context.Context) (Changes, error) {
 		if s.before[p].dir {
 			cmd = "mdeltree"
 		}
-		if _, err := mtools(ctx, cmd, "-i", s.Device, "::/"+p); err != nil {
+		if _, err := s.mtools(ctx, cmd, "-i", s.Device, "::/"+p); err != nil {
 			return c, fmt.Errorf("removing /%s: %w", p, err)
 		}
 	}
 	for _, p := range c.Made {
-		if _, err := mtools(ctx, "mmd", "-i", s.Device, "::/"+p); err != nil {
+		if _, err := s.mtools(ctx, "mmd", "-i", s.Device, "::/"+p); err != nil {
 			return c, fmt.Errorf("making /%s: %w", p, err)
 		}
+	}
+	if err := s.clamp(c.Copied); err != nil {
+		return c, err
 	}
 	// One mcopy per directory (a firmware update rewrites hundreds of
 	// overlays; measured for 280 files of 4 KB: one call each 2.9 s, one
@@ -410,7 +421,7 @@ func (s *Stage) WriteBack(ctx context.Context) (Changes, error) {
 		if dir := path.Dir(batch[0]); dir != "." {
 			target += dir + "/"
 		}
-		if _, err := mtools(ctx, "mcopy", append(args, target)...); err != nil {
+		if _, err := s.mtools(ctx, "mcopy", append(args, target)...); err != nil {
 			return c, fmt.Errorf("writing %s: %w", strings.Join(slashed(batch), ", "), err)
 		}
 	}
@@ -422,7 +433,7 @@ func (s *Stage) WriteBack(ctx context.Context) (Changes, error) {
 			for _, f := range a {
 				args = append(args, "+"+string(f))
 			}
-			if _, err := mtools(ctx, "mattrib", append(args, "::/"+p)...); err != nil {
+			if _, err := s.mtools(ctx, "mattrib", append(args, "::/"+p)...); err != nil {
 				return c, fmt.Errorf("restoring the attributes of /%s: %w", p, err)
 			}
 		}
@@ -440,6 +451,34 @@ func (s *Stage) WriteBack(ctx context.Context) (Changes, error) {
 		return c, errors.Join(err, fmt.Errorf("fsck.fat -n finds the FAT damaged after writing the changes back: %s", out))
 	}
 	return c, nil
+}
+
+// clamp sets the modification times of the staged files later than the
+// epoch to the epoch (mcopy -m writes them into the FAT); nothing
+// without a Source.
+func (s *Stage) clamp(paths []string) error {
+	if !s.Repro.Enabled() {
+		return nil
+	}
+	for _, p := range paths {
+		f := filepath.Join(s.Dir, filepath.FromSlash(p))
+		fi, err := os.Lstat(f)
+		if err != nil {
+			return err
+		}
+		if m := s.Repro.Clamp(fi.ModTime()); !m.Equal(fi.ModTime()) {
+			if err := os.Chtimes(f, m, m); err != nil {
+				return fmt.Errorf("clamping the time of /%s: %w", p, err)
+			}
+		}
+	}
+	return nil
+}
+
+// mtools is the package's mtools with the Stage's epoch in the
+// environment.
+func (s *Stage) mtools(ctx context.Context, name string, args ...string) (string, error) {
+	return mtoolsEnv(ctx, s.Repro.Env(), name, args...)
 }
 
 // byDirectory groups paths (sorted) by their directory, at most max a
@@ -564,8 +603,13 @@ func fsck(ctx context.Context, dev string) (clean bool, out string, err error) {
 // copy must agree. MTOOLS_SKIP_CHECK: a partition's geometry is not a
 // floppy's.
 func mtools(ctx context.Context, name string, args ...string) (string, error) {
+	return mtoolsEnv(ctx, nil, name, args...)
+}
+
+// mtoolsEnv is mtools with env added.
+func mtoolsEnv(ctx context.Context, env []string, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), "TZ=UTC", "MTOOLS_SKIP_CHECK=1")
+	cmd.Env = append(append(os.Environ(), "TZ=UTC", "MTOOLS_SKIP_CHECK=1"), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -99,13 +99,16 @@ func TestShrinkExtErrors(t *testing.T) {
 				t.Skipf("%s not installed", tt.mkfs)
 			}
 			img := mkfs(t, tt.size, strings.Fields(tt.mkfs)...)
-			sum, _ := os.ReadFile(img)
-			_, _, err := ShrinkExt(context.Background(), img, 0)
+			sum, err := os.ReadFile(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = ShrinkExt(context.Background(), img, 0)
 			if err == nil || !strings.Contains(err.Error(), "holds no ext2/3/4 filesystem") {
 				t.Fatalf("err = %v, want one saying it is not ext", err)
 			}
-			if now, _ := os.ReadFile(img); !bytes.Equal(now, sum) {
-				t.Error("the image changed")
+			if now, err := os.ReadFile(img); err != nil || !bytes.Equal(now, sum) {
+				t.Errorf("the image changed (%v)", err)
 			}
 		})
 	}

@@ -101,6 +101,7 @@ bind_port = {{port}}
 workers = 0
 log_file = {{dir}}/glance-api.log
 debug = false
+hashing_algorithm = {{hash}}
 enabled_backends = fs:file
 enabled_import_methods = [glance-direct,web-download]
 image_size_cap = 68719476736
@@ -133,10 +134,27 @@ allowed_hosts = [127.0.0.1]
 allowed_ports = [{{ports}}]
 `
 
+// Options configure a Glance beyond Start's defaults.
+type Options struct {
+	// AllowedPorts are the loopback ports web-download may fetch from,
+	// besides 80 and 443 ([import_filtering_opts] allowed_ports; with an
+	// allowed list, Glance ignores disallowed_ports: glance/common/utils.py).
+	AllowedPorts []int
+	// HashingAlgorithm is [DEFAULT] hashing_algorithm, what Glance
+	// reports as os_hash_algo (a hashlib name); default sha512.
+	HashingAlgorithm string
+}
+
 // Start runs glance-api with its files under dir (which must exist and be
 // empty), admitting token, web-download allowed from 127.0.0.1 on
 // allowedPorts. Stop it with Stop.
 func Start(dir, token string, allowedPorts []int) (*Glance, error) {
+	return StartWith(dir, token, Options{AllowedPorts: allowedPorts})
+}
+
+// StartWith is Start with Options.
+func StartWith(dir, token string, opts Options) (*Glance, error) {
+	allowedPorts := opts.AllowedPorts
 	if err := Available(); err != nil {
 		return nil, err
 	}
@@ -153,7 +171,11 @@ func Start(dir, token string, allowedPorts []int) (*Glance, error) {
 			return nil, err
 		}
 	}
-	c := strings.NewReplacer("{{port}}", strconv.Itoa(port), "{{dir}}", dir, "{{ports}}", strings.Join(ports, ",")).Replace(conf)
+	algo := opts.HashingAlgorithm
+	if algo == "" {
+		algo = "sha512"
+	}
+	c := strings.NewReplacer("{{port}}", strconv.Itoa(port), "{{dir}}", dir, "{{ports}}", strings.Join(ports, ","), "{{hash}}", algo).Replace(conf)
 	files := map[string]string{
 		"glance-api.conf":             c,
 		"glance-api-paste.ini":        fmt.Sprintf(paste, token),

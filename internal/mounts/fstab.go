@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fatstage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fstab"
 )
 
@@ -40,7 +41,9 @@ func (s Skipped) String() string { return fmt.Sprintf("%s: %s", s.Entry.File, s.
 // The fstab's options govern the booted system, not the builder: entries
 // are mounted read-write (read-only with Stack.ReadOnly) with kernel defaults, except btrfs subvol= and
 // subvolid=, which choose what is mounted, and compress=, so files written
-// are stored as the booted system would store them. Type "auto" (or a list such as
+// are stored as the booted system would store them, and a FAT's owner and
+// modes (FATMountData), so provisioners see the same ones whether the
+// kernel mounts it or it is staged. Type "auto" (or a list such as
 // "ext4,xfs") is probed with blkid. Missing mount point directories are
 // created inside the image, as systemd would at boot; a mount that fails
 // leaves none. Where the kernel cannot mount a filesystem of the image, an
@@ -116,6 +119,13 @@ func (s *Stack) MountFstab(entries []fstab.Entry, resolve func(fstab.Entry) (dev
 				data = append(data, d)
 			}
 		}
+		if fatstage.Types[fstype] {
+			d, err := FATMountData(e.Options)
+			if err != nil {
+				return skipped, fmt.Errorf("fstab line %d (%s): %w", e.Line, e.File, err)
+			}
+			data = append(data, d)
+		}
 		var flags uintptr
 		if s.ReadOnly {
 			flags = unix.MS_RDONLY
@@ -158,7 +168,25 @@ func (s *Stack) MountFstab(entries []fstab.Entry, resolve func(fstab.Entry) (dev
 	return skipped, nil
 }
 
-// kernelFilesystems reads /proc/filesystems; nil if unreadable.
+// FATMountData is the mount(2) data of a FAT filesystem mounted for an
+// fstab entry with options opts: "uid=U,gid=G,fmask=0MMM,dmask=0MMM", the
+// owner and modes internal/fatstage gives the same entry when it stages
+// it (its uid=, gid=, umask=, fmask=, dmask=, vfat(5); else root and the
+// mask 022 of a mount by init), so that a provisioner sees the same modes
+// on a kernel that mounts vfat as on one that does not. A malformed value
+// is an error naming the option.
+func FATMountData(opts []string) (string, error) {
+	p, err := fatstage.PermsFromOptions(opts)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("uid=%d,gid=%d,fmask=%04o,dmask=%04o", p.UID, p.GID, uint32(p.FMask), uint32(p.DMask)), nil
+}
+
+// KernelFilesystems reads /proc/filesystems; nil if unreadable. It lists
+// only the filesystems of the kernel and of its loaded modules: one whose
+// module mount(2) would load on demand (vfat, on a stock Debian kernel) is
+// not there yet.
 func KernelFilesystems() map[string]bool {
 	b, err := os.ReadFile("/proc/filesystems")
 	if err != nil {
@@ -171,4 +199,42 @@ func KernelFilesystems() map[string]bool {
 		}
 	}
 	return out
+}
+
+// KernelMayMount reports whether this kernel mounts filesystems of type
+// fstype, without mounting anything: listed in /proc/filesystems, or a
+// module of the running kernel (/lib/modules/RELEASE/modules.dep or
+// modules.builtin names fstype.ko, compressed or not) that mount(2) loads
+// on demand, as a stock Debian kernel does vfat. known is false when
+// neither /proc/filesystems nor the modules list could be read. For
+// messages only: MountFstab decides by mount(2)'s ENODEV.
+func KernelMayMount(fstype string) (yes, known bool) {
+	var u unix.Utsname
+	release := ""
+	if unix.Uname(&u) == nil {
+		release = unix.ByteSliceToString(u.Release[:])
+	}
+	return kernelMayMount(KernelFilesystems(), path.Join("/lib/modules", release), fstype)
+}
+
+func kernelMayMount(procFS map[string]bool, modules, fstype string) (yes, known bool) {
+	if procFS[fstype] {
+		return true, true
+	}
+	known = procFS != nil
+	for _, list := range []string{"modules.dep", "modules.builtin"} {
+		b, err := os.ReadFile(path.Join(modules, list))
+		if err != nil {
+			continue
+		}
+		known = true
+		for _, line := range strings.Split(string(b), "\n") {
+			mod, _, _ := strings.Cut(line, ":")
+			name := path.Base(mod)
+			if n, ok := strings.CutPrefix(name, fstype+".ko"); ok && (n == "" || strings.HasPrefix(n, ".")) {
+				return true, true
+			}
+		}
+	}
+	return false, known
 }

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fstab"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 )
@@ -213,7 +214,8 @@ const (
 )
 
 // image is a root filesystem and a /boot filesystem on loop devices, with
-// an fstab that also names a vfat ESP, a missing disk, swap and proc.
+// an fstab that also names an ESP-like /boot/efi of a type no kernel mounts
+// (fixture.NoFSType, on a real loop device), a missing disk, swap and proc.
 type image struct {
 	rootDev, bootDev, espDev string
 	fstab                    []fstab.Entry
@@ -223,7 +225,7 @@ func newImage(t *testing.T, rootFiles map[string]string) image {
 	t.Helper()
 	files := map[string]string{
 		"etc/fstab": "UUID=" + rootUUID + " / ext4 errors=remount-ro 0 1\n" +
-			"UUID=ABCD-1234 /boot/efi vfat umask=0077 0 1\n" + // listed before its parent on purpose
+			"UUID=ABCD-1234 /boot/efi " + fixture.NoFSType + " umask=0077 0 1\n" + // listed before its parent on purpose
 			"UUID=" + bootUUID + " /boot ext4 defaults 0 2\n" +
 			"LABEL=data /data ext4 defaults,nofail 0 2\n" +
 			"/swapfile none swap sw 0 0\n" +
@@ -301,11 +303,9 @@ func TestStackRootFstabChroot(t *testing.T) {
 		"/data: no device of the image matches LABEL data",
 		"none: type swap is not a disk filesystem",
 		"/proc: type proc is not a disk filesystem",
-		"/boot/efi: this kernel cannot mount vfat filesystems (not in /proc/filesystems)",
+		"/boot/efi: this kernel cannot mount " + fixture.NoFSType + " filesystems (not in /proc/filesystems)",
 	}
-	if KernelFilesystems()["vfat"] {
-		t.Logf("this kernel has vfat; the ESP (zeros) fails differently")
-	} else if !reflect.DeepEqual(reasons, wantReasons) {
+	if !reflect.DeepEqual(reasons, wantReasons) {
 		t.Errorf("skipped:\n%s\nwant\n%s", strings.Join(reasons, "\n"), strings.Join(wantReasons, "\n"))
 	}
 	if b, err := s.Root().ReadFile("/boot/vmlinuz"); err != nil || string(b) != "kernel" {
@@ -352,21 +352,18 @@ func TestStackRootFstabChroot(t *testing.T) {
 	}
 	j.balanced(t)
 	// The mount point left on the host is the empty directory.
-	if ents, _ := os.ReadDir(target); len(ents) != 0 {
-		t.Errorf("%s not empty after UnmountAll: %v", target, ents)
+	if ents, err := os.ReadDir(target); err != nil || len(ents) != 0 {
+		t.Errorf("%s not an empty directory after UnmountAll: %v %v", target, ents, err)
 	}
 }
 
 // TestSkippedMountPlaceholder: a filesystem of the image the kernel cannot
-// mount (vfat here) gets an empty read-only placeholder, so a write below
+// mount (fixture.NoFSType, as vfat on a kernel without it) gets an empty read-only placeholder, so a write below
 // its mount point fails instead of landing in the parent filesystem; the
 // mount point the build had to create is gone after unmount, and one the
 // image had stays.
 func TestSkippedMountPlaceholder(t *testing.T) {
 	needRoot(t)
-	if KernelFilesystems()["vfat"] {
-		t.Skip("this kernel mounts vfat: nothing is skipped")
-	}
 	for _, tc := range []struct {
 		name    string
 		bootEFI bool // /boot/efi exists in the boot filesystem
@@ -387,7 +384,7 @@ func TestSkippedMountPlaceholder(t *testing.T) {
 				t.Fatal(err)
 			}
 			entries, err := fstab.Parse(strings.NewReader("UUID=" + bootUUID + " /boot ext4 defaults 0 2\n" +
-				"UUID=ABCD-1234 /boot/efi vfat umask=0077 0 1\n"))
+				"UUID=ABCD-1234 /boot/efi " + fixture.NoFSType + " umask=0077 0 1\n"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -438,7 +435,7 @@ func TestMountFstabRequired(t *testing.T) {
 	img := newImage(t, nil)
 	raw := "UUID=" + rootUUID + " / ext4 defaults 0 1\n" +
 		"UUID=" + bootUUID + " /boot ext4 defaults 0 2\n" +
-		"UUID=ABCD-1234 /boot/efi vfat umask=0077 0 1\n" +
+		"UUID=ABCD-1234 /boot/efi " + fixture.NoFSType + " umask=0077 0 1\n" +
 		"LABEL=data /data ext4 defaults 0 2\n" +
 		"UUID=" + bootUUID + " /noauto ext4 noauto 0 2\n"
 	entries, err := fstab.Parse(strings.NewReader(raw))
@@ -451,7 +448,7 @@ func TestMountFstabRequired(t *testing.T) {
 		wantErr  string
 	}{
 		{"nothing required", nil, ""},
-		{"vfat required", map[string]bool{"/boot/efi": true}, "cannot mount vfat"},
+		{"unmountable type required", map[string]bool{"/boot/efi": true}, "cannot mount " + fixture.NoFSType},
 		{"missing device required", map[string]bool{"/data": true}, "no device of the image matches LABEL data"},
 		{"noauto required", map[string]bool{"/noauto": true}, "noauto"},
 		{"absent from fstab", map[string]bool{"/var": true}, "no entry for it"},
@@ -477,6 +474,99 @@ func TestMountFstabRequired(t *testing.T) {
 				t.Errorf("MountFstab error %v, want one containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestNoFSTypeIsENODEV: the made-up type the tests put in fstabs for "a
+// filesystem this kernel cannot mount" gets from mount(2), on a real
+// device, the ENODEV a kernel without vfat gives for vfat: the errno
+// MountFstab decides by. It is in no /proc/filesystems.
+func TestNoFSTypeIsENODEV(t *testing.T) {
+	needRoot(t)
+	img := newImage(t, nil)
+	dir := t.TempDir()
+	guard(t)
+	err := unix.Mount(img.espDev, dir, fixture.NoFSType, unix.MS_RDONLY, "")
+	if err == nil {
+		unix.Unmount(dir, 0)
+		t.Fatalf("this kernel mounted %s", fixture.NoFSType)
+	}
+	if !errors.Is(err, unix.ENODEV) {
+		t.Errorf("mount(2) of %s: %v, want ENODEV", fixture.NoFSType, err)
+	}
+	if k := KernelFilesystems(); k == nil || k[fixture.NoFSType] || !k["ext4"] {
+		t.Errorf("/proc/filesystems read as %v", k)
+	}
+}
+
+// TestKernelMayMount: a filesystem is mountable when /proc/filesystems
+// lists it or the running kernel's modules.dep or modules.builtin names
+// its module (as a stock Debian kernel's lists kernel/fs/fat/vfat.ko.xz,
+// loaded on the first mount); unknown when neither can be read.
+func TestKernelMayMount(t *testing.T) {
+	mods := t.TempDir()
+	if err := os.WriteFile(filepath.Join(mods, "modules.dep"), []byte(
+		"kernel/fs/fat/fat.ko.xz:\nkernel/fs/fat/vfat.ko.xz: kernel/fs/fat/fat.ko.xz\nkernel/fs/vfatx/vfatx.ko:\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	builtin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(builtin, "modules.builtin"), []byte("kernel/fs/ext4/ext4.ko\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	proc := map[string]bool{"ext4": true, "xfs": true}
+	for _, tc := range []struct {
+		name      string
+		proc      map[string]bool
+		modules   string
+		fstype    string
+		yes, know bool
+	}{
+		{"listed", proc, "/nonexistent", "xfs", true, true},
+		{"a module not loaded yet", proc, mods, "vfat", true, true},
+		{"a module's dependency counts too", proc, mods, "fat", true, true},
+		{"no such module (this machine's kernel: no modules for it)", proc, "/nonexistent", "vfat", false, true},
+		{"a prefix of another module's name is not it", proc, mods, "vfa", false, true},
+		{"built in", nil, builtin, "ext4", true, true},
+		{"nothing readable", nil, "/nonexistent", "vfat", false, false},
+	} {
+		yes, known := kernelMayMount(tc.proc, tc.modules, tc.fstype)
+		if yes != tc.yes || known != tc.know {
+			t.Errorf("%s: kernelMayMount(%s) = %v, %v; want %v, %v", tc.name, tc.fstype, yes, known, tc.yes, tc.know)
+		}
+	}
+	if yes, known := KernelMayMount("ext4"); !yes || !known {
+		t.Errorf("KernelMayMount(ext4) on this host = %v, %v", yes, known)
+	}
+	if yes, _ := KernelMayMount(fixture.NoFSType); yes {
+		t.Errorf("KernelMayMount(%s) on this host says yes", fixture.NoFSType)
+	}
+}
+
+// TestFATMountData: a FAT the kernel mounts gets the owner and modes
+// fatstage gives the same fstab entry when it stages it (its defaults are
+// fatstage.DefaultPerms; TestFATStaged checks the outcome on the host).
+func TestFATMountData(t *testing.T) {
+	for _, tc := range []struct {
+		opts    []string
+		want    string
+		wantErr string
+	}{
+		{nil, "uid=0,gid=0,fmask=0022,dmask=0022", ""},
+		{[]string{"umask=0077"}, "uid=0,gid=0,fmask=0077,dmask=0077", ""},
+		{[]string{"defaults", "uid=1000", "gid=100", "fmask=0133", "dmask=022", "shortname=mixed"}, "uid=1000,gid=100,fmask=0133,dmask=0022", ""},
+		{[]string{"umask=0099"}, "", "fstab option umask=0099: not an octal mask"},
+		{[]string{"uid=root"}, "", "fstab option uid=root: not a numeric id"},
+	} {
+		got, err := FATMountData(tc.opts)
+		if tc.wantErr != "" {
+			if err == nil || err.Error() != tc.wantErr {
+				t.Errorf("FATMountData(%q) = %q, %v; want error %q", tc.opts, got, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("FATMountData(%q) = %q, %v; want %q", tc.opts, got, err, tc.want)
+		}
 	}
 }
 
@@ -744,18 +834,16 @@ func TestRootBusyDetachesWholeTree(t *testing.T) {
 	j.balanced(t)
 }
 
-// TestUnmountableServed: the Unmountable hook serves the vfat entry with a
+// TestUnmountableServed: the Unmountable hook serves the entry the kernel
+// cannot mount (fixture.NoFSType, as vfat on a kernel without it) with a
 // MountStage tmpfs (not a placeholder, not skipped): writable, of the size,
 // mode and owner asked, reached again by OpenMount; a hook that declines
 // adds its reason to the skip; the mount point the stage created goes at
 // unmount.
 func TestUnmountableServed(t *testing.T) {
 	needRoot(t)
-	if KernelFilesystems()["vfat"] {
-		t.Skip("this kernel mounts vfat: the hook is never asked")
-	}
 	entries, err := fstab.Parse(strings.NewReader("UUID=" + bootUUID + " /boot ext4 defaults 0 2\n" +
-		"UUID=ABCD-1234 /boot/efi vfat umask=0077 0 1\n"))
+		"UUID=ABCD-1234 /boot/efi " + fixture.NoFSType + " umask=0077 0 1\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -773,7 +861,7 @@ func TestUnmountableServed(t *testing.T) {
 			}
 			var host string
 			s.Unmountable = func(e fstab.Entry, dev, fstype string) (bool, string, error) {
-				if e.File != "/boot/efi" || fstype != "vfat" {
+				if e.File != "/boot/efi" || fstype != fixture.NoFSType {
 					t.Errorf("asked about %s (%s)", e.File, fstype)
 				}
 				if !serve {

@@ -488,7 +488,10 @@ func TestPasswordsKeepModeAndOwner(t *testing.T) {
 	if st := fi.Sys().(*syscall.Stat_t); st.Gid != 42 || st.Uid != 0 {
 		t.Errorf("shadow owner %d:%d, want 0:42", st.Uid, st.Gid)
 	}
-	data, _ := os.ReadFile(shadow)
+	data, err := os.ReadFile(shadow)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if strings.Contains(string(data), fixture.RootPasswordHash) || strings.Contains(string(data), "$6$") {
 		t.Errorf("a hash survived:\n%s", data)
 	}

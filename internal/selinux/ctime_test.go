@@ -31,7 +31,7 @@ func TestChangedFilesystems(t *testing.T) {
 	} {
 		t.Run(fs.name, func(t *testing.T) {
 			if _, err := exec.LookPath(fs.mkfs[0]); err != nil {
-				t.Skip(err)
+				t.Skipf("%s is not installed: %v", fs.mkfs[0], err)
 			}
 			img := filepath.Join(t.TempDir(), "fs.img")
 			if err := os.WriteFile(img, nil, 0o600); err != nil {

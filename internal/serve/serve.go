@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net"
 	"net/http"
@@ -36,7 +37,14 @@ type Options struct {
 	Log func(string)
 	// Progress is called with the total bytes sent so far, as they go.
 	Progress func(sent int64)
+	// Hash, when set, hashes the file as it is sent: every GET of the
+	// whole file that ends is hashed on the way, from the bytes it sends
+	// (holes as zeros), with no read of its own. Sum returns the result.
+	Hash func() hash.Hash
 }
+
+// ErrNoWholeSend is Sum's answer when no GET of the whole file has ended.
+var ErrNoWholeSend = errors.New("serve: no client fetched the whole file")
 
 // Stats are the server's counters.
 type Stats struct {
@@ -51,6 +59,7 @@ type Stats struct {
 type Server struct {
 	file    string
 	size    int64
+	secret  string
 	urlPath string
 	url     string
 	opts    Options
@@ -65,6 +74,7 @@ type Server struct {
 	requests, refused, sent, read atomic.Int64
 	mu                            sync.Mutex
 	clients                       map[string]int64 // client address -> body bytes sent
+	sums                          map[string]int   // hex digest of a whole send -> how many
 }
 
 // Start serves file (a regular file) at a random path on opts.Address.
@@ -83,9 +93,11 @@ func Start(file string, opts Options) (*Server, error) {
 	s := &Server{
 		file:    file,
 		size:    fi.Size(),
+		secret:  hex.EncodeToString(secret),
 		urlPath: "/" + hex.EncodeToString(secret) + "/" + url.PathEscape(path.Base(file)),
 		opts:    opts,
 		clients: map[string]int64{},
+		sums:    map[string]int{},
 		done:    make(chan error, 1),
 	}
 	var tlsConf *tls.Config
@@ -126,6 +138,29 @@ func Start(file string, opts Options) (*Server, error) {
 
 // URL is where the file is served; its path is the secret.
 func (s *Server) URL() string { return s.url }
+
+// Redact replaces the URL's secret path component wherever it appears in
+// msg by "…": for messages that pass through from a client that echoes
+// the URL (a cloud's error).
+func (s *Server) Redact(msg string) string { return strings.ReplaceAll(msg, s.secret, "…") }
+
+// Sum is the hex digest, by Options.Hash, of the file as sent whole: the
+// same for every GET of all of it that ended. It is ErrNoWholeSend when
+// none did, and an error when two sent different bytes (the file changed).
+// Call it after Close, or when no download is under way.
+func (s *Server) Sum() (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch len(s.sums) {
+	case 0:
+		return "", ErrNoWholeSend
+	case 1:
+		for sum := range s.sums {
+			return sum, nil
+		}
+	}
+	return "", fmt.Errorf("serve: %s changed while it was served: %d whole sends hashed to %d different sums", s.file, len(s.sums), len(s.sums))
+}
 
 // Addr is the listening address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
@@ -217,11 +252,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer f.Close()
 	w.WriteHeader(status)
 	t0 := time.Now()
-	cw := &countingWriter{w: w, s: s}
-	written, read, err := CopySparse(r.Context(), cw, f, start, n)
+	var out io.Writer = &countingWriter{w: w, s: s}
+	var sum hash.Hash
+	if s.opts.Hash != nil && start == 0 && n == s.size {
+		sum = s.opts.Hash()
+		out = io.MultiWriter(out, sum)
+	}
+	written, read, err := CopySparse(r.Context(), out, f, start, n)
 	s.read.Add(read)
 	s.mu.Lock()
 	s.clients[client] += written
+	if sum != nil && err == nil && written == s.size {
+		s.sums[hex.EncodeToString(sum.Sum(nil))]++
+	}
 	s.mu.Unlock()
 	what := "whole file"
 	if status == http.StatusPartialContent {

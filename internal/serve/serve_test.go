@@ -5,10 +5,13 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -87,7 +90,10 @@ func TestGetWholeAndBytesRead(t *testing.T) {
 		t.Errorf("headers %v", resp.Header)
 	}
 	st := s.Stats()
-	alloc, _ := Allocated(p)
+	alloc, err := Allocated(p)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if st.BytesSent != int64(len(want)) || st.BytesRead > alloc || st.BytesRead < 4<<20 {
 		t.Errorf("stats %+v, allocated %d: holes must not be read", st, alloc)
 	}
@@ -305,5 +311,57 @@ func TestParseRange(t *testing.T) {
 		if s != c.start || n != c.n || ok != c.ok {
 			t.Errorf("parseRange(%q) = %d, %d, %v; want %d, %d, %v", c.h, s, n, ok, c.start, c.n, c.ok)
 		}
+	}
+}
+
+// TestHashWhileServing: a whole GET is hashed from the bytes it sends
+// (holes as zeros) with no read of its own; ranges and a cut download
+// give no sum.
+func TestHashWhileServing(t *testing.T) {
+	p, want := sparseFile(t)
+	s := start(t, p, Options{Hash: sha256.New})
+	if _, err := s.Sum(); !errors.Is(err, ErrNoWholeSend) {
+		t.Errorf("Sum before any GET: %v", err)
+	}
+	get := func(rng string, limit int64) {
+		req, _ := http.NewRequest("GET", s.URL(), nil)
+		if rng != "" {
+			req.Header.Set("Range", rng)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, limit))
+		resp.Body.Close()
+	}
+	get("bytes=0-99", 1<<30)           // a range from 0: not the whole file
+	get("", 5<<20)                     // a download cut short
+	time.Sleep(200 * time.Millisecond) // the cut reaches the handler
+	if _, err := s.Sum(); !errors.Is(err, ErrNoWholeSend) {
+		t.Errorf("Sum after a range and a cut download: %v", err)
+	}
+	get("", 1<<30)
+	get("bytes=0-", 1<<30) // a range of all of it is the whole file too
+	s.Close()
+	sum, err := s.Sum()
+	wantSum := sha256.Sum256(want)
+	if err != nil || sum != hex.EncodeToString(wantSum[:]) {
+		t.Errorf("Sum = %s, %v; want %x", sum, err, wantSum)
+	}
+	alloc, _ := Allocated(p)
+	if st := s.Stats(); st.BytesRead > 3*alloc {
+		t.Errorf("%d bytes read for three downloads of %d allocated: hashing read on its own", st.BytesRead, alloc)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	p, _ := sparseFile(t)
+	s := start(t, p, Options{})
+	secret := strings.Split(s.URL(), "/")[3]
+	msg := `400 Bad Request: URI for web-download does not pass filtering: ` + s.URL()
+	got := s.Redact(msg)
+	if strings.Contains(got, secret) || !strings.Contains(got, "/…/disk%20image.raw") {
+		t.Errorf("Redact(%q) = %q", msg, got)
 	}
 }

@@ -7,17 +7,30 @@ import (
 	"testing"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
-	"github.com/imagefactory/packer-plugin-imagefactory/internal/mounts"
 )
 
 // TestNoRootDescribesPartitions: on a disk of swap, an ESP, an LVM PV and
 // a btrfs without /etc/fstab, the "no root" error says what each
 // partition holds and why it cannot be the root; the btrfs filesystem
 // could still be one, so root_partition is suggested.
+// The ESP's line says "this kernel cannot mount vfat either" as a kernel
+// without vfat describes it, and not as one with vfat (loaded or loadable)
+// does: both views are fed to it, so the message is checked on any host.
 func TestNoRootDescribesPartitions(t *testing.T) {
 	d := fixture.NoRootMixed(t)
 	e := newEnv(t, d.Path)
 	s := e.attach(t)
+	for _, vfat := range []bool{false, true} {
+		t.Run(map[bool]string{false: "kernel without vfat", true: "kernel with vfat"}[vfat], func(t *testing.T) {
+			restore := kernelMayMount
+			kernelMayMount = func(fstype string) (bool, bool) { return fstype != "vfat" || vfat, true }
+			t.Cleanup(func() { kernelMayMount = restore })
+			describeNoRoot(t, s, vfat)
+		})
+	}
+}
+
+func describeNoRoot(t *testing.T, s *Session, vfat bool) {
 	_, err := s.FindRoot(context.Background())
 	if err == nil {
 		t.Fatal("FindRoot found a root")
@@ -32,8 +45,11 @@ func TestNoRootDescribesPartitions(t *testing.T) {
 		`partition 4 (/dev/loop`, `btrfs labelled "data"): Linux filesystem, 142M: a btrfs filesystem; not usable as the root: no /etc/fstab at its top level`,
 		"set root_partition to the partition holding /",
 	}
-	if k := mounts.KernelFilesystems(); k != nil && !k["vfat"] {
-		wants = append(wants, "this kernel cannot mount vfat either")
+	const either = "this kernel cannot mount vfat either (its mount point in the image's fstab, such as /boot/efi, is skipped)"
+	if !vfat {
+		wants = append(wants, either)
+	} else if strings.Contains(msg, "cannot mount vfat") {
+		t.Errorf("a kernel with vfat is said not to mount it")
 	}
 	for _, w := range wants {
 		if !strings.Contains(msg, w) {

@@ -66,6 +66,7 @@ func (s *Session) unmountable(e fstab.Entry, dev, fstype string) (bool, string, 
 	if err != nil {
 		return false, "", fmt.Errorf("staging the FAT filesystem of %s: %w", part, err)
 	}
+	st.Repro = s.opts.Repro // the write-back's times (fatstage.Stage.Repro)
 	if ok, out := st.Clean(); !ok {
 		s.logf("warning: fsck.fat -n finds the FAT filesystem of %s (%s) not clean before the build, so the write-back is not checked:\n%s", part, e.File, out)
 	}

@@ -8,22 +8,24 @@ import (
 	"testing"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
-	"github.com/imagefactory/packer-plugin-imagefactory/internal/mounts"
 )
 
-// TestFATStaged: on a Raspberry Pi-style disk, FATStaged mounts a tmpfs
-// holding the firmware FAT's files at /boot/firmware (modes from the
-// fstab's umask=), WriteBackFAT writes a change back once (the second call
-// has nothing to do), a path outside the tmpfs is not reached through a
-// /boot replaced by a symlink, and Close leaves no tmpfs, loop device or
-// journal entry (the env's leak check). FATPlaceholder keeps the
-// read-only placeholder.
+// TestFATStaged: on a Raspberry Pi-style disk, FATStaged gives the firmware
+// FAT's files at /boot/firmware with the modes of the fstab's umask=, a
+// change reaches the partition and fsck.fat finds it clean, and Close
+// leaves no tmpfs, loop device or journal entry (the env's leak check).
+// On a kernel without vfat, that is a tmpfs holding the files, and
+// WriteBackFAT writes the change back once (the second call has nothing to
+// do); on a kernel with vfat, the FAT is mounted and WriteBackFAT has
+// nothing to do. FATPlaceholder keeps the read-only placeholder (a kernel
+// without vfat only).
 func TestFATStaged(t *testing.T) {
-	if mounts.KernelFilesystems()["vfat"] {
-		t.Skip("this kernel mounts vfat: nothing is staged")
-	}
+	vfat := fixture.KernelMountsVFAT(t)
 	for _, mode := range []FATMode{FATStaged, FATPlaceholder} {
 		t.Run(string(mode), func(t *testing.T) {
+			if mode == FATPlaceholder {
+				fixture.SkipUnlessStaged(t, "the placeholder of fat_mounts = placeholder")
+			}
 			d := fixture.FirmwareDisk(t, fixture.FirmwareDiskOptions{FstabOptions: "umask=0027"})
 			fw, _ := d.Find("/boot/firmware")
 			e := newEnv(t, d.Path)
@@ -44,26 +46,39 @@ func TestFATStaged(t *testing.T) {
 				return
 			}
 			if len(mounted) != 1 || !strings.HasPrefix(mounted[0], "/boot/firmware (partition 1") || len(skipped) != 0 {
-				t.Fatalf("mounted %q, skipped %v: want /boot/firmware staged", mounted, skipped)
+				t.Fatalf("mounted %q, skipped %v: want /boot/firmware mounted or staged", mounted, skipped)
+			}
+			if staged := strings.Contains(mounted[0], "staged in a tmpfs"); staged == vfat {
+				t.Errorf("mounted %q: staged is %v on a kernel where mount(2) of vfat works: %v", mounted[0], staged, vfat)
 			}
 			b, err := os.ReadFile(cmdline)
 			if err != nil || string(b) != fixture.FirmwareCmdline {
-				t.Fatalf("staged cmdline.txt = %q, %v", b, err)
+				t.Fatalf("cmdline.txt = %q, %v", b, err)
 			}
-			fi, _ := os.Stat(cmdline)
-			di, _ := os.Stat(filepath.Dir(cmdline))
-			if fi.Mode().Perm() != 0o750 || di.Mode().Perm() != 0o750 {
-				t.Errorf("modes %v (file), %v (dir); want 0750 from umask=0027", fi.Mode().Perm(), di.Mode().Perm())
+			for _, p := range []string{cmdline, filepath.Dir(cmdline)} {
+				fi, err := os.Stat(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fi.Mode().Perm() != 0o750 {
+					t.Errorf("%s has mode %v; want 0750 from umask=0027", p, fi.Mode().Perm())
+				}
 			}
 			if err := os.WriteFile(cmdline, []byte("changed\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			lines, err := s.WriteBackFAT(context.Background())
-			if err != nil || len(lines) != 1 || !strings.Contains(lines[0], "1 file(s) written") {
-				t.Fatalf("WriteBackFAT = %q, %v", lines, err)
-			}
-			if lines, err := s.WriteBackFAT(context.Background()); err != nil || len(lines) != 0 {
-				t.Errorf("a second WriteBackFAT = %q, %v; want nothing to do", lines, err)
+			if vfat {
+				if err != nil || len(lines) != 0 {
+					t.Fatalf("WriteBackFAT of a mounted FAT = %q, %v; want nothing to do", lines, err)
+				}
+			} else {
+				if err != nil || len(lines) != 1 || !strings.Contains(lines[0], "1 file(s) written") {
+					t.Fatalf("WriteBackFAT = %q, %v", lines, err)
+				}
+				if lines, err := s.WriteBackFAT(context.Background()); err != nil || len(lines) != 0 {
+					t.Errorf("a second WriteBackFAT = %q, %v; want nothing to do", lines, err)
+				}
 			}
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
@@ -81,9 +96,7 @@ func TestFATStaged(t *testing.T) {
 // host: it reaches the mount it made through the image root, or says it is
 // gone, and writes nothing.
 func TestFATStagedMovedAway(t *testing.T) {
-	if mounts.KernelFilesystems()["vfat"] {
-		t.Skip("this kernel mounts vfat: nothing is staged")
-	}
+	fixture.SkipUnlessStaged(t, "the write-back through a /boot replaced by a symlink")
 	d := fixture.FirmwareDisk(t, fixture.FirmwareDiskOptions{})
 	fw, _ := d.Find("/boot/firmware")
 	e := newEnv(t, d.Path)

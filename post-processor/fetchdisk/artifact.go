@@ -9,6 +9,7 @@ import (
 	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cloudimport"
+	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
 
 // Artifact is the image in the cloud.
@@ -27,8 +28,17 @@ type Artifact struct {
 // BuilderId identifies the post-processor.
 func (a *Artifact) BuilderId() string { return BuilderID }
 
-// Files: the image lives in the cloud.
-func (a *Artifact) Files() []string { return nil }
+// Files: the image lives in the cloud; the input's SBOM, describing it,
+// stays listed.
+func (a *Artifact) Files() []string {
+	if a.Input == nil {
+		return nil
+	}
+	if f := packerglue.FindSBOM(a.Input.Files()); f != "" {
+		return []string{f}
+	}
+	return nil
+}
 
 // Id is the cloud's image ID.
 func (a *Artifact) Id() string { return a.ImageID }
@@ -67,16 +77,24 @@ func (a *Artifact) State(name string) interface{} {
 			registryimage.WithID(a.ImageID),
 			registryimage.WithSourceID(src),
 			registryimage.WithRegion(region),
-			registryimage.SetLabels(map[string]interface{}{
-				"api": a.APIName, "endpoint": a.Endpoint, "name": a.Name,
-				"disk_format": a.DiskFormat, "checksum": a.Checksum,
-			}))
+			registryimage.SetLabels(a.labels()))
 		if err != nil {
 			return nil
 		}
 		return img
 	}
 	return nil
+}
+
+// labels are the registry labels: the import's, and the input's SBOM
+// labels (the cloud's image holds the same packages).
+func (a *Artifact) labels() map[string]interface{} {
+	l := map[string]interface{}{
+		"api": a.APIName, "endpoint": a.Endpoint, "name": a.Name,
+		"disk_format": a.DiskFormat, "checksum": a.Checksum,
+	}
+	packerglue.CarrySBOMLabels(a.Input, l)
+	return l
 }
 
 // Destroy deletes the image from the cloud.

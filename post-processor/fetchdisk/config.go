@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cloudimport"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 )
 
@@ -32,13 +33,21 @@ type Config struct {
 
 	// Where the cloud fetches the image from, when it is already published
 	// (by an earlier post-processor, say). Unset: the post-processor serves
-	// the artifact's disk itself for the life of the import.
+	// the artifact's disk itself for the life of the import. It is probed
+	// before the import (one ranged GET, following redirects): a 4xx or
+	// 5xx fails the build there, and the format it serves must be
+	// `disk_format`'s.
 	ImageURL string `mapstructure:"image_url"`
 	// The checksum of what `image_url` serves, as `type:hex` (`sha512`,
-	// `sha384`, `sha256`, `sha1` or `md5`). Required with `image_url`.
+	// `sha384`, `sha256`, `sha1` or `md5`). Required with `image_url`. In
+	// another algorithm than the cloud's, it is verified by downloading
+	// `image_url` once.
 	ImageChecksum string `mapstructure:"image_checksum"`
-	// The hash the post-processor computes of a disk it serves:
-	// `sha512` (default, Glance's `os_hash_algo`), `sha256` or `md5`.
+	// The hash the post-processor computes of a disk it serves, as it
+	// serves it: `sha512`, `sha256` or `md5`. Default: for Glance, the
+	// algorithm Glance hashes with (its `hashing_algorithm`, found before
+	// the import by uploading one byte to a probe image); for FCO,
+	// `sha512`.
 	ChecksumType string `mapstructure:"checksum_type"`
 	// The built-in server's listen address, `host:port` (port 0 picks a
 	// free one). Default `127.0.0.1:0`: set an address the cloud can reach.
@@ -56,8 +65,10 @@ type Config struct {
 	ImportTimeout string `mapstructure:"import_timeout"`
 	// How often the import is polled. Default `5s`.
 	PollInterval string `mapstructure:"poll_interval"`
-	// Retries of a call that got 429, a 5xx or a dropped connection, with
-	// exponential backoff from 1 s. Default 5.
+	// Retries of a call that got 429, a 5xx other than 501 or a dropped
+	// connection, with exponential backoff from 1 s (`Retry-After`
+	// honoured). Other answers, 501 Not Implemented among them, are final
+	// at once. Default 5.
 	Retries int `mapstructure:"retries"`
 	// Skip TLS verification of the cloud's API (not of anything else).
 	Insecure bool `mapstructure:"insecure"`
@@ -97,8 +108,38 @@ type Config struct {
 	// Glance: the catalog interface: `public` (default), `internal`, `admin`.
 	EndpointInterface string `mapstructure:"endpoint_interface"`
 	// Glance: the image's `disk_format`. Default: the artifact's format
-	// (`raw` or `qcow2`).
+	// read from its content (`raw`, `qcow2`, or `iso` for an ISO 9660
+	// image). One the content contradicts (the served file's, or what
+	// `image_url` serves, read before the import) is refused.
 	DiskFormat string `mapstructure:"disk_format"`
+	// Glance: `refuse` (default) or `allow`: import even when
+	// `disk_format` contradicts the content, with a warning.
+	DiskFormatMismatch string `mapstructure:"disk_format_mismatch"`
+	// Glance: the schemes web-download may fetch from, as the cloud's
+	// glance-api.conf `[import_filtering_opts] allowed_schemes` says
+	// (Glance's default: `http`, `https`). With any of the six `import_*`
+	// lists set, the URL Glance would fetch (`image_url` and every redirect
+	// it takes, or the built-in server's URL) is judged by Glance's rules
+	// before anything is made in the cloud. All unset (the default): not
+	// checked here; Glance refuses at the import call.
+	ImportAllowedSchemes []string `mapstructure:"import_allowed_schemes"`
+	// Glance: `[import_filtering_opts] disallowed_schemes` (Glance's
+	// default: none). Ignored when `import_allowed_schemes` is set, as
+	// Glance ignores it.
+	ImportDisallowedSchemes []string `mapstructure:"import_disallowed_schemes"`
+	// Glance: `[import_filtering_opts] allowed_hosts` (Glance's default:
+	// none, any host). Compared as Glance compares: the URL's host
+	// lower-cased, IP addresses in canonical form, entries as written.
+	ImportAllowedHosts []string `mapstructure:"import_allowed_hosts"`
+	// Glance: `[import_filtering_opts] disallowed_hosts` (Glance's default:
+	// none). Ignored when `import_allowed_hosts` is set.
+	ImportDisallowedHosts []string `mapstructure:"import_disallowed_hosts"`
+	// Glance: `[import_filtering_opts] allowed_ports` (Glance's default:
+	// `80`, `443`). As in Glance, only a port the URL names is checked.
+	ImportAllowedPorts []int `mapstructure:"import_allowed_ports"`
+	// Glance: `[import_filtering_opts] disallowed_ports` (Glance's default:
+	// none). Ignored when `import_allowed_ports` is set.
+	ImportDisallowedPorts []int `mapstructure:"import_disallowed_ports"`
 	// Glance: the image's `container_format`. Default `bare`.
 	ContainerFormat string `mapstructure:"container_format"`
 	// Glance: `private` (default), `shared`, `community` or `public`.
@@ -130,6 +171,7 @@ type Config struct {
 	pollInterval  time.Duration
 	diskSize      int64
 	checksum      checksum
+	importFilter  cloudimport.ImportFilter
 }
 
 type checksum struct{ typ, value string }
@@ -204,10 +246,15 @@ func (c *Config) prepare(raws ...interface{}) error {
 	} else if c.ImageChecksum != "" {
 		add("image_checksum needs image_url (a served disk is hashed by the post-processor)")
 	}
-	switch c.ChecksumType {
+	switch c.DiskFormatMismatch {
 	case "":
-		c.ChecksumType = "sha512"
-	case "sha512", "sha256", "md5":
+		c.DiskFormatMismatch = "refuse"
+	case "refuse", "allow":
+	default:
+		add("disk_format_mismatch %q is not one of refuse, allow", c.DiskFormatMismatch)
+	}
+	switch c.ChecksumType {
+	case "", "sha512", "sha256", "md5":
 	default:
 		add("checksum_type %q is not one of sha512, sha256, md5", c.ChecksumType)
 	}
@@ -236,6 +283,21 @@ func (c *Config) prepare(raws ...interface{}) error {
 	if c.DiskSize != "" {
 		if c.diskSize, err = diskimage.ParseSize(c.DiskSize); err != nil {
 			add("disk_size: %v", err)
+		}
+	}
+	c.importFilter = cloudimport.ImportFilter{
+		AllowedSchemes: c.ImportAllowedSchemes, DisallowedSchemes: c.ImportDisallowedSchemes,
+		AllowedHosts: c.ImportAllowedHosts, DisallowedHosts: c.ImportDisallowedHosts,
+		AllowedPorts: c.ImportAllowedPorts, DisallowedPorts: c.ImportDisallowedPorts,
+	}
+	if !c.importFilter.IsZero() && c.API != "glance" {
+		add("import_allowed_* and import_disallowed_* mirror Glance's import filtering: they need api = \"glance\"")
+	}
+	for i, ports := range [][]int{c.ImportAllowedPorts, c.ImportDisallowedPorts} {
+		for _, p := range ports {
+			if p < 1 || p > 65535 {
+				add("%s: %d is not a port (1-65535)", []string{"import_allowed_ports", "import_disallowed_ports"}[i], p)
+			}
 		}
 	}
 	switch c.Visibility {

@@ -47,6 +47,13 @@ type FlatConfig struct {
 	Region                      *string           `mapstructure:"region" cty:"region" hcl:"region"`
 	EndpointInterface           *string           `mapstructure:"endpoint_interface" cty:"endpoint_interface" hcl:"endpoint_interface"`
 	DiskFormat                  *string           `mapstructure:"disk_format" cty:"disk_format" hcl:"disk_format"`
+	DiskFormatMismatch          *string           `mapstructure:"disk_format_mismatch" cty:"disk_format_mismatch" hcl:"disk_format_mismatch"`
+	ImportAllowedSchemes        []string          `mapstructure:"import_allowed_schemes" cty:"import_allowed_schemes" hcl:"import_allowed_schemes"`
+	ImportDisallowedSchemes     []string          `mapstructure:"import_disallowed_schemes" cty:"import_disallowed_schemes" hcl:"import_disallowed_schemes"`
+	ImportAllowedHosts          []string          `mapstructure:"import_allowed_hosts" cty:"import_allowed_hosts" hcl:"import_allowed_hosts"`
+	ImportDisallowedHosts       []string          `mapstructure:"import_disallowed_hosts" cty:"import_disallowed_hosts" hcl:"import_disallowed_hosts"`
+	ImportAllowedPorts          []int             `mapstructure:"import_allowed_ports" cty:"import_allowed_ports" hcl:"import_allowed_ports"`
+	ImportDisallowedPorts       []int             `mapstructure:"import_disallowed_ports" cty:"import_disallowed_ports" hcl:"import_disallowed_ports"`
 	ContainerFormat             *string           `mapstructure:"container_format" cty:"container_format" hcl:"container_format"`
 	Visibility                  *string           `mapstructure:"visibility" cty:"visibility" hcl:"visibility"`
 	Properties                  map[string]string `mapstructure:"properties" cty:"properties" hcl:"properties"`
@@ -109,6 +116,13 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"region":                        &hcldec.AttrSpec{Name: "region", Type: cty.String, Required: false},
 		"endpoint_interface":            &hcldec.AttrSpec{Name: "endpoint_interface", Type: cty.String, Required: false},
 		"disk_format":                   &hcldec.AttrSpec{Name: "disk_format", Type: cty.String, Required: false},
+		"disk_format_mismatch":          &hcldec.AttrSpec{Name: "disk_format_mismatch", Type: cty.String, Required: false},
+		"import_allowed_schemes":        &hcldec.AttrSpec{Name: "import_allowed_schemes", Type: cty.List(cty.String), Required: false},
+		"import_disallowed_schemes":     &hcldec.AttrSpec{Name: "import_disallowed_schemes", Type: cty.List(cty.String), Required: false},
+		"import_allowed_hosts":          &hcldec.AttrSpec{Name: "import_allowed_hosts", Type: cty.List(cty.String), Required: false},
+		"import_disallowed_hosts":       &hcldec.AttrSpec{Name: "import_disallowed_hosts", Type: cty.List(cty.String), Required: false},
+		"import_allowed_ports":          &hcldec.AttrSpec{Name: "import_allowed_ports", Type: cty.List(cty.Number), Required: false},
+		"import_disallowed_ports":       &hcldec.AttrSpec{Name: "import_disallowed_ports", Type: cty.List(cty.Number), Required: false},
 		"container_format":              &hcldec.AttrSpec{Name: "container_format", Type: cty.String, Required: false},
 		"visibility":                    &hcldec.AttrSpec{Name: "visibility", Type: cty.String, Required: false},
 		"properties":                    &hcldec.AttrSpec{Name: "properties", Type: cty.Map(cty.String), Required: false},

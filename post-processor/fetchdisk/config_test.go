@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cloudimport"
 )
 
 func TestConfigure(t *testing.T) {
@@ -27,7 +29,7 @@ func TestConfigure(t *testing.T) {
 		check   func(*testing.T, Config)
 	}{
 		{"glance defaults", glance, "", func(t *testing.T, c Config) {
-			if c.ServeAddress != "127.0.0.1:0" || c.ChecksumType != "sha512" || c.importTimeout != time.Hour ||
+			if c.ServeAddress != "127.0.0.1:0" || c.ChecksumType != "" || c.DiskFormatMismatch != "refuse" || c.importTimeout != time.Hour ||
 				c.pollInterval != 5*time.Second || c.Retries != 5 {
 				t.Errorf("defaults: %+v", c)
 			}
@@ -54,7 +56,15 @@ func TestConfigure(t *testing.T) {
 		{"bad timeout", with(glance, "import_timeout", "soon"), `import_timeout = "soon"`, nil},
 		{"negative poll", with(glance, "poll_interval", "-1s"), `poll_interval = "-1s"`, nil},
 		{"bad checksum type", with(glance, "checksum_type", "crc32"), `checksum_type "crc32"`, nil},
+		{"bad mismatch policy", with(glance, "disk_format_mismatch", "ignore"), `disk_format_mismatch "ignore" is not one of refuse, allow`, nil},
 		{"bad visibility", with(glance, "visibility", "everyone"), `visibility "everyone"`, nil},
+		{"import filtering", with(glance, "import_allowed_ports", []int{80, 443, 9292}, "import_disallowed_hosts", []string{"169.254.169.254"}), "", func(t *testing.T, c Config) {
+			if len(c.importFilter.AllowedPorts) != 3 || c.importFilter.DisallowedHosts[0] != "169.254.169.254" || c.importFilter.IsZero() {
+				t.Errorf("filter %+v", c.importFilter)
+			}
+		}},
+		{"import port out of range", with(glance, "import_disallowed_ports", []int{22, 70000}), "import_disallowed_ports: 70000 is not a port (1-65535)", nil},
+		{"import filtering is Glance's", with(fco, "import_allowed_ports", []int{80}), `mirror Glance's import filtering: they need api = "glance"`, nil},
 		{"fco", fco, "", nil},
 		{"fco token", map[string]interface{}{"api": "fco", "endpoint": "e", "token": "t", "vdc_uuid": "v", "product_offer_uuid": "p", "disk_size": "20G"}, "", func(t *testing.T, c Config) {
 			if c.diskSize != 20<<30 {
@@ -79,8 +89,27 @@ func TestConfigure(t *testing.T) {
 	}
 }
 
-func TestRedact(t *testing.T) {
-	if got := redact("http://10.0.0.1:8080/0123abcd/disk.qcow2"); got != "http://10.0.0.1:8080/…/disk.qcow2" {
-		t.Errorf("redact: %s", got)
+// TestCheckFilter: a URL the import_* lists refuse is named with the part,
+// the option and its list; unset lists check nothing.
+func TestCheckFilter(t *testing.T) {
+	var c Config
+	if err := c.prepare(map[string]interface{}{"api": "glance", "endpoint": "http://g:9292", "image_url": "http://192.0.2.1/x.qcow2",
+		"image_checksum": "md5:" + strings.Repeat("0", 32), "import_allowed_ports": []int{80, 443}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ u, what, want string }{
+		{"http://192.0.2.1/x.qcow2", "image_url", ""},
+		{"http://192.0.2.2:8080/y.qcow2", "image_url", "image_url redirects to http://192.0.2.2:8080/y.qcow2: its port 8080 is not in import_allowed_ports [80, 443], " +
+			"so Glance's import filtering would refuse it; nothing was made in the cloud: fix, or make import_allowed_ports what the cloud's glance-api.conf [import_filtering_opts] allowed_ports says"},
+		{"http://2130706433/y", "the built-in server's URL", `the built-in server's URL http://2130706433/y: its host "2130706433" is refused whatever the lists say`},
+	} {
+		err := c.checkFilter(tt.u, tt.what, "fix")
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("checkFilter(%s) = %v, want %q", tt.u, err, tt.want)
+		}
+	}
+	c.importFilter = cloudimport.ImportFilter{}
+	if err := c.checkFilter("http://192.0.2.2:8080/y", "image_url", "fix"); err != nil {
+		t.Errorf("no lists: %v", err)
 	}
 }

@@ -6,15 +6,17 @@ package fetchdisk
 
 import (
 	"context"
-	"crypto/md5"
-	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -40,15 +42,33 @@ func (p *PostProcessor) ConfigSpec() hcldec.ObjectSpec { return p.config.FlatMap
 // Configure decodes and validates the configuration.
 func (p *PostProcessor) Configure(raws ...interface{}) error { return p.config.prepare(raws...) }
 
-var hashes = map[string]func() hash.Hash{"sha512": sha512.New, "sha256": sha256.New, "md5": md5.New}
-
 // PostProcess has the cloud import the image and waits for it. The input
-// artifact is left to Packer (deleted unless keep_input_artifact).
+// artifact is left to Packer (deleted unless keep_input_artifact). Every
+// line and error leaving it, the cloud's own messages among them, has the
+// built-in server's secret path redacted.
 func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in packersdk.Artifact) (packersdk.Artifact, bool, bool, error) {
+	rui := &redactingUi{Ui: ui}
+	art, err := p.postProcess(ctx, rui, in)
+	if err != nil {
+		return nil, false, false, errors.New(rui.redact(err.Error()))
+	}
+	return art, false, false, nil
+}
+
+func (p *PostProcessor) postProcess(ctx context.Context, ui *redactingUi, in packersdk.Artifact) (*Artifact, error) {
 	c := &p.config
-	disk, format, diskErr := diskimage.FindDisk(in.Files())
+	glance := c.API == "glance"
+	disk, _, diskErr := diskimage.FindDisk(in.Files())
 	if c.ImageURL == "" && diskErr != nil {
-		return nil, false, false, fmt.Errorf("imagefactory-fetchdisk: %w (or set image_url)", diskErr)
+		return nil, fmt.Errorf("imagefactory-fetchdisk: %w (or set image_url)", diskErr)
+	}
+	local := "" // the artifact's disk's format, read from its content
+	if diskErr == nil {
+		head, err := readHead(disk)
+		if err != nil {
+			return nil, fmt.Errorf("imagefactory-fetchdisk: %w", err)
+		}
+		local = cloudimport.ContentFormat(head)
 	}
 	spec := cloudimport.Spec{
 		Name:            c.ImageName,
@@ -60,12 +80,9 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		Size:            c.diskSize,
 	}
 	if spec.DiskFormat == "" {
-		spec.DiskFormat = string(format)
+		spec.DiskFormat = local
 		if f, ok := in.State("image_format").(string); ok && f != "" && diskErr != nil {
 			spec.DiskFormat = f
-		}
-		if spec.DiskFormat == "" {
-			return nil, false, false, fmt.Errorf("imagefactory-fetchdisk: the artifact names no disk format; set disk_format")
 		}
 	}
 	if spec.Name == "" {
@@ -81,43 +98,171 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		}
 	}
 
-	src := cloudimport.Source{URL: c.ImageURL, Checksum: cloudimport.Checksum{Type: c.checksum.typ, Value: c.checksum.value}}
-	var srv *serve.Server
-	if c.ImageURL == "" {
-		var err error
-		if src.Checksum, err = hashDisk(ctx, ui, disk, c.ChecksumType); err != nil {
-			return nil, false, false, err
-		}
-		fi, err := os.Stat(disk)
+	user := cloudimport.Checksum{Type: c.checksum.typ, Value: c.checksum.value}
+	src := cloudimport.Source{URL: c.ImageURL, Checksum: user}
+	content, what := local, disk
+	urlClient := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	if c.ImageURL != "" {
+		// What the cloud will fetch, seen before it is told to: a refusal
+		// here names its cause, where the cloud's task would say little.
+		pr, err := cloudimport.ProbeURL(ctx, urlClient, c.ImageURL, probeTimeout)
 		if err != nil {
-			return nil, false, false, err
+			return nil, fmt.Errorf("imagefactory-fetchdisk: %w", err)
 		}
-		bar := packerglue.NewProgressBar(ui, "cloud download of "+filepath.Base(disk), fi.Size())
-		defer bar.Close()
-		srv, err = serve.Start(disk, serve.Options{
-			Address: c.ServeAddress, PublicHost: c.ServeHost, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
-			Log:      func(s string) { ui.Say("  server: " + s) },
-			Progress: func(sent int64) { bar.Set(min(sent, fi.Size())) },
-		})
-		if err != nil {
-			return nil, false, false, fmt.Errorf("imagefactory-fetchdisk: %w", err)
+		ui.Say("image_url: " + pr.String())
+		if pr.OffOrigin() {
+			ui.Error(fmt.Sprintf("Warning: image_url redirects off its host or port, to %s: the cloud's import filtering "+
+				"(Glance's allowed_hosts, allowed_ports...) judges that URL too", pr.Final))
+			if glance {
+				// Glance judges every hop as it judges the URL; given the
+				// final one, it refuses at once and names it, where a
+				// refused hop fails its task as an "Internal Error".
+				src.URL = pr.Final
+			}
 		}
-		defer srv.Close()
-		src.URL = srv.URL()
-		secret := strings.Split(strings.TrimPrefix(src.URL[strings.Index(src.URL, "://")+3:], "/"), "/")
-		// The path is the server's only secret: keep it out of the logs.
-		if len(secret) > 1 {
-			packersdk.LogSecretFilter.Set(secret[1])
+		if glance {
+			// Glance judges the URL it is given and each redirect from it.
+			fetched := []string{src.URL}
+			if src.URL != pr.Final {
+				fetched = append(fetched, pr.Redirects...)
+			}
+			for _, u := range fetched {
+				if err := c.checkFilter(u, "image_url", "publish it where Glance may fetch from"); err != nil {
+					return nil, err
+				}
+			}
 		}
-		ui.Say(fmt.Sprintf("Serving %s (%s, %s) at %s for the import", disk, spec.DiskFormat, src.Checksum.Type, redact(src.URL)))
-	} else {
-		ui.Say(fmt.Sprintf("The cloud fetches %s", src.URL))
+		content, what = pr.Format, "what image_url serves"
+		if spec.DiskFormat == "" {
+			spec.DiskFormat = pr.Format
+		}
+	}
+	if spec.DiskFormat == "" {
+		return nil, fmt.Errorf("imagefactory-fetchdisk: the artifact names no disk format; set disk_format")
+	}
+	if glance {
+		if err := cloudimport.CheckFormat(spec.DiskFormat, content, what); err != nil {
+			if c.DiskFormatMismatch != "allow" {
+				return nil, fmt.Errorf("imagefactory-fetchdisk: %w; set disk_format = %q, or disk_format_mismatch = \"allow\" if you mean it", err, content)
+			}
+			ui.Error(fmt.Sprintf("Warning: %v; importing it as %s all the same (disk_format_mismatch = \"allow\")", err, spec.DiskFormat))
+		}
 	}
 
 	api, where, err := p.api(ui)
 	if err != nil {
-		return nil, false, false, err
+		return nil, err
 	}
+	compared := src.Checksum // what the cloud's hash was compared with
+	var srv *serve.Server
+	if c.ImageURL == "" {
+		fi, err := os.Stat(disk)
+		if err != nil {
+			return nil, err
+		}
+		// The server starts first: its URL is judged before the hash
+		// algorithm's probe image is made. The algorithm is known before
+		// the cloud is told the URL.
+		var hashAlgo atomic.Pointer[string]
+		opts := serve.Options{
+			Address: c.ServeAddress, PublicHost: c.ServeHost, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
+			Log: func(s string) { ui.Say("  server: " + s) },
+		}
+		if glance {
+			// Hashed as it is sent: the cloud's one download is the only read.
+			opts.Hash = func() hash.Hash {
+				algo := "sha512" // a fetch before the import call: the secret path was guessed
+				if a := hashAlgo.Load(); a != nil {
+					algo = *a
+				}
+				h, _ := cloudimport.NewHash(algo)
+				return h
+			}
+		}
+		bar := packerglue.NewProgressBar(ui, "cloud download of "+filepath.Base(disk), fi.Size())
+		defer bar.Close()
+		opts.Progress = func(sent int64) { bar.Set(min(sent, fi.Size())) }
+		srv, err = serve.Start(disk, opts)
+		if err != nil {
+			return nil, fmt.Errorf("imagefactory-fetchdisk: %w", err)
+		}
+		defer srv.Close()
+		ui.addRedactor(srv.Redact)
+		src.URL = srv.URL()
+		// The path is the server's only secret: keep it out of the logs.
+		if secret := strings.Split(strings.TrimPrefix(src.URL[strings.Index(src.URL, "://")+3:], "/"), "/"); len(secret) > 1 {
+			packersdk.LogSecretFilter.Set(secret[1])
+		}
+		if glance {
+			if err := c.checkFilter(src.URL, "the built-in server's URL", "serve where Glance may fetch from (serve_address, serve_host)"); err != nil {
+				return nil, err
+			}
+		}
+		algo := c.ChecksumType
+		if g, ok := api.(*cloudimport.Glance); ok && algo == "" {
+			if algo, err = g.HashAlgo(ctx); err != nil {
+				algo = "sha512"
+				ui.Say(fmt.Sprintf("Glance's hash algorithm is not known (%v): hashing with sha512, Glance's default", err))
+			} else {
+				ui.Say("Glance hashes with " + algo + " (os_hash_algo of a one-byte probe image, deleted)")
+			}
+		}
+		if algo == "" {
+			algo = "sha512"
+		}
+		if _, err := cloudimport.NewHash(algo); err != nil {
+			return nil, fmt.Errorf("imagefactory-fetchdisk: the served disk cannot be verified: %w", err)
+		}
+		hashAlgo.Store(&algo)
+		if !glance {
+			// FCO takes the checksum with the fetch call: hash first.
+			if src.Checksum, err = hashDisk(ctx, ui, disk, algo); err != nil {
+				return nil, err
+			}
+			compared = src.Checksum
+		}
+		if glance {
+			src.Sum = func(ctx context.Context, want string) (cloudimport.Checksum, error) {
+				// Glance holds the image: every download has ended.
+				srv.Close()
+				sum, err := srv.Sum()
+				switch {
+				case err == nil && strings.EqualFold(want, algo):
+					compared = cloudimport.Checksum{Type: want, Value: sum}
+					ui.Say(fmt.Sprintf("%s of the bytes served, hashed as they were sent: %s", want, sum))
+					return compared, nil
+				case err != nil && !errors.Is(err, serve.ErrNoWholeSend):
+					return cloudimport.Checksum{}, err
+				}
+				ui.Say(fmt.Sprintf("Glance hashed with %s, the server with %s or not at all: hashing %s again in %s", want, algo, disk, want))
+				compared, err = hashDisk(ctx, ui, disk, want)
+				return compared, err
+			}
+		}
+		ui.Say(fmt.Sprintf("Serving %s (%s, %s) at %s for the import", disk, spec.DiskFormat, algo, srv.URL()))
+	} else {
+		src.Sum = func(ctx context.Context, want string) (cloudimport.Checksum, error) {
+			if strings.EqualFold(want, user.Type) {
+				ui.Say(fmt.Sprintf("Glance hashes with %s, as image_checksum", want))
+				return user, nil
+			}
+			// Verified against what the URL serves, then compared in
+			// Glance's algorithm: one more download, by us.
+			ui.Say(fmt.Sprintf("Glance hashes with %s, image_checksum is %s: fetching image_url once to verify image_checksum and compare in %s", want, user.Type, want))
+			sums, n, err := cloudimport.HashURL(ctx, urlClient, src.URL, user.Type, want)
+			if err != nil {
+				return cloudimport.Checksum{}, fmt.Errorf("verifying image_checksum: %w", err)
+			}
+			if sums[user.Type] != user.Value {
+				return cloudimport.Checksum{}, fmt.Errorf("checksum mismatch: image_url serves %d bytes whose %s is %s, not image_checksum's %s", n, user.Type, sums[user.Type], user.Value)
+			}
+			ui.Say(fmt.Sprintf("image_checksum verified: the %d bytes image_url serves have %s %s", n, user.Type, user.Value))
+			compared = cloudimport.Checksum{Type: want, Value: sums[want]}
+			return compared, nil
+		}
+		ui.Say(fmt.Sprintf("The cloud fetches %s", src.URL))
+	}
+
 	start := time.Now()
 	imp, err := cloudimport.Run(ctx, api, spec, src, cloudimport.Options{
 		Timeout: c.importTimeout, PollInterval: c.pollInterval, Say: ui.Say,
@@ -129,30 +274,100 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 			st.Requests, st.BytesSent, st.BytesRead, st.Refused))
 	}
 	if err != nil {
-		return nil, false, false, fmt.Errorf("imagefactory-fetchdisk: %w", err)
+		return nil, fmt.Errorf("imagefactory-fetchdisk: %w", err)
 	}
 	if g, ok := api.(*cloudimport.Glance); ok {
 		where, _ = g.Endpoint(ctx)
 	}
-	ui.Say(fmt.Sprintf("Image %s imported into %s in %s", imp.ImageID, c.API, time.Since(start).Round(time.Second)))
-	art := &Artifact{
+	ui.Say(fmt.Sprintf("Image %s imported into %s in %s (%s, compared in %s)", imp.ImageID, c.API, time.Since(start).Round(time.Second), spec.DiskFormat, compared.Type))
+	return &Artifact{
 		APIName: c.API, ImageID: imp.ImageID, Name: spec.Name, Endpoint: where, Region: c.Region,
-		DiskFormat: spec.DiskFormat, Checksum: src.Checksum.String(), Input: in, api: api,
-	}
-	return art, false, false, nil
+		DiskFormat: spec.DiskFormat, Checksum: compared.String(), Input: in, api: api,
+	}, nil
 }
 
-// redact hides the secret part of a served URL's path.
-func redact(u string) string {
-	i := strings.Index(u, "://")
-	if i < 0 {
-		return u
+// checkFilter judges u, the URL Glance will fetch (what names it), by
+// the import_* lists: a refusal names u, the part refused and the option,
+// before anything is made in the cloud; fix says what the user can do.
+func (c *Config) checkFilter(u, what, fix string) error {
+	if c.importFilter.IsZero() {
+		return nil // Glance decides, at the import call
 	}
-	j := strings.Index(u[i+3:], "/")
-	if j < 0 {
-		return u
+	err := c.importFilter.Check(u)
+	var fe *cloudimport.FilterError
+	if err == nil {
+		return nil
+	} else if !errors.As(err, &fe) {
+		return fmt.Errorf("imagefactory-fetchdisk: %s: %w", what, err)
 	}
-	return u[:i+3+j] + "/…/" + filepath.Base(u)
+	if u != c.ImageURL && what == "image_url" {
+		what = "image_url redirects to"
+	}
+	why, also := fmt.Sprintf("its %s %q is refused whatever the lists say", fe.Part, fe.Value), ""
+	if fe.Option != "" {
+		in := "in"
+		if strings.HasPrefix(fe.Option, "allowed_") {
+			in = "not in"
+		}
+		why = fmt.Sprintf("its %s %s is %s import_%s [%s]", fe.Part, fe.Value, in, fe.Option, strings.Join(fe.List, ", "))
+		also = fmt.Sprintf(", or make import_%s what the cloud's glance-api.conf [import_filtering_opts] %s says", fe.Option, fe.Option)
+	}
+	return fmt.Errorf("imagefactory-fetchdisk: %s %s: %s, so Glance's import filtering would refuse it; "+
+		"nothing was made in the cloud: %s%s", what, u, why, fix, also)
+}
+
+// probeTimeout bounds the probe of image_url.
+const probeTimeout = 2 * time.Minute
+
+// readHead reads the first cloudimport.HeadSize bytes of file (fewer when
+// it is shorter).
+func readHead(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	head := make([]byte, cloudimport.HeadSize)
+	n, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("reading %s: %w", file, err)
+	}
+	return head[:n], nil
+}
+
+// redactingUi passes everything said through the redactors (the built-in
+// server's, once it runs) on its way out: the cloud echoes URLs in its
+// errors, and what reaches Packer's UI reaches PACKER_LOG too.
+type redactingUi struct {
+	packersdk.Ui
+	mu        sync.Mutex
+	redactors []func(string) string
+}
+
+func (u *redactingUi) addRedactor(f func(string) string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.redactors = append(u.redactors, f)
+}
+
+func (u *redactingUi) redact(s string) string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, f := range u.redactors {
+		s = f(s)
+	}
+	return s
+}
+
+func (u *redactingUi) Say(s string)                 { u.Ui.Say(u.redact(s)) }
+func (u *redactingUi) Message(s string)             { u.Ui.Message(u.redact(s)) }
+func (u *redactingUi) Error(s string)               { u.Ui.Error(u.redact(s)) }
+func (u *redactingUi) Ask(s string) (string, error) { return u.Ui.Ask(u.redact(s)) }
+func (u *redactingUi) Machine(t string, args ...string) {
+	for i := range args {
+		args[i] = u.redact(args[i])
+	}
+	u.Ui.Machine(t, args...)
 }
 
 // api builds the configured API client.
@@ -188,7 +403,10 @@ func hashDisk(ctx context.Context, ui packersdk.Ui, disk, typ string) (cloudimpo
 		return cloudimport.Checksum{}, err
 	}
 	start := time.Now()
-	h := hashes[typ]()
+	h, err := cloudimport.NewHash(typ)
+	if err != nil {
+		return cloudimport.Checksum{}, err
+	}
 	if _, _, err := serve.CopySparse(ctx, h, f, 0, fi.Size()); err != nil {
 		return cloudimport.Checksum{}, fmt.Errorf("imagefactory-fetchdisk: hashing %s: %w", disk, err)
 	}

@@ -7,19 +7,26 @@ import (
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 )
 
-// Artifact is the scrubbed image (the input's file, changed in place) and
-// its JSON report.
+// Artifact is the scrubbed image (the input's file, changed in place), its
+// JSON report and the input's SBOM: no operation changes what the SBOM
+// reads (package databases, os-release, kernels), so it still holds.
 type Artifact struct {
 	Path   string
 	Report string
+	SBOM   string // the input's, or ""
 	Input  packersdk.Artifact
 }
 
 // BuilderId identifies the post-processor.
 func (a *Artifact) BuilderId() string { return BuilderID }
 
-// Files are the image, then the report.
-func (a *Artifact) Files() []string { return []string{a.Path, a.Report} }
+// Files are the image, then the report, then the SBOM when there is one.
+func (a *Artifact) Files() []string {
+	if a.SBOM != "" {
+		return []string{a.Path, a.Report, a.SBOM}
+	}
+	return []string{a.Path, a.Report}
+}
 
 // Id is the image's path.
 func (a *Artifact) Id() string { return a.Path }
@@ -32,12 +39,18 @@ func (a *Artifact) String() string {
 // is the same file.
 func (a *Artifact) State(name string) interface{} { return a.Input.State(name) }
 
-// Destroy removes the image. The report stays: it records what was
-// removed, and Packer destroys this artifact whenever a later
-// post-processor (a conversion) replaces the image.
+// Destroy removes the image and its SBOM (a conversion has its own copy).
+// The report stays: it records what was removed, and Packer destroys this
+// artifact whenever a later post-processor (a conversion) replaces the
+// image.
 func (a *Artifact) Destroy() error {
-	if err := os.Remove(a.Path); err != nil && !os.IsNotExist(err) {
-		return err
+	for _, f := range []string{a.Path, a.SBOM} {
+		if f == "" {
+			continue
+		}
+		if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
+			return err
+		}
 	}
 	return nil
 }

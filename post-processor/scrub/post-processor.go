@@ -187,7 +187,12 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	}
 	ui.Say(report.Summary())
 	ui.Say(fmt.Sprintf("Every change is listed in %s", reportPath))
-	return &Artifact{Path: disk, Report: reportPath, Input: in}, true, true, nil
+	sbomFile := packerglue.FindSBOM(in.Files())
+	if stale := staleSBOM(report); sbomFile != "" && len(stale) > 0 {
+		ui.Error(fmt.Sprintf("Warning: %s describes the image before these changes to what it was read from (remove_paths?):\n  %s",
+			sbomFile, strings.Join(stale, "\n  ")))
+	}
+	return &Artifact{Path: disk, Report: reportPath, SBOM: sbomFile, Input: in}, true, true, nil
 }
 
 // rawView gives a raw file to work on for disk: the disk itself when raw,

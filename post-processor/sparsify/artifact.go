@@ -9,9 +9,11 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/sparsify"
+	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
 
-// Artifact is the sparsified (and converted) image and its checksum files.
+// Artifact is the sparsified (and converted) image, its checksum files and
+// the input's SBOM beside it (sparsify changes no package).
 type Artifact struct {
 	Path          string
 	Format        string
@@ -47,10 +49,12 @@ func (a *Artifact) State(name string) interface{} {
 			return a.Shrink.DiskAfter
 		}
 	case registryimage.ArtifactStateURI:
+		labels := map[string]interface{}{"format": a.Format, "allocated": fmt.Sprint(a.After)}
+		packerglue.CarrySBOMLabels(a.Input, labels)
 		img, err := registryimage.FromArtifact(a,
 			registryimage.WithProvider("imagefactory"),
 			registryimage.WithSourceID(a.Input.Id()),
-			registryimage.SetLabels(map[string]interface{}{"format": a.Format, "allocated": fmt.Sprint(a.After)}))
+			registryimage.SetLabels(labels))
 		if err != nil {
 			return nil
 		}

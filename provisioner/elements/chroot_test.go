@@ -72,7 +72,10 @@ func assertClean(t *testing.T, tree string) {
 	if _, err := os.Lstat(filepath.Join(tree, "tmp/in_target.d")); !os.IsNotExist(err) {
 		t.Errorf("/tmp/in_target.d left in the image: %v", err)
 	}
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if strings.Contains(string(mi), tree+"/") {
 		t.Errorf("mounts left under %s", tree)
 	}

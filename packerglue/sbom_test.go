@@ -1,0 +1,142 @@
+package packerglue
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
+	sdkrpc "github.com/hashicorp/packer-plugin-sdk/rpc"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/sbom"
+)
+
+// labelled is an artifact whose registry metadata carries SBOM labels.
+type labelled struct{ packersdk.MockArtifact }
+
+func (a *labelled) State(name string) interface{} {
+	if name != registryimage.ArtifactStateURI {
+		return nil
+	}
+	return &registryimage.Image{ImageID: "i", ProviderName: "imagefactory", Labels: map[string]string{
+		"os": "debian", "os_version": "12", "kernel": "6.1.0-1-amd64,6.1.0-2-amd64",
+		"package_count": "3", "sbom_sha256": "ab12", "format": "raw",
+	}}
+}
+
+// overRPC is a through Packer's plugin RPC (msgpack), as a post-processor
+// in its own plugin process sees its input.
+func overRPC(t *testing.T, a packersdk.Artifact) packersdk.Artifact {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	cc, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := sdkrpc.NewServer(<-accepted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := server.RegisterArtifact(a); err != nil {
+		t.Fatal(err)
+	}
+	go server.Serve()
+	client, err := sdkrpc.NewClient(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client.Artifact()
+}
+
+// TestCarrySBOMLabels: the SBOM labels, and only they, come from the
+// input's registry metadata, in process and through the plugin RPC.
+func TestCarrySBOMLabels(t *testing.T) {
+	want := map[string]interface{}{
+		"os": "debian", "os_version": "12", "kernel": "6.1.0-1-amd64,6.1.0-2-amd64",
+		"package_count": "3", "sbom_sha256": "ab12", "api": "glance",
+	}
+	for _, tc := range []struct {
+		name string
+		in   packersdk.Artifact
+		want map[string]interface{}
+	}{
+		{"in process", &labelled{}, want},
+		{"over RPC", overRPC(t, &labelled{}), want},
+		{"no metadata", &packersdk.MockArtifact{}, map[string]interface{}{"api": "glance"}},
+		{"no input", nil, map[string]interface{}{"api": "glance"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := map[string]interface{}{"api": "glance"}
+			CarrySBOMLabels(tc.in, got)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("labels %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestChangeLines: one line per package, each kind capped.
+func TestChangeLines(t *testing.T) {
+	c := sbom.Changes{
+		Added: []sbom.Change{
+			{Manager: "dpkg", Name: "a", Arch: "amd64", To: "1"},
+			{Manager: "dpkg", Name: "b", Arch: "all", To: "2"},
+			{Manager: "dpkg", Name: "c", To: "3"},
+		},
+		Removed:  []sbom.Change{{Manager: "rpm", Name: "r", Arch: "noarch", From: "1.0-1"}},
+		Upgraded: []sbom.Change{{Manager: "apk", Name: "u", Arch: "x86_64", From: "1", To: "2"}},
+	}
+	want := []string{
+		"  added a:amd64 (dpkg) 1",
+		"  added b:all (dpkg) 2",
+		"  ... and 1 more added",
+		"  removed r:noarch (rpm) 1.0-1",
+		"  upgraded u:x86_64 (apk) 1 -> 2",
+	}
+	if got := ChangeLines(c, 2); !reflect.DeepEqual(got, want) {
+		t.Errorf("ChangeLines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if got := ChangeLines(sbom.Changes{}, 2); len(got) != 0 {
+		t.Errorf("no changes: %v", got)
+	}
+}
+
+// TestCopySBOM: the copy lands whole under <image>.spdx.json and leaves
+// no temporary file; a missing input names it.
+func TestCopySBOM(t *testing.T) {
+	dir := t.TempDir()
+	from := filepath.Join(dir, "a.raw.spdx.json")
+	if err := os.WriteFile(from, []byte(`{"spdxVersion":"SPDX-2.3"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	to, err := CopySBOM(from, filepath.Join(dir, "a.qcow2"))
+	if err != nil || to != filepath.Join(dir, "a.qcow2.spdx.json") {
+		t.Fatalf("CopySBOM: %q, %v", to, err)
+	}
+	if b, _ := os.ReadFile(to); string(b) != `{"spdxVersion":"SPDX-2.3"}` {
+		t.Errorf("copy holds %q", b)
+	}
+	if names, _ := filepath.Glob(filepath.Join(dir, ".*")); len(names) > 0 {
+		t.Errorf("temporary files left: %v", names)
+	}
+	if _, err := CopySBOM(filepath.Join(dir, "missing.spdx.json"), filepath.Join(dir, "b.qcow2")); err == nil || !strings.Contains(err.Error(), "missing.spdx.json") {
+		t.Errorf("missing input: %v", err)
+	}
+	if got := FindSBOM([]string{"x.raw", "x.raw.sha256", from}); got != from {
+		t.Errorf("FindSBOM: %q", got)
+	}
+}
