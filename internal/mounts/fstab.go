@@ -114,17 +114,17 @@ func (s *Stack) MountFstab(entries []fstab.Entry, resolve func(fstab.Entry) (dev
 				}
 			}
 		}
+		if s.ExtraData != nil && !s.ReadOnly {
+			if d := s.ExtraData(fstype); d != "" {
+				data = append(data, d)
+			}
+		}
 		if fatstage.Types[fstype] {
 			d, err := FATMountData(e.Options)
 			if err != nil {
 				return skipped, fmt.Errorf("fstab line %d (%s): %w", e.Line, e.File, err)
 			}
 			data = append(data, d)
-		}
-		if s.ExtraData != nil && !s.ReadOnly {
-			if d := s.ExtraData(fstype); d != "" {
-				data = append(data, d)
-			}
 		}
 		var flags uintptr
 		if s.ReadOnly {
