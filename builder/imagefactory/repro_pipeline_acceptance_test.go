@@ -16,17 +16,24 @@ import (
 // name: Packer's default, script_NNNN.sh, is random and its name would stay
 // in /tmp's directory block), scrub, then sparsify to a zstd qcow2 that
 // keeps the scrubbed raw disk beside it. The epoch comes from the
-// environment (SOURCE_DATE_EPOCH), as reproducible-builds.org has it; the
-// fstab names the root by UUID, to check it.
-var reproPipeline = treeTemplate(`
+// environment (SOURCE_DATE_EPOCH), as reproducible-builds.org has it, or
+// from var.epoch (then the post-processors read it from the artifacts they
+// are given); the fstab names the root by UUID, to check it.
+var reproPipeline = `
+variable "epoch" {
+  type    = string
+  default = ""
+}
+` + treeTemplate(`
   bootstrap {
     tool    = "debootstrap"
     suite   = "bookworm"
     variant = "minbase"
     include = `+bootstrapInclude+`
   }
-  format   = "raw"
-  fstab_by = "uuid"
+  format            = "raw"
+  fstab_by          = "uuid"
+  source_date_epoch = var.epoch
 `, `
   provisioner "shell" {
     remote_file = "repro.sh"
@@ -42,29 +49,37 @@ var reproPipeline = treeTemplate(`
   }
 `)
 
-// TestAccReproduciblePipeline: two builds with the same SOURCE_DATE_EPOCH
-// give the same sha256 for the raw disk and for the qcow2; a third with
-// another epoch differs in both. The output boots, and every UUID that
+// TestAccReproduciblePipeline: two builds with the same epoch (one from
+// SOURCE_DATE_EPOCH, one from the template's source_date_epoch, which
+// reaches the post-processors through the artifacts) give the same sha256
+// for the raw disk and for the qcow2; a third with another epoch differs in
+// both. The output boots, and every UUID that
 // fstab and grub.cfg name is its root filesystem's (checkReproUUIDs).
 func TestAccReproduciblePipeline(t *testing.T) {
 	requireQemu(t)
 	a := newAcc(t)
 	env := a.Env
-	build := func(name, epoch string) (raw, qcow2 string) {
+	// build runs the pipeline with the epoch in the environment, or in the
+	// template when inTemplate.
+	build := func(name, epoch string, inTemplate bool) (raw, qcow2 string) {
 		t.Helper()
-		a.Env = append(append([]string(nil), env...), "SOURCE_DATE_EPOCH="+epoch)
 		out := filepath.Join(a.Dir, name)
-		res := mustBuild(t, a, reproPipeline, map[string]string{"out": out})
-		t.Logf("build %s (SOURCE_DATE_EPOCH=%s): %s", name, epoch, res.Duration)
+		vars := map[string]string{"out": out}
+		a.Env = append(append([]string(nil), env...), "SOURCE_DATE_EPOCH="+epoch)
+		if inTemplate {
+			a.Env, vars["epoch"] = env, epoch
+		}
+		res := mustBuild(t, a, reproPipeline, vars)
+		t.Logf("build %s (epoch %s, in the template: %v): %s", name, epoch, inTemplate, res.Duration)
 		if !strings.Contains(res.Output, "Reproducible: SOURCE_DATE_EPOCH "+epoch) {
 			t.Errorf("sparsify did not take the build's epoch:\n%s", res.Output)
 		}
 		return filepath.Join(out, "t.raw"), filepath.Join(out, "t.qcow2")
 	}
-	raw1, qcow1 := build("first", "1767225600")
+	raw1, qcow1 := build("first", "1767225600", false)
 	time.Sleep(1100 * time.Millisecond) // every time the builds could write differs
-	raw2, qcow2 := build("second", "1767225600")
-	raw3, qcow3 := build("other-epoch", "1767225601")
+	raw2, qcow2 := build("second", "1767225600", true)
+	raw3, qcow3 := build("other-epoch", "1767225601", false)
 	a.Env = env
 
 	for _, p := range [][2]string{{raw1, raw2}, {qcow1, qcow2}} {

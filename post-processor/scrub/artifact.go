@@ -5,6 +5,8 @@ import (
 	"os"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 )
 
 // Artifact is the scrubbed image (the input's file, changed in place), its
@@ -15,6 +17,10 @@ type Artifact struct {
 	Report string
 	SBOM   string // the input's, or ""
 	Input  packersdk.Artifact
+	// Repro is the build's epoch source, kept here: Packer closes the
+	// connection to the input artifact when PostProcess returns, so Input
+	// answers nothing to the post-processors after this one.
+	Repro *repro.Source
 }
 
 // BuilderId identifies the post-processor.
@@ -37,7 +43,12 @@ func (a *Artifact) String() string {
 
 // State passes the input's state on (format, registry metadata): the image
 // is the same file.
-func (a *Artifact) State(name string) interface{} { return a.Input.State(name) }
+func (a *Artifact) State(name string) interface{} {
+	if name == repro.StateKey && a.Repro.Enabled() {
+		return a.Repro.Epoch()
+	}
+	return a.Input.State(name)
+}
 
 // Destroy removes the image and its SBOM (a conversion has its own copy).
 // The report stays: it records what was removed, and Packer destroys this

@@ -192,7 +192,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		ui.Error(fmt.Sprintf("Warning: %s describes the image before these changes to what it was read from (remove_paths?):\n  %s",
 			sbomFile, strings.Join(stale, "\n  ")))
 	}
-	return &Artifact{Path: disk, Report: reportPath, SBOM: sbomFile, Input: in}, true, true, nil
+	return &Artifact{Path: disk, Report: reportPath, SBOM: sbomFile, Input: in, Repro: src}, true, true, nil
 }
 
 // rawView gives a raw file to work on for disk: the disk itself when raw,

@@ -22,7 +22,10 @@ type Artifact struct {
 	Before, After int64                  // allocated bytes of the raw disk before and after trimming
 	Shrink        *sparsify.ShrinkResult // what shrink did; nil when not asked
 	Input         packersdk.Artifact
-	Repro         *repro.Source // the build's, passed on to later post-processors; nil: not reproducible
+	// Repro is the build's, passed on to later post-processors (Packer
+	// closes the connection to Input when PostProcess returns); nil: not
+	// reproducible.
+	Repro *repro.Source
 }
 
 // BuilderId identifies the post-processor.
