@@ -91,6 +91,7 @@ func Trim(ctx context.Context, disk string, journal *cleanup.Journal, src *repro
 		return res, fmt.Errorf("sparsify %s: %w", disk, err)
 	}
 	var swaps []span // swap areas past their header, and PVs' free extents
+	var later []span // ext filesystems to normalize in the file, once detached
 	err = func() error {
 		for _, p := range s.Parts {
 			if err := ctx.Err(); err != nil {
@@ -118,7 +119,12 @@ func Trim(ctx context.Context, disk string, journal *cleanup.Journal, src *repro
 				case err != nil:
 					return fmt.Errorf("sparsify %s: %w", disk, err)
 				default:
-					if err := settle(ctx, p.FS.Type, p.Device, src); err != nil {
+					if src.Enabled() && ext4repro[p.FS.Type] && p.LV == nil {
+						// Normalized in the file once detached (below): on
+						// the loop device, zeroed free blocks would be
+						// allocated ones.
+						later = append(later, span{p.Start, p.End()})
+					} else if err := settle(ctx, p.FS.Type, p.Device, src); err != nil {
 						return fmt.Errorf("sparsify %s: %s: %w", disk, p, err)
 					}
 					pr.Action, pr.Trimmed = ActionTrimmed, n
@@ -147,6 +153,11 @@ func Trim(ctx context.Context, disk string, journal *cleanup.Journal, src *repro
 	// device is left to cache their old content.
 	if derr := s.Detach(); derr != nil || err != nil {
 		return res, errors.Join(err, derr)
+	}
+	for _, l := range later {
+		if err := settleExt(ext4Region(disk, l), src); err != nil {
+			return res, fmt.Errorf("sparsify %s: the filesystem at byte %d: %w", disk, l.start, err)
+		}
 	}
 
 	if err := ctx.Err(); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/sparsify"
 )
 
 // TestReproducible: one GPT disk, copied to two paths with different
@@ -87,6 +88,29 @@ func TestReproducible(t *testing.T) {
 			if a, b := fixture.Sha256(t, first), fixture.Sha256(t, second); a != b {
 				t.Errorf("the same disk, the same epoch: sha256 %s and %s", a, b)
 				fixture.RequireSameDisks(t, toRaw(t, first), toRaw(t, second))
+			}
+			if c.name == "raw" {
+				// In place, the normalization zeroes free blocks as holes,
+				// not as allocated zeros.
+				in := filepath.Join(t.TempDir(), "disk.raw")
+				if _, err := diskimage.Copy(context.Background(), disk.Path, in, nil); err != nil {
+					t.Fatal(err)
+				}
+				before, _ := sparsify.Allocated(in)
+				var p PostProcessor
+				if err := p.Configure(map[string]interface{}{"source_date_epoch": "1767225600", "packer_build_name": "repro"}); err != nil {
+					t.Fatal(err)
+				}
+				if _, _, _, err := p.PostProcess(context.Background(), packersdk.TestUi(t), &packersdk.MockArtifact{FilesValue: []string{in}}); err != nil {
+					t.Fatal(err)
+				}
+				// A few metadata blocks may be written where holes were.
+				if after, _ := sparsify.Allocated(in); after > before+1<<20 {
+					t.Errorf("sparsified in place, the disk allocates %d bytes, more than before (%d)", after, before)
+				}
+				if fixture.Sha256(t, in) != fixture.Sha256(t, first) {
+					t.Errorf("in place and elsewhere, other bytes")
+				}
 			}
 			if c.name != "qcow2 zstd" && c.name != "qcow2 zstd shrunk" {
 				return
