@@ -27,6 +27,7 @@
 package ext4repro
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -263,11 +264,19 @@ func (fs *filesystem) zero(off, n int64) error {
 	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("%s: punching %d bytes at filesystem offset %d: %w", fs.r.Path, n, off, err)
 	}
-	buf := make([]byte, min(n, 1<<20))
+	// Without hole punching (a FUSE export that refuses it), write zeros
+	// only over what is not zero already: a sparse or trimmed image does
+	// not grow.
+	buf, zeros := make([]byte, min(n, 1<<20)), make([]byte, min(n, 1<<20))
 	for n > 0 {
 		c := min(n, int64(len(buf)))
-		if err := fs.write(off, buf[:c]); err != nil {
-			return err
+		if _, err := fs.f.ReadAt(buf[:c], fs.r.Offset+off); err != nil {
+			return fmt.Errorf("%s: reading %d bytes at filesystem offset %d: %w", fs.r.Path, c, off, err)
+		}
+		if !bytes.Equal(buf[:c], zeros[:c]) {
+			if err := fs.write(off, zeros[:c]); err != nil {
+				return err
+			}
 		}
 		off, n = off+c, n-c
 	}

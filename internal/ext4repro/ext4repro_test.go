@@ -49,15 +49,15 @@ func run(t *testing.T, env []string, name string, args ...string) string {
 
 // baseImage makes an ext4 filesystem image with every identifier and time
 // fixed, as a base image is before a build.
-func baseImage(t *testing.T, path string, features string) {
+func baseImage(t *testing.T, path string, features string, made int64) {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
-	run(t, []string{fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", mkfsTime)}, "mkfs.ext4", "-q", "-F", "-b", "4096",
-		"-O", features, "-U", fsUUID, "-E", "hash_seed="+fsUUID+",lazy_itable_init=0,lazy_journal_init=0", path, "64M")
+	run(t, []string{fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", made)}, "mkfs.ext4", "-q", "-F", "-b", "4096",
+		"-O", features, "-U", fsUUID, "-E", "hash_seed="+fsUUID, path, "64M") // lazy_itable_init, as on most base images
 }
 
 // mounted runs work on the filesystem image loop-mounted with data.
@@ -130,8 +130,8 @@ func provision(t *testing.T, dir string) {
 }
 
 // prepared is a base filesystem with a few files older than the epoch.
-func prepared(t *testing.T, path, features string) {
-	baseImage(t, path, features)
+func prepared(t *testing.T, path, features string, made int64) {
+	baseImage(t, path, features, made)
 	mounted(t, path, "", func(dir string) {
 		for _, n := range []string{"old/removed", "old/kept"} {
 			if err := os.MkdirAll(filepath.Join(dir, "old"), 0o755); err != nil {
@@ -140,13 +140,13 @@ func prepared(t *testing.T, path, features string) {
 			if err := os.WriteFile(filepath.Join(dir, n), []byte(n), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			old := time.Unix(mkfsTime, 0)
+			old := time.Unix(made, 0)
 			os.Chtimes(filepath.Join(dir, n), old, old)
 		}
 	})
 	// The base's own times and generations, as a base image made before the
 	// epoch has them.
-	if _, err := Normalize(Region{Path: path}, repro.New(mkfsTime, "base")); err != nil {
+	if _, err := Normalize(Region{Path: path}, repro.New(made, "base")); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -164,21 +164,28 @@ func copyFile(t *testing.T, src, dst string) {
 
 func TestNormalizeTwoBuilds(t *testing.T) {
 	needRoot(t)
-	for _, c := range []struct{ name, features string }{
-		{"metadata_csum", "metadata_csum,64bit"},
-		{"orphan_file", "metadata_csum,64bit,orphan_file"},
-		{"no_csum", "^metadata_csum,uninit_bg"},
+	for _, c := range []struct {
+		name, features string
+		made           int64 // the base's time
+	}{
+		{"metadata_csum", "metadata_csum,64bit", mkfsTime},
+		{"orphan_file", "metadata_csum,64bit,orphan_file", mkfsTime},
+		{"no_csum", "^metadata_csum,uninit_bg", mkfsTime},
+		// A base image newer than the epoch: every inode is clamped and
+		// gets a derived generation, lost+found and the orphan file's
+		// included.
+		{"base newer than the epoch", "metadata_csum,64bit,orphan_file", epoch + 1000},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tmp := t.TempDir()
 			base := filepath.Join(tmp, "base.img")
-			prepared(t, base, c.features)
+			prepared(t, base, c.features, c.made)
 			src := repro.New(epoch, "build")
 			var imgs []string
 			for i := 0; i < 2; i++ {
 				img := filepath.Join(tmp, fmt.Sprintf("build%d.img", i))
 				copyFile(t, base, img)
-				mounted(t, img, "", func(dir string) { provision(t, dir) })
+				mounted(t, img, MountData("ext4"), func(dir string) { provision(t, dir) })
 				rep, err := Normalize(Region{Path: img}, src)
 				if err != nil {
 					t.Fatal(err)
@@ -207,12 +214,12 @@ func TestNormalizeTwoBuilds(t *testing.T) {
 				}
 			}
 			old := run(t, nil, "debugfs", "-R", "stat /old", imgs[0])
-			if !strings.Contains(old, "crtime: 0x5f5e1000:") {
+			if c.made < epoch && !strings.Contains(old, "crtime: 0x5f5e1000:") {
 				t.Errorf("an inode made before the epoch lost its crtime:\n%s", old)
 			}
 			other := filepath.Join(tmp, "other.img")
 			copyFile(t, base, other)
-			mounted(t, other, "", func(dir string) { provision(t, dir) })
+			mounted(t, other, MountData("ext4"), func(dir string) { provision(t, dir) })
 			if _, err := Normalize(Region{Path: other}, repro.New(epoch+1, "build")); err != nil {
 				t.Fatal(err)
 			}
@@ -282,7 +289,7 @@ func TestNormalizeErrors(t *testing.T) {
 		t.Errorf("zeros: %v, want ErrNotExt4", err)
 	}
 	img := filepath.Join(tmp, "img")
-	baseImage(t, img, "metadata_csum")
+	baseImage(t, img, "metadata_csum", mkfsTime)
 	before, _ := os.ReadFile(img)
 	if rep, err := Normalize(Region{Path: img}, nil); err != nil || rep != (Report{}) {
 		t.Errorf("nil Source: %+v %v", rep, err)

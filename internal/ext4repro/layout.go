@@ -46,11 +46,13 @@ const (
 	sbLastcheckHi     = 0x277
 	sbFirstErrTimeHi  = 0x278
 	sbLastErrTimeHi   = 0x279
+	sbOrphanFileInum  = 0x280
 	sbChecksum        = 0x3FC
 
 	ext4Magic = 0xEF53
 
 	compatHasJournal    = 0x4
+	compatOrphanFile    = 0x1000
 	incompatRecover     = 0x4
 	incompatJournalDev  = 0x8
 	incompatMetaBg      = 0x10

@@ -114,6 +114,11 @@ func (s *Stack) MountFstab(entries []fstab.Entry, resolve func(fstab.Entry) (dev
 				}
 			}
 		}
+		if s.ExtraData != nil && !s.ReadOnly {
+			if d := s.ExtraData(fstype); d != "" {
+				data = append(data, d)
+			}
+		}
 		if fatstage.Types[fstype] {
 			d, err := FATMountData(e.Options)
 			if err != nil {

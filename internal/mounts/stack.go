@@ -85,6 +85,9 @@ type Stack struct {
 	// otherwise why (may be "") is added to the skip's reason. An error
 	// stops MountFstab.
 	Unmountable func(e fstab.Entry, dev, fstype string) (served bool, why string, err error)
+	// ExtraData, when set, gives mount data MountFstab adds for a
+	// filesystem type (a reproducible build's ext4 options), or "".
+	ExtraData func(fstype string) string
 }
 
 // NewStack returns an empty stack that records its mounts in j (nil: no

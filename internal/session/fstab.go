@@ -73,7 +73,7 @@ func (s *Session) MountFstab() (mounted []string, skipped []mounts.Skipped, err 
 	for _, e := range below {
 		if p, ok := resolved[e.File]; ok && !isSkipped(skipped, e.File) {
 			s.mountedAt[p] = s.opts.MountPath + e.File
-			if !s.staged(e.File) && !e.HasOption("ro") {
+			if !s.staged(e.File) {
 				if err := s.wrote(p); err != nil {
 					return mounted, skipped, err
 				}

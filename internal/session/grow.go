@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/ext4repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fsresize"
 )
 
@@ -48,7 +49,11 @@ func (s *Session) WithPlainMount(p *Partition, why string, f func(dir string) er
 	if err != nil {
 		return err
 	}
-	if err := unix.Mount(p.Device, dir, p.FS.Type, unix.MS_NODEV|unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil {
+	data := ""
+	if s.reproducible() {
+		data = ext4repro.MountData(p.FS.Type)
+	}
+	if err := unix.Mount(p.Device, dir, p.FS.Type, unix.MS_NODEV|unix.MS_NOSUID|unix.MS_NOEXEC, data); err != nil {
 		return errors.Join(fmt.Errorf("mounting %s to %s it: %w", p, why, err), s.opts.Journal.Forget(h))
 	}
 	if err := s.wrote(p); err != nil {

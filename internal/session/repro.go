@@ -3,6 +3,7 @@ package session
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/ext4repro"
 )
@@ -14,7 +15,7 @@ var ext4Types = map[string]bool{"ext2": true, "ext3": true, "ext4": true}
 // (Options.Repro), its allocator is tuned now (ext4) and its bytes are
 // normalized by NormalizeWritten once the disk is released.
 func (s *Session) wrote(p *Partition) error {
-	if s.opts.ReadOnly || s.opts.Repro == nil {
+	if !s.reproducible() {
 		return nil
 	}
 	for _, w := range s.written {
@@ -30,6 +31,9 @@ func (s *Session) wrote(p *Partition) error {
 	}
 	return nil
 }
+
+// reproducible: the session writes, and its writes are to be normalized.
+func (s *Session) reproducible() bool { return !s.opts.ReadOnly && s.opts.Repro != nil }
 
 // NormalizeWritten makes every ext2/3/4 filesystem that this reproducible
 // session mounted read-write byte-for-byte reproducible (ext4repro.Normalize,
@@ -50,12 +54,13 @@ func (s *Session) NormalizeWritten() (notes []string, err error) {
 			notes = append(notes, fmt.Sprintf("reproducible build: partition %d (%s) was written through the kernel; its %s metadata (times, identifiers, layout) is not made reproducible", p.Number, p.FS.Type, p.FS.Type))
 			continue
 		}
+		start := time.Now()
 		rep, err := ext4repro.Normalize(ext4repro.Region{Path: s.opts.Disk, Offset: p.Start, Size: p.Size}, s.opts.Repro)
 		if err != nil {
 			return notes, fmt.Errorf("reproducible build: partition %d: %w", p.Number, err)
 		}
-		s.logf("Normalized partition %d (%s) for a reproducible build: %d inodes, %d generations, %d MiB of journal and %d MiB of free blocks zeroed",
-			p.Number, p.FS.Type, rep.Inodes, rep.Generations, rep.JournalBytes>>20, rep.FreeBytes>>20)
+		s.logf("Normalized partition %d (%s) for a reproducible build in %s: %d inodes, %d generations, %d MiB of journal and %d MiB of free blocks zeroed",
+			p.Number, p.FS.Type, time.Since(start).Round(time.Millisecond), rep.Inodes, rep.Generations, rep.JournalBytes>>20, rep.FreeBytes>>20)
 	}
 	return notes, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/ext4repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/mounts"
 )
 
@@ -161,7 +162,14 @@ func (s *Session) MountRoot() error {
 	s.stack.ReadOnly = s.opts.ReadOnly
 	s.stack.Unmountable = s.unmountable
 	// mount_options as fstab writes them: noatime is a flag, not data.
-	flags, data := mounts.SplitOptions(flags, append(s.btrfsRootData(), s.opts.MountOptions...))
+	opts := append(s.btrfsRootData(), s.opts.MountOptions...)
+	if s.reproducible() {
+		s.stack.ExtraData = ext4repro.MountData
+		if d := ext4repro.MountData(s.Root.FS.Type); d != "" {
+			opts = append(opts, d)
+		}
+	}
+	flags, data := mounts.SplitOptions(flags, opts)
 	if err := s.stack.MountRoot(s.Root.Device, s.Root.FS.Type, s.opts.MountPath, flags, data); err != nil {
 		s.stack = nil
 		err = errors.Join(fmt.Errorf("mounting the root filesystem (%s) at %s: %w", s.Root, s.opts.MountPath, err), s.removeMountDir())
