@@ -5,16 +5,21 @@ import (
 	"os"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
 
 // Artifact is the scrubbed image (the input's file, changed in place), its
-// JSON report and the input's SBOM: no operation changes what the SBOM
-// reads (package databases, os-release, kernels), so it still holds.
+// JSON report and the input's SBOM file: as it was when no operation
+// changed what it reads (package databases, os-release, kernels), else
+// written again and SBOMLabels set.
 type Artifact struct {
-	Path   string
-	Report string
-	SBOM   string // the input's, or ""
-	Input  packersdk.Artifact
+	Path       string
+	Report     string
+	SBOM       string                 // the input's, or ""
+	SBOMLabels map[string]interface{} // of the SBOM written again; nil: the input's are carried
+	Input      packersdk.Artifact
 }
 
 // BuilderId identifies the post-processor.
@@ -36,8 +41,21 @@ func (a *Artifact) String() string {
 }
 
 // State passes the input's state on (format, registry metadata): the image
-// is the same file.
-func (a *Artifact) State(name string) interface{} { return a.Input.State(name) }
+// is the same file. The registry metadata takes the SBOMLabels of an SBOM
+// written again instead of the input's.
+func (a *Artifact) State(name string) interface{} {
+	if name == registryimage.ArtifactStateURI && a.SBOMLabels != nil {
+		img, err := registryimage.FromArtifact(a,
+			registryimage.WithProvider("imagefactory"),
+			registryimage.WithSourceID(a.Input.Id()),
+			registryimage.SetLabels(packerglue.ReplaceSBOMLabels(a.Input, a.SBOMLabels)))
+		if err != nil {
+			return nil
+		}
+		return img
+	}
+	return a.Input.State(name)
+}
 
 // Destroy removes the image and its SBOM (a conversion has its own copy).
 // The report stays: it records what was removed, and Packer destroys this
