@@ -117,6 +117,26 @@ func CarrySBOMLabels(in packersdk.Artifact, labels map[string]interface{}) {
 	}
 }
 
+// ReplaceSBOMLabels are the labels of the input artifact's registry
+// metadata (none when it has none) with the SBOM labels replaced by
+// sbomLabels (LabelsOf of a re-read SBOM): for a post-processor that
+// changed what the SBOM was read from and wrote it again.
+func ReplaceSBOMLabels(in packersdk.Artifact, sbomLabels map[string]interface{}) map[string]interface{} {
+	labels := map[string]interface{}{}
+	if in != nil {
+		for k, v := range registryLabels(in.State(registryimage.ArtifactStateURI)) {
+			labels[k] = v
+		}
+	}
+	for _, k := range SBOMLabels {
+		delete(labels, k)
+		if v, ok := sbomLabels[k]; ok {
+			labels[k] = v
+		}
+	}
+	return labels
+}
+
 // registryLabels reads the Labels of registry metadata in any of its
 // shapes; nil when there are none.
 func registryLabels(v interface{}) map[string]string {

@@ -64,26 +64,39 @@ func overRPC(t *testing.T, a packersdk.Artifact) packersdk.Artifact {
 
 // TestCarrySBOMLabels: the SBOM labels, and only they, come from the
 // input's registry metadata, in process and through the plugin RPC.
+// ReplaceSBOMLabels keeps the input's other labels and takes the SBOM
+// labels of a re-read SBOM instead of the input's.
 func TestCarrySBOMLabels(t *testing.T) {
 	want := map[string]interface{}{
 		"os": "debian", "os_version": "12", "kernel": "6.1.0-1-amd64,6.1.0-2-amd64",
 		"package_count": "3", "sbom_sha256": "ab12", "api": "glance",
 	}
+	fresh := map[string]interface{}{
+		"os": "", "os_version": "", "kernel": "6.1.0-2-amd64", "package_count": "2", "sbom_sha256": "cd34",
+	}
+	replaced := map[string]interface{}{"format": "raw"}
+	for k, v := range fresh {
+		replaced[k] = v
+	}
 	for _, tc := range []struct {
-		name string
-		in   packersdk.Artifact
-		want map[string]interface{}
+		name     string
+		in       packersdk.Artifact
+		want     map[string]interface{}
+		replaced map[string]interface{}
 	}{
-		{"in process", &labelled{}, want},
-		{"over RPC", overRPC(t, &labelled{}), want},
-		{"no metadata", &packersdk.MockArtifact{}, map[string]interface{}{"api": "glance"}},
-		{"no input", nil, map[string]interface{}{"api": "glance"}},
+		{"in process", &labelled{}, want, replaced},
+		{"over RPC", overRPC(t, &labelled{}), want, replaced},
+		{"no metadata", &packersdk.MockArtifact{}, map[string]interface{}{"api": "glance"}, fresh},
+		{"no input", nil, map[string]interface{}{"api": "glance"}, fresh},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := map[string]interface{}{"api": "glance"}
 			CarrySBOMLabels(tc.in, got)
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("labels %v, want %v", got, tc.want)
+			}
+			if got := ReplaceSBOMLabels(tc.in, fresh); !reflect.DeepEqual(got, tc.replaced) {
+				t.Errorf("replaced: labels %v, want %v", got, tc.replaced)
 			}
 		})
 	}

@@ -35,6 +35,9 @@ const traces = `
 // TestAccScrubChain: builder -> imagefactory-scrub -> imagefactory-sparsify
 // in one packer build, on a raw and on a qcow2 artifact. The image keeps
 // its content and loses the factory's traces; the report lists them.
+// remove_paths takes /etc/os-release, which the builder's SBOM read: the
+// scrub writes the SBOM again, prints the change, and sparsify copies the
+// new one beside the qcow2.
 func TestAccScrubChain(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: loop devices and mounts")
@@ -57,7 +60,8 @@ build {
 `+traces+`
   post-processors {
     post-processor "imagefactory-scrub" {
-      operations = ["defaults", "-tmp-files"]
+      operations   = ["defaults", "-tmp-files"]
+      remove_paths = ["/etc/os-release"]
     }
     post-processor "imagefactory-sparsify" {
       format      = "qcow2"
@@ -110,6 +114,20 @@ build {
 			}
 			if !strings.Contains(res.Output, "machine-id") {
 				t.Errorf("no summary in the build output:\n%s", res.Output)
+			}
+			if !strings.Contains(res.Output, "again: the scrub changed what it is read from") ||
+				!strings.Contains(res.Output, "OS: Debian GNU/Linux 12 (bookworm) -> unknown") {
+				t.Errorf("the scrub did not write the SBOM again or print the change:\n%s", res.Output)
+			}
+			var doc struct {
+				Packages []struct {
+					Name    string `json:"name"`
+					Purpose string `json:"primaryPackagePurpose"`
+				} `json:"packages"`
+			}
+			if b, err := os.ReadFile(filepath.Join(out, "final.qcow2.spdx.json")); err != nil || json.Unmarshal(b, &doc) != nil ||
+				len(doc.Packages) == 0 || doc.Packages[0].Purpose != "OPERATING-SYSTEM" || doc.Packages[0].Name != "unknown" {
+				t.Errorf("the final SBOM still names the OS whose os-release the scrub removed (%v): %+v", err, doc.Packages)
 			}
 			before.AssertNoLeaksUnder(t, h.Base, "/run/imagefactory/mnt")
 			if j, _ := filepath.Glob(filepath.Join(state, "*.journal")); len(j) > 0 {

@@ -5,18 +5,22 @@ import (
 	"os"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
+	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
 
 // Artifact is the scrubbed image (the input's file, changed in place), its
-// JSON report and the input's SBOM: no operation changes what the SBOM
-// reads (package databases, os-release, kernels), so it still holds.
+// JSON report and the input's SBOM file: as it was when no operation
+// changed what it reads (package databases, os-release, kernels), else
+// written again and SBOMLabels set.
 type Artifact struct {
-	Path   string
-	Report string
-	SBOM   string // the input's, or ""
-	Input  packersdk.Artifact
+	Path       string
+	Report     string
+	SBOM       string                 // the input's, or ""
+	SBOMLabels map[string]interface{} // of the SBOM written again; nil: the input's are carried
+	Input      packersdk.Artifact
 	// Repro is the build's epoch source, kept here: Packer closes the
 	// connection to the input artifact when PostProcess returns, so Input
 	// answers nothing to the post-processors after this one.
@@ -42,8 +46,19 @@ func (a *Artifact) String() string {
 }
 
 // State passes the input's state on (format, registry metadata): the image
-// is the same file.
+// is the same file. The registry metadata takes the SBOMLabels of an SBOM
+// written again instead of the input's.
 func (a *Artifact) State(name string) interface{} {
+	if name == registryimage.ArtifactStateURI && a.SBOMLabels != nil {
+		img, err := registryimage.FromArtifact(a,
+			registryimage.WithProvider("imagefactory"),
+			registryimage.WithSourceID(a.Input.Id()),
+			registryimage.SetLabels(packerglue.ReplaceSBOMLabels(a.Input, a.SBOMLabels)))
+		if err != nil {
+			return nil
+		}
+		return img
+	}
 	if name == repro.StateKey && a.Repro.Enabled() {
 		return a.Repro.Epoch()
 	}

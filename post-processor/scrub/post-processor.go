@@ -29,6 +29,7 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fuseexport"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/sbom"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/scrub"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/selinux"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
@@ -168,11 +169,12 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	if err != nil {
 		return nil, false, false, err
 	}
+	sbomFile := packerglue.FindSBOM(in.Files())
 	work, finish, err := rawView(ctx, ui, journal, disk, format)
 	if err != nil {
 		return nil, false, false, err
 	}
-	report, err := p.scrub(ctx, ui, journal, work, script, src)
+	report, inv, err := p.scrub(ctx, ui, journal, work, script, src, sbomFile != "")
 	if err = errors.Join(err, finish(err == nil)); err != nil {
 		return nil, false, false, err
 	}
@@ -187,12 +189,13 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	}
 	ui.Say(report.Summary())
 	ui.Say(fmt.Sprintf("Every change is listed in %s", reportPath))
-	sbomFile := packerglue.FindSBOM(in.Files())
-	if stale := staleSBOM(report); sbomFile != "" && len(stale) > 0 {
-		ui.Error(fmt.Sprintf("Warning: %s describes the image before these changes to what it was read from (remove_paths?):\n  %s",
-			sbomFile, strings.Join(stale, "\n  ")))
+	a := &Artifact{Path: disk, Report: reportPath, SBOM: sbomFile, Input: in, Repro: src}
+	if inv.rewrite() {
+		if a.SBOMLabels, err = rewriteSBOM(ui, sbomFile, inv, src); err != nil {
+			return nil, false, false, err
+		}
 	}
-	return &Artifact{Path: disk, Report: reportPath, SBOM: sbomFile, Input: in, Repro: src}, true, true, nil
+	return a, true, true, nil
 }
 
 // rawView gives a raw file to work on for disk: the disk itself when raw,
@@ -231,8 +234,10 @@ func rawView(ctx context.Context, ui packersdk.Ui, journal *cleanup.Journal, dis
 }
 
 // scrub opens the disk (no chroot: nothing of the image runs), runs the
-// operations confined to its root, and closes it.
-func (p *PostProcessor) scrub(ctx context.Context, ui packersdk.Ui, journal *cleanup.Journal, disk, script string, src *repro.Source) (*scrub.Report, error) {
+// operations confined to its root, and closes it. With withSBOM it reads
+// the packages before the operations and, when they touched what the SBOM
+// reads, again after them, the image still mounted (nil without withSBOM).
+func (p *PostProcessor) scrub(ctx context.Context, ui packersdk.Ui, journal *cleanup.Journal, disk, script string, src *repro.Source, withSBOM bool) (*scrub.Report, *sbomRead, error) {
 	sess, err := session.Open(ctx, session.Options{
 		Disk:          disk,
 		Journal:       journal,
@@ -242,7 +247,15 @@ func (p *PostProcessor) scrub(ctx context.Context, ui packersdk.Ui, journal *cle
 		Repro:         src,
 	}, false)
 	if err != nil {
-		return nil, fmt.Errorf("imagefactory-scrub: %s: %w", disk, err)
+		return nil, nil, fmt.Errorf("imagefactory-scrub: %s: %w", disk, err)
+	}
+	var inv *sbomRead
+	var runErr error
+	if withSBOM {
+		inv = &sbomRead{}
+		if inv.base, runErr = sbom.Read(sess.MountPath()); runErr != nil {
+			return nil, nil, errors.Join(fmt.Errorf("imagefactory-scrub: reading the packages for the SBOM: %w", runErr), sess.Close())
+		}
 	}
 	report, runErr := scrub.Run(ctx, sess.RootFS(), p.ops, scrub.Options{
 		RemovePaths:     p.config.RemovePaths,
@@ -253,17 +266,25 @@ func (p *PostProcessor) scrub(ctx context.Context, ui packersdk.Ui, journal *cle
 	if runErr == nil {
 		runErr = p.relabel(ctx, ui, sess.RootFS(), report)
 	}
+	if runErr == nil && inv != nil {
+		// Before the session closes: the image is read mounted.
+		if inv.stale = staleSBOM(report); len(inv.stale) > 0 {
+			if inv.final, runErr = sbom.Read(sess.MountPath()); runErr != nil {
+				runErr = fmt.Errorf("reading the packages again for the SBOM: %w", runErr)
+			}
+		}
+	}
 	if err := errors.Join(runErr, sess.Close()); err != nil {
-		return nil, fmt.Errorf("imagefactory-scrub: %w", err)
+		return nil, nil, fmt.Errorf("imagefactory-scrub: %w", err)
 	}
 	notes, err := sess.NormalizeWritten()
 	for _, n := range notes {
 		ui.Error("Warning: " + n)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("imagefactory-scrub: %w", err)
+		return nil, nil, fmt.Errorf("imagefactory-scrub: %w", err)
 	}
-	return report, nil
+	return report, inv, nil
 }
 
 // source is the reproducible build's Source (packerglue.ReproSource: the
