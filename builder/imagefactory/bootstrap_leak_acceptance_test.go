@@ -39,11 +39,10 @@ func TestAccBootstrapFreshCacheInterrupted(t *testing.T) {
   }
 `, cache), marker), nil)
 	run.WaitForOutput(t, "Installing core packages", 15*time.Minute)
-	paths := bootstrapPaths(t, run.Output())
-	if len(paths) != 2 || !strings.HasPrefix(paths[1], cache+"/") {
+	tree, work := bootstrapPaths(t, run.Output())
+	if !strings.HasPrefix(tree, cache+"/") || !strings.HasPrefix(work, cache+"/") {
 		t.Fatalf("the build did not say it makes the tree in %s:\n%s", cache, run.Output())
 	}
-	work := paths[1]
 	// What debootstrap holds now is what the check must see.
 	seen := strings.Join(a.before.LeaksIn(cache), "\n")
 	t.Logf("mid-debootstrap, the leak check in the cache sees %d resources", strings.Count(seen, "\n")+1)
@@ -72,19 +71,30 @@ func TestAccBootstrapFreshCacheInterrupted(t *testing.T) {
 	}
 }
 
-// bootstrapPaths are the paths of the cache a bootstrap build said it
-// uses: the tree's ("cached as"), and debootstrap's work directory when it
-// ran; for leak checks scoped to them (a shared cache may hold other
-// builds' debootstraps).
-func bootstrapPaths(t *testing.T, out string) []string {
+// bootstrapPaths are the paths in the cache a bootstrap build said it
+// uses: the tree's ("cached as"), and debootstrap's work directory, ""
+// when the tree was cached and debootstrap did not run; for leak checks
+// scoped to them (a shared cache may hold other builds' debootstraps).
+func bootstrapPaths(t *testing.T, out string) (tree, work string) {
 	t.Helper()
 	m := regexp.MustCompile(`Root tree: .*, cached as (\S+)`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("the build did not say where its root tree is cached:\n%s", out)
 	}
-	paths := []string{m[1]}
 	if w := regexp.MustCompile(`I: Making the tree in (\S+)`).FindStringSubmatch(out); w != nil {
-		paths = append(paths, w[1])
+		work = w[1]
 	}
-	return paths
+	return m[1], work
+}
+
+// assertNoBootstrapLeaks checks the paths in the cache of a build's
+// debootstrap, when it ran (the tree's too: a process left in the work
+// tree has its root there once the tree is renamed into place). When the
+// tree was cached, nothing of the build ran there, and other builds may be
+// reading the tree.
+func (a *acc) assertNoBootstrapLeaks(t *testing.T, out string) {
+	t.Helper()
+	if tree, work := bootstrapPaths(t, out); work != "" {
+		a.before.AssertNoLeaksIn(t, tree, work)
+	}
 }
