@@ -194,9 +194,6 @@ func TestAccQemuFaults(t *testing.T) {
 			t.Errorf("output directory left after a cancelled build")
 		}
 		assertNoQemuLeaks(t, a)
-		if n := qemuProcesses(a.Base); n != 0 {
-			t.Errorf("%d QEMU processes left after the cancel", n)
-		}
 	})
 }
 
@@ -374,14 +371,13 @@ func fileExists(path string) bool { _, err := os.Lstat(path); return err == nil 
 
 // assertNoQemuLeaks checks, scoped to this test's own directory (other
 // builds run on the machine at the same time), that no loop device backed
-// by its files, no mount in it and no QEMU using its files is left, and no
-// journal.
+// by its files, no mount in it or on such a loop device (the qemu
+// strategy's offline steps mount under /run/imagefactory/mnt), no process
+// (QEMU, qemu-storage-daemon, qemu-img...) holding its files is left, and
+// no journal.
 func assertNoQemuLeaks(t *testing.T, a *acc) {
 	t.Helper()
 	a.before.AssertNoLeaksIn(t, a.Base)
-	if n := qemuProcesses(a.Base); n != 0 {
-		t.Errorf("%d QEMU processes of this test left", n)
-	}
 	if journals, _ := filepath.Glob(filepath.Join(a.state, "*.journal")); len(journals) > 0 {
 		t.Errorf("journals left in %s: %v", a.state, journals)
 	}

@@ -44,13 +44,10 @@ func (a *acc) ownMountPath() string {
 
 // assertNoLeaksOwn is assertNoLeaks for builds with ownMountPath: only
 // loop devices, mounts and processes tied to the harness's directory
-// count, and the journals.
+// count, and the journals (assertNoLeaksHere).
 func (a *acc) assertNoLeaksOwn(t *testing.T) {
 	t.Helper()
-	a.before.AssertNoLeaksIn(t, a.Base)
-	if journals, _ := filepath.Glob(filepath.Join(a.state, "*.journal")); len(journals) > 0 {
-		t.Errorf("journals left in %s: %v", a.state, journals)
-	}
+	a.assertNoLeaksHere(t)
 }
 
 // TestAccBtrfs builds on the Fedora- and openSUSE-like btrfs disks with

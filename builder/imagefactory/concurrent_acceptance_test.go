@@ -97,11 +97,6 @@ func (r *runner) assertClean(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(runnerMnt, r.prefix+"*")); len(left) > 0 {
 		t.Errorf("mount directories left: %v", left)
 	}
-	for _, d := range append([]string{r.shared}, r.bases...) {
-		if ps := fixture.Pgrep(t, "qemu-storage-daemon.*"+regexp.QuoteMeta(d+"/")); ps != "" {
-			t.Errorf("qemu-storage-daemon left running:\n%s", ps)
-		}
-	}
 	for _, d := range []string{"state", "tmp"} {
 		if ents, _ := os.ReadDir(filepath.Join(r.shared, d)); len(ents) > 0 {
 			t.Errorf("left in the shared %s directory: %v", d, names(ents))

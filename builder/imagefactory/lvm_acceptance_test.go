@@ -83,10 +83,7 @@ func attachRO(t *testing.T, img string, p fixture.Partition) (dev string, detach
 // another build running on the machine at the same time is not counted.
 func assertNoOwnLeaks(t *testing.T, a *acc) {
 	t.Helper()
-	a.before.AssertNoLeaksIn(t, a.Base)
-	if journals, _ := filepath.Glob(filepath.Join(a.state, "*.journal")); len(journals) > 0 {
-		t.Errorf("journals left in %s: %v", a.state, journals)
-	}
+	a.assertNoLeaksHere(t)
 }
 
 // TestAccLVM builds on the RHEL/CIS-like disk (VG rhel, five linear LVs)

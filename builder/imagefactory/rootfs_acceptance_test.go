@@ -45,12 +45,10 @@ const marker = `
 `
 
 // assertNoLeaksHere is acc.assertNoLeaks scoped to this test's own
-// directory (its builds mount under it: mount_path), without the rule
-// that any process naming the plugin is a leak: on a machine where other
-// checkouts (directories named packer-plugin-imagefactory-*) run builds at
-// the same time, that rule and the shared /run/imagefactory/mnt report
-// their builds. Loop devices, mounts and processes tied to this test's
-// directory, and journals, are still checked.
+// directory: loop devices, mounts and processes tied to it (its builds
+// mount under it, mount_path, or on loop devices of its files), and
+// journals. Builds of other checkouts on the machine, under the shared
+// /run/imagefactory/mnt, are not counted.
 func (a *acc) assertNoLeaksHere(t *testing.T) {
 	t.Helper()
 	a.before.AssertNoLeaksIn(t, a.Base)
@@ -155,6 +153,7 @@ func TestAccBootstrapBoots(t *testing.T) {
 	t.Logf("build %s; %s", res.Duration, describeImage(t, img))
 	checkTreeDisk(t, img, "gpt", "ext4", "cloudimg-rootfs")
 	a.assertNoLeaksHere(t)
+	a.assertNoBootstrapLeaks(t, res.Output)
 	fixture.BootToLogin(t, img, fixture.BootOptions{})
 	fixture.BootToLogin(t, img, fixture.BootOptions{UEFI: true})
 

@@ -265,6 +265,7 @@ build {
 		}))
 		defer ks.Close()
 		h := fixture.Packer(t)
+		before := fixture.LeakSnapshot()
 		h.Env = append(h.Env, "IMAGEFACTORY_STATE_DIR="+filepath.Join(h.Base, "state"))
 		n := countImages()
 		res := h.Build(t, templateAuth(`      auth_url            = "`+ks.URL+`/v3"
@@ -280,10 +281,12 @@ build {
 			t.Errorf("%d Keystone logins, %d images (was %d)", authed, countImages(), n)
 		}
 		noSecrets(t, h, res, password)
+		before.AssertNoLeaksIn(t, h.Base, mountPath(t, res.Output))
 	})
 
 	t.Run("500-twice-then-recovers", func(t *testing.T) {
 		h := fixture.Packer(t)
+		before := fixture.LeakSnapshot()
 		h.Env = append(h.Env, "IMAGEFACTORY_STATE_DIR="+filepath.Join(h.Base, "state"))
 		n := countImages()
 		proxy.inject(2, http.StatusInternalServerError, isCreate)
@@ -299,10 +302,12 @@ build {
 			t.Errorf("Glance holds %d images, want %d (one per create that succeeded)", got, n+1)
 		}
 		noSecrets(t, h, res)
+		before.AssertNoLeaksIn(t, h.Base, mountPath(t, res.Output))
 	})
 
 	t.Run("unreachable-url", func(t *testing.T) {
 		h := fixture.Packer(t)
+		before := fixture.LeakSnapshot()
 		h.Env = append(h.Env, "IMAGEFACTORY_STATE_DIR="+filepath.Join(h.Base, "state"))
 		n := countImages()
 		proxy.inject(0, 0, nil)
@@ -317,6 +322,7 @@ build {
 			t.Errorf("%d images created for an unreachable URL:\n%s", creates, res.Output)
 		}
 		noSecrets(t, h, res)
+		before.AssertNoLeaksIn(t, h.Base, mountPath(t, res.Output))
 	})
 
 	t.Run("checksum-mismatch", func(t *testing.T) {
@@ -330,6 +336,7 @@ build {
 		}
 		defer srv.Close()
 		h := fixture.Packer(t)
+		before := fixture.LeakSnapshot()
 		h.Env = append(h.Env, "IMAGEFACTORY_STATE_DIR="+filepath.Join(h.Base, "state"))
 		n := countImages()
 		res := h.Build(t, template(`      image_url      = "`+srv.URL()+`"
@@ -345,6 +352,7 @@ build {
 			t.Errorf("the mismatching image is still in Glance:\n%s", res.Output)
 		}
 		noSecrets(t, h, res)
+		before.AssertNoLeaksIn(t, h.Base, mountPath(t, res.Output))
 	})
 
 	t.Run("bad-config", func(t *testing.T) {

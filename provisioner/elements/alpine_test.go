@@ -49,6 +49,7 @@ func TestProvisionAlpineChroot(t *testing.T) {
 	tree := t.TempDir()
 	fixture.AlpineTree(t, tree, fixture.AlpineOptions{})
 	elements := alpineElements(t)
+	before := fixture.LeakSnapshot()
 
 	out, err := chrootRun(t, tree, true, map[string]interface{}{
 		"elements": []string{"alpine-sh"}, "elements_path": []string{elements},
@@ -65,7 +66,7 @@ func TestProvisionAlpineChroot(t *testing.T) {
 	if got := readTree(t, tree, "root/parts.err"); !strings.Contains(got, "PROFILING") {
 		t.Errorf("dib-run-parts' timings missing: %q", got)
 	}
-	assertClean(t, tree)
+	assertClean(t, before, tree)
 
 	out, err = chrootRun(t, tree, true, map[string]interface{}{
 		"elements": []string{"needs-bash"}, "elements_path": []string{elements},
@@ -74,5 +75,5 @@ func TestProvisionAlpineChroot(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("err = %v, want %q\n%s", err, want, out)
 	}
-	assertClean(t, tree)
+	assertClean(t, before, tree)
 }

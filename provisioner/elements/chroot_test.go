@@ -66,19 +66,14 @@ func readTree(t *testing.T, tree, p string) string {
 	return string(b)
 }
 
-// assertClean: nothing of the run stays in the image or mounted on it.
-func assertClean(t *testing.T, tree string) {
+// assertClean: nothing of the run stays in the image, mounted on it or
+// running in it (the leak check, against before).
+func assertClean(t *testing.T, before fixture.Snapshot, tree string) {
 	t.Helper()
 	if _, err := os.Lstat(filepath.Join(tree, "tmp/in_target.d")); !os.IsNotExist(err) {
 		t.Errorf("/tmp/in_target.d left in the image: %v", err)
 	}
-	mi, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(string(mi), tree+"/") {
-		t.Errorf("mounts left under %s", tree)
-	}
+	before.AssertNoLeaksIn(t, tree)
 	if j, _ := filepath.Glob(filepath.Join(os.Getenv("IMAGEFACTORY_STATE_DIR"), "*.journal")); len(j) > 0 {
 		t.Errorf("journals left: %v", j)
 	}
@@ -114,6 +109,7 @@ func TestProvisionInChroot(t *testing.T) {
 	}
 	tree := fixture.DebianTree(t)
 	corpus := corpusPath(t)
+	before := fixture.LeakSnapshot()
 
 	t.Run("corpus", func(t *testing.T) {
 		src := sources(t)
@@ -167,7 +163,7 @@ func TestProvisionInChroot(t *testing.T) {
 				t.Errorf("output lacks %q:\n%s", want, out)
 			}
 		}
-		assertClean(t, tree)
+		assertClean(t, before, tree)
 	})
 
 	t.Run("failing script", func(t *testing.T) {
@@ -188,7 +184,7 @@ func TestProvisionInChroot(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(tree, "root/fail.after")); err == nil {
 			t.Error("60-after ran after the failure")
 		}
-		assertClean(t, tree)
+		assertClean(t, before, tree)
 	})
 
 	t.Run("not mounted: inside phases by upload", func(t *testing.T) {
@@ -202,7 +198,7 @@ func TestProvisionInChroot(t *testing.T) {
 		if got := readTree(t, tree, "root/order.log"); !strings.HasPrefix(got, "foo\n1_x") {
 			t.Errorf("order.log = %q", got)
 		}
-		assertClean(t, tree)
+		assertClean(t, before, tree)
 	})
 
 	t.Run("not mounted: outside hooks refused by name", func(t *testing.T) {
@@ -212,7 +208,7 @@ func TestProvisionInChroot(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "extra-data.d/10-env-outside (element envd), cleanup.d/10-cleanup-outside (element envd)") {
 			t.Fatalf("err = %v\n%s", err, out)
 		}
-		assertClean(t, tree)
+		assertClean(t, before, tree)
 	})
 
 	t.Run("bad input fails before anything runs", func(t *testing.T) {
@@ -229,7 +225,7 @@ func TestProvisionInChroot(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%v: err = %v, want %q\n%s", tc.els, err, tc.err, out)
 			}
-			assertClean(t, tree)
+			assertClean(t, before, tree)
 		}
 	})
 }
