@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -130,6 +133,13 @@ func decompressor(kind Compression, r io.Reader) (plain io.Reader, close func(),
 		}
 		return zr, func() { zr.Close() }, nil
 	case XZ:
+		// xz(1) where it is installed: measured here on a 1 GiB raw
+		// image holding 256 MiB of random data, ulikunitz/xz takes 12.8 s
+		// and `xz -dc` 2.7 s (it decompresses the blocks of a
+		// multi-threaded stream in parallel).
+		if path, err := exec.LookPath("xz"); err == nil {
+			return startTool(r, path, "-dc", "-T0")
+		}
 		xr, err := xz.NewReader(buffered)
 		if err != nil {
 			return nil, nil, fmt.Errorf("xz: %w", err)
@@ -143,6 +153,49 @@ func decompressor(kind Compression, r io.Reader) (plain io.Reader, close func(),
 		return zr, zr.Close, nil
 	}
 	return buffered, func() {}, nil // not compressed: still worth a sparse copy
+}
+
+// startTool runs a decompressing tool with r on its stdin; its stdout is
+// the plain data. A tool that exits non-zero makes the read that reaches
+// the end fail with its message (a truncated or damaged stream), instead
+// of a short, clean EOF. close kills it if it is still running.
+func startTool(r io.Reader, path string, args ...string) (io.Reader, func(), error) {
+	cmd := exec.Command(path, args...)
+	cmd.Stdin = r
+	stderr := &headBuffer{limit: 4096}
+	cmd.Stderr = stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
+	}
+	tr := &toolReader{cmd: cmd, out: out, stderr: stderr}
+	return tr, func() {
+		if !tr.waited {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}, nil
+}
+
+type toolReader struct {
+	cmd    *exec.Cmd
+	out    io.Reader
+	stderr *headBuffer
+	waited bool
+}
+
+func (t *toolReader) Read(p []byte) (int, error) {
+	n, err := t.out.Read(p)
+	if err == io.EOF && !t.waited {
+		t.waited = true
+		if werr := t.cmd.Wait(); werr != nil {
+			return n, fmt.Errorf("%s: %v: %s", filepath.Base(t.cmd.Path), werr, strings.TrimSpace(t.stderr.String()))
+		}
+	}
+	return n, err
 }
 
 // DecompressedHead returns the first n bytes of path's content once

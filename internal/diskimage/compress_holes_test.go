@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -45,4 +46,33 @@ func TestDecompressHoleBlocks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDecompressTruncatedXZ: a truncated xz stream, decompressed by xz(1),
+// is an error carrying xz's message, not a short image.
+func TestDecompressTruncatedXZ(t *testing.T) {
+	needTool(t, "xz")
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "disk.raw")
+	makeSparse(t, raw, 8<<20, 1<<20, 0, 6<<20)
+	comp := filepath.Join(dir, "disk.xz")
+	f, err := os.Create(comp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("xz", "-c", "-0", raw)
+	cmd.Stdout = f
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := f.Stat()
+	f.Truncate(st.Size() / 2)
+	f.Close()
+	out := filepath.Join(dir, "out.raw")
+	err = Decompress(context.Background(), comp, out, nil)
+	if err == nil || !strings.Contains(err.Error(), "xz") {
+		t.Errorf("Decompress(truncated xz) = %v, want xz's error", err)
+	}
+	noFile(t, out)
+	noFile(t, out+".part")
 }
