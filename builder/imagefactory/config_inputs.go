@@ -39,7 +39,7 @@ func checkInputFile(option, path string, dirOK bool) error {
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("%s %s does not exist (a relative path is relative to the directory packer runs in)", option, path)
+		return fmt.Errorf("%s %s does not exist (a relative path is relative to the directory packer runs in; an image another build of the same template makes must exist before packer starts: build them one at a time with -only)", option, path)
 	case err != nil:
 		return fmt.Errorf("%s %s cannot be read: %v", option, path, errors.Unwrap(err))
 	case st.IsDir() && !dirOK:
