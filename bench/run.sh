@@ -448,6 +448,14 @@ echo "written to $OUT/results.txt; nothing left mounted or attached"
 # table and bench/out/scrub-sparsify.txt).
 "$BENCH_DIR/scrub-sparsify.sh"
 
+# A compressed base image to a working disk against xz/zstd -dc piped to
+# cp --sparse=always (its own fixture and bench/out/decompress.txt):
+# BENCH_DECOMPRESS=0 skips it.
+if [[ ${BENCH_DECOMPRESS:-1} == 1 ]]; then
+	echo
+	"$BENCH_DIR/decompress.sh" | tee -a "$OUT/results.txt"
+fi
+
 # packer-plugin-qemu against our qemu and chroot strategies, whole builds
 # (minutes under TCG): BENCH_QEMU=0 skips it.
 if [[ ${BENCH_QEMU:-1} == 1 ]]; then

@@ -26,7 +26,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: sessionbench session|copy|reap [flags]")
+		fmt.Fprintln(os.Stderr, "usage: sessionbench session|copy|decompress|reap [flags]")
 		os.Exit(2)
 	}
 	// run.sh stops us with SIGTERM on Ctrl-C; a cancelled context makes
@@ -40,10 +40,12 @@ func main() {
 		err = benchSession(ctx, args)
 	case "copy":
 		err = benchCopy(ctx, args)
+	case "decompress":
+		err = benchDecompress(ctx, args)
 	case "reap":
 		err = reap(args)
 	default:
-		err = fmt.Errorf("unknown subcommand %q (want session, copy or reap)", cmd)
+		err = fmt.Errorf("unknown subcommand %q (want session, copy, decompress or reap)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sessionbench:", err)
@@ -129,6 +131,26 @@ func benchCopy(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Printf("%.6f %s\n", d.Seconds(), m)
+	return nil
+}
+
+// benchDecompress times diskimage.Decompress (what the builder does with a
+// compressed base image) and prints seconds.
+func benchDecompress(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("decompress", flag.ContinueOnError)
+	src := fl.String("src", "", "compressed image")
+	dst := fl.String("dst", "", "destination")
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if *src == "" || *dst == "" {
+		return errors.New("decompress: -src and -dst are required")
+	}
+	start := time.Now()
+	if err := diskimage.Decompress(ctx, *src, *dst, nil); err != nil {
+		return err
+	}
+	fmt.Printf("%.6f\n", time.Since(start).Seconds())
 	return nil
 }
 

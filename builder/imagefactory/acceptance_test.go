@@ -305,8 +305,7 @@ func TestAccURLBase(t *testing.T) {
 
 		a = newAcc(t)
 		res := a.Build(t, template(sums(sumA+"  b.qcow2\n"+sumB+"  a.qcow2\n"), `provisioner "shell" { inline = ["true"] }`), base)
-		// go-getter's message, through Packer's download step.
-		if want := "Expected: " + sumB; res.ExitCode == 0 || !strings.Contains(res.Output, "Checksums did not match") || !strings.Contains(res.Output, want) {
+		if want := "its checksum is " + sumA + ", not the " + sumB + " of base_image_checksum"; res.ExitCode == 0 || !strings.Contains(res.Output, want) {
 			t.Errorf("a SHA256SUMS giving a.qcow2 the other image's sum must fail the build, saying %q; exit %d:\n%s", want, res.ExitCode, res.Output)
 		}
 		a.assertNoLeaks(t)

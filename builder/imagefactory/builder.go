@@ -39,6 +39,9 @@ func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
 	if err != nil {
 		return nil, warnings, err
 	}
+	if err := b.config.checkInputs(); err != nil {
+		return nil, warnings, err
+	}
 	return generatedDataKeys, warnings, nil
 }
 
@@ -111,13 +114,7 @@ func (b *Builder) commonSteps() []multistep.Step {
 		return append(steps, &stepBootstrap{}, &stepRootTree{}, &stepMakeDisk{})
 	}
 	return append(steps,
-		&commonsteps.StepDownload{
-			Checksum:    cfg.BaseImageChecksum,
-			Description: "base image",
-			ResultKey:   stateBaseImagePath,
-			Url:         []string{cfg.BaseImage},
-			Extension:   "img",
-		},
+		&stepBaseImage{},
 		&stepWorkingDisk{},
 		&stepGrowDisk{},
 	)

@@ -128,6 +128,10 @@ type Config struct {
 	// The format of the artifact: `raw` (default) or `qcow2`. The working
 	// disk is always raw; a qcow2 artifact is converted at the end.
 	Format string `mapstructure:"format"`
+	// With `format = "qcow2"`: the qcow2 version, `1.1` (default: qcow2
+	// version 3, QEMU 1.1 and later) or `0.10` (version 2, for consumers
+	// with an older QEMU; it cannot hold zstd compressed clusters).
+	QCOW2Compat string `mapstructure:"qcow2_compat"`
 	// Grow the working disk to this size (`8G`, `8GiB`, `10240M`, or
 	// bytes). The partition that ends last on the disk, whatever its number
 	// (Ubuntu's root is partition 1, after 14, 15 and 16), grows with it
@@ -416,6 +420,15 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	case "raw", "qcow2":
 	default:
 		add("format %q is not supported; use raw or qcow2", c.Format)
+	}
+	if c.QCOW2Compat != "" {
+		if c.Format != "qcow2" {
+			add("qcow2_compat applies to format = \"qcow2\" only, not %q", c.Format)
+		} else if c.UseBackingFile {
+			add("qcow2_compat is not supported with use_backing_file (the overlay is a compat 1.1 qcow2)")
+		} else if err := diskimage.CheckQCOW2Compat(c.QCOW2Compat, ""); err != nil {
+			add("%v", err)
+		}
 	}
 	if c.DiskSize != "" && !c.fromTree() {
 		if _, err := diskimage.ParseSize(c.DiskSize); err != nil {

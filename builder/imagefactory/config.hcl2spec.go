@@ -68,6 +68,7 @@ type FlatConfig struct {
 	OutputDirectory           *string              `mapstructure:"output_directory" cty:"output_directory" hcl:"output_directory"`
 	ImageName                 *string              `mapstructure:"image_name" cty:"image_name" hcl:"image_name"`
 	Format                    *string              `mapstructure:"format" cty:"format" hcl:"format"`
+	QCOW2Compat               *string              `mapstructure:"qcow2_compat" cty:"qcow2_compat" hcl:"qcow2_compat"`
 	DiskSize                  *string              `mapstructure:"disk_size" cty:"disk_size" hcl:"disk_size"`
 	RootPartition             *int                 `mapstructure:"root_partition" cty:"root_partition" hcl:"root_partition"`
 	RequiredMounts            []string             `mapstructure:"required_mounts" cty:"required_mounts" hcl:"required_mounts"`
@@ -193,6 +194,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"output_directory":             &hcldec.AttrSpec{Name: "output_directory", Type: cty.String, Required: false},
 		"image_name":                   &hcldec.AttrSpec{Name: "image_name", Type: cty.String, Required: false},
 		"format":                       &hcldec.AttrSpec{Name: "format", Type: cty.String, Required: false},
+		"qcow2_compat":                 &hcldec.AttrSpec{Name: "qcow2_compat", Type: cty.String, Required: false},
 		"disk_size":                    &hcldec.AttrSpec{Name: "disk_size", Type: cty.String, Required: false},
 		"root_partition":               &hcldec.AttrSpec{Name: "root_partition", Type: cty.Number, Required: false},
 		"required_mounts":              &hcldec.AttrSpec{Name: "required_mounts", Type: cty.List(cty.String), Required: false},

@@ -2,6 +2,7 @@ package imagefactory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
@@ -40,6 +41,11 @@ func (s *stepAttachPartitions) Run(ctx context.Context, state multistep.StateBag
 		Log:            ui.Say,
 		Repro:          src,
 	})
+	var notDisk *session.NotADiskError
+	if errors.As(err, &notDisk) && cfg.BaseImage != "" {
+		// The working disk is a copy: name the user's file.
+		return haltf(state, "base_image %s is not a disk image: it holds neither a partition table (MBR or GPT) nor a filesystem; give a raw, qcow2, vmdk, vhdx, vdi or vhd disk image, maybe gzip, xz or zstd compressed", cfg.BaseImage)
+	}
 	if err != nil {
 		return haltf(state, "base image %s: %v", cfg.BaseImage, err)
 	}

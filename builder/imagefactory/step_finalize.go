@@ -56,7 +56,7 @@ func (s *stepFinalize) Run(ctx context.Context, state multistep.StateBag) multis
 		start := time.Now()
 		bar := packerglue.NewPercentBar(ui, "conversion to "+cfg.Format)
 		err := diskimage.Convert(ctx, work, diskimage.Raw, final, diskimage.Format(cfg.Format),
-			diskimage.ConvertOptions{Progress: bar.SetPercent, Repro: cfg.repro})
+			diskimage.ConvertOptions{Progress: bar.SetPercent, Repro: cfg.repro, Compat: cfg.QCOW2Compat})
 		bar.Close()
 		if err != nil {
 			return haltf(state, "converting the image to %s: %v", cfg.Format, err)

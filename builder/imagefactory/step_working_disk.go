@@ -45,10 +45,17 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 
 	compression, err := diskimage.DetectCompression(src)
 	if err != nil {
-		return haltf(state, "base image %s: %v", src, err)
+		return haltf(state, "base_image %s: %v", cfg.BaseImage, err)
 	}
 	if compression != diskimage.NoCompression && cfg.UseBackingFile {
 		return haltf(state, "use_backing_file: base image %s is %s compressed; a backing file must be a disk image qemu can read in place (decompress it first)", src, compression)
+	}
+	// disk_size before anything is decompressed, copied or converted,
+	// when the size can be read from a header or index.
+	if size, from, err := diskimage.PeekVirtualSize(src); err == nil && from != diskimage.SizeUnknown {
+		if err := checkDiskSize(cfg, size, from); err != nil {
+			return halt(state, err)
+		}
 	}
 	if compression != diskimage.NoCompression {
 		plain := s.work + ".decompressed"
@@ -75,6 +82,11 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 	}
 	state.Put(stateBaseFormat, info.Format)
 	state.Put(stateBaseSize, info.VirtualSize)
+	if !cfg.UseBackingFile {
+		if err := checkDiskSize(cfg, info.VirtualSize, "header, as qemu-img info reads it"); err != nil {
+			return halt(state, err)
+		}
+	}
 
 	if cfg.UseBackingFile {
 		var size int64
@@ -98,7 +110,14 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 	}
 
 	start := time.Now()
-	if info.Format == diskimage.Raw {
+	if info.Format == diskimage.Raw && compression != diskimage.NoCompression {
+		// The decompressed file is sparse already, and in place.
+		if err := os.Rename(src, s.work); err != nil {
+			return haltf(state, "decompressing base image %s: %v", cfg.BaseImage, err)
+		}
+		ui.Say(fmt.Sprintf("Working disk %s: decompressed from %s, %s (%s allocated)",
+			s.work, compression, diskimage.FormatSize(info.VirtualSize), diskimage.FormatSize(info.ActualSize)))
+	} else if info.Format == diskimage.Raw {
 		bar := packerglue.NewProgressBar(ui, "working copy", info.ActualSize)
 		method, err := diskimage.Copy(ctx, src, s.work, bar.Add)
 		bar.Close()
@@ -162,4 +181,18 @@ func refuseExternalReferences(path string) error {
 		return errors.New("it is a vmdk descriptor naming extent files; a downloaded image must be self-contained (use a monolithic vmdk, or qcow2)")
 	}
 	return nil
+}
+
+// checkDiskSize refuses a disk_size smaller than the base image's virtual
+// size (read from where), naming both.
+func checkDiskSize(cfg *Config, virtual int64, from diskimage.SizeSource) error {
+	if cfg.DiskSize == "" {
+		return nil
+	}
+	size, _ := diskimage.ParseSize(cfg.DiskSize) // validated in Prepare
+	if size >= virtual {
+		return nil
+	}
+	return fmt.Errorf("disk_size %s is smaller than base_image %s, whose virtual size is %s (%d bytes, from its %s); images are never shrunk: set disk_size to at least %s or remove it",
+		cfg.DiskSize, cfg.BaseImage, diskimage.FormatSize(virtual), virtual, from, diskimage.FormatSize(virtual))
 }

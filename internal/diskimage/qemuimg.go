@@ -151,6 +151,34 @@ type ConvertOptions struct {
 	// of Repro alone (writes in order, the formats' identifiers and times
 	// derived from it: see repro.go). Nil: qemu's fastest, random ones.
 	Repro *repro.Source
+	// Compat of a qcow2 output: "" (qemu-img's default, 1.1), "1.1" or
+	// "0.10" (see CheckQCOW2Compat).
+	Compat string
+}
+
+// QCOW2 compat levels (qemu-img's -o compat=; QEMU's docs/interop/qcow2.txt:
+// version 2 is 0.10, version 3 is 1.1).
+const (
+	QCOW2Compat11  = "1.1"
+	QCOW2Compat010 = "0.10"
+)
+
+// CheckQCOW2Compat validates a qcow2_compat option against the cluster
+// compression asked for ("" for none): a version 2 (0.10) image reads in
+// QEMU before 1.1 but has no compression_type header field, so it holds
+// zlib clusters only, never zstd (qcow2.txt, "compression type", an
+// incompatible feature of version 3). The errors name the options.
+func CheckQCOW2Compat(compat, compression string) error {
+	switch compat {
+	case "", QCOW2Compat11:
+	case QCOW2Compat010:
+		if compression == "zstd" {
+			return fmt.Errorf("qcow2_compat %q cannot hold zstd compressed clusters (a 0.10 image has no compression type field): use compression = \"zlib\", or qcow2_compat = %q", compat, QCOW2Compat11)
+		}
+	default:
+		return fmt.Errorf("qcow2_compat %q is not supported; use %q (the default, QEMU 1.1 and later) or %q (older QEMU)", compat, QCOW2Compat11, QCOW2Compat010)
+	}
+	return nil
 }
 
 // ConvertToRaw converts src (of format srcFmt) to a sparse raw image at dst.
@@ -179,8 +207,22 @@ func Convert(ctx context.Context, src string, srcFmt Format, dst string, dstFmt 
 	args = append(args, convertWrites(opts.Repro)...)
 	// Zero runs of 4 KiB or more become holes (raw) or unallocated clusters.
 	args = append(args, "-S", "4k")
+	if err := CheckQCOW2Compat(opts.Compat, opts.Compression); err != nil {
+		return fmt.Errorf("convert %s: %w", src, err)
+	}
+	if opts.Compat != "" && dstFmt != QCOW2 {
+		return fmt.Errorf("convert %s to %s: qcow2 compat needs qcow2 output, not %s", src, dst, dstFmt)
+	}
+	var o []string
 	if opts.Compression != "" {
-		args = append(args, "-c", "-o", "compression_type="+opts.Compression)
+		args = append(args, "-c")
+		o = append(o, "compression_type="+opts.Compression)
+	}
+	if opts.Compat != "" {
+		o = append(o, "compat="+opts.Compat)
+	}
+	if len(o) > 0 {
+		args = append(args, "-o", strings.Join(o, ","))
 	}
 	args = append(args, src, part)
 

@@ -165,7 +165,7 @@ func Attach(ctx context.Context, opts Options) (*Session, error) {
 	// An empty file has no partition at all to look at.
 	if table.Kind == partition.None && (len(s.Parts) == 0 || s.Parts[0].FS.Type == "") {
 		return nil, errors.Join(
-			fmt.Errorf("%s is not a disk image: it holds neither a partition table (MBR or GPT) nor a filesystem", opts.Disk),
+			&NotADiskError{Disk: opts.Disk},
 			s.Detach())
 	}
 	return s, nil
@@ -312,4 +312,13 @@ func (s *Session) removeMountDir() error {
 		return errors.Join(fmt.Errorf("removing the mount path %s: %w", s.opts.MountPath, err), s.opts.Journal.Forget(s.mountDir))
 	}
 	return s.opts.Journal.Forget(s.mountDir)
+}
+
+// NotADiskError is Attach's error for a file that holds neither a partition
+// table nor a filesystem. A caller that attached a working copy names the
+// user's file instead of Disk.
+type NotADiskError struct{ Disk string }
+
+func (e *NotADiskError) Error() string {
+	return e.Disk + " is not a disk image: it holds neither a partition table (MBR or GPT) nor a filesystem"
 }

@@ -83,10 +83,14 @@ func (p *Provisioner) Prepare(raws ...interface{}) error {
 		return err
 	}
 	var paths []string
-	for _, d := range c.ElementsPath {
+	for i, d := range c.ElementsPath {
 		abs, err := filepath.Abs(d)
 		if err != nil {
 			return err
+		}
+		// Caught by packer validate, not when the phases run.
+		if _, err := os.ReadDir(abs); err != nil {
+			return fmt.Errorf("imagefactory-elements: elements_path[%d] %s cannot be read (%v); give a directory of elements", i, d, errors.Unwrap(err))
 		}
 		paths = append(paths, abs)
 	}
