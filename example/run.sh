@@ -142,7 +142,7 @@ t_check=$(since "$t0")
 # The boot test ran in the build (imagefactory-boottest): it says how long
 # it took and under which accelerator, and keeps the serial console.
 boot=$(sed 's/\x1b\[[0-9;]*m//g' "$build_log" | sed -n 's/.*Boot test passed in \([0-9hms.]*\) (\([a-z]*\); waits met \([0-9hms.]*\) after power-on).*/\1 under \2, waits met \3 after power-on/p' | tail -1)
-check "the boot test passed in the build (imagefactory-boottest${boot:+: $boot})" test -n "$boot"
+check "the boot test passes in the build (imagefactory-boottest${boot:+: $boot}; log: $build_log)" test -n "$boot"
 console=$output_dir/debian-12-web.console.log
 check "the boot test's serial console is kept ($(basename "$console"))" grep -q 'login:' "$console"
 check "the console shows systemd's first boot (machine-id \"uninitialized\")" grep -q 'Detected first boot' "$console"
