@@ -82,4 +82,25 @@ func TestAccExample(t *testing.T) {
 			t.Log(strings.TrimSpace(l))
 		}
 	}
+	// The terminal gets the stages, the summary and the failed checks; the
+	// tools' own output goes to the full log (it was 2,400 lines on the
+	// terminal, mostly apt and debootstrap).
+	terminal := strings.Count(string(out), "\n")
+	full := filepath.Join(fixture.RepoRoot(t), "example/cache/example.log")
+	log, err := os.ReadFile(full)
+	if err != nil {
+		t.Fatalf("the full log: %v", err)
+	}
+	t.Logf("%d lines on the terminal, %d in %s", terminal, strings.Count(string(log), "\n"), full)
+	if terminal >= 100 {
+		t.Errorf("example/run.sh printed %d lines on the terminal, want under 100:\n%s", terminal, out)
+	}
+	for _, want := range []string{"Builds finished", "file format: qcow2", "  ok    the GPT is valid"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("the full log %s lacks %q (the tools' output)", full, want)
+		}
+	}
+	if !strings.Contains(string(out), "the full log is "+full) {
+		t.Errorf("the terminal does not say where the full log is:\n%s", out)
+	}
 }
