@@ -17,7 +17,11 @@ set -euo pipefail
 root=${ROOT:-/}
 policy=$root/usr/sbin/policy-rc.d
 
-enabled() { systemctl --root="$root" list-unit-files --state=enabled --no-legend 2>/dev/null | awk '{print $1}' | sort; }
+# Without systemctl (no systemd on the host) nothing can be enabled.
+enabled() {
+	command -v systemctl >/dev/null || return 0
+	systemctl --root="$root" list-unit-files --state=enabled --no-legend | awk '{print $1}' | sort
+}
 
 before=$(enabled)
 ours=
