@@ -4,10 +4,10 @@
 # do when it is not. Exit 0: good; 1: missing or too old.
 #
 # Debian 12's golang-go is Go 1.19, older than go.mod's; bookworm-backports
-# has golang-1.23-go, a Go >= 1.21 that fetches the toolchain go.mod names
-# through the Go module proxy when GOTOOLCHAIN asks it to (Debian sets
-# GOTOOLCHAIN=local in its go.env, so it never does so by itself; see
-# https://go.dev/doc/toolchain).
+# has golang-1.23-go, a Go >= 1.21 that fetches a newer toolchain through
+# the Go module proxy (golang.org/toolchain) when go.mod or GOTOOLCHAIN
+# asks for one (https://go.dev/doc/toolchain); GOTOOLCHAIN=go1.26.8 names
+# the release, the one this project is tested with (TestSetupOnDebian12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
