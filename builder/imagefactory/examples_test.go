@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -98,6 +99,26 @@ func TestAccExample(t *testing.T) {
 	for _, want := range []string{"Builds finished", "file format: qcow2", "  ok    the GPT is valid"} {
 		if !strings.Contains(string(log), want) {
 			t.Errorf("the full log %s lacks %q (the tools' output)", full, want)
+		}
+	}
+	// The build's artifact list: each line once, and only files that
+	// exist, unless it says they were consumed.
+	buildLog, err := os.ReadFile(filepath.Join(fixture.RepoRoot(t), "example/cache/last-build.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := finalArtifacts(regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAllString(string(buildLog), ""))
+	t.Logf("the artifact list:\n%s", strings.Join(list, "\n"))
+	seen := map[string]bool{}
+	for _, l := range list {
+		if seen[l] {
+			t.Errorf("the artifact list repeats %q", l)
+		}
+		seen[l] = true
+		if m := regexp.MustCompile(`disk image: ([^\s,]+?)(?:,| \(|$)`).FindStringSubmatch(l); m != nil {
+			if _, err := os.Stat(m[1]); err != nil && !strings.Contains(l, "consumed by a later post-processor") {
+				t.Errorf("the artifact list names %s, which is gone: %q", m[1], l)
+			}
 		}
 	}
 	if !strings.Contains(string(out), "the full log is "+full) {
