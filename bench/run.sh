@@ -470,6 +470,14 @@ if [[ ${BENCH_ARM64:-1} == 1 ]]; then
 	"$BENCH_DIR/arm64.sh" | tee -a "$OUT/results.txt"
 fi
 
+# The reproducible mode's cost (issue 16): the same tree-made build with
+# scrub and sparsify, with and without SOURCE_DATE_EPOCH (a few minutes):
+# BENCH_REPRO=0 skips it.
+if [[ ${BENCH_REPRO:-1} == 1 ]]; then
+	echo
+	"$BENCH_DIR/repro.sh" | tee -a "$OUT/results.txt"
+fi
+
 # Glance import through fetchdisk's server against python3 -m http.server.
 "$BENCH_DIR/fetchdisk.sh" "$FIXTURE" # Glance import through fetchdisk's server vs python3 -m http.server
 "$BENCH_DIR/elements.sh" # imagefactory-elements: overhead for 20 elements beside DIB and a bare chroot loop

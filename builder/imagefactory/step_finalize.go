@@ -15,7 +15,9 @@ import (
 
 // stepFinalize gives the working disk its final name, converting it first
 // when format asks for qcow2. The conversion writes a temporary name, so a
-// failed or cancelled build never leaves a half-written image behind.
+// failed or cancelled build never leaves a half-written image behind; a
+// reproducible build converts as the sparsify post-processor does (the
+// same input, the same bytes).
 type stepFinalize struct{}
 
 func (s *stepFinalize) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
@@ -54,7 +56,7 @@ func (s *stepFinalize) Run(ctx context.Context, state multistep.StateBag) multis
 		start := time.Now()
 		bar := packerglue.NewPercentBar(ui, "conversion to "+cfg.Format)
 		err := diskimage.Convert(ctx, work, diskimage.Raw, final, diskimage.Format(cfg.Format),
-			diskimage.ConvertOptions{Progress: bar.SetPercent})
+			diskimage.ConvertOptions{Progress: bar.SetPercent, Repro: cfg.repro})
 		bar.Close()
 		if err != nil {
 			return haltf(state, "converting the image to %s: %v", cfg.Format, err)

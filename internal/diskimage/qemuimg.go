@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 )
 
 // Info is what Inspect learns about an image.
@@ -145,6 +147,10 @@ type ConvertOptions struct {
 	Compression string
 	// Progress, if set, receives qemu-img's progress in percent (0..100).
 	Progress func(pct float64)
+	// Repro, when enabled, makes the output a function of the input and
+	// of Repro alone (writes in order, the formats' identifiers and times
+	// derived from it: see repro.go). Nil: qemu's fastest, random ones.
+	Repro *repro.Source
 }
 
 // ConvertToRaw converts src (of format srcFmt) to a sparse raw image at dst.
@@ -154,7 +160,8 @@ func ConvertToRaw(ctx context.Context, src string, srcFmt Format, dst string, pr
 
 // Convert runs qemu-img convert from src to dst. The output is written to
 // dst+".part" and renamed on success; cancelling ctx kills qemu-img (its
-// whole process group) and removes the part file.
+// whole process group) and removes the part file. With opts.Repro enabled,
+// the same input gives the same bytes (see repro.go).
 func Convert(ctx context.Context, src string, srcFmt Format, dst string, dstFmt Format, opts ConvertOptions) (err error) {
 	if srcFmt == "" || dstFmt == "" {
 		return fmt.Errorf("convert %s to %s: source and destination formats must be given", src, dst)
@@ -168,11 +175,10 @@ func Convert(ctx context.Context, src string, srcFmt Format, dst string, dstFmt 
 		return fmt.Errorf("convert %s to %s: compression needs qcow2 output, not %s", src, dst, dstFmt)
 	}
 	part := dst + ".part"
-	args := []string{"convert", "-p", "-f", string(srcFmt), "-O", string(dstFmt),
-		// 8 coroutines with out-of-order writes: the fast path for local files.
-		"-m", "8", "-W",
-		// Zero runs of 4 KiB or more become holes (raw) or unallocated clusters.
-		"-S", "4k"}
+	args := []string{"convert", "-p", "-f", string(srcFmt), "-O", string(dstFmt)}
+	args = append(args, convertWrites(opts.Repro)...)
+	// Zero runs of 4 KiB or more become holes (raw) or unallocated clusters.
+	args = append(args, "-S", "4k")
 	if opts.Compression != "" {
 		args = append(args, "-c", "-o", "compression_type="+opts.Compression)
 	}
@@ -203,6 +209,9 @@ func Convert(ctx context.Context, src string, srcFmt Format, dst string, dstFmt 
 	if waitErr != nil {
 		return fmt.Errorf("convert %s (%s) to %s (%s): qemu-img convert: %v: %s",
 			src, srcFmt, dst, dstFmt, waitErr, strings.TrimSpace(stderr.String()))
+	}
+	if err := normalize(part, dst, dstFmt, opts.Repro); err != nil {
+		return fmt.Errorf("convert %s: %w", src, err)
 	}
 	if err := os.Rename(part, dst); err != nil {
 		return fmt.Errorf("convert %s: %w", src, err)

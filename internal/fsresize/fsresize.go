@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 )
@@ -60,8 +61,16 @@ type exitError struct {
 func (e *exitError) Error() string { return e.msg }
 
 func run(ctx context.Context, name string, args ...string) error {
+	return runEnv(ctx, nil, name, args...)
+}
+
+// runEnv is run with env added to the environment.
+func runEnv(ctx context.Context, env []string, name string, args ...string) error {
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, name, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	if err := cmd.Run(); err != nil {

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 )
 
 // ExtSize is an ext2/3/4 filesystem's size.
@@ -47,15 +49,21 @@ var minimumRE = regexp.MustCompile(`(?m)^Estimated minimum size of the filesyste
 // ShrinkExt makes the unmounted ext2/3/4 filesystem on device as small as
 // resize2fs can make it, plus free bytes of room, after the forced check
 // resize2fs demands. A filesystem already that small is left as it is.
-// It returns the sizes before and after.
-func ShrinkExt(ctx context.Context, device string, free int64) (before, after ExtSize, err error) {
+// It returns the sizes before and after. With src enabled, the check and
+// the resize write the build's epoch, not the clock, in the superblock
+// (e2fsck's s_lastcheck and s_wtime through E2FSCK_TIME, resize2fs's
+// s_wtime through E2FSPROGS_FAKE_TIME; measured with e2fsprogs 1.47.0, whose
+// e2fsck ignores the latter), so the same filesystem shrinks to the same
+// bytes.
+func ShrinkExt(ctx context.Context, device string, free int64, src *repro.Source) (before, after ExtSize, err error) {
+	env := src.Env()
 	before, err = ReadExtSize(device)
 	if err != nil {
 		return before, before, err
 	}
 	// e2fsck -p exits 1 when it corrected something: still fine; 4 and up
 	// are errors it will not fix by itself.
-	if err := run(ctx, "e2fsck", "-f", "-p", device); err != nil && exitCode(err) != 1 {
+	if err := runEnv(ctx, env, "e2fsck", "-f", "-p", device); err != nil && exitCode(err) != 1 {
 		return before, before, fmt.Errorf("the filesystem needs repair before it can shrink: %w", err)
 	}
 	// resize2fs's estimate is conservative for a large filesystem (it
@@ -72,7 +80,7 @@ func ShrinkExt(ctx context.Context, device string, free int64) (before, after Ex
 		if target >= after.Blocks || (pass > 0 && after.Blocks-target < after.Blocks/100) {
 			break
 		}
-		if err := run(ctx, "resize2fs", device, strconv.FormatInt(target, 10)); err != nil {
+		if err := runEnv(ctx, env, "resize2fs", device, strconv.FormatInt(target, 10)); err != nil {
 			return before, after, err
 		}
 		if after, err = ReadExtSize(device); err != nil {

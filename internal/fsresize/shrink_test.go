@@ -51,7 +51,7 @@ func TestShrinkExt(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			img := mkfs(t, tt.size, tt.mkfs...)
-			before, after, err := ShrinkExt(context.Background(), img, tt.free)
+			before, after, err := ShrinkExt(context.Background(), img, tt.free, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -103,7 +103,7 @@ func TestShrinkExtErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, _, err = ShrinkExt(context.Background(), img, 0)
+			_, _, err = ShrinkExt(context.Background(), img, 0, nil)
 			if err == nil || !strings.Contains(err.Error(), "holds no ext2/3/4 filesystem") {
 				t.Fatalf("err = %v, want one saying it is not ext", err)
 			}

@@ -155,13 +155,15 @@ func (s *Source) Uint32(purpose string) uint32 {
 
 // Env returns the variables that make child tools reproducible, to append
 // to their environment: SOURCE_DATE_EPOCH (mtools, dosfstools, grub-mkimage
-// readers of the convention) and E2FSPROGS_FAKE_TIME (e2fsprogs' time for
-// superblock and inode fields, lib/ext2fs and misc/mke2fs.c). Nil for a nil
-// Source.
+// readers of the convention), E2FSPROGS_FAKE_TIME (e2fsprogs' time for
+// superblock and inode fields, lib/ext2fs and misc/mke2fs.c) and
+// E2FSCK_TIME (e2fsck's own "now", e2fsck/e2fsck.c: in 1.47.0 e2fsck
+// ignores E2FSPROGS_FAKE_TIME and writes the clock in s_lastcheck and
+// s_wtime). Nil for a nil Source.
 func (s *Source) Env() []string {
 	if s == nil {
 		return nil
 	}
 	e := strconv.FormatInt(s.epoch, 10)
-	return []string{EnvVar + "=" + e, "E2FSPROGS_FAKE_TIME=" + e}
+	return []string{EnvVar + "=" + e, "E2FSPROGS_FAKE_TIME=" + e, "E2FSCK_TIME=" + e}
 }

@@ -2,6 +2,7 @@ package repro
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -74,6 +75,9 @@ func TestDerived(t *testing.T) {
 	var nilSrc *Source
 	if nilSrc.Enabled() || nilSrc.UUID("x") == nilSrc.UUID("x") || nilSrc.Env() != nil {
 		t.Error("a nil Source must be random and add no environment")
+	}
+	if env := strings.Join(a.Env(), " "); env != "SOURCE_DATE_EPOCH=1700000000 E2FSPROGS_FAKE_TIME=1700000000 E2FSCK_TIME=1700000000" {
+		t.Errorf("Env = %s", env)
 	}
 	if a.Time() != time.Unix(1700000000, 0).UTC() {
 		t.Error("Time")

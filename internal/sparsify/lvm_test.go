@@ -21,7 +21,7 @@ func TestTrimLVM(t *testing.T) {
 	root := d.LV("root").Partition
 	dirty(t, d.Path, root)
 	before := allocated(t, d.Path)
-	res, err := Trim(context.Background(), d.Path, j, nil)
+	res, err := Trim(context.Background(), d.Path, j, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

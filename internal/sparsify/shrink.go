@@ -10,6 +10,7 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fsresize"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/partition"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
 )
 
@@ -25,6 +26,10 @@ const gptBackup = 33 * partition.SectorSize
 type ShrinkOptions struct {
 	FreeSpace     int64 // bytes of room left in the root filesystem
 	RootPartition int   // 1-based; 0 = find it as the builder does
+	// Repro, when enabled, puts the build's epoch instead of the clock in
+	// what e2fsck and resize2fs write. The GPT rewrite keeps every GUID and
+	// is a function of the table and the new size already.
+	Repro *repro.Source
 }
 
 // ShrinkResult says what Shrink did.
@@ -73,7 +78,7 @@ func Shrink(ctx context.Context, disk string, journal *cleanup.Journal, opts Shr
 		res.Partition, res.FS = root.Number, root.FS.Type
 	}
 	if err == nil {
-		res.FSBefore, res.FSAfter, err = shrinkFS(ctx, s, root, opts.FreeSpace)
+		res.FSBefore, res.FSAfter, err = shrinkFS(ctx, s, root, opts.FreeSpace, opts.Repro)
 		if err != nil {
 			err = fmt.Errorf("shrink %s: %s: %w", disk, root, err)
 		}
@@ -132,7 +137,7 @@ func alignUp(n int64) int64 { return (n + alignment - 1) / alignment * alignment
 // shrinkFS shrinks the root filesystem and returns its sizes before and
 // after, in bytes: ext2/3/4 unmounted, btrfs on a plain mount of its own
 // (every subvolume moves with the filesystem).
-func shrinkFS(ctx context.Context, s *session.Session, root *session.Partition, free int64) (before, after int64, err error) {
+func shrinkFS(ctx context.Context, s *session.Session, root *session.Partition, free int64, src *repro.Source) (before, after int64, err error) {
 	if root.FS.Type == "btrfs" {
 		err = s.WithPlainMount(root, "shrink", func(dir string) error {
 			before, after, err = fsresize.ShrinkBtrfs(ctx, dir, free)
@@ -140,6 +145,6 @@ func shrinkFS(ctx context.Context, s *session.Session, root *session.Partition, 
 		})
 		return before, after, err
 	}
-	b, a, err := fsresize.ShrinkExt(ctx, root.Device, free)
+	b, a, err := fsresize.ShrinkExt(ctx, root.Device, free, src)
 	return b.Bytes(), a.Bytes(), err
 }

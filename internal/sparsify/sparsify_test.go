@@ -148,7 +148,7 @@ func TestTrimDirtyFilesystem(t *testing.T) {
 			}
 			snap := fixture.LeakSnapshot()
 
-			res, err := Trim(context.Background(), disk.Path, j, func(s string) { t.Log(s) })
+			res, err := Trim(context.Background(), disk.Path, j, nil, func(s string) { t.Log(s) })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -319,7 +319,7 @@ func TestTrimSwapVfatAndGaps(t *testing.T) {
 	}
 	snap := fixture.LeakSnapshot()
 
-	res, err := Trim(context.Background(), img, j, func(s string) { t.Log(s) })
+	res, err := Trim(context.Background(), img, j, nil, func(s string) { t.Log(s) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +382,7 @@ func TestTrimGPTBackupHeader(t *testing.T) {
 	wantBackup := hashRegion(t, disk.Path, backup)
 	snap := fixture.LeakSnapshot()
 
-	res, err := Trim(context.Background(), disk.Path, j, nil)
+	res, err := Trim(context.Background(), disk.Path, j, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -440,7 +440,7 @@ func TestTrimKeepsExtendedPartition(t *testing.T) {
 	j, tmp := setup(t)
 	snap := fixture.LeakSnapshot()
 
-	res, err := Trim(context.Background(), img, j, nil)
+	res, err := Trim(context.Background(), img, j, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,7 +473,7 @@ func TestTrimCancelled(t *testing.T) {
 			cancel()
 		}
 	}
-	res, err := Trim(ctx, disk.Path, j, log)
+	res, err := Trim(ctx, disk.Path, j, nil, log)
 	if err == nil || !errors.Is(err, context.Canceled) {
 		t.Fatalf("Trim cancelled midway: got %v, want context.Canceled", err)
 	}
@@ -487,7 +487,7 @@ func TestTrimNotADisk(t *testing.T) {
 	requireRoot(t)
 	img := fixture.NotADisk(t)
 	j, _ := setup(t)
-	_, err := Trim(context.Background(), img, j, nil)
+	_, err := Trim(context.Background(), img, j, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), img) {
 		t.Fatalf("Trim of a file that is no disk: got %v, want an error naming %s", err, img)
 	}

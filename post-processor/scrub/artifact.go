@@ -6,6 +6,7 @@ import (
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
 
@@ -19,6 +20,10 @@ type Artifact struct {
 	SBOM       string                 // the input's, or ""
 	SBOMLabels map[string]interface{} // of the SBOM written again; nil: the input's are carried
 	Input      packersdk.Artifact
+	// Repro is the build's epoch source, kept here: Packer closes the
+	// connection to the input artifact when PostProcess returns, so Input
+	// answers nothing to the post-processors after this one.
+	Repro *repro.Source
 }
 
 // BuilderId identifies the post-processor.
@@ -52,6 +57,9 @@ func (a *Artifact) State(name string) interface{} {
 			return nil
 		}
 		return img
+	}
+	if name == repro.StateKey && a.Repro.Enabled() {
+		return a.Repro.Epoch()
 	}
 	return a.Input.State(name)
 }

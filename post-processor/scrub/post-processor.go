@@ -189,7 +189,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	}
 	ui.Say(report.Summary())
 	ui.Say(fmt.Sprintf("Every change is listed in %s", reportPath))
-	a := &Artifact{Path: disk, Report: reportPath, SBOM: sbomFile, Input: in}
+	a := &Artifact{Path: disk, Report: reportPath, SBOM: sbomFile, Input: in, Repro: src}
 	if inv.rewrite() {
 		if a.SBOMLabels, err = rewriteSBOM(ui, sbomFile, inv, src); err != nil {
 			return nil, false, false, err
@@ -287,31 +287,15 @@ func (p *PostProcessor) scrub(ctx context.Context, ui packersdk.Ui, journal *cle
 	return report, inv, nil
 }
 
-// source is the reproducible build's Source: the epoch from the input
-// artifact's State, else source_date_epoch, else SOURCE_DATE_EPOCH; nil when
-// none is set. The seed's name is the Packer build's, as the builder's.
+// source is the reproducible build's Source (packerglue.ReproSource: the
+// input artifact's epoch, else source_date_epoch, else SOURCE_DATE_EPOCH);
+// nil when none is set.
 func (p *PostProcessor) source(in packersdk.Artifact) (*repro.Source, error) {
-	name := p.config.PackerBuildName
-	switch e := in.State(repro.StateKey).(type) {
-	case int64:
-		return repro.New(e, name), nil
-	case int:
-		return repro.New(int64(e), name), nil
-	case float64: // a State that crossed a JSON boundary
-		return repro.New(int64(e), name), nil
+	src, err := packerglue.ReproSource(in, p.config.SourceDateEpoch, p.config.PackerBuildName)
+	if err != nil {
+		return nil, fmt.Errorf("imagefactory-scrub: %w", err)
 	}
-	if p.config.SourceDateEpoch != "" {
-		e, err := repro.Parse(p.config.SourceDateEpoch)
-		if err != nil {
-			return nil, fmt.Errorf("imagefactory-scrub: source_date_epoch: %w", err)
-		}
-		return repro.New(e, name), nil
-	}
-	e, ok, err := repro.FromEnv()
-	if err != nil || !ok {
-		return nil, err
-	}
-	return repro.New(e, name), nil
+	return src, nil
 }
 
 // relabel gives the files the scrub wrote (its report's changes that

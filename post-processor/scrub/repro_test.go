@@ -53,3 +53,16 @@ func TestSource(t *testing.T) {
 		t.Error("source_date_epoch = yesterday was accepted")
 	}
 }
+
+// The artifact answers the epoch itself: the input's connection is closed
+// once PostProcess returns, so the post-processors after the scrub could
+// not ask the input.
+func TestArtifactKeepsEpoch(t *testing.T) {
+	a := &Artifact{Input: &packersdk.MockArtifact{}, Repro: repro.New(1767225600, "web")}
+	if got := a.State(repro.StateKey); got != int64(1767225600) {
+		t.Errorf("State(%q) = %v, want 1767225600", repro.StateKey, got)
+	}
+	if got := (&Artifact{Input: &packersdk.MockArtifact{}}).State(repro.StateKey); got != nil {
+		t.Errorf("not reproducible: State(%q) = %v", repro.StateKey, got)
+	}
+}

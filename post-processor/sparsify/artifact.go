@@ -8,6 +8,7 @@ import (
 	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/sparsify"
 	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
@@ -21,6 +22,10 @@ type Artifact struct {
 	Before, After int64                  // allocated bytes of the raw disk before and after trimming
 	Shrink        *sparsify.ShrinkResult // what shrink did; nil when not asked
 	Input         packersdk.Artifact
+	// Repro is the build's, passed on to later post-processors (Packer
+	// closes the connection to Input when PostProcess returns); nil: not
+	// reproducible.
+	Repro *repro.Source
 }
 
 // BuilderId identifies the post-processor.
@@ -43,6 +48,10 @@ func (a *Artifact) State(name string) interface{} {
 	switch name {
 	case "image_format":
 		return a.Format
+	case repro.StateKey:
+		if a.Repro.Enabled() {
+			return a.Repro.Epoch()
+		}
 	case "image_size":
 		// The virtual size, which shrink changes.
 		if a.Shrink != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fuseexport"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/sparsify"
 	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
@@ -68,6 +69,17 @@ type Config struct {
 	// filesystem labelled `cloudimg-rootfs` or `img-rootfs`, else the one
 	// partition holding `/etc/fstab`, as the builder finds it.
 	RootPartition int `mapstructure:"root_partition"`
+	// Makes the output a function of the input: seconds since 1970-01-01
+	// UTC, as digits (the
+	// [SOURCE_DATE_EPOCH](https://reproducible-builds.org/specs/source-date-epoch/)
+	// convention). The times the trim's mount and the shrink write in an
+	// ext4 superblock, and the identifiers and times of vmdk, vhdx and vpc
+	// files, are derived from it and the build's name; conversions write in
+	// order. The epoch of an imagefactory build before this post-processor
+	// comes first, then this option, then the environment's
+	// `SOURCE_DATE_EPOCH`; unset in all three, the output is not
+	// reproducible. See docs/reproducible.md.
+	SourceDateEpoch string `mapstructure:"source_date_epoch"`
 
 	freeSpace int64
 
@@ -122,6 +134,10 @@ func (p *PostProcessor) Configure(raws ...interface{}) error {
 	if c.RootPartition < 0 {
 		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("root_partition %d: partitions are numbered from 1", c.RootPartition))
 	}
+	// A bad epoch fails here, before any build runs.
+	if _, err := packerglue.ReproSource(nil, c.SourceDateEpoch, c.PackerBuildName); err != nil {
+		errs = packersdk.MultiErrorAppend(errs, err)
+	}
 	if !packerglue.IsSet(raws, "checksums") {
 		c.Checksums = []string{"sha256"}
 	}
@@ -147,6 +163,13 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	disk, format, err := diskimage.FindDisk(in.Files())
 	if err != nil {
 		return nil, false, false, fmt.Errorf("imagefactory-sparsify: %w", err)
+	}
+	src, err := packerglue.ReproSource(in, c.SourceDateEpoch, c.PackerBuildName)
+	if err != nil {
+		return nil, false, false, fmt.Errorf("imagefactory-sparsify: %w", err)
+	}
+	if src.Enabled() {
+		ui.Say(fmt.Sprintf("Reproducible: SOURCE_DATE_EPOCH %d, build %q", src.Epoch(), c.PackerBuildName))
 	}
 	out := c.Output
 	if out == "" {
@@ -188,7 +211,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		defer view.close()
 	}
 
-	res, err := sparsify.Trim(ctx, view.raw, journal, ui.Say)
+	res, err := sparsify.Trim(ctx, view.raw, journal, src, ui.Say)
 	if err != nil {
 		return nil, false, false, fmt.Errorf("sparsifying %s: %w", disk, err)
 	}
@@ -201,7 +224,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	}
 	var shrunk *sparsify.ShrinkResult
 	if c.Shrink {
-		sr, err := sparsify.Shrink(ctx, view.raw, journal, sparsify.ShrinkOptions{FreeSpace: c.freeSpace, RootPartition: c.RootPartition}, nil)
+		sr, err := sparsify.Shrink(ctx, view.raw, journal, sparsify.ShrinkOptions{FreeSpace: c.freeSpace, RootPartition: c.RootPartition, Repro: src}, nil)
 		if err != nil {
 			return nil, false, false, fmt.Errorf("imagefactory-sparsify: %w", err)
 		}
@@ -216,7 +239,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		if err := view.close(); err != nil {
 			return nil, false, false, err
 		}
-		if err := p.write(ctx, ui, view.src, view.srcFmt, out); err != nil {
+		if err := p.write(ctx, ui, view.src, view.srcFmt, out, src); err != nil {
 			return nil, false, false, err
 		}
 	}
@@ -244,7 +267,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		}
 		files = append(files, to)
 	}
-	art := &Artifact{Path: out, Format: c.Format, Files_: files, Before: before, After: after, Shrink: shrunk, Input: in}
+	art := &Artifact{Path: out, Format: c.Format, Files_: files, Before: before, After: after, Shrink: shrunk, Input: in, Repro: src}
 	// In place: the input's file is the output; Packer must not delete it.
 	return art, inPlace, inPlace, nil
 }
@@ -259,7 +282,7 @@ func partitionLine(number int, fs, action string) string {
 }
 
 // write produces out from src, the trimmed image (of format srcFmt).
-func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, src string, srcFmt diskimage.Format, out string) error {
+func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, src string, srcFmt diskimage.Format, out string, rs *repro.Source) error {
 	c := &p.config
 	start := time.Now()
 	if c.Format == "raw" && srcFmt == diskimage.Raw {
@@ -277,6 +300,7 @@ func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, src string, 
 	err := diskimage.Convert(ctx, src, srcFmt, out, diskimage.Format(c.Format), diskimage.ConvertOptions{
 		Compression: c.Compression,
 		Progress:    bar.SetPercent,
+		Repro:       rs,
 	})
 	bar.Close()
 	if err != nil {

@@ -25,6 +25,7 @@ type FlatConfig struct {
 	Shrink              *bool             `mapstructure:"shrink" cty:"shrink" hcl:"shrink"`
 	FreeSpace           *string           `mapstructure:"free_space" cty:"free_space" hcl:"free_space"`
 	RootPartition       *int              `mapstructure:"root_partition" cty:"root_partition" hcl:"root_partition"`
+	SourceDateEpoch     *string           `mapstructure:"source_date_epoch" cty:"source_date_epoch" hcl:"source_date_epoch"`
 }
 
 // FlatMapstructure returns a new FlatConfig.
@@ -54,6 +55,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"shrink":                     &hcldec.AttrSpec{Name: "shrink", Type: cty.Bool, Required: false},
 		"free_space":                 &hcldec.AttrSpec{Name: "free_space", Type: cty.String, Required: false},
 		"root_partition":             &hcldec.AttrSpec{Name: "root_partition", Type: cty.Number, Required: false},
+		"source_date_epoch":          &hcldec.AttrSpec{Name: "source_date_epoch", Type: cty.String, Required: false},
 	}
 	return s
 }
