@@ -1,6 +1,8 @@
 # Sourced by example/run.sh: one "ok"/"FAIL" line
 # per check with the count of failures in $failures, and where the root
-# filesystem of the example's disk is.
+# filesystem of the example's disk is. A check is named by what it expects
+# ("nginx is installed"); a failed one prints "FAIL  expected: <name>", so
+# the line reads right in both outcomes.
 failures=0
 check() { # check DESCRIPTION COMMAND...: runs the command, reports ok/FAIL
 	local what=$1
@@ -8,7 +10,7 @@ check() { # check DESCRIPTION COMMAND...: runs the command, reports ok/FAIL
 	if "$@"; then
 		printf '  ok    %s\n' "$what"
 	else
-		printf '  FAIL  %s\n' "$what"
+		printf '  FAIL  expected: %s\n' "$what"
 		failures=$((failures + 1))
 	fi
 }

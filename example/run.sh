@@ -12,6 +12,11 @@
 #      filesystem, nginx installed and enabled, nothing of the factory left
 #      (read with debugfs and sfdisk: no mount), nothing left on the host
 #
+# The terminal gets one line per stage (time since the start, and sizes
+# where the stage makes a file), the failed checks and the summary; the
+# whole output of every tool (Packer, debootstrap, apt in the image) goes
+# to example/cache/example.log, kept until the next run.
+#
 # `make example` builds ./packer-plugin-imagefactory and bin/packer first.
 set -euo pipefail
 
@@ -25,13 +30,26 @@ output_dir=$example/output-debian-web
 artifact=$output_dir/debian-12-web.qcow2
 build_name=debian-web
 
-log() { printf '\n==> example: %s\n' "$*"; }
-die() {
-	printf '\n==> example: FAILED: %s\n' "$*" >&2
-	exit 1
-}
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+t_start=$(now)
+mkdir -p "$cache"
+full_log=$cache/example.log
+# fd 3: the terminal; stdout and stderr: the full log.
+exec 3>&1 4>&2 >"$full_log" 2>&1
+# log MESSAGE: one stage line, on the terminal and in the log.
+log() {
+	local line
+	line=$(printf '%7ss  %s' "$(since "$t_start")" "$*")
+	printf '\n==> example: %s\n' "$line"
+	printf '%s\n' "$line" >&3
+}
+die() {
+	printf '\n==> example: FAILED: %s\n' "$*"
+	printf '==> example: FAILED: %s\n    full log: %s\n' "$*" "$full_log" >&4
+	exit 1
+}
+printf '==> example: the full log is %s\n' "$full_log" >&3
 
 ((EUID == 0)) || die "run as root (debootstrap, loop devices, mounts, chroot)"
 [[ -x $packer ]] || die "$packer not found (make tools builds it)"
@@ -39,8 +57,6 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 for tool in qemu-img sfdisk sgdisk debugfs e2fsck losetup findmnt sha256sum qemu-system-x86_64 debootstrap; do
 	command -v "$tool" >/dev/null || die "$tool not found (make deps installs it)"
 done
-t_start=$(now)
-mkdir -p "$cache"
 
 # A private plugin directory and Packer cache, so the example touches
 # nothing of the user's Packer setup. No checkpoint calls to HashiCorp.
@@ -62,7 +78,22 @@ mounts_before=$(findmnt -rn -o TARGET | sort)
 log "packer build"
 build_log=$cache/last-build.log
 t0=$(now)
-if ! "$packer" build -force "$example/build.pkr.hcl" 2>&1 | tee "$build_log"; then
+# Packer's lines that start or end a stage go to the terminal too.
+stages() {
+	local l
+	while IFS= read -r l; do
+		printf '%s\n' "$l"
+		l=$(sed 's/\x1b\[[0-9;]*m//g; s/^==> [^:]*: //' <<<"$l")
+		case $l in
+		*"Root tree made by debootstrap"* | *"Root tree found in the cache"* | "Working disk "*" made in "* | "Provisioning with "* | \
+			"Running post-processor:"* | *"Every change is listed in"* | *"Shrank the root filesystem"* | "Wrote "*" ("*") in "* | \
+			*"Boot test passed"* | *"Boot test failed"* | *"Build '"*"' errored"* | "Some builds didn't complete"*)
+			log "$l"
+			;;
+		esac
+	done
+}
+if ! "$packer" build -force "$example/build.pkr.hcl" 2>&1 | tee "$build_log" | stages; then
 	die "packer build failed (log: $build_log)"
 fi
 t_build=$(since "$t0")
@@ -142,14 +173,16 @@ t_check=$(since "$t0")
 # The boot test ran in the build (imagefactory-boottest): it says how long
 # it took and under which accelerator, and keeps the serial console.
 boot=$(sed 's/\x1b\[[0-9;]*m//g' "$build_log" | sed -n 's/.*Boot test passed in \([0-9hms.]*\) (\([a-z]*\); waits met \([0-9hms.]*\) after power-on).*/\1 under \2, waits met \3 after power-on/p' | tail -1)
-check "the boot test passed in the build (imagefactory-boottest${boot:+: $boot})" test -n "$boot"
+check "the boot test passes in the build (imagefactory-boottest${boot:+: $boot}; log: $build_log)" test -n "$boot"
 console=$output_dir/debian-12-web.console.log
 check "the boot test's serial console is kept ($(basename "$console"))" grep -q 'login:' "$console"
 check "the console shows systemd's first boot (machine-id \"uninitialized\")" grep -q 'Detected first boot' "$console"
 
+log "checks: $(grep -c '^  ok    ' "$full_log") ok, $failures failed"
 apparent=$(stat -c %s "$artifact")
 allocated=$(($(stat -c %b "$artifact") * $(stat -c %B "$artifact")))
-cat <<SUMMARY
+{
+	cat <<SUMMARY
 
 ==> example: summary
   packer build  ${t_build}s  (log: $build_log)
@@ -160,5 +193,7 @@ cat <<SUMMARY
     qcow2 file    $((apparent >> 20)) MiB ($((allocated >> 20)) MiB allocated), virtual $((vsize >> 20)) MiB
   total         $(since "$t_start")s, $failures check(s) failed
 SUMMARY
+} | tee /dev/fd/3
+grep '^  FAIL  ' "$full_log" >&3 || true
 ((failures == 0)) || die "$failures check(s) failed"
-echo "==> example: OK"
+echo "==> example: OK" | tee /dev/fd/3

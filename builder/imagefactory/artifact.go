@@ -100,7 +100,7 @@ func (a *Artifact) Files() []string {
 func (a *Artifact) Id() string { return a.Path }
 
 func (a *Artifact) String() string {
-	return fmt.Sprintf("%s disk image: %s (%s)", a.Format, a.Path, diskimage.FormatSize(a.Size))
+	return packerglue.ArtifactLine(a.Format+" disk image", a.Path, diskimage.FormatSize(a.Size))
 }
 
 // State returns generated data, registry metadata, and the image's format

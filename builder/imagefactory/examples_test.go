@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -81,5 +82,46 @@ func TestAccExample(t *testing.T) {
 		if strings.Contains(l, "Boot test passed") || strings.HasPrefix(l, "  total") || strings.HasPrefix(l, "  packer build") {
 			t.Log(strings.TrimSpace(l))
 		}
+	}
+	// The terminal gets the stages, the summary and the failed checks; the
+	// tools' own output goes to the full log (it was 2,400 lines on the
+	// terminal, mostly apt and debootstrap).
+	terminal := strings.Count(string(out), "\n")
+	full := filepath.Join(fixture.RepoRoot(t), "example/cache/example.log")
+	log, err := os.ReadFile(full)
+	if err != nil {
+		t.Fatalf("the full log: %v", err)
+	}
+	t.Logf("%d lines on the terminal, %d in %s", terminal, strings.Count(string(log), "\n"), full)
+	if terminal >= 100 {
+		t.Errorf("example/run.sh printed %d lines on the terminal, want under 100:\n%s", terminal, out)
+	}
+	for _, want := range []string{"Builds finished", "file format: qcow2", "  ok    the GPT is valid"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("the full log %s lacks %q (the tools' output)", full, want)
+		}
+	}
+	// The build's artifact list: each line once, and only files that
+	// exist, unless it says they were consumed.
+	buildLog, err := os.ReadFile(filepath.Join(fixture.RepoRoot(t), "example/cache/last-build.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := finalArtifacts(regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAllString(string(buildLog), ""))
+	t.Logf("the artifact list:\n%s", strings.Join(list, "\n"))
+	seen := map[string]bool{}
+	for _, l := range list {
+		if seen[l] {
+			t.Errorf("the artifact list repeats %q", l)
+		}
+		seen[l] = true
+		if m := regexp.MustCompile(`disk image: ([^\s,]+?)(?:,| \(|$)`).FindStringSubmatch(l); m != nil {
+			if _, err := os.Stat(m[1]); err != nil && !strings.Contains(l, "consumed by a later post-processor") {
+				t.Errorf("the artifact list names %s, which is gone: %q", m[1], l)
+			}
+		}
+	}
+	if !strings.Contains(string(out), "the full log is "+full) {
+		t.Errorf("the terminal does not say where the full log is:\n%s", out)
 	}
 }

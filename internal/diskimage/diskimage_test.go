@@ -495,7 +495,7 @@ func TestParseSize(t *testing.T) {
 			}
 		})
 	}
-	for n, want := range map[int64]string{4 << 30: "4G", 3 << 29: "1.50G", 512: "512", 1 << 20: "1M"} {
+	for n, want := range map[int64]string{4 << 30: "4G", 3 << 29: "1.50G", 512: "512 bytes", 0: "0 bytes", 1 << 20: "1M"} {
 		if got := FormatSize(n); got != want {
 			t.Errorf("FormatSize(%d) = %q, want %q", n, got, want)
 		}

@@ -47,7 +47,8 @@ func ParseSize(s string) (int64, error) {
 }
 
 // FormatSize writes a byte count the way a user would write it: "4G" when
-// exact, else the largest unit with two decimals ("1.50G"), bytes below 1K.
+// exact, else the largest unit with two decimals ("1.50G"), "512 bytes"
+// below 1K: every size printed has a unit.
 func FormatSize(n int64) string {
 	units := []struct {
 		s string
@@ -61,7 +62,7 @@ func FormatSize(n int64) string {
 			return fmt.Sprintf("%.2f%s", float64(n)/float64(u.v), u.s)
 		}
 	}
-	return fmt.Sprintf("%d", n)
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // Grow enlarges a raw image file to newSize bytes. The new space is a hole:

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
 )
@@ -174,12 +175,11 @@ func Trim(ctx context.Context, disk string, journal *cleanup.Journal, src *repro
 		return res, err
 	}
 	if res.Gaps > 0 {
-		logf("sparsify: punched %d bytes outside the partitions", res.Gaps)
+		logf("sparsify: punched %s outside the partitions", diskimage.FormatSize(res.Gaps))
 	}
 	if res.After, err = Allocated(disk); err != nil {
 		return res, err
 	}
-	logf("sparsify: %s: %d bytes allocated before, %d after", disk, res.Before, res.After)
 	return res, nil
 }
 

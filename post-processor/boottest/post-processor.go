@@ -261,8 +261,9 @@ func (p *PostProcessor) Configure(raws ...interface{}) error {
 
 // PostProcess boots the artifact's disk image on a throwaway overlay and
 // tests it. The image is never written; the artifact is returned as it
-// came (same files, ID and state, HCP Packer metadata included), with keep
-// and forceOverride so Packer never deletes it on the test's account.
+// came (same files, ID and state, HCP Packer metadata included; Tested
+// names it), with keep and forceOverride so Packer never deletes it on the
+// test's account.
 func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in packersdk.Artifact) (packersdk.Artifact, bool, bool, error) {
 	c := &p.config
 	disk, format, err := diskimage.FindImage(in.Files())
@@ -316,5 +317,5 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	}
 	ui.Say(fmt.Sprintf("Boot test passed in %s (%s; waits met %s after power-on); console in %s",
 		time.Since(start).Round(time.Second), res.Accelerator, res.Booted.Round(time.Second), console))
-	return in, true, true, nil
+	return &Tested{Artifact: in, Console: console}, true, true, nil
 }

@@ -1,7 +1,6 @@
 package scrub
 
 import (
-	"fmt"
 	"os"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
@@ -42,7 +41,7 @@ func (a *Artifact) Files() []string {
 func (a *Artifact) Id() string { return a.Path }
 
 func (a *Artifact) String() string {
-	return fmt.Sprintf("scrubbed disk image: %s (report %s)", a.Path, a.Report)
+	return packerglue.ArtifactLine("scrubbed disk image", a.Path, "report "+a.Report)
 }
 
 // State passes the input's state on (format, registry metadata): the image

@@ -38,8 +38,8 @@ func (a *Artifact) Files() []string { return a.Files_ }
 func (a *Artifact) Id() string { return a.Path }
 
 func (a *Artifact) String() string {
-	return fmt.Sprintf("sparsified %s disk image: %s (allocated %s, was %s)", a.Format, a.Path,
-		diskimage.FormatSize(a.After), diskimage.FormatSize(a.Before))
+	return packerglue.ArtifactLine("sparsified "+a.Format+" disk image", a.Path,
+		"allocated "+diskimage.FormatSize(a.After)+", was "+diskimage.FormatSize(a.Before))
 }
 
 // State carries the image's format for later post-processors and the HCP

@@ -220,7 +220,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 			ui.Say(fmt.Sprintf("  LV %s (%s): %s", pr.LV, pr.FS, pr.Action))
 			continue
 		}
-		ui.Say(fmt.Sprintf("  partition %d (%s): %s", pr.Number, pr.FS, pr.Action))
+		ui.Say(partitionLine(pr.Number, pr.FS, pr.Action))
 	}
 	var shrunk *sparsify.ShrinkResult
 	if c.Shrink {
@@ -270,6 +270,15 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	art := &Artifact{Path: out, Format: c.Format, Files_: files, Before: before, After: after, Shrink: shrunk, Input: in, Repro: src}
 	// In place: the input's file is the output; Packer must not delete it.
 	return art, inPlace, inPlace, nil
+}
+
+// partitionLine is the line the trim prints for one partition; one with
+// no filesystem (a BIOS boot partition, swap) has no parentheses.
+func partitionLine(number int, fs, action string) string {
+	if fs == "" {
+		return fmt.Sprintf("  partition %d: %s", number, action)
+	}
+	return fmt.Sprintf("  partition %d (%s): %s", number, fs, action)
 }
 
 // write produces out from src, the trimmed image (of format srcFmt).
