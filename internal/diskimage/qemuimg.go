@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/qcow2canon"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 )
 
@@ -203,8 +204,16 @@ func Convert(ctx context.Context, src string, srcFmt Format, dst string, dstFmt 
 		return fmt.Errorf("convert %s to %s: compression needs qcow2 output, not %s", src, dst, dstFmt)
 	}
 	part := dst + ".part"
+	// A reproducible compressed qcow2 is written out of order, then laid
+	// out anew (see repro.go).
+	canon := opts.Repro.Enabled() && dstFmt == QCOW2 && opts.Compression != ""
+	out := part
+	if canon {
+		out = dst + ".unordered.part"
+		defer os.Remove(out)
+	}
 	args := []string{"convert", "-p", "-f", string(srcFmt), "-O", string(dstFmt)}
-	args = append(args, convertWrites(opts.Repro)...)
+	args = append(args, convertWrites(opts.Repro, canon)...)
 	// Zero runs of 4 KiB or more become holes (raw) or unallocated clusters.
 	args = append(args, "-S", "4k")
 	if err := CheckQCOW2Compat(opts.Compat, opts.Compression); err != nil {
@@ -224,7 +233,7 @@ func Convert(ctx context.Context, src string, srcFmt Format, dst string, dstFmt 
 	if len(o) > 0 {
 		args = append(args, "-o", strings.Join(o, ","))
 	}
-	args = append(args, src, part)
+	args = append(args, src, out)
 
 	defer func() {
 		if err != nil {
@@ -251,6 +260,11 @@ func Convert(ctx context.Context, src string, srcFmt Format, dst string, dstFmt 
 	if waitErr != nil {
 		return fmt.Errorf("convert %s (%s) to %s (%s): qemu-img convert: %v: %s",
 			src, srcFmt, dst, dstFmt, waitErr, strings.TrimSpace(stderr.String()))
+	}
+	if canon {
+		if err := qcow2canon.Canonicalize(out, part); err != nil {
+			return fmt.Errorf("convert %s to %s: laying out the qcow2: %w", src, dst, err)
+		}
 	}
 	if err := normalize(part, dst, dstFmt, opts.Repro); err != nil {
 		return fmt.Errorf("convert %s: %w", src, err)

@@ -88,6 +88,15 @@ func TestConvertReproducible(t *testing.T) {
 					t.Fatalf("qemu-img compare %s: %v: %s", out, err, msg)
 				}
 			}
+			if c.f == QCOW2 {
+				// A compressed one was laid out anew: clean, and no working file left.
+				if msg, err := exec.Command("qemu-img", "check", x).CombinedOutput(); err != nil {
+					t.Fatalf("qemu-img check %s: %v: %s", x, err, msg)
+				}
+				if left, _ := filepath.Glob(filepath.Join(filepath.Dir(x), "*part")); len(left) > 0 {
+					t.Errorf("working files left: %v", left)
+				}
+			}
 			z := convert(t, a, sub+"/3", c.f, c.comp, other)
 			if differ := !bytes.Equal(fileHash(t, x), fileHash(t, z)); differ != c.identified {
 				t.Errorf("another epoch: output differs = %v, want %v", differ, c.identified)
