@@ -37,6 +37,16 @@ mkdir -p "$cache"
 full_log=$cache/example.log
 # fd 3: the terminal; stdout and stderr: the full log.
 exec 3>&1 4>&2 >"$full_log" 2>&1
+# both copies its input to the log and to the terminal, through fd 3 itself
+# (tee /dev/fd/3 would reopen it: with O_TRUNC, emptying a file the
+# terminal is redirected to; with O_APPEND, at another offset than fd 3's).
+both() {
+	local l
+	while IFS= read -r l; do
+		printf '%s\n' "$l"
+		printf '%s\n' "$l" >&3
+	done
+}
 # log MESSAGE: one stage line, on the terminal and in the log.
 log() {
 	local line
@@ -93,7 +103,7 @@ stages() {
 		esac
 	done
 }
-if ! "$packer" build -force "$example/build.pkr.hcl" 2>&1 | tee "$build_log" | stages; then
+if ! "$packer" build -color=false -force "$example/build.pkr.hcl" 2>&1 | tee "$build_log" | stages; then
 	die "packer build failed (log: $build_log)"
 fi
 t_build=$(since "$t0")
@@ -193,7 +203,7 @@ allocated=$(($(stat -c %b "$artifact") * $(stat -c %B "$artifact")))
     qcow2 file    $((apparent >> 20)) MiB ($((allocated >> 20)) MiB allocated), virtual $((vsize >> 20)) MiB
   total         $(since "$t_start")s, $failures check(s) failed
 SUMMARY
-} | tee /dev/fd/3
+} | both
 grep '^  FAIL  ' "$full_log" >&3 || true
 ((failures == 0)) || die "$failures check(s) failed"
-echo "==> example: OK" | tee /dev/fd/3
+echo "==> example: OK" | both

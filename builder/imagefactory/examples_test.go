@@ -74,9 +74,28 @@ func TestAccExample(t *testing.T) {
 	}
 	cmd := exec.Command(filepath.Join(fixture.RepoRoot(t), "example/run.sh"))
 	cmd.Env = append(os.Environ(), "PACKER="+h.PackerBin, "PLUGIN="+plugins[0])
-	out, err := cmd.CombinedOutput()
+	// The terminal redirected to a file, as CI logs are: what the script
+	// prints there must all stay (a tee of /dev/fd/3 once truncated it to
+	// the last line).
+	outFile := filepath.Join(t.TempDir(), "terminal")
+	f, err := os.Create(outFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	err = cmd.Run()
+	f.Close()
+	out, rerr := os.ReadFile(outFile)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
 	if err != nil || !strings.Contains(string(out), "==> example: OK") {
 		t.Fatalf("example/run.sh: %v\n%s", err, out)
+	}
+	for _, want := range []string{"==> example: the full log is ", "packer build", "==> example: summary", "  artifact      "} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the terminal's output, redirected to a file, lacks %q:\n%s", want, out)
+		}
 	}
 	for _, l := range strings.Split(string(out), "\n") {
 		if strings.Contains(l, "Boot test passed") || strings.HasPrefix(l, "  total") || strings.HasPrefix(l, "  packer build") {
