@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -379,4 +380,30 @@ func ResizeQCOW2(ctx context.Context, path string, size int64) error {
 		return fmt.Errorf("resize %s: %w", path, err)
 	}
 	return nil
+}
+
+// QCOW2CompatOf reads the compat level of the qcow2 image at path from its
+// header's version field (docs/interop/qcow2.txt, "Header": bytes 4-7,
+// big-endian; 2 is compat 0.10, 3 is 1.1).
+func QCOW2CompatOf(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var h [8]byte
+	if _, err := io.ReadFull(f, h[:]); err != nil {
+		return "", fmt.Errorf("%s: the qcow2 header: %w", path, err)
+	}
+	if string(h[:4]) != "QFI\xfb" {
+		return "", fmt.Errorf("%s is not a qcow2 image", path)
+	}
+	switch v := binary.BigEndian.Uint32(h[4:]); v {
+	case 2:
+		return QCOW2Compat010, nil
+	case 3:
+		return QCOW2Compat11, nil
+	default:
+		return "", fmt.Errorf("%s: qcow2 version %d", path, v)
+	}
 }

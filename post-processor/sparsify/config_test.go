@@ -37,6 +37,10 @@ func TestConfigure(t *testing.T) {
 		{"bad format", map[string]interface{}{"format": "iso"}, `format "iso"`, nil},
 		{"compression needs qcow2", map[string]interface{}{"compression": "zstd"}, `needs format = "qcow2"`, nil},
 		{"bad compression", map[string]interface{}{"format": "qcow2", "compression": "lz4"}, `compression "lz4"`, nil},
+		{"qcow2_compat 0.10 with zlib", map[string]interface{}{"format": "qcow2", "compression": "zlib", "qcow2_compat": "0.10"}, "", nil},
+		{"qcow2_compat 0.10 refuses zstd", map[string]interface{}{"format": "qcow2", "compression": "zstd", "qcow2_compat": "0.10"}, `qcow2_compat "0.10" cannot hold zstd compressed clusters`, nil},
+		{"qcow2_compat needs qcow2", map[string]interface{}{"format": "vmdk", "qcow2_compat": "1.1"}, `qcow2_compat "1.1" needs format = "qcow2"`, nil},
+		{"bad qcow2_compat", map[string]interface{}{"format": "qcow2", "qcow2_compat": "2"}, `qcow2_compat "2" is not supported`, nil},
 		{"shrink: free_space defaults to 64M", map[string]interface{}{"shrink": true}, "", func(t *testing.T, c Config) {
 			if !c.Shrink || c.freeSpace != 64<<20 {
 				t.Errorf("shrink %v free %d", c.Shrink, c.freeSpace)

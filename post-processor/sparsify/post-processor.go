@@ -47,6 +47,10 @@ type Config struct {
 	// Compression of qcow2 output: `none` (default), `zstd` (about 5x
 	// faster than zlib here, and smaller) or `zlib` (for old readers).
 	Compression string `mapstructure:"compression"`
+	// The qcow2 output's compat level: `1.1` (QEMU 1.1 and later) or `0.10`
+	// (older QEMU; no zstd). Defaults to the input's when the input is a
+	// qcow2 (a builder's `qcow2_compat = "0.10"` stays 0.10), else `1.1`.
+	QCOW2Compat string `mapstructure:"qcow2_compat"`
 	// The output file. Defaults to the input's path with the format as
 	// extension (the input itself for raw output of a raw input).
 	Output string `mapstructure:"output"`
@@ -123,6 +127,13 @@ func (p *PostProcessor) Configure(raws ...interface{}) error {
 	default:
 		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("compression %q is not one of none, zstd, zlib", c.Compression))
 	}
+	if c.QCOW2Compat != "" {
+		if c.Format != "qcow2" {
+			errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("qcow2_compat %q needs format = \"qcow2\", not %q", c.QCOW2Compat, c.Format))
+		} else if err := diskimage.CheckQCOW2Compat(c.QCOW2Compat, c.Compression); err != nil {
+			errs = packersdk.MultiErrorAppend(errs, err)
+		}
+	}
 	if c.FreeSpace == "" {
 		c.FreeSpace = "64M"
 	}
@@ -170,6 +181,10 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	}
 	if src.Enabled() {
 		ui.Say(fmt.Sprintf("Reproducible: SOURCE_DATE_EPOCH %d, build %q", src.Epoch(), c.PackerBuildName))
+	}
+	compat, err := p.outputCompat(disk, format)
+	if err != nil {
+		return nil, false, false, fmt.Errorf("imagefactory-sparsify: %w", err)
 	}
 	out := c.Output
 	if out == "" {
@@ -239,7 +254,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		if err := view.close(); err != nil {
 			return nil, false, false, err
 		}
-		if err := p.write(ctx, ui, view.src, view.srcFmt, out, src); err != nil {
+		if err := p.write(ctx, ui, view.src, view.srcFmt, out, compat, src); err != nil {
 			return nil, false, false, err
 		}
 	}
@@ -281,8 +296,28 @@ func partitionLine(number int, fs, action string) string {
 	return fmt.Sprintf("  partition %d (%s): %s", number, fs, action)
 }
 
+// outputCompat is the qcow2 output's compat level: qcow2_compat, else the
+// input's when it is a qcow2, so that what the builder was asked to make
+// for old QEMU stays readable there; "" for other outputs (qemu-img's
+// default). An input of 0.10 with zstd asked for cannot be kept: refused
+// rather than silently made unreadable by the old QEMU it was made for.
+func (p *PostProcessor) outputCompat(disk string, format diskimage.Format) (string, error) {
+	c := &p.config
+	if c.Format != "qcow2" || c.QCOW2Compat != "" || format != diskimage.QCOW2 {
+		return c.QCOW2Compat, nil
+	}
+	in, err := diskimage.QCOW2CompatOf(disk)
+	if err != nil {
+		return "", err
+	}
+	if in == diskimage.QCOW2Compat010 && c.Compression == "zstd" {
+		return "", fmt.Errorf("the input %s is a qcow2 of compat 0.10 (for QEMU before 1.1), which cannot hold zstd clusters: set compression = \"zlib\" to keep 0.10, or qcow2_compat = \"1.1\" here to make a 1.1 image", disk)
+	}
+	return in, nil
+}
+
 // write produces out from src, the trimmed image (of format srcFmt).
-func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, src string, srcFmt diskimage.Format, out string, rs *repro.Source) error {
+func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, src string, srcFmt diskimage.Format, out, compat string, rs *repro.Source) error {
 	c := &p.config
 	start := time.Now()
 	if c.Format == "raw" && srcFmt == diskimage.Raw {
@@ -299,6 +334,7 @@ func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, src string, 
 	bar := packerglue.NewPercentBar(ui, "conversion to "+what)
 	err := diskimage.Convert(ctx, src, srcFmt, out, diskimage.Format(c.Format), diskimage.ConvertOptions{
 		Compression: c.Compression,
+		Compat:      compat,
 		Progress:    bar.SetPercent,
 		Repro:       rs,
 	})

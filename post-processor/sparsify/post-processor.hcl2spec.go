@@ -20,6 +20,7 @@ type FlatConfig struct {
 	PackerSensitiveVars []string          `mapstructure:"packer_sensitive_variables" cty:"packer_sensitive_variables" hcl:"packer_sensitive_variables"`
 	Format              *string           `mapstructure:"format" cty:"format" hcl:"format"`
 	Compression         *string           `mapstructure:"compression" cty:"compression" hcl:"compression"`
+	QCOW2Compat         *string           `mapstructure:"qcow2_compat" cty:"qcow2_compat" hcl:"qcow2_compat"`
 	Output              *string           `mapstructure:"output" cty:"output" hcl:"output"`
 	Checksums           []string          `mapstructure:"checksums" cty:"checksums" hcl:"checksums"`
 	Shrink              *bool             `mapstructure:"shrink" cty:"shrink" hcl:"shrink"`
@@ -50,6 +51,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"packer_sensitive_variables": &hcldec.AttrSpec{Name: "packer_sensitive_variables", Type: cty.List(cty.String), Required: false},
 		"format":                     &hcldec.AttrSpec{Name: "format", Type: cty.String, Required: false},
 		"compression":                &hcldec.AttrSpec{Name: "compression", Type: cty.String, Required: false},
+		"qcow2_compat":               &hcldec.AttrSpec{Name: "qcow2_compat", Type: cty.String, Required: false},
 		"output":                     &hcldec.AttrSpec{Name: "output", Type: cty.String, Required: false},
 		"checksums":                  &hcldec.AttrSpec{Name: "checksums", Type: cty.List(cty.String), Required: false},
 		"shrink":                     &hcldec.AttrSpec{Name: "shrink", Type: cty.Bool, Required: false},
