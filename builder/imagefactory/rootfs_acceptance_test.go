@@ -317,7 +317,7 @@ func TestAccRootfsBadInput(t *testing.T) {
 		{"no kernel", fmt.Sprintf("source_rootfs = %q", noKernel), "has no kernel (/boot/vmlinuz-*)"},
 		{"not a tarball", fmt.Sprintf("source_rootfs = %q", notTar), "is neither a directory, a tarball tar can read"},
 		{"disk_size too small", fmt.Sprintf("source_rootfs = %q\n  disk_size = \"150M\"", bigTree), "disk_size 150M is too small for the root tree"},
-		{"missing", `source_rootfs = "/nonexistent/tree"`, "no such file or directory"},
+		{"missing", `source_rootfs = "/nonexistent/tree"`, "source_rootfs /nonexistent/tree does not exist"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := newAcc(t)
