@@ -58,7 +58,6 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	state.Put("ui", ui)
 
 	cfg := &b.config
-	state.Put(stateRepro, cfg.repro)
 	mountPath, err := cfg.renderMountPath()
 	if err != nil {
 		return nil, err

@@ -22,7 +22,6 @@ const (
 	stateWorkOverlay   = "work_overlay"    // *workOverlay: use_backing_file's working disk, when exported over FUSE
 	stateChrootMounts  = "chroot_mounts"   // []string, image paths of the chroot's own mounts
 	stateOutputDirMade = "output_dir_made" // bool, the output directory is this build's
-	stateRepro         = "repro"           // *repro.Source, nil when the build is not reproducible
 
 	// qemu strategy
 	stateQemuDir    = "qemu_dir"    // the machine's run directory (QMP socket, seed, OVMF vars)

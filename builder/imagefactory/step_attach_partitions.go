@@ -28,7 +28,7 @@ func (s *stepAttachPartitions) Run(ctx context.Context, state multistep.StateBag
 	var src *repro.Source // the qemu strategy's guest writes are not normalized
 	if cfg.Strategy == StrategyChroot {
 		fat = session.FATMode(cfg.FATMounts)
-		src, _ = state.Get(stateRepro).(*repro.Source)
+		src = cfg.repro
 	}
 	sess, err := session.Attach(ctx, session.Options{
 		Disk:           state.Get(stateDiskPath).(string),

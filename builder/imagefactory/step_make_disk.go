@@ -16,7 +16,6 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fsimage"
-	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/rootfs"
 )
 
@@ -33,9 +32,8 @@ func (s *stepMakeDisk) Run(ctx context.Context, state multistep.StateBag) multis
 	cfg := configOf(state)
 	ui := uiOf(state)
 	start := time.Now()
-	src, _ := state.Get(stateRepro).(*repro.Source)
 	o := bootdisk.Options{
-		Repro:    src,
+		Repro:    cfg.repro,
 		Tree:     state.Get(stateRootTree).(string),
 		Table:    cfg.PartitionTable,
 		Arch:     treeArch(state),

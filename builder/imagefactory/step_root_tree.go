@@ -17,7 +17,6 @@ import (
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fsimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
-	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/rootfs"
 )
 
@@ -205,7 +204,7 @@ func (s *stepRootTree) mount(state multistep.StateBag, image string, info fsimag
 	if !cfg.rootFSGiven && info.Type == fsimage.XFS {
 		cfg.RootFS = rootfs.XFS // read by stepMakeDisk and stepBootConfig
 	}
-	if src, _ := state.Get(stateRepro).(*repro.Source); src.Enabled() && cfg.RootFS == rootfs.XFS {
+	if cfg.repro.Enabled() && cfg.RootFS == rootfs.XFS {
 		return "", fmt.Errorf("source_rootfs %s is an xfs filesystem image: %s", cfg.SourceRootfs, errReproXFS(cfg.SourceDateEpoch != ""))
 	}
 	if cfg.RootFS == rootfs.XFS && len(info.Label) > rootfs.MaxXFSLabel {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
-	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/sbom"
 	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
@@ -42,7 +41,7 @@ func (s *stepSBOM) Run(_ context.Context, state multistep.StateBag) multistep.St
 	for _, l := range inv.Incomplete {
 		ui.Error("Warning: the SBOM is incomplete: " + l)
 	}
-	src, _ := state.Get("repro").(*repro.Source) // absent: not reproducible
+	src := cfg.repro // nil: not reproducible
 	final := cfg.finalPath()
 	data, err := inv.SPDX(filepath.Base(final), src)
 	if err != nil {
