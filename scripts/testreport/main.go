@@ -2,7 +2,8 @@
 // short: each package's result line, the output of the tests that failed
 // (and of a package that failed outside any test, such as a build error or
 // a timeout's panic), then every skipped test with the reason it gave and
-// the count of skips. It exits with go test's status, and with 1 when a
+// the count of skips, and the slowest tests (what the suite's time budget
+// is spent on). It exits with go test's status, and with 1 when a
 // test skipped without naming a reason (the project's rule: a test may
 // skip only for a reason it names).
 //
@@ -13,6 +14,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +23,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -32,7 +35,17 @@ type event struct {
 	ImportPath string // build-output and build-fail events
 	Test       string
 	Output     string
+	Elapsed    float64 // seconds, on pass, fail and skip
 }
+
+// Timing is a top-level test's duration (go test -json's Elapsed).
+type Timing struct {
+	Package, Test string
+	Seconds       float64
+}
+
+// slowest is how many tests the summary names by duration.
+const slowest = 15
 
 // Skip is a test that skipped, and the reason it gave ("" for none).
 type Skip struct {
@@ -47,6 +60,7 @@ type report struct {
 	failed map[string]bool     // packages with a failed test
 	Skips  []Skip
 	Fails  int
+	Times  []Timing // top-level tests that passed or failed
 }
 
 func newReport(out io.Writer, stream bool) *report {
@@ -91,6 +105,9 @@ func (r *report) line(raw []byte) {
 		return
 	}
 	key := e.Package + "\x00" + e.Test
+	if (e.Action == "pass" || e.Action == "fail") && e.Test != "" && !strings.Contains(e.Test, "/") {
+		r.Times = append(r.Times, Timing{e.Package, e.Test, e.Elapsed})
+	}
 	switch e.Action {
 	case "build-output": // a compiler's message: short, and what to fix
 		fmt.Fprint(r.out, e.Output)
@@ -147,10 +164,21 @@ func (r *report) packageDone(pkg string, failed bool) {
 	}
 }
 
-// summary prints the skips and their count; it reports whether every
-// skip named its reason.
+// summary prints the slowest tests, then the skips and their count; it
+// reports whether every skip named its reason.
 func (r *report) summary() bool {
 	ok := true
+	times := slices.Clone(r.Times)
+	slices.SortStableFunc(times, func(a, b Timing) int { return cmp.Compare(b.Seconds, a.Seconds) })
+	if len(times) > slowest {
+		times = times[:slowest]
+	}
+	if len(times) > 0 {
+		fmt.Fprintf(r.out, "\nSlowest tests:\n")
+	}
+	for _, tm := range times {
+		fmt.Fprintf(r.out, "  %7.1fs %s %s\n", tm.Seconds, strings.TrimPrefix(tm.Package, module+"/"), tm.Test)
+	}
 	fmt.Fprintf(r.out, "\nSkipped tests: %d\n", len(r.Skips))
 	for _, s := range r.Skips {
 		reason := s.Reason

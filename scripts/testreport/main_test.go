@@ -31,9 +31,9 @@ const events = `{"Action":"start","Package":"m/a"}
 {"Action":"output","Package":"m/a","Test":"TestFail/sub","Output":"    --- FAIL: TestFail/sub (0.00s)\n"}
 {"Action":"fail","Package":"m/a","Test":"TestFail/sub"}
 {"Action":"output","Package":"m/a","Test":"TestFail","Output":"--- FAIL: TestFail (0.00s)\n"}
-{"Action":"fail","Package":"m/a","Test":"TestFail"}
+{"Action":"fail","Package":"m/a","Test":"TestFail","Elapsed":2.5}
 {"Action":"output","Package":"m/a","Test":"TestPass","Output":"    a_test.go:30: quiet on success\n"}
-{"Action":"pass","Package":"m/a","Test":"TestPass"}
+{"Action":"pass","Package":"m/a","Test":"TestPass","Elapsed":31.25}
 {"Action":"output","Package":"m/a","Output":"FAIL\n"}
 {"Action":"output","Package":"m/a","Output":"FAIL\tm/a\t0.01s\n"}
 {"Action":"fail","Package":"m/a"}
@@ -70,6 +70,10 @@ FAIL	m/b	1.00s
 ok  	m/c	0.02s
 d_test.go:3:2: undefined: x
 FAIL	m/d [build failed]
+
+Slowest tests:
+     31.2s m/a TestPass
+      2.5s m/a TestFail
 
 Skipped tests: 3
   m/a TestSkip: fixture: needs root
