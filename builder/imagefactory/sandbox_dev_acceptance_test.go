@@ -106,8 +106,8 @@ func hostShmNames(t *testing.T, token string) []string {
 // TestAccSandboxDev: one build on a Debian tree checks the chroot's
 // private /dev from inside: POSIX shared memory and named semaphores work
 // as root and as nobody; `ls /dev` shows the build's loop device and no
-// block device of the host; findmnt / names the root's loop device and
-// blkid reads its label through the private node; a block node in the
+// block device of the host; findmnt / and Debian's grub-probe name the
+// root's loop device and blkid reads its label through the private node; a block node in the
 // image with the host disk's number does not open (nodev). Afterwards
 // neither the kernel's devtmpfs (a fresh view mounted by the test) nor the
 // host's /dev/shm holds anything the build wrote in /dev or /dev/shm. The
@@ -122,10 +122,21 @@ func TestAccSandboxDev(t *testing.T) {
 		t.Fatalf("the devtmpfs holds %q before the build", left)
 	}
 	disk := fixture.DebianMinbaseDisk(t)
+	// Debian's own grub-probe (grub-common; libdevmapper, which the tree
+	// lacks), unpacked in the chroot's /tmp for the build only.
+	grubDebs := []string{fixture.DebianDeb(t, "grub-common"), fixture.DebianDeb(t, "libdevmapper1.02.1")}
 	res := mustBuild(t, a, template("", fmt.Sprintf(`
   provisioner "file" {
     source      = %[1]q
     destination = "/tmp/shm-test"
+  }
+  provisioner "file" {
+    source      = %[5]q
+    destination = "/tmp/grub-common.deb"
+  }
+  provisioner "file" {
+    source      = %[6]q
+    destination = "/tmp/libdevmapper.deb"
   }
   provisioner "shell" {
     inline = [
@@ -137,13 +148,16 @@ func TestAccSandboxDev(t *testing.T) {
       "echo DEV-LS: $(ls /dev)",
       "echo ROOT-SOURCE: $(findmnt -no SOURCE /)",
       "echo ROOT-LABEL: $(blkid -s LABEL -o value $(findmnt -no SOURCE /))",
+      "mkdir /tmp/gp && dpkg-deb -x /tmp/grub-common.deb /tmp/gp && dpkg-deb -x /tmp/libdevmapper.deb /tmp/gp",
+      "echo GRUB-PROBE: $(LD_LIBRARY_PATH=$(dirname $(find /tmp/gp -name 'libdevmapper.so*' | head -n1)) /tmp/gp/usr/sbin/grub-probe --target=device / 2>&1)",
+      "rm -rf /tmp/gp /tmp/grub-common.deb /tmp/libdevmapper.deb",
       "mknod /root/hostile b %[3]d %[4]d",
       "if head -c1 /root/hostile >/dev/null 2>/root/hostile.err; then echo HOSTILE-OPENED; else echo HOSTILE-REFUSED: $(cat /root/hostile.err); fi",
       "rm -f /root/hostile /root/hostile.err /tmp/shm-test",
       "su -s /bin/sh nobody -c 'echo nobody > /dev/null && echo NOBODY-DEV-NULL-OK'",
     ]
   }
-`, shm, token, unix.Major(hostDisk), unix.Minor(hostDisk))), map[string]string{"base": disk.Path})
+`, shm, token, unix.Major(hostDisk), unix.Minor(hostDisk), grubDebs[0], grubDebs[1])), map[string]string{"base": disk.Path})
 	out := res.Output
 	line := func(prefix string) string {
 		m := regexp.MustCompile(`(?m)` + regexp.QuoteMeta(prefix) + `(.*)$`).FindStringSubmatch(out)
@@ -171,6 +185,9 @@ func TestAccSandboxDev(t *testing.T) {
 	source := line("ROOT-SOURCE:")
 	if !regexp.MustCompile(`^/dev/loop\d+$`).MatchString(source) {
 		t.Errorf("findmnt / in the chroot: %q, want the root's loop device", source)
+	}
+	if got := line("GRUB-PROBE:"); got != source {
+		t.Errorf("grub-probe --target=device / in the chroot: %q, want %s", got, source)
 	}
 	if got := line("ROOT-LABEL:"); got != fixture.DefaultRootLabel {
 		t.Errorf("blkid of %s in the chroot: label %q, want %q", source, got, fixture.DefaultRootLabel)
