@@ -922,3 +922,29 @@ func TestUnmountableServed(t *testing.T) {
 		})
 	}
 }
+
+// TestIsPrivateDev: only the default tmpfs on /dev is populated with
+// device nodes; a bind of the host's /dev (chroot_mounts) or another tmpfs
+// never gets a node made in it.
+func TestIsPrivateDev(t *testing.T) {
+	def := DefaultChrootMounts()
+	i := slices.IndexFunc(def, func(m ChrootMount) bool { return m.Target == "/dev" })
+	if i < 0 || !def[i].IsPrivateDev() {
+		t.Fatalf("the default /dev is not the private /dev: %+v", def)
+	}
+	for _, tc := range []struct {
+		m    ChrootMount
+		want bool
+	}{
+		{ChrootMount{FSType: "tmpfs", Source: PrivateDevSource, Target: "/dev/"}, true},
+		{ChrootMount{FSType: "bind", Source: "/dev", Target: "/dev"}, false},
+		{ChrootMount{FSType: "bind", Source: PrivateDevSource, Target: "/dev"}, false},
+		{ChrootMount{FSType: "tmpfs", Source: "tmpfs", Target: "/dev"}, false},
+		{ChrootMount{FSType: "tmpfs", Source: PrivateDevSource, Target: "/mnt/dev"}, false},
+		{ChrootMount{FSType: "devtmpfs", Source: PrivateDevSource, Target: "/dev"}, false},
+	} {
+		if got := tc.m.IsPrivateDev(); got != tc.want {
+			t.Errorf("%+v: IsPrivateDev = %v, want %v", tc.m, got, tc.want)
+		}
+	}
+}
