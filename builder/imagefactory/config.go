@@ -186,9 +186,15 @@ type Config struct {
 	MountPath string `mapstructure:"mount_path"`
 	// Extra or replacement mounts for the chroot, each
 	// `[fstype, source, target]` as in amazon-chroot. The defaults are
-	// proc on `/proc`, sysfs on `/sys`, `/dev` and `/dev/pts` bound from
-	// the host, and a tmpfs on `/run`. An entry with the target of a
+	// proc on `/proc`, sysfs on `/sys`, a private `/dev` (a tmpfs holding
+	// only `null`, `zero`, `full`, `random`, `urandom`, `tty`, the links
+	// `ptmx`, `fd`, `stdin`, `stdout`, `stderr`, and this build's own loop
+	// devices), a fresh devpts instance on `/dev/pts`, a tmpfs on
+	// `/dev/shm` and a tmpfs on `/run`. An entry with the target of a
 	// default replaces it; an fstype of `none` removes it.
+	// `["bind", "/dev", "/dev"]` brings the host's `/dev` back, and with it
+	// every host disk, the host's loop devices, and writes that land in
+	// the host's devtmpfs and outlive the build.
 	ChrootMounts [][]string `mapstructure:"chroot_mounts"`
 	// How the image gets name resolution during the build: `copy`
 	// (default: the host's `/etc/resolv.conf` is copied in and the

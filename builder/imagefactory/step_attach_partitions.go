@@ -40,6 +40,9 @@ func (s *stepAttachPartitions) Run(ctx context.Context, state multistep.StateBag
 		FAT:            fat,
 		Log:            ui.Say,
 		Repro:          src,
+		// Provisioners run in a chroot on these mounts: a device node in
+		// the image must not open a host disk.
+		NoDev: cfg.Strategy == StrategyChroot,
 	})
 	var notDisk *session.NotADiskError
 	if errors.As(err, &notDisk) && cfg.BaseImage != "" {

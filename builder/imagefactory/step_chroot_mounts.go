@@ -8,7 +8,8 @@ import (
 )
 
 // stepChrootMounts mounts what commands in a chroot expect (proc, sysfs,
-// /dev, devpts, a tmpfs on /run) plus chroot_mounts. Its release first
+// a private /dev with this build's loop devices, a fresh devpts, /dev/shm,
+// a tmpfs on /run) plus chroot_mounts. Its release first
 // stops every process still running with its root in the image (daemons a
 // provisioner left), so that nothing keeps the filesystems busy.
 type stepChrootMounts struct {

@@ -216,6 +216,22 @@ func (d *Device) Number() int { return d.status.Number }
 // Status returns what the device was bound with.
 func (d *Device) Status() Status { return d.status }
 
+// Rdev is the device number (major, minor as unix.Mkdev packs them) of
+// the device held, read with fstat on its open fd, not from a path that
+// may name another node by now. It fails once the device is closed.
+func (d *Device) Rdev() (uint64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fd < 0 {
+		return 0, fmt.Errorf("loop: %s is closed", d.Path())
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(d.fd, &st); err != nil {
+		return 0, fmt.Errorf("loop: stat %s: %w", d.Path(), err)
+	}
+	return st.Rdev, nil
+}
+
 // Close drops this process's reference. With autoclear the device is
 // unbound as soon as no mount or other opener uses it. Safe to call twice.
 func (d *Device) Close() error {

@@ -429,3 +429,29 @@ func TestAssertNoLoopsUnderSeesALeak(t *testing.T) {
 		t.Errorf("losetupUnder(%s) = %v, want %s bound to %s", dir, got, dev, p)
 	}
 }
+
+// TestRdev: the device number read from the held fd is the one sysfs
+// gives /sys/block/loopN/dev; a closed device has none.
+func TestRdev(t *testing.T) {
+	requireRoot(t)
+	d, err := Attach(sparseFile(t, 1*mib), 0, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	rdev, err := d.Rdev()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/sys/block/loop%d/dev", d.Number()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprintf("%d:%d\n", unix.Major(rdev), unix.Minor(rdev)); got != string(b) {
+		t.Errorf("Rdev = %q, sysfs says %q", got, b)
+	}
+	d.Close()
+	if _, err := d.Rdev(); err == nil {
+		t.Error("Rdev of a closed device did not fail")
+	}
+}

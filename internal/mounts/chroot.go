@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/sandbox"
 )
 
 // ChrootMount is one mount the chroot needs to run programs, as in
@@ -25,15 +27,29 @@ type ChrootMount struct {
 	Options string
 }
 
-// DefaultChrootMounts is what a chroot needs: proc, sysfs, the host's /dev
-// and /dev/pts (the host's devpts instance, so /dev/ptmx opens a pty that
-// /dev/pts shows) and a fresh tmpfs on /run.
+// PrivateDevSource is the source name of the private /dev's tmpfs, as
+// /proc/mounts in the chroot shows it. A chroot mount of a tmpfs with this
+// source on /dev is populated with sandbox.CharDevices, sandbox.Links and
+// the stack's DevNodes (MountChroot).
+const PrivateDevSource = "imagefactory-dev"
+
+// DefaultChrootMounts is what a chroot needs: proc, sysfs, a private /dev
+// (a fresh tmpfs holding only the nodes internal/sandbox lists and this
+// build's loop devices, never the host's /dev), a fresh devpts instance on
+// /dev/pts, a tmpfs on /dev/shm for POSIX shared memory and semaphores,
+// and a fresh tmpfs on /run. Modes and options as systemd-nspawn's
+// mount_all: /dev mode=0755, devpts
+// newinstance,ptmxmode=0666,mode=620,gid=5 (tty's gid on every
+// distribution), /dev/shm mode=1777; sizes as its TMPFS_LIMITS_PRIVATE_DEV
+// (size=4m,nr_inodes=64k: device nodes take no data). /dev/mqueue is not
+// here: it belongs to an IPC namespace and is mounted inside it.
 func DefaultChrootMounts() []ChrootMount {
 	return []ChrootMount{
 		{FSType: "proc", Source: "proc", Target: "/proc"},
 		{FSType: "sysfs", Source: "sysfs", Target: "/sys"},
-		{FSType: "bind", Source: "/dev", Target: "/dev"},
-		{FSType: "bind", Source: "/dev/pts", Target: "/dev/pts"},
+		{FSType: "tmpfs", Source: PrivateDevSource, Target: "/dev", Options: "mode=0755,size=4m,nr_inodes=64k"},
+		{FSType: "devpts", Source: "devpts", Target: "/dev/pts", Options: "newinstance,ptmxmode=0666,mode=0620,gid=5"},
+		{FSType: "tmpfs", Source: "tmpfs", Target: "/dev/shm", Options: "mode=1777"},
 		{FSType: "tmpfs", Source: "tmpfs", Target: "/run", Options: "mode=0755"},
 	}
 }
@@ -95,8 +111,20 @@ var chrootFlags = map[string]uintptr{
 	"mqueue": unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC,
 }
 
+// privateDevFlags are the private /dev's: not nodev (its nodes are its
+// point), nosuid and strictatime as nspawn's.
+const privateDevFlags = unix.MS_NOSUID | unix.MS_STRICTATIME
+
+// IsPrivateDev says whether m is the private /dev MountChroot populates.
+func (m ChrootMount) IsPrivateDev() bool {
+	return m.FSType == "tmpfs" && m.Source == PrivateDevSource && path.Clean(m.Target) == "/dev"
+}
+
 // MountChroot mounts ms in order beneath the image root. It stops at the
-// first failure; what was mounted stays in the stack for UnmountAll.
+// first failure; what was mounted stays in the stack for UnmountAll. The
+// private /dev (IsPrivateDev) gets its nodes and links right after it is
+// mounted, through the mount point reopened and checked by OpenMount: a
+// /dev that is a symlink in the image was resolved inside the root.
 func (s *Stack) MountChroot(ms []ChrootMount) error {
 	for _, m := range ms {
 		if m.FSType == "bind" {
@@ -112,9 +140,28 @@ func (s *Stack) MountChroot(ms []ChrootMount) error {
 		if src == "" {
 			src = m.FSType
 		}
-		if err := s.MountInRoot(src, m.Target, m.FSType, chrootFlags[m.FSType], m.Options); err != nil {
+		flags := chrootFlags[m.FSType]
+		if m.IsPrivateDev() {
+			flags = privateDevFlags
+		}
+		if err := s.MountInRoot(src, m.Target, m.FSType, flags, m.Options); err != nil {
 			return fmt.Errorf("chroot mounts: %w", err)
+		}
+		if m.IsPrivateDev() {
+			if err := s.populateDev(); err != nil {
+				return fmt.Errorf("chroot mounts: %w", err)
+			}
 		}
 	}
 	return nil
+}
+
+// populateDev fills the private /dev just mounted (the stack's last mount).
+func (s *Stack) populateDev() error {
+	dir, err := s.OpenMount(s.mounts[len(s.mounts)-1].host)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return sandbox.Populate(dir, append(slices.Clone(sandbox.CharDevices), s.DevNodes...), sandbox.Links)
 }

@@ -39,7 +39,7 @@ func (s Skipped) String() string { return fmt.Sprintf("%s: %s", s.Entry.File, s.
 // point missing from the fstab.
 //
 // The fstab's options govern the booted system, not the builder: entries
-// are mounted read-write (read-only with Stack.ReadOnly) with kernel defaults, except btrfs subvol= and
+// are mounted read-write (read-only with Stack.ReadOnly; nodev with Stack.NoDev) with kernel defaults, except btrfs subvol= and
 // subvolid=, which choose what is mounted, and compress=, so files written
 // are stored as the booted system would store them, and a FAT's owner and
 // modes (FATMountData), so provisioners see the same ones whether the
@@ -129,6 +129,9 @@ func (s *Stack) MountFstab(entries []fstab.Entry, resolve func(fstab.Entry) (dev
 		var flags uintptr
 		if s.ReadOnly {
 			flags = unix.MS_RDONLY
+		}
+		if s.NoDev {
+			flags |= unix.MS_NODEV
 		}
 		err := s.MountInRoot(dev, e.File, fstype, flags, strings.Join(data, ","))
 		if errors.Is(err, unix.ENODEV) {

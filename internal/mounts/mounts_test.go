@@ -333,7 +333,7 @@ func TestStackRootFstabChroot(t *testing.T) {
 	if err := unix.Statfs(filepath.Join(target, "run"), &sfs); err != nil || sfs.Type != unix.TMPFS_MAGIC {
 		t.Errorf("/run is not a tmpfs: %v", err)
 	}
-	want := []string{target, target, target + "/boot", target + "/boot/efi", target + "/proc", target + "/sys", target + "/dev", target + "/dev/pts", target + "/run"}
+	want := []string{target, target, target + "/boot", target + "/boot/efi", target + "/proc", target + "/sys", target + "/dev", target + "/dev/pts", target + "/dev/shm", target + "/run"}
 	if got := s.Mounted(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Mounted:\n got %v\nwant %v", got, want)
 	}
@@ -760,15 +760,17 @@ func TestMergeChrootMounts(t *testing.T) {
 		want      []string // FSType:Target
 		wantErr   string
 	}{
-		{"none", nil, []string{"proc:/proc", "sysfs:/sys", "bind:/dev", "tmpfs:/run", "bind:/dev/pts"}, ""},
+		{"none", nil, []string{"proc:/proc", "sysfs:/sys", "tmpfs:/dev", "tmpfs:/run", "devpts:/dev/pts", "tmpfs:/dev/shm"}, ""},
 		{"replace /run", []ChrootMount{{FSType: "bind", Source: "/run", Target: "/run"}},
-			[]string{"proc:/proc", "sysfs:/sys", "bind:/dev", "bind:/run", "bind:/dev/pts"}, ""},
-		{"remove /sys", []ChrootMount{{Target: "/sys/"}}, []string{"proc:/proc", "bind:/dev", "tmpfs:/run", "bind:/dev/pts"}, ""},
-		{"add binfmt_misc and /dev/shm", []ChrootMount{
+			[]string{"proc:/proc", "sysfs:/sys", "tmpfs:/dev", "bind:/run", "devpts:/dev/pts", "tmpfs:/dev/shm"}, ""},
+		{"remove /sys", []ChrootMount{{Target: "/sys/"}}, []string{"proc:/proc", "tmpfs:/dev", "tmpfs:/run", "devpts:/dev/pts", "tmpfs:/dev/shm"}, ""},
+		{"add binfmt_misc, remove /dev/shm", []ChrootMount{
 			{FSType: "binfmt_misc", Target: "/proc/sys/fs/binfmt_misc"},
-			{FSType: "tmpfs", Target: "/dev/shm", Options: "mode=1777"},
-		}, []string{"proc:/proc", "sysfs:/sys", "bind:/dev", "tmpfs:/run", "bind:/dev/pts", "tmpfs:/dev/shm", "binfmt_misc:/proc/sys/fs/binfmt_misc"}, ""},
-		{"remove what is absent", []ChrootMount{{Target: "/nope"}}, []string{"proc:/proc", "sysfs:/sys", "bind:/dev", "tmpfs:/run", "bind:/dev/pts"}, ""},
+			{Target: "/dev/shm"},
+		}, []string{"proc:/proc", "sysfs:/sys", "tmpfs:/dev", "tmpfs:/run", "devpts:/dev/pts", "binfmt_misc:/proc/sys/fs/binfmt_misc"}, ""},
+		{"the host's /dev", []ChrootMount{{FSType: "bind", Source: "/dev", Target: "/dev"}},
+			[]string{"proc:/proc", "sysfs:/sys", "bind:/dev", "tmpfs:/run", "devpts:/dev/pts", "tmpfs:/dev/shm"}, ""},
+		{"remove what is absent", []ChrootMount{{Target: "/nope"}}, []string{"proc:/proc", "sysfs:/sys", "tmpfs:/dev", "tmpfs:/run", "devpts:/dev/pts", "tmpfs:/dev/shm"}, ""},
 		{"relative target", []ChrootMount{{FSType: "tmpfs", Target: "tmp"}}, nil, "absolute"},
 		{"root target", []ChrootMount{{FSType: "tmpfs", Target: "/"}}, nil, "image root"},
 		{"bind without source", []ChrootMount{{FSType: "bind", Target: "/x"}}, nil, "source"},
@@ -918,5 +920,31 @@ func TestUnmountableServed(t *testing.T) {
 				t.Errorf("/boot/efi left in the boot filesystem (err %v); the image had none", err)
 			}
 		})
+	}
+}
+
+// TestIsPrivateDev: only the default tmpfs on /dev is populated with
+// device nodes; a bind of the host's /dev (chroot_mounts) or another tmpfs
+// never gets a node made in it.
+func TestIsPrivateDev(t *testing.T) {
+	def := DefaultChrootMounts()
+	i := slices.IndexFunc(def, func(m ChrootMount) bool { return m.Target == "/dev" })
+	if i < 0 || !def[i].IsPrivateDev() {
+		t.Fatalf("the default /dev is not the private /dev: %+v", def)
+	}
+	for _, tc := range []struct {
+		m    ChrootMount
+		want bool
+	}{
+		{ChrootMount{FSType: "tmpfs", Source: PrivateDevSource, Target: "/dev/"}, true},
+		{ChrootMount{FSType: "bind", Source: "/dev", Target: "/dev"}, false},
+		{ChrootMount{FSType: "bind", Source: PrivateDevSource, Target: "/dev"}, false},
+		{ChrootMount{FSType: "tmpfs", Source: "tmpfs", Target: "/dev"}, false},
+		{ChrootMount{FSType: "tmpfs", Source: PrivateDevSource, Target: "/mnt/dev"}, false},
+		{ChrootMount{FSType: "devtmpfs", Source: PrivateDevSource, Target: "/dev"}, false},
+	} {
+		if got := tc.m.IsPrivateDev(); got != tc.want {
+			t.Errorf("%+v: IsPrivateDev = %v, want %v", tc.m, got, tc.want)
+		}
 	}
 }

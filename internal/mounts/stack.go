@@ -30,6 +30,7 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fstab"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/sandbox"
 )
 
 // Journal records each mount before it is made (DESIGN.md #2), so that a
@@ -88,6 +89,12 @@ type Stack struct {
 	// ExtraData, when set, gives mount data MountFstab adds for a
 	// filesystem type (a reproducible build's ext4 options), or "".
 	ExtraData func(fstype string) string
+	// NoDev mounts the fstab entries nodev: a device node in the image
+	// (one aimed at a host disk) cannot be opened through them.
+	NoDev bool
+	// DevNodes are the block device nodes (this build's loop devices)
+	// MountChroot adds to the private /dev beside sandbox.CharDevices.
+	DevNodes []sandbox.Node
 }
 
 // NewStack returns an empty stack that records its mounts in j (nil: no

@@ -6,13 +6,16 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/mounts"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/sandbox"
 )
 
 // MountChroot mounts what commands in a chroot expect (mounts'
 // DefaultChrootMounts, with extra merged by target: [fstype, source,
-// target]; fstype "none" removes a default). Before the first mount it
-// journals the chroot itself, so that whatever runs in it is stopped
-// before anything is unmounted, even after a kill -9 of the build.
+// target]; fstype "none" removes a default). The private /dev gets a block
+// node for each loop device the session holds (devNodes), and no other
+// block device. Before the first mount it journals the chroot itself, so
+// that whatever runs in it is stopped before anything is unmounted, even
+// after a kill -9 of the build.
 func (s *Session) MountChroot(extra [][]string) ([]string, error) {
 	if s.stack == nil {
 		return nil, errors.New("the root filesystem is not mounted")
@@ -39,6 +42,11 @@ func (s *Session) MountChroot(extra [][]string) ([]string, error) {
 		}
 		s.chroot, s.chrootTaken = h, true
 	}
+	nodes, err := s.devNodes()
+	if err != nil {
+		return nil, err
+	}
+	s.stack.DevNodes = nodes
 	if err := s.stack.MountChroot(list); err != nil {
 		return nil, fmt.Errorf("chroot mounts: %w", err)
 	}
@@ -65,4 +73,25 @@ func (s *Session) StopChrootProcesses() error {
 	}
 	s.chrootTaken = false
 	return s.opts.Journal.Release(s.chroot)
+}
+
+// devNodes are the block nodes of the session's loop devices (partitions
+// and LVs), owned by the image's group "disk" (its /etc/group; else
+// sandbox.DiskGID), so that grub-probe, update-grub and blkid in the chroot
+// find the image's disk.
+func (s *Session) devNodes() ([]sandbox.Node, error) {
+	group, _ := s.rootFS.ReadFile("/etc/group") // none: the default gid
+	gid := sandbox.GroupID(group, "disk", sandbox.DiskGID)
+	devs := map[string]uint64{}
+	for _, p := range s.Parts {
+		if p.dev == nil {
+			continue
+		}
+		rdev, err := p.dev.Rdev()
+		if err != nil {
+			return nil, fmt.Errorf("private /dev: %w", err)
+		}
+		devs[p.Device] = rdev
+	}
+	return sandbox.LoopNodes(devs, gid)
 }

@@ -161,6 +161,7 @@ func (s *Session) MountRoot() error {
 	s.stack.Logf = s.logf
 	s.stack.ReadOnly = s.opts.ReadOnly
 	s.stack.Unmountable = s.unmountable
+	s.stack.NoDev = s.opts.NoDev
 	// mount_options as fstab writes them: noatime is a flag, not data.
 	opts := append(s.btrfsRootData(), s.opts.MountOptions...)
 	if s.reproducible() {
@@ -170,6 +171,9 @@ func (s *Session) MountRoot() error {
 		}
 	}
 	flags, data := mounts.SplitOptions(flags, opts)
+	if s.opts.NoDev {
+		flags |= unix.MS_NODEV // after mount_options: a "dev" there does not undo it
+	}
 	if err := s.stack.MountRoot(s.Root.Device, s.Root.FS.Type, s.opts.MountPath, flags, data); err != nil {
 		s.stack = nil
 		err = errors.Join(fmt.Errorf("mounting the root filesystem (%s) at %s: %w", s.Root, s.opts.MountPath, err), s.removeMountDir())

@@ -43,6 +43,12 @@ type Options struct {
 
 	Log func(string) // progress messages; may be nil
 
+	// NoDev mounts the image's own filesystems (root and fstab mounts)
+	// nodev, for a session whose commands run in a chroot: a device node
+	// in the image, aimed at a host disk, cannot be opened. Open sets it
+	// with chroot.
+	NoDev bool
+
 	// Repro, when set, makes the kernel's writes reproducible: ext4 mounted
 	// read-write gets its allocator tuned, and NormalizeWritten normalizes
 	// it after the session is closed (repro.go).
@@ -253,6 +259,7 @@ func (s *Session) Close() error {
 // and, with chroot, the chroot mounts: a session ready for work. On error
 // it holds nothing.
 func Open(ctx context.Context, opts Options, chroot bool) (*Session, error) {
+	opts.NoDev = opts.NoDev || chroot
 	s, err := Attach(ctx, opts)
 	if err != nil {
 		return nil, err

@@ -485,7 +485,7 @@ func TestMountFstabNoFstab(t *testing.T) {
 func TestMountChroot(t *testing.T) {
 	requireRoot(t)
 	// Parents first: mounts are sorted by depth.
-	defaults := []string{"/proc", "/sys", "/dev", "/run", "/dev/pts"}
+	defaults := []string{"/proc", "/sys", "/dev", "/run", "/dev/pts", "/dev/shm"}
 	tests := []struct {
 		name    string
 		extra   [][]string
@@ -493,10 +493,10 @@ func TestMountChroot(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", want: defaults},
-		{name: "remove /run", extra: [][]string{{"none", "", "/run"}}, want: []string{"/proc", "/sys", "/dev", "/dev/pts"}},
+		{name: "remove /run", extra: [][]string{{"none", "", "/run"}}, want: []string{"/proc", "/sys", "/dev", "/dev/pts", "/dev/shm"}},
 		{name: "remove an absent mount", extra: [][]string{{"none", "", "/nope"}}, want: defaults},
 		{name: "extra tmpfs", extra: [][]string{{"tmpfs", "tmpfs", "/var/cache/build"}},
-			want: []string{"/proc", "/sys", "/dev", "/run", "/dev/pts", "/var/cache/build"}},
+			want: []string{"/proc", "/sys", "/dev", "/run", "/dev/pts", "/dev/shm", "/var/cache/build"}},
 		{name: "replace /run", extra: [][]string{{"tmpfs", "mytmp", "/run"}}, want: defaults},
 		{name: "replace and remove", extra: [][]string{{"none", "", "/dev/pts"}, {"tmpfs", "tmpfs", "/dev/shm"}},
 			want: []string{"/proc", "/sys", "/dev", "/run", "/dev/shm"}},
