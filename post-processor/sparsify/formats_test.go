@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
@@ -52,11 +53,11 @@ func hostFiles(limit int64) func(dir string) {
 // TestFormats: one GPT disk with an ESP and 24 MiB of the host's programs,
 // 3 sectors longer than a whole MiB (as some tools cut raw images),
 // sparsified with one epoch into the formats clouds take: vmdk
-// streamOptimized (vSphere, OVA), a fixed VHD (Azure) and an OVA. Each
-// holds the content of the zstd qcow2 of the same run (the trim's mount
-// writes into the superblock, so the input itself differs there; with the
-// epoch every output holds the same trimmed disk), and a second run gives
-// the same bytes. The input is never changed.
+// streamOptimized (vSphere, OVA), a fixed VHD (Azure) and an OVA. The
+// zstd qcow2 of the same run holds the input's files (the trim's mount
+// writes into the superblock, so the disks differ there); with the epoch
+// every output holds that same trimmed disk (qemu-img compare), and a
+// second run gives the same bytes. The input is never changed.
 func TestFormats(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: loop devices and mounts")
@@ -70,11 +71,18 @@ func TestFormats(t *testing.T) {
 		t.Fatal(err)
 	}
 	inputSum := fixture.Sha256(t, input)
+	// The epoch is now, after the fixture's files were written: the
+	// reproducible trim clamps the times later than the epoch (its own
+	// mount's) and none of the files' (the SOURCE_DATE_EPOCH convention),
+	// so they compare equal to the input's.
+	// A second later than the last file's time, whatever its nanoseconds.
+	time.Sleep(1100 * time.Millisecond)
+	epoch := strconv.FormatInt(time.Now().Unix(), 10)
 
 	run := func(t *testing.T, cfg map[string]interface{}, name string) string {
 		t.Helper()
 		out := filepath.Join(t.TempDir(), name)
-		c := map[string]interface{}{"output": out, "packer_build_name": "formats", "source_date_epoch": "1767225600", "checksums": []string{}}
+		c := map[string]interface{}{"output": out, "packer_build_name": "formats", "source_date_epoch": epoch, "checksums": []string{}}
 		for k, v := range cfg {
 			c[k] = v
 		}
@@ -100,6 +108,16 @@ func TestFormats(t *testing.T) {
 		return out
 	}
 	ref := run(t, map[string]interface{}{"format": "qcow2", "compression": "zstd"}, "ref.qcow2")
+	// The reference holds the input's files, to the byte and the metadata.
+	refRaw := filepath.Join(t.TempDir(), "ref.raw")
+	if out, err := exec.Command("qemu-img", "convert", "-f", "qcow2", "-O", "raw", ref, refRaw).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert: %v: %s", err, out)
+	}
+	want, got := fixture.Manifest(t, input, disk.Root()), fixture.Manifest(t, refRaw, disk.Root())
+	if diff := fixture.ManifestDiff(want, got, 20); len(diff) > 0 || len(got) < 100 {
+		t.Fatalf("the zstd qcow2's files differ from the input's (%d files):\n%s", len(got), strings.Join(diff, "\n"))
+	}
+	os.Remove(refRaw)
 	same := func(t *testing.T, img, f string) {
 		t.Helper()
 		if out, err := exec.Command("qemu-img", "compare", "-f", "qcow2", "-F", f, ref, img).CombinedOutput(); err != nil {
