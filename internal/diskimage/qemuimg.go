@@ -156,6 +156,11 @@ type ConvertOptions struct {
 	// Compat of a qcow2 output: "" (qemu-img's default, 1.1), "1.1" or
 	// "0.10" (see CheckQCOW2Compat).
 	Compat string
+	// Subformat of a vmdk or vpc output (see Subformats): "" is
+	// qemu-img's default (monolithicSparse, dynamic). A fixed vpc is
+	// written with force_size=on, so its virtual size is the input's to
+	// the byte rather than rounded up to a CHS geometry.
+	Subformat string
 }
 
 // QCOW2 compat levels (qemu-img's -o compat=; QEMU's docs/interop/qcow2.txt:
@@ -223,7 +228,16 @@ func Convert(ctx context.Context, src string, srcFmt Format, dst string, dstFmt 
 	if opts.Compat != "" && dstFmt != QCOW2 {
 		return fmt.Errorf("convert %s to %s: qcow2 compat needs qcow2 output, not %s", src, dst, dstFmt)
 	}
+	if err := CheckSubformat("subformat", dstFmt, opts.Subformat); err != nil {
+		return fmt.Errorf("convert %s to %s: %w", src, dst, err)
+	}
 	var o []string
+	if opts.Subformat != "" {
+		o = append(o, "subformat="+opts.Subformat)
+	}
+	if dstFmt == VPC && opts.Subformat == VPCFixed {
+		o = append(o, "force_size=on")
+	}
 	if opts.Compression != "" {
 		args = append(args, "-c")
 		o = append(o, "compression_type="+opts.Compression)

@@ -255,13 +255,18 @@ func zeroRange(f *os.File, off, n int64) error {
 // 00:00:00 UTC, in Unix seconds.
 const vpcEpoch = 946684800
 
+// vpcDiskFixed is the footer's disk type of a fixed VHD (byte 60,
+// big-endian; 3 is dynamic, 4 differencing).
+const vpcDiskFixed = 2
+
 // patchVPC sets, in the VHD footer at the end of the file and in its copy
-// at byte 0 (dynamic disks), the time stamp to the build's epoch (seconds
-// since 2000-01-01 UTC, 0 for an earlier epoch) and the unique ID from src,
-// and recomputes the checksum: the one's complement of the sum of the
-// footer's bytes without the checksum field (Microsoft's "Virtual Hard
-// Disk Image Format Specification", Hard Disk Footer Format). qemu takes
-// both from the clock and g_random (block/vpc.c).
+// at byte 0 (dynamic disks; a fixed disk has none, its byte 0 is the
+// guest's), the time stamp to the build's epoch (seconds since 2000-01-01
+// UTC, 0 for an earlier epoch) and the unique ID from src, and recomputes
+// the checksum: the one's complement of the sum of the footer's bytes
+// without the checksum field (Microsoft's "Virtual Hard Disk Image Format
+// Specification", Hard Disk Footer Format). qemu takes both from the clock
+// and g_random (block/vpc.c).
 func patchVPC(path string, src *repro.Source) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -280,15 +285,22 @@ func patchVPC(path string, src *repro.Source) error {
 		ts = uint32(min(e, 1<<32-1))
 	}
 	id := src.UUID("vpc/unique-id")
-	patched := 0
-	for _, off := range []int64{fi.Size() - 512, 0} {
+	fixed := false
+	for i, off := range []int64{fi.Size() - 512, 0} {
+		if fixed {
+			break
+		}
 		ft := make([]byte, 512)
 		if _, err := f.ReadAt(ft, off); err != nil {
 			return err
 		}
 		if string(ft[:8]) != "conectix" {
+			if i == 0 {
+				return errors.New("no footer (cookie \"conectix\") at the end of the file")
+			}
 			continue
 		}
+		fixed = i == 0 && binary.BigEndian.Uint32(ft[60:]) == vpcDiskFixed
 		binary.BigEndian.PutUint32(ft[24:], ts)
 		copy(ft[68:84], id[:])
 		binary.BigEndian.PutUint32(ft[64:], 0)
@@ -300,10 +312,6 @@ func patchVPC(path string, src *repro.Source) error {
 		if _, err := f.WriteAt(ft, off); err != nil {
 			return err
 		}
-		patched++
-	}
-	if patched == 0 {
-		return errors.New("no footer (cookie \"conectix\") at the end of the file")
 	}
 	return f.Close()
 }

@@ -52,11 +52,12 @@ func TestConvertReproducible(t *testing.T) {
 	}
 
 	src, same, other := repro.New(1767225600, "pipeline"), repro.New(1767225600, "pipeline"), repro.New(1767225601, "pipeline")
-	convert := func(t *testing.T, in, sub string, f Format, comp string, s *repro.Source) string {
+	convert := func(t *testing.T, in, sub string, f Format, o ConvertOptions, s *repro.Source) string {
 		t.Helper()
 		out := filepath.Join(dir, sub, "disk."+string(f))
 		os.MkdirAll(filepath.Dir(out), 0o755)
-		if err := Convert(context.Background(), in, Raw, out, f, ConvertOptions{Compression: comp, Repro: s}); err != nil {
+		o.Repro = s
+		if err := Convert(context.Background(), in, Raw, out, f, o); err != nil {
 			t.Fatal(err)
 		}
 		return out
@@ -64,21 +65,23 @@ func TestConvertReproducible(t *testing.T) {
 	for _, c := range []struct {
 		name       string
 		f          Format
-		comp       string
+		o          ConvertOptions
 		identified bool // carries an identifier or a time qemu draws
 	}{
-		{"qcow2 zstd", QCOW2, "zstd", false},
-		{"qcow2 zlib", QCOW2, "zlib", false},
-		{"qcow2", QCOW2, "", false},
-		{"vmdk", VMDK, "", true},
-		{"vhdx", VHDX, "", true},
-		{"vpc", VPC, "", true},
+		{"qcow2 zstd", QCOW2, ConvertOptions{Compression: "zstd"}, false},
+		{"qcow2 zlib", QCOW2, ConvertOptions{Compression: "zlib"}, false},
+		{"qcow2", QCOW2, ConvertOptions{}, false},
+		{"vmdk", VMDK, ConvertOptions{}, true},
+		{"vmdk streamOptimized", VMDK, ConvertOptions{Subformat: VMDKStreamOptimized}, true},
+		{"vhdx", VHDX, ConvertOptions{}, true},
+		{"vpc", VPC, ConvertOptions{}, true},
+		{"vpc fixed", VPC, ConvertOptions{Subformat: VPCFixed}, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			sub := strings.ReplaceAll(c.name, " ", "-")
-			x := convert(t, a, sub+"/1", c.f, c.comp, src)
+			x := convert(t, a, sub+"/1", c.f, c.o, src)
 			time.Sleep(1100 * time.Millisecond) // vpc's time stamp counts seconds
-			y := convert(t, b, sub+"/2", c.f, c.comp, same)
+			y := convert(t, b, sub+"/2", c.f, c.o, same)
 			if !bytes.Equal(fileHash(t, x), fileHash(t, y)) {
 				t.Fatalf("same input, same epoch: %s and %s differ (first at byte %d)", x, y, firstDiff(t, x, y))
 			}
@@ -97,13 +100,13 @@ func TestConvertReproducible(t *testing.T) {
 					t.Errorf("working files left: %v", left)
 				}
 			}
-			z := convert(t, a, sub+"/3", c.f, c.comp, other)
+			z := convert(t, a, sub+"/3", c.f, c.o, other)
 			if differ := !bytes.Equal(fileHash(t, x), fileHash(t, z)); differ != c.identified {
 				t.Errorf("another epoch: output differs = %v, want %v", differ, c.identified)
 			}
 			if c.identified {
 				// Without a Source, qemu's random values stay: the check above can fail.
-				r1, r2 := convert(t, a, sub+"/4", c.f, c.comp, nil), convert(t, b, sub+"/5", c.f, c.comp, nil)
+				r1, r2 := convert(t, a, sub+"/4", c.f, c.o, nil), convert(t, b, sub+"/5", c.f, c.o, nil)
 				if bytes.Equal(fileHash(t, r1), fileHash(t, r2)) {
 					t.Errorf("two conversions without a Source are equal: qemu-img drew nothing at random?")
 				}
@@ -160,5 +163,54 @@ func TestPatchVMDK(t *testing.T) {
 		if !strings.Contains(desc, "\n"+want) || !strings.Contains(desc, `SPARSE "disk.vmdk"`+"\n") || len(got) != len(img) {
 			t.Errorf("CID=%s: descriptor after the patch:\n%s", cid, desc)
 		}
+	}
+}
+
+// A fixed VHD's byte 0 is the guest's: a disk whose first sector happens
+// to start with the footer's cookie (a VHD stored at the start of the
+// disk) keeps it, where a dynamic VHD's copy of the footer is patched.
+func TestPatchVPCFixedKeepsTheGuestsFirstSector(t *testing.T) {
+	needTool(t, "qemu-img")
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.raw")
+	first := make([]byte, 512)
+	copy(first, "conectix")
+	copy(first[60:], []byte{0, 0, 0, 3}) // says "dynamic"
+	if err := os.WriteFile(in, first, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(in, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.vhd")
+	if err := Convert(context.Background(), in, Raw, out, VPC, ConvertOptions{Subformat: VPCFixed, Repro: repro.New(1767225600, "pipeline")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readHead(t, out, 512); !bytes.Equal(got, first) {
+		t.Errorf("the guest's first sector changed: % x", got[:96])
+	}
+	// qemu itself reads such a disk's byte 0 as the footer, so the
+	// footer at the end is checked here: cookie, fixed, a valid checksum.
+	fi, err := os.Stat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ft := make([]byte, 512)
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(ft, fi.Size()-512); err != nil {
+		t.Fatal(err)
+	}
+	sum := binary.BigEndian.Uint32(ft[64:])
+	binary.BigEndian.PutUint32(ft[64:], 0)
+	var got uint32
+	for _, b := range ft {
+		got += uint32(b)
+	}
+	if string(ft[:8]) != "conectix" || binary.BigEndian.Uint32(ft[60:]) != vpcDiskFixed || ^got != sum {
+		t.Errorf("the footer: cookie %q, type %d, checksum %#x (computed %#x)", ft[:8], binary.BigEndian.Uint32(ft[60:]), sum, ^got)
 	}
 }

@@ -38,7 +38,11 @@ func (a *Artifact) Files() []string { return a.Files_ }
 func (a *Artifact) Id() string { return a.Path }
 
 func (a *Artifact) String() string {
-	return packerglue.ArtifactLine("sparsified "+a.Format+" disk image", a.Path,
+	what := "sparsified " + a.Format + " disk image"
+	if a.Format == formatOVA {
+		what = "OVA (OVF package) of the sparsified disk"
+	}
+	return packerglue.ArtifactLine(what, a.Path,
 		"allocated "+diskimage.FormatSize(a.After)+", was "+diskimage.FormatSize(a.Before))
 }
 

@@ -54,6 +54,31 @@ func TestConfigure(t *testing.T) {
 		{"bad free_space", map[string]interface{}{"shrink": true, "free_space": "lots"}, "free_space", nil},
 		{"bad root_partition", map[string]interface{}{"root_partition": -1}, "root_partition -1", nil},
 		{"bad checksum", map[string]interface{}{"checksums": []string{"crc32"}}, `"crc32"`, nil},
+		{"vmdk: streamOptimized by default", map[string]interface{}{"format": "vmdk"}, "", func(t *testing.T, c Config) {
+			if c.subformat() != "streamOptimized" {
+				t.Errorf("subformat %q", c.subformat())
+			}
+		}},
+		{"vpc: dynamic by default", map[string]interface{}{"format": "vpc"}, "", func(t *testing.T, c Config) {
+			if c.subformat() != "dynamic" {
+				t.Errorf("subformat %q", c.subformat())
+			}
+		}},
+		{"ova: 1 CPU, 1024 MiB", map[string]interface{}{"format": "ova"}, "", func(t *testing.T, c Config) {
+			if c.subformat() != "streamOptimized" || c.ovaCPUs() != 1 || c.ovaMemory() != 1024 {
+				t.Errorf("%q %d %d", c.subformat(), c.ovaCPUs(), c.ovaMemory())
+			}
+		}},
+		{"vmdk monolithicSparse", map[string]interface{}{"format": "vmdk", "vmdk_subformat": "monolithicSparse"}, "", nil},
+		{"vpc fixed", map[string]interface{}{"format": "vpc", "vpc_subformat": "fixed"}, "", nil},
+		{"unknown vmdk_subformat", map[string]interface{}{"format": "vmdk", "vmdk_subformat": "monolithicFlat"}, `vmdk_subformat "monolithicFlat" is not one of [streamOptimized monolithicSparse]`, nil},
+		{"unknown vpc_subformat", map[string]interface{}{"format": "vpc", "vpc_subformat": "Fixed"}, `vpc_subformat "Fixed" is not one of [dynamic fixed]`, nil},
+		{"vmdk_subformat needs vmdk", map[string]interface{}{"format": "qcow2", "vmdk_subformat": "streamOptimized"}, `vmdk_subformat needs format = "vmdk" or "ova", not "qcow2"`, nil},
+		{"vpc_subformat needs vpc", map[string]interface{}{"vpc_subformat": "fixed"}, `vpc_subformat needs format = "vpc", not "raw"`, nil},
+		{"ova holds streamOptimized", map[string]interface{}{"format": "ova", "vmdk_subformat": "monolithicSparse"}, `vmdk_subformat "monolithicSparse": an OVA holds a streamOptimized vmdk`, nil},
+		{"ova_memory needs ova", map[string]interface{}{"format": "vmdk", "ova_memory": 2048}, `ova_memory needs format = "ova"`, nil},
+		{"bad ova_cpus", map[string]interface{}{"format": "ova", "ova_cpus": -2}, `ova_cpus -2`, nil},
+		{"ova output name", map[string]interface{}{"format": "ova", "output": "out/web.tar"}, `output "out/web.tar": an OVA's name ends in .ova`, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -42,8 +42,24 @@ type Config struct {
 	common.PackerConfig `mapstructure:",squash"`
 
 	// The output format: `raw` (default: the input is sparsified in place
-	// when it is raw), `qcow2`, `vmdk`, `vhdx` or `vpc`.
+	// when it is raw), `qcow2`, `vmdk`, `vhdx`, `vpc` (VHD), or `ova`: an
+	// OVF package in one tar file (descriptor, SHA-256 manifest and a
+	// streamOptimized vmdk), as VMware and VirtualBox import it.
 	Format string `mapstructure:"format"`
+	// The vmdk's subformat: `streamOptimized` (default; compressed, what
+	// vSphere and ESXi import and OVF packages carry) or
+	// `monolithicSparse` (one growable file that VMware Workstation,
+	// Fusion and VirtualBox attach as it is). With `format = "vmdk"`.
+	VMDKSubformat string `mapstructure:"vmdk_subformat"`
+	// The VHD's subformat: `dynamic` (default; grows with its data) or
+	// `fixed` (the disk followed by a footer), its virtual size rounded up
+	// to a whole MiB: what Azure takes. With `format = "vpc"`.
+	VPCSubformat string `mapstructure:"vpc_subformat"`
+	// The virtual machine the OVA's descriptor asks for: CPUs (default 1)
+	// and memory in MiB (default 1024). With `format = "ova"`.
+	OVACPUs int `mapstructure:"ova_cpus"`
+	// See `ova_cpus`.
+	OVAMemory int `mapstructure:"ova_memory"`
 	// Compression of qcow2 output: `none` (default), `zstd` (about 5x
 	// faster than zlib here, and smaller) or `zlib` (for old readers).
 	Compression string `mapstructure:"compression"`
@@ -113,9 +129,12 @@ func (p *PostProcessor) Configure(raws ...interface{}) error {
 	switch c.Format {
 	case "":
 		c.Format = "raw"
-	case "raw", "qcow2", "vmdk", "vhdx", "vpc":
+	case "raw", "qcow2", "vmdk", "vhdx", "vpc", formatOVA:
 	default:
-		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("format %q is not one of raw, qcow2, vmdk, vhdx, vpc", c.Format))
+		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("format %q is not one of raw, qcow2, vmdk, vhdx, vpc, ova", c.Format))
+	}
+	for _, err := range c.checkFormatOptions() {
+		errs = packersdk.MultiErrorAppend(errs, err)
 	}
 	switch c.Compression {
 	case "", "none":
@@ -250,11 +269,20 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	}
 
 	if !trimInPlace {
+		firmware := ""
+		if c.Format == formatOVA {
+			firmware = firmwareOf(ui, view.raw)
+		}
 		// The view must be closed (its daemon flushed) before its image is read.
 		if err := view.close(); err != nil {
 			return nil, false, false, err
 		}
-		if err := p.write(ctx, ui, view.src, view.srcFmt, out, compat, src); err != nil {
+		if c.Format == formatOVA {
+			err = p.writeOVA(ctx, ui, journal, view.src, view.srcFmt, out, firmware, src)
+		} else {
+			err = p.write(ctx, ui, view.src, view.srcFmt, out, compat, src)
+		}
+		if err != nil {
 			return nil, false, false, err
 		}
 	}
@@ -330,11 +358,20 @@ func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, src string, 
 	if c.Compression != "" {
 		what += " (" + c.Compression + ")"
 	}
+	if sub := c.subformat(); sub != "" {
+		what += " (" + sub + ")"
+	}
+	if c.Format == "vpc" && c.subformat() == diskimage.VPCFixed {
+		if err := alignForAzure(ctx, ui, src, srcFmt); err != nil {
+			return err
+		}
+	}
 	ui.Say(fmt.Sprintf("Converting to %s...", what))
 	bar := packerglue.NewPercentBar(ui, "conversion to "+what)
 	err := diskimage.Convert(ctx, src, srcFmt, out, diskimage.Format(c.Format), diskimage.ConvertOptions{
 		Compression: c.Compression,
 		Compat:      compat,
+		Subformat:   c.subformat(),
 		Progress:    bar.SetPercent,
 		Repro:       rs,
 	})

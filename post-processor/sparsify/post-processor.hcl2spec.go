@@ -19,6 +19,10 @@ type FlatConfig struct {
 	PackerUserVars      map[string]string `mapstructure:"packer_user_variables" cty:"packer_user_variables" hcl:"packer_user_variables"`
 	PackerSensitiveVars []string          `mapstructure:"packer_sensitive_variables" cty:"packer_sensitive_variables" hcl:"packer_sensitive_variables"`
 	Format              *string           `mapstructure:"format" cty:"format" hcl:"format"`
+	VMDKSubformat       *string           `mapstructure:"vmdk_subformat" cty:"vmdk_subformat" hcl:"vmdk_subformat"`
+	VPCSubformat        *string           `mapstructure:"vpc_subformat" cty:"vpc_subformat" hcl:"vpc_subformat"`
+	OVACPUs             *int              `mapstructure:"ova_cpus" cty:"ova_cpus" hcl:"ova_cpus"`
+	OVAMemory           *int              `mapstructure:"ova_memory" cty:"ova_memory" hcl:"ova_memory"`
 	Compression         *string           `mapstructure:"compression" cty:"compression" hcl:"compression"`
 	QCOW2Compat         *string           `mapstructure:"qcow2_compat" cty:"qcow2_compat" hcl:"qcow2_compat"`
 	Output              *string           `mapstructure:"output" cty:"output" hcl:"output"`
@@ -50,6 +54,10 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"packer_user_variables":      &hcldec.AttrSpec{Name: "packer_user_variables", Type: cty.Map(cty.String), Required: false},
 		"packer_sensitive_variables": &hcldec.AttrSpec{Name: "packer_sensitive_variables", Type: cty.List(cty.String), Required: false},
 		"format":                     &hcldec.AttrSpec{Name: "format", Type: cty.String, Required: false},
+		"vmdk_subformat":             &hcldec.AttrSpec{Name: "vmdk_subformat", Type: cty.String, Required: false},
+		"vpc_subformat":              &hcldec.AttrSpec{Name: "vpc_subformat", Type: cty.String, Required: false},
+		"ova_cpus":                   &hcldec.AttrSpec{Name: "ova_cpus", Type: cty.Number, Required: false},
+		"ova_memory":                 &hcldec.AttrSpec{Name: "ova_memory", Type: cty.Number, Required: false},
 		"compression":                &hcldec.AttrSpec{Name: "compression", Type: cty.String, Required: false},
 		"qcow2_compat":               &hcldec.AttrSpec{Name: "qcow2_compat", Type: cty.String, Required: false},
 		"output":                     &hcldec.AttrSpec{Name: "output", Type: cty.String, Required: false},
