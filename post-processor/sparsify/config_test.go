@@ -99,3 +99,11 @@ func TestConfigure(t *testing.T) {
 		})
 	}
 }
+
+func TestExtension(t *testing.T) {
+	for format, want := range map[string]string{"qcow2": ".qcow2", "vmdk": ".vmdk", "vhdx": ".vhdx", "vpc": ".vhd", "ova": ".ova", "raw": ".raw"} {
+		if got := extension(format); got != want {
+			t.Errorf("extension(%q) = %q, want %q", format, got, want)
+		}
+	}
+}

@@ -68,7 +68,8 @@ type Config struct {
 	// qcow2 (a builder's `qcow2_compat = "0.10"` stays 0.10), else `1.1`.
 	QCOW2Compat string `mapstructure:"qcow2_compat"`
 	// The output file. Defaults to the input's path with the format as
-	// extension (the input itself for raw output of a raw input).
+	// extension, `.vhd` for `vpc` as Azure and Hyper-V name VHDs (the input
+	// itself for raw output of a raw input).
 	Output string `mapstructure:"output"`
 	// Checksum files written beside the output: `sha256` (default) and
 	// `md5`, as `<output>.<type>` in `sha256sum` format. An empty list
@@ -209,7 +210,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	if out == "" {
 		out = disk
 		if !(format == diskimage.Raw && c.Format == "raw") {
-			out = strings.TrimSuffix(disk, filepath.Ext(disk)) + "." + c.Format
+			out = strings.TrimSuffix(disk, filepath.Ext(disk)) + extension(c.Format)
 		}
 	}
 	// In place: the output replaces the input's file (Packer must then not
@@ -457,4 +458,14 @@ func writeChecksum(path, typ string) (string, error) {
 		return "", err
 	}
 	return sidecar, nil
+}
+
+// extension is the default output's file extension for a format: the
+// format's name, but .vhd for vpc (qemu-img's name for the VHD format;
+// Azure's upload tools and Hyper-V expect .vhd).
+func extension(format string) string {
+	if format == "vpc" {
+		return ".vhd"
+	}
+	return "." + format
 }
