@@ -41,7 +41,11 @@ type Source struct {
 }
 
 // Parse reads an epoch as the specification has it: ASCII decimal digits
-// only, the number of seconds since 1970-01-01 00:00:00 UTC.
+// only, the number of seconds since 1970-01-01 00:00:00 UTC, and not later
+// than the clock: the specification's "last modification of something"
+// (reproducible-builds.org/specs/source-date-epoch). A future epoch is
+// refused because clamping, which makes the build's own times
+// reproducible, only sets later times back. Errors wrap ErrBadEpoch.
 func Parse(s string) (int64, error) {
 	s = strings.TrimSpace(s)
 	if s == "" || strings.TrimLeft(s, "0123456789") != "" {
@@ -51,8 +55,15 @@ func Parse(s string) (int64, error) {
 	if err != nil || n > 253402300799 { // 9999-12-31T23:59:59Z: what a 34-bit ext4 time and GPT tools still hold
 		return 0, fmt.Errorf("%w: %q: out of range", ErrBadEpoch, s)
 	}
+	if now := timeNow(); n > now.Unix() {
+		return 0, fmt.Errorf("%w: %q (%s) is later than this machine's clock (%s): times the build writes (a mount's, a new file's) are set back to the epoch, never forward, so two builds would differ; give the time of the sources' last change, e.g. git log -1 --format=%%ct",
+			ErrBadEpoch, s, time.Unix(n, 0).UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
 	return n, nil
 }
+
+// timeNow is the clock Parse compares an epoch with (tests move it).
+var timeNow = time.Now
 
 // FromEnv reads SOURCE_DATE_EPOCH. ok is false when it is unset or empty
 // (the specification says an empty value is unset).

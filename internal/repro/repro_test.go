@@ -8,6 +8,8 @@ import (
 )
 
 func TestParse(t *testing.T) {
+	defer func(f func() time.Time) { timeNow = f }(timeNow)
+	timeNow = func() time.Time { return time.Unix(1796083200, 0) } // 2026-12-01
 	for _, c := range []struct {
 		in   string
 		want int64
@@ -22,6 +24,7 @@ func TestParse(t *testing.T) {
 		{"0x10", 0, true},
 		{"2026-01-01", 0, true},
 		{"99999999999999999999", 0, true},
+		{"1893456000", 0, true}, // 2030-01-01: later than the clock below
 	} {
 		got, err := Parse(c.in)
 		if c.bad {
