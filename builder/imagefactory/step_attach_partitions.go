@@ -39,6 +39,7 @@ func (s *stepAttachPartitions) Run(ctx context.Context, state multistep.StateBag
 		RequiredMounts: cfg.RequiredMounts,
 		FAT:            fat,
 		Log:            ui.Say,
+		Warn:           func(m string) { ui.Error("Warning: " + m) },
 		Repro:          src,
 	})
 	var notDisk *session.NotADiskError

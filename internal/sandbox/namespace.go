@@ -137,7 +137,7 @@ func (p Process) String() string {
 	if p.NSPID != 0 {
 		ns = fmt.Sprintf("PID %d in the chroot", p.NSPID)
 	}
-	return fmt.Sprintf("PID %d (%s): %s, ran %s", p.PID, ns, p.Command, p.Ran.Round(100*time.Millisecond))
+	return fmt.Sprintf("PID %d (%s): %s, ran %.2f s", p.PID, ns, p.Command, p.Ran.Seconds())
 }
 
 // Processes lists the processes in the sandbox's PID or mount namespace,

@@ -42,6 +42,9 @@ type Options struct {
 	FAT            FATMode  // FAT filesystems the kernel cannot mount; "" = FATPlaceholder
 
 	Log func(string) // progress messages; may be nil
+	// Warn gets warnings (each process left in the chroot, as it is
+	// stopped); nil sends them to Log.
+	Warn func(string)
 
 	// Repro, when set, makes the kernel's writes reproducible: ext4 mounted
 	// read-write gets its allocator tuned, and NormalizeWritten normalizes
@@ -98,6 +101,7 @@ type Session struct {
 
 	chroot      cleanup.Handle
 	chrootTaken bool
+	sandbox     sandboxState // the chroot's namespaces (sandbox.go)
 
 	// The mount path's directory, journaled when the session made it, so
 	// that the reaper removes it after a kill too.
