@@ -10,10 +10,12 @@ package sandbox
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -31,9 +33,26 @@ func IsInit(args []string) bool {
 	return len(args) > 1 && args[1] == InitCommand
 }
 
+// The death signal Start sets is the first thread's alone (prctl(2):
+// PR_SET_PDEATHSIG is per thread), and Keep clears it there: the init's
+// main goroutine stays on that thread (runtime.LockOSThread in an init
+// function, as its documentation says).
+func init() {
+	if IsInit(os.Args) {
+		runtime.LockOSThread()
+	}
+}
+
 // readyLine is what init writes on its stdout once the namespaces are set
 // up; anything else on that line is the error that stopped it.
 const readyLine = "ready"
+
+// keepLine on init's stdin makes it outlive the builder; it answers
+// keptLine.
+const (
+	keepLine = "keep"
+	keptLine = "kept"
+)
 
 // RunInit is the sandbox's PID 1 (args: the image root, a host path). It
 // makes every mount of its new mount namespace a slave (mounts the host
@@ -48,8 +67,7 @@ func RunInit(args []string) int {
 	return runInitTo(os.Stdout, args)
 }
 
-// runInitTo is RunInit with its ready line written to out (closed after
-// it, when it is a file).
+// runInitTo is RunInit with its ready line written to out.
 func runInitTo(out io.Writer, args []string) int {
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(out, "sandbox init: "+format+"\n", a...)
@@ -69,24 +87,36 @@ func runInitTo(out io.Writer, args []string) int {
 		return fail("%v", err)
 	}
 	fmt.Fprintln(out, readyLine)
-	if f, ok := out.(*os.File); ok {
-		f.Close()
-	}
 
 	children := make(chan os.Signal, 1)
 	signal.Notify(children, unix.SIGCHLD)
 	go reap(children)
 	// The builder holds the other end of stdin: its exit, even by
-	// SIGKILL, closes it, and so ends the namespace.
-	// Read fd 0 itself: os.Stdin would put it in Go's poller, an
-	// epoll descriptor more in /proc/1/fd.
+	// SIGKILL, closes it, and so ends the namespace; unless it said
+	// "keep" first (Sandbox.Keep), for a build kept for inspection.
+	// Fd 0 is read as is: os.Stdin would add Go's poller, an epoll
+	// descriptor more in /proc/1/fd.
+	var line []byte
 	buf := make([]byte, 512)
 	for {
 		n, err := unix.Read(0, buf)
 		if n <= 0 && err != unix.EINTR {
-			return 0
+			break
+		}
+		line = append(line, buf[:max(n, 0)]...)
+		if bytes.Contains(line, []byte(keepLine+"\n")) {
+			// Outlive the builder: no death signal, and say so.
+			if err := unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0); err != nil {
+				fmt.Fprintf(out, "sandbox init: %v\n", err)
+				continue
+			}
+			fmt.Fprintln(out, keptLine)
+			for {
+				unix.Pause() // until a reap kills it
+			}
 		}
 	}
+	return 0
 }
 
 // setup makes the mounts slaves, chroots into root and mounts proc and

@@ -26,9 +26,11 @@ type Sandbox struct {
 	root  string
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
+	out   *bufio.Reader // init's stdout
 	pidNS string // readlink of the init's /proc/PID/ns/pid
 	mntNS string // and of its ns/mnt
 	done  chan struct{}
+	kept  bool
 }
 
 // userHZ is the unit of /proc/PID/stat's start time: USER_HZ, 100 on
@@ -84,8 +86,8 @@ func Start(root, exe string) (*Sandbox, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("sandbox: starting %s %s: %w", exe, InitCommand, err)
 	}
-	s := &Sandbox{root: root, cmd: cmd, stdin: stdin, done: make(chan struct{})}
-	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	s := &Sandbox{root: root, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), done: make(chan struct{})}
+	line, _ := s.out.ReadString('\n')
 	if strings.TrimSpace(line) != readyLine {
 		stdin.Close()
 		cmd.Process.Kill()
@@ -239,6 +241,9 @@ func readUptime() (float64, error) {
 // returns. It returns what it found. Stopping a stopped sandbox does
 // nothing.
 func (s *Sandbox) Stop(grace time.Duration, each func(Process)) ([]Process, error) {
+	if s.kept {
+		return nil, nil
+	}
 	select {
 	case <-s.done:
 		return nil, nil
@@ -279,6 +284,28 @@ func (s *Sandbox) Stop(grace time.Duration, each func(Process)) ([]Process, erro
 		}
 	}
 	return left, nil
+}
+
+// Keep makes the sandbox outlive this process, processes and all, for a
+// build kept for inspection (packer build -on-error=abort): init no longer
+// dies with it. What releases the chroot then (a reap: processes rooted in
+// the image) kills init, and with it the namespace. After Keep, Stop does
+// nothing.
+func (s *Sandbox) Keep() error {
+	select {
+	case <-s.done:
+		return fmt.Errorf("sandbox of %s: it has ended", s.root)
+	default:
+	}
+	if _, err := io.WriteString(s.stdin, keepLine+"\n"); err != nil {
+		return fmt.Errorf("sandbox of %s: %w", s.root, err)
+	}
+	line, err := s.out.ReadString('\n')
+	if strings.TrimSpace(line) != keptLine {
+		return fmt.Errorf("sandbox of %s: asked to keep running, it said %q (%v)", s.root, strings.TrimSpace(line), err)
+	}
+	s.kept = true
+	return nil
 }
 
 // kill ends init and waits for it (the kernel ends the PID namespace's

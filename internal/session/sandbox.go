@@ -69,3 +69,20 @@ func (s *Session) warnf(format string, a ...any) {
 	}
 	s.logf(format, a...)
 }
+
+// KeepSandbox leaves the sandbox running, processes and all, when the
+// build is kept for inspection: the journal's chroot entry (processes
+// rooted in the image, init among them) is what stops it then. It returns
+// the host PID of the sandbox's init, 0 when none runs.
+func (s *Session) KeepSandbox() (int, error) {
+	s.sandbox.mu.Lock()
+	defer s.sandbox.mu.Unlock()
+	box := s.sandbox.box
+	if box == nil {
+		return 0, nil
+	}
+	if err := box.Keep(); err != nil {
+		return 0, err
+	}
+	return box.InitPID(), nil
+}
