@@ -27,8 +27,8 @@ type Sandbox struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	out   *bufio.Reader // init's stdout
-	pidNS string // readlink of the init's /proc/PID/ns/pid
-	mntNS string // and of its ns/mnt
+	pidNS string        // readlink of the init's /proc/PID/ns/pid
+	mntNS string        // and of its ns/mnt
 	done  chan struct{}
 	kept  bool
 }
