@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/sandbox"
 )
 
@@ -31,8 +32,17 @@ func (s *Session) Sandbox() (*sandbox.Sandbox, error) {
 	if s.sandbox.box != nil {
 		return s.sandbox.box, nil
 	}
+	if s.stack == nil {
+		return nil, errors.New("the image is not mounted: no chroot to run in")
+	}
 	if !s.chrootTaken {
-		return nil, errors.New("the chroot is not mounted: no sandbox to run in")
+		// Processes again after StopChrootProcesses (the relabel): the
+		// journal's backstop again too.
+		h, err := s.opts.Journal.Take(cleanup.ChrootEntry(s.opts.MountPath))
+		if err != nil {
+			return nil, err
+		}
+		s.chroot, s.chrootTaken = h, true
 	}
 	box, err := sandbox.Start(s.MountPath(), "")
 	if err != nil {
