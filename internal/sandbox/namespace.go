@@ -13,6 +13,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -53,6 +54,13 @@ func Start(root, exe string) (*Sandbox, error) {
 		if exe, err = os.Executable(); err != nil {
 			return nil, fmt.Errorf("sandbox: finding this program: %w", err)
 		}
+	}
+	// As /proc/self/mountinfo and /proc/PID/root show it.
+	if abs, err := filepath.Abs(root); err == nil {
+		root = abs
+	}
+	if real, err := filepath.EvalSymlinks(root); err == nil {
+		root = real
 	}
 	if err := ensureShared(root); err != nil {
 		return nil, err
