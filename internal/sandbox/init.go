@@ -3,10 +3,13 @@ package sandbox
 // init.go: the sandbox's first process. The builder re-executes its own
 // binary with the hidden subcommand InitCommand in fresh mount, PID and IPC
 // namespaces (Start); RunInit is what that process does, as PID 1 of its
-// namespace. The shape follows mkosi's sandbox (mkosi/sandbox.py: unshare,
-// make / a slave, mount a fresh proc, chroot) and bubblewrap's pid 1 (a
-// reaper that ends the namespace when it ends); systemd-nspawn does the
-// same with its own init stub (nspawn-stub-pid1.c).
+// namespace. What it follows: mkosi's sandbox (mkosi/sandbox.py: after
+// unshare, mount("", "/", MS_SLAVE|MS_REC) so that nothing propagates back
+// to the host, then a fresh proc); bubblewrap (bubblewrap.c: --die-with-parent
+// is PR_SET_PDEATHSIG SIGKILL, and its do_init is a PID 1 that only reaps);
+// systemd-nspawn's stub PID 1 (src/nspawn/nspawn-stub-pid1.c), which reaps
+// for a payload that is not an init. Unlike them it runs no payload: each
+// command enters with nsenter(1), and the namespace lives as long as init.
 
 import (
 	"bufio"
