@@ -78,8 +78,11 @@ func Start(root, exe string) (*Sandbox, error) {
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC,
-		Pdeathsig:  syscall.SIGKILL,
-		Setpgid:    true, // a Ctrl-C to Packer's group does not reach it
+		// Go's check after setting it (getppid() != the parent's pid:
+		// kill itself) sees 0 in a new PID namespace; PID 1 ignores that
+		// SIGKILL from itself, the kernel's own on the parent's death not.
+		Pdeathsig: syscall.SIGKILL,
+		Setpgid:   true, // a Ctrl-C to Packer's group does not reach it
 	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
