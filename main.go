@@ -10,6 +10,7 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/builder/imagefactory"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/sandbox"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/sbom"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/boottest"
 	"github.com/imagefactory/packer-plugin-imagefactory/post-processor/fetchdisk"
@@ -20,6 +21,11 @@ import (
 )
 
 func main() {
+	// The chroot's sandbox init (internal/sandbox): the builder starts
+	// this binary again as PID 1 of the chroot's namespaces.
+	if sandbox.IsInit(os.Args) {
+		os.Exit(sandbox.RunInit(os.Args[2:]))
+	}
 	// Not a Packer command: the user's, to release what a build kept
 	// (packer build -on-error=abort) or left behind.
 	if len(os.Args) > 1 && os.Args[1] == cleanup.CommandName {

@@ -3,7 +3,7 @@
 // hold no process start-up, and it reaps what a killed run left behind.
 // bench/run.sh does the anchors, the medians and the table.
 //
-//	sessionbench session -disk D -mount M -state S -n N [-root-lv VG/LV | -root-subvol PATH]   one time per line (s)
+//	sessionbench session -disk D -mount M -state S -n N [-root-lv VG/LV | -root-subvol PATH] [-sandbox]   one time per line (s)
 //	sessionbench copy -src A -dst B                       "<seconds> <method>"
 //	sessionbench reap -state S                            releases a killed run's loops and mounts
 package main
@@ -21,10 +21,15 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/sandbox"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
 )
 
 func main() {
+	// -sandbox starts this binary again as the chroot's sandbox init.
+	if sandbox.IsInit(os.Args) {
+		os.Exit(sandbox.RunInit(os.Args[2:]))
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: sessionbench session|copy|decompress|reap [flags]")
 		os.Exit(2)
@@ -63,6 +68,7 @@ func benchSession(ctx context.Context, args []string) error {
 	n := fl.Int("n", 10, "timed runs")
 	rootLV := fl.String("root-lv", "", "the root is this LVM LV (VG/LV), not the partition labelled cloudimg-rootfs")
 	rootSubvol := fl.String("root-subvol", "", "the root is this btrfs subvolume (path from the top level), not the partition labelled cloudimg-rootfs")
+	inSandbox := fl.Bool("sandbox", false, "run the command as the builder does: in the session's sandbox (namespaces, nsenter), stopped at Close")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -70,7 +76,7 @@ func benchSession(ctx context.Context, args []string) error {
 		return errors.New("session: -disk, -mount and -state are required")
 	}
 	for i := 0; i <= *n; i++ {
-		d, err := sessionCycle(ctx, *disk, *mount, *state, *rootLV, *rootSubvol)
+		d, err := sessionCycle(ctx, *disk, *mount, *state, *rootLV, *rootSubvol, *inSandbox)
 		if err != nil {
 			return fmt.Errorf("session run %d: %w", i, err)
 		}
@@ -83,8 +89,10 @@ func benchSession(ctx context.Context, args []string) error {
 
 // sessionCycle is what one chroot build costs before and after its
 // provisioners: journal open, session.Open with chroot mounts, one command
-// in the chroot, session Close, journal Close.
-func sessionCycle(ctx context.Context, disk, mount, state, rootLV, rootSubvol string) (time.Duration, error) {
+// in the chroot (with inSandbox: the sandbox started, the command run
+// through nsenter, the sandbox stopped by Close), session Close, journal
+// Close.
+func sessionCycle(ctx context.Context, disk, mount, state, rootLV, rootSubvol string, inSandbox bool) (time.Duration, error) {
 	start := time.Now()
 	j, err := cleanup.Open(state, "bench")
 	if err != nil {
@@ -104,9 +112,17 @@ func sessionCycle(ctx context.Context, disk, mount, state, rootLV, rootSubvol st
 		err = fmt.Errorf("root of %s is %v, want the partition labelled cloudimg-rootfs", disk, s.Root)
 	}
 	if err == nil {
-		out, cerr := exec.CommandContext(ctx, "chroot", mount, "/bin/true").CombinedOutput()
+		argv := []string{"chroot", mount, "/bin/true"}
+		if inSandbox {
+			box, serr := s.Sandbox()
+			if serr != nil {
+				return 0, errors.Join(serr, s.Close(), j.Close())
+			}
+			argv = box.EnterArgs("/bin/true")
+		}
+		out, cerr := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 		if cerr != nil {
-			err = fmt.Errorf("chroot %s /bin/true: %v: %s", mount, cerr, out)
+			err = fmt.Errorf("%v: %v: %s", argv, cerr, out)
 		}
 	}
 	err = errors.Join(err, s.Close(), j.Close())

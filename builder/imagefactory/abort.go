@@ -7,6 +7,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
 )
 
 // keepForInspection runs when the steps are over and the journal is still
@@ -34,7 +35,19 @@ func keepForInspection(state multistep.StateBag) {
 		ui.Error(fmt.Sprintf("keeping the build for inspection: %v", err))
 	}
 	mountPath, _ := state.Get(stateMountPath).(string)
-	ui.Say(keptMessage(kept, after, mountPath, cleanup.ReapCommandLine(j.Path())))
+	msg := keptMessage(kept, after, mountPath, cleanup.ReapCommandLine(j.Path()))
+	// The chroot's processes live on in their namespaces, not only in
+	// the journal: their init must not die with this plugin.
+	if sess, ok := state.Get(stateSession).(*session.Session); ok && sess != nil {
+		pid, err := sess.KeepSandbox()
+		if err != nil {
+			ui.Error(fmt.Sprintf("keeping the chroot's processes for inspection: %v", err))
+		}
+		if pid != 0 {
+			msg += fmt.Sprintf("\nThe chroot's processes run on in their own namespaces (init: PID %d); enter them with:\n  nsenter --target %d --mount --pid --ipc --root --wd /bin/sh", pid, pid)
+		}
+	}
+	ui.Say(msg)
 }
 
 // keptMessage says what an aborted build keeps (kept: the journal's

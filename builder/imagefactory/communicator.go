@@ -21,6 +21,7 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/chrootprep"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/inroot"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/sandbox"
 )
 
 // chrootPath is the PATH commands in the chroot get: the image's, not the
@@ -37,6 +38,10 @@ type Communicator struct {
 	// Env is the whole environment of chroot commands: the host's is not
 	// passed through (it may hold secrets and host paths).
 	Env []string
+	// Sandbox gives the namespaces every command runs in (the session's,
+	// started on first use). nil: plain `chroot ROOT`, for tests of what
+	// runs inside only.
+	Sandbox func() (*sandbox.Sandbox, error)
 }
 
 var _ packersdk.Communicator = (*Communicator)(nil)
@@ -71,10 +76,24 @@ func closeInherited() error {
 	return unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC)
 }
 
-// Start runs cmd in the chroot. The command gets its own process group, so
-// a cancelled build (Ctrl-C) stops it and everything it started.
+// Start runs cmd in the chroot: `nsenter ... -- /bin/sh -c CMD` into the
+// sandbox's namespaces and root (Sandbox), through command_wrapper. The
+// command gets its own process group, so a cancelled build (Ctrl-C) stops
+// it and everything it started.
 func (c *Communicator) Start(ctx context.Context, rc *packersdk.RemoteCmd) error {
-	command, err := c.Wrapper(fmt.Sprintf("chroot %s /bin/sh -c %s", shellQuote(c.Root.Path()), shellQuote(rc.Command)))
+	inner := fmt.Sprintf("chroot %s %s -c %s", shellQuote(c.Root.Path()), chrootShell, shellQuote(rc.Command))
+	if c.Sandbox != nil {
+		box, err := c.Sandbox()
+		if err != nil {
+			return fmt.Errorf("the chroot's sandbox: %w", err)
+		}
+		argv := box.EnterArgs(chrootShell, "-c", rc.Command)
+		for i := range argv {
+			argv[i] = shellQuote(argv[i])
+		}
+		inner = strings.Join(argv, " ")
+	}
+	command, err := c.Wrapper(inner)
 	if err != nil {
 		return fmt.Errorf("command_wrapper: %w", err)
 	}
@@ -82,7 +101,7 @@ func (c *Communicator) Start(ctx context.Context, rc *packersdk.RemoteCmd) error
 		return fmt.Errorf("closing inherited descriptors before running in the chroot: %w", err)
 	}
 	cmd := exec.Command("/bin/sh", "-c", command)
-	cmd.Env = c.Env // its PATH also finds chroot(8) and sudo on the host
+	cmd.Env = c.Env // its PATH also finds nsenter(1), chroot(8) and sudo on the host
 	cmd.Stdin = rc.Stdin
 	cmd.Stdout = rc.Stdout
 	cmd.Stderr = rc.Stderr

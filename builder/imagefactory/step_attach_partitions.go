@@ -39,6 +39,7 @@ func (s *stepAttachPartitions) Run(ctx context.Context, state multistep.StateBag
 		RequiredMounts: cfg.RequiredMounts,
 		FAT:            fat,
 		Log:            ui.Say,
+		Warn:           func(m string) { ui.Error("Warning: " + m) },
 		Repro:          src,
 		// Provisioners run in a chroot on these mounts: a device node in
 		// the image must not open a host disk.

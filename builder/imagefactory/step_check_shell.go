@@ -8,9 +8,9 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 )
 
-// chrootShell is the shell every chroot command runs with (`chroot ROOT
-// /bin/sh -c CMD`, the Communicator) and the one Packer's shell provisioner
-// calls its scripts through.
+// chrootShell is the shell every chroot command runs with (`/bin/sh -c
+// CMD` in the chroot's sandbox, the Communicator) and the one Packer's
+// shell provisioner calls its scripts through.
 const chrootShell = "/bin/sh"
 
 // stepCheckShell stops a chroot build before anything runs in the image
@@ -43,7 +43,7 @@ func (s *stepCheckShell) Run(ctx context.Context, state multistep.StateBag) mult
 		return multistep.ActionContinue
 	}
 	return haltf(state, "%s has no usable %s (%s): the chroot strategy runs every provisioner command as "+
-		"`chroot ROOT %s -c COMMAND`, and Packer's shell provisioner needs %s too. Give the image a shell before provisioning, "+
+		"`%s -c COMMAND` in the image, and Packer's shell provisioner needs %s too. Give the image a shell before provisioning, "+
 		"e.g. for a busybox image `post_mount_commands = [\"ln -s busybox {{.MountPath}}/bin/sh\"]`, or build from an image that has one",
 		configOf(state).inputName(), chrootShell, why, chrootShell, chrootShell)
 }

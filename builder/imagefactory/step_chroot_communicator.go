@@ -17,6 +17,7 @@ func (s *stepChrootCommunicator) Run(ctx context.Context, state multistep.StateB
 		Root:    sess.RootFS(),
 		Wrapper: cfg.wrapper(),
 		Env:     chrootEnv(cfg.Environment),
+		Sandbox: sess.Sandbox,
 	})
 	putGenerated(state, "MountPath", sess.MountPath())
 	return multistep.ActionContinue

@@ -66,13 +66,15 @@ func (s *Session) BindFile(host, target string) error {
 }
 
 // StopChrootProcesses stops every process whose root is in the image
-// (daemons a provisioner started, a command a cancel interrupted).
+// (daemons a provisioner started, a command a cancel interrupted): those
+// in the sandbox, each named in a warning (stopSandbox), then any other.
 func (s *Session) StopChrootProcesses() error {
+	err := s.stopSandbox()
 	if !s.chrootTaken {
-		return nil
+		return err
 	}
 	s.chrootTaken = false
-	return s.opts.Journal.Release(s.chroot)
+	return errors.Join(err, s.opts.Journal.Release(s.chroot))
 }
 
 // devNodes are the block nodes of the session's loop devices (partitions

@@ -42,6 +42,9 @@ type Options struct {
 	FAT            FATMode  // FAT filesystems the kernel cannot mount; "" = FATPlaceholder
 
 	Log func(string) // progress messages; may be nil
+	// Warn gets warnings (each process left in the chroot, as it is
+	// stopped); nil sends them to Log.
+	Warn func(string)
 
 	// NoDev mounts the image's own filesystems (root and fstab mounts)
 	// nodev, for a session whose commands run in a chroot: a device node
@@ -104,6 +107,7 @@ type Session struct {
 
 	chroot      cleanup.Handle
 	chrootTaken bool
+	sandbox     sandboxState // the chroot's namespaces (sandbox.go)
 
 	// The mount path's directory, journaled when the session made it, so
 	// that the reaper removes it after a kill too.
