@@ -30,7 +30,7 @@ type ChrootMount struct {
 // PrivateDevSource is the source name of the private /dev's tmpfs, as
 // /proc/mounts in the chroot shows it. A chroot mount of a tmpfs with this
 // source on /dev is populated with sandbox.CharDevices, sandbox.Links and
-// the stack's DevNodes (MountChroot).
+// the stack's DevNodes, and sandbox.Dirs (MountChroot).
 const PrivateDevSource = "imagefactory-dev"
 
 // DefaultChrootMounts is what a chroot needs: proc, sysfs, a private /dev
@@ -163,5 +163,5 @@ func (s *Stack) populateDev() error {
 		return err
 	}
 	defer dir.Close()
-	return sandbox.Populate(dir, append(slices.Clone(sandbox.CharDevices), s.DevNodes...), sandbox.Links)
+	return sandbox.Populate(dir, append(slices.Clone(sandbox.CharDevices), s.DevNodes...), sandbox.Links, sandbox.Dirs)
 }

@@ -65,6 +65,12 @@ var Links = []Link{
 	{Name: "stderr", Target: "/proc/self/fd/2"},
 }
 
+// Dirs are the private /dev's empty directories that nothing mounts on
+// the host: mqueue, where the chroot's namespace init mounts its own IPC
+// namespace's message queues (init.go; nspawn and mkosi's sandbox mount
+// mqueue there too). /dev/pts and /dev/shm are made by their mounts.
+var Dirs = []string{"mqueue"}
+
 // DiskGID is the gid of group "disk" when the image's /etc/group does not
 // say: 6 on Debian, Ubuntu, Fedora, RHEL, SUSE, Arch and Alpine (their
 // base-passwd, setup, system-group-hardware, filesystem and alpine-baselayout
@@ -97,12 +103,12 @@ func GroupID(etcGroup []byte, name string, fallback int) int {
 	return fallback
 }
 
-// Populate makes nodes and links in dir, an fd (O_PATH is enough) on the
+// Populate makes nodes, links and the empty directories dirs in dir, an fd (O_PATH is enough) on the
 // root of the freshly mounted, empty tmpfs of a private /dev. Each node
 // gets exactly its Mode (the umask does not apply) and is owned by
 // root:GID. A name that exists already is an error (the tmpfs is not
 // fresh); so is anything mknod(2) refuses.
-func Populate(dir *os.File, nodes []Node, links []Link) error {
+func Populate(dir *os.File, nodes []Node, links []Link, dirs []string) error {
 	dfd := int(dir.Fd())
 	for _, n := range nodes {
 		typ := uint32(unix.S_IFCHR)
@@ -122,6 +128,14 @@ func Populate(dir *os.File, nodes []Node, links []Link) error {
 	for _, l := range links {
 		if err := unix.Symlinkat(l.Target, dfd, l.Name); err != nil {
 			return fmt.Errorf("private /dev: symlink %s -> %s: %w", l.Name, l.Target, err)
+		}
+	}
+	for _, d := range dirs {
+		if err := unix.Mkdirat(dfd, d, 0o755); err != nil {
+			return fmt.Errorf("private /dev: mkdir %s: %w", d, err)
+		}
+		if err := unix.Fchmodat(dfd, d, 0o755, 0); err != nil {
+			return fmt.Errorf("private /dev: chmod %s: %w", d, err)
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -97,7 +98,7 @@ func TestPopulateLikeDevtmpfs(t *testing.T) {
 		}
 		defer f.Close()
 		old := unix.Umask(0o077)
-		err = Populate(f, append(slices.Clone(CharDevices), loop), Links)
+		err = Populate(f, append(slices.Clone(CharDevices), loop), Links, Dirs)
 		unix.Umask(old)
 		if err != nil {
 			return err
@@ -134,7 +135,12 @@ func TestPopulateLikeDevtmpfs(t *testing.T) {
 				t.Errorf("%s -> %q (%v), want -> %q", l.Name, got, err, l.Target)
 			}
 		}
-		want = append(want, loop.Name)
+		want = append(append(want, loop.Name), Dirs...)
+		for _, d := range Dirs {
+			if st, err := os.Lstat(filepath.Join(dir, d)); err != nil || st.Mode() != fs.ModeDir|0o755 {
+				t.Errorf("%s: %v, %v; want a directory, mode 0755", d, st, err)
+			}
+		}
 		slices.Sort(names)
 		slices.Sort(want)
 		if !slices.Equal(names, want) {
@@ -147,7 +153,7 @@ func TestPopulateLikeDevtmpfs(t *testing.T) {
 		if st.Mode != unix.S_IFBLK|0o660 || st.Rdev != unix.Mkdev(7, 7) || st.Uid != 0 || st.Gid != 6 {
 			t.Errorf("loop7: mode %o rdev %d:%d owner %d:%d, want block 0660 7:7 0:6", st.Mode, unix.Major(st.Rdev), unix.Minor(st.Rdev), st.Uid, st.Gid)
 		}
-		if err := Populate(f, CharDevices, nil); !errors.Is(err, unix.EEXIST) {
+		if err := Populate(f, CharDevices, nil, nil); !errors.Is(err, unix.EEXIST) {
 			t.Errorf("populating twice: %v, want EEXIST", err)
 		}
 		return nil

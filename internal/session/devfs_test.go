@@ -73,7 +73,7 @@ func TestChrootPrivateDev(t *testing.T) {
 			}
 
 			dev := filepath.Join(root, "dev")
-			want := []string{"pts", "shm"}
+			want := append([]string{"pts", "shm"}, sandbox.Dirs...)
 			for _, n := range sandbox.CharDevices {
 				want = append(want, n.Name)
 			}
