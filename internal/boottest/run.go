@@ -80,6 +80,19 @@ func (t *run) unmet() []string {
 	return out
 }
 
+// unmetNames are the names of the waits not met yet.
+func (t *run) unmetNames() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	for _, w := range t.waits {
+		if w.met == 0 {
+			out = append(out, w.name)
+		}
+	}
+	return out
+}
+
 func (t *run) fail(what, detail string) *Failure {
 	return &Failure{What: what, Detail: detail, Console: t.o.ConsoleLog, Tail: qemu.Tail(t.o.ConsoleLog, TailLines)}
 }
@@ -281,12 +294,17 @@ func (t *run) waitAll(ctx context.Context) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var settle time.Time
+	// A login wait says "met" itself.
+	prog := progress{prompt: login != nil}
 	for {
 		if prompt, fatal := scan.scan(); fatal != "" {
 			return t.fail("boot", "the console shows the boot cannot succeed: "+fatal)
 		} else if prompt && login != nil {
 			t.setWait(login, true, "")
 			stopWatch()
+		}
+		for _, l := range prog.lines(time.Since(t.start), scan.seen, scan.last, t.unmetNames()) {
+			o.Log(l)
 		}
 		unmet := t.unmet()
 		if len(unmet) == 0 {
