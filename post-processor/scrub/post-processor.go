@@ -189,7 +189,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	}
 	ui.Say(report.Summary())
 	ui.Say(fmt.Sprintf("Every change is listed in %s", reportPath))
-	a := &Artifact{Path: disk, Report: reportPath, SBOM: sbomFile, Input: in, Repro: src}
+	a := &Artifact{Path: disk, Report: reportPath, SBOM: sbomFile, Input: in, Repro: src, made: packerglue.StampOf(disk)}
 	if inv.rewrite() {
 		if a.SBOMLabels, err = rewriteSBOM(ui, sbomFile, inv, src); err != nil {
 			return nil, false, false, err
