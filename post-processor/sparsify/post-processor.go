@@ -269,17 +269,18 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		files = append(files, sidecar)
 	}
 	// The packages are the input's: its SBOM goes on beside the output.
+	var sbomSum string
 	if from := packerglue.FindSBOM(in.Files()); from != "" {
 		to := packerglue.SBOMName(out)
 		if to != from {
-			if to, err = packerglue.CopySBOM(from, out); err != nil {
+			if to, sbomSum, err = packerglue.CopySBOM(from, out, src); err != nil {
 				return nil, false, false, err
 			}
-			ui.Say("Copied the SBOM to " + to)
+			ui.Say("Copied the SBOM to " + to + ", named after " + filepath.Base(out))
 		}
 		files = append(files, to)
 	}
-	art := &Artifact{Path: out, Format: c.Format, Files_: files, Before: before, After: after, Shrink: shrunk, Input: in, Repro: src}
+	art := &Artifact{Path: out, Format: c.Format, Files_: files, Before: before, After: after, Shrink: shrunk, Input: in, Repro: src, SBOMSHA256: sbomSum}
 	// In place: the input's file is the output; Packer must not delete it.
 	return art, inPlace, inPlace, nil
 }
