@@ -38,7 +38,7 @@ var loginPrompt = regexp.MustCompile(`(?m)\blogin: *$`)
 type consoleScanner struct {
 	path    string
 	off     int64
-	partial string // the last line, not ended yet
+	partial string   // the last line, not ended yet
 	seen    []string // the lines the last scan read (the partial one last)
 	last    string   // the last line that is not blank, so far
 }
