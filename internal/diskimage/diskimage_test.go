@@ -447,7 +447,7 @@ func TestGrow(t *testing.T) {
 		t.Errorf("grow allocated %d bytes", a)
 	}
 	err := Grow(p, 1<<30)
-	if err == nil || !strings.Contains(err.Error(), "disk_size 1G is smaller than the image's 8G") {
+	if err == nil || !strings.Contains(err.Error(), "disk_size 1 GiB is smaller than the image's 8 GiB") {
 		t.Errorf("shrink: err = %v", err)
 	}
 	if err := Grow(p, 8<<30); err != nil {
