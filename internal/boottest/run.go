@@ -63,31 +63,19 @@ func (t *run) setWait(w *wait, met bool, last string) {
 	w.last = last
 }
 
-// unmet lists the waits not met yet, with what each last saw.
-func (t *run) unmet() []string {
+// unmet lists the waits not met yet, each with what it last saw when
+// last is true.
+func (t *run) unmet(last bool) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []string
 	for _, w := range t.waits {
 		if w.met == 0 {
 			s := w.name
-			if w.last != "" {
+			if last && w.last != "" {
 				s += " (last: " + w.last + ")"
 			}
 			out = append(out, s)
-		}
-	}
-	return out
-}
-
-// unmetNames are the names of the waits not met yet.
-func (t *run) unmetNames() []string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var out []string
-	for _, w := range t.waits {
-		if w.met == 0 {
-			out = append(out, w.name)
 		}
 	}
 	return out
@@ -303,10 +291,10 @@ func (t *run) waitAll(ctx context.Context) error {
 			t.setWait(login, true, "")
 			stopWatch()
 		}
-		for _, l := range prog.lines(time.Since(t.start), scan.seen, scan.last, t.unmetNames()) {
+		for _, l := range prog.lines(time.Since(t.start), scan.seen, scan.last, t.unmet(false)) {
 			o.Log(l)
 		}
-		unmet := t.unmet()
+		unmet := t.unmet(true)
 		if len(unmet) == 0 {
 			return nil
 		}
@@ -329,7 +317,7 @@ func (t *run) waitAll(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return t.fail("waiting for "+strings.Join(t.unmet(), "; "), fmt.Sprintf("not met within boot_timeout (%s)", o.BootTimeout))
+			return t.fail("waiting for "+strings.Join(t.unmet(true), "; "), fmt.Sprintf("not met within boot_timeout (%s)", o.BootTimeout))
 		case err := <-watched:
 			if err != nil {
 				var ge *qemu.GuestError
