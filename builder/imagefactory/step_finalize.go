@@ -48,11 +48,11 @@ func (s *stepFinalize) Run(ctx context.Context, state multistep.StateBag) multis
 		ui.Say(doneLine("Overlay written: "+final, time.Since(start), fileSize(final)))
 		os.Remove(work)
 	case cfg.Format == "raw":
-		start := time.Now()
 		if err := os.Rename(work, final); err != nil {
 			return haltf(state, "naming the image %s: %v", final, err)
 		}
-		ui.Say(doneLine("Image "+final, time.Since(start), fileSize(final)))
+		// A rename: a size, no time.
+		ui.Say("Image " + final + ": " + fileSize(final))
 	default:
 		ui.Say(fmt.Sprintf("Converting the image to %s...", cfg.Format))
 		start := time.Now()

@@ -50,7 +50,8 @@ func (p *progress) lines(elapsed time.Duration, seen []string, last string, unme
 	}
 	p.beat = elapsed
 	line := fmt.Sprintf("Still booting, %s after power-on: waiting for %s", diskimage.FormatDuration(elapsed), strings.Join(unmet, "; "))
-	if last = strings.TrimSpace(last); last != "" {
+	// GRUB's menu pads its lines with spaces.
+	if last = strings.Join(strings.Fields(last), " "); last != "" {
 		const max = 100
 		if r := []rune(last); len(r) > max {
 			last = string(r[:max]) + "..."

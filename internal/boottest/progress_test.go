@@ -34,7 +34,7 @@ func TestProgressLines(t *testing.T) {
 				"The kernel started 17.0s after power-on (Linux 6.1.0-28-amd64)"}},
 			{31 * time.Second, nil, "[   9.1] systemd[1]: Started ssh.service", ssh, nil},
 			{32 * time.Second, nil, "[   9.1] systemd[1]: Started ssh.service", ssh, []string{
-				"Still booting, 32.0s after power-on: waiting for SSH as root (guest port 22); console: [   9.1] systemd[1]: Started ssh.service"}},
+				"Still booting, 32.0s after power-on: waiting for SSH as root (guest port 22); console: [ 9.1] systemd[1]: Started ssh.service"}},
 			{40 * time.Second, []string{"", "Debian GNU/Linux 12 localhost ttyS0", "", "localhost login: "}, "localhost login: ", ssh, []string{
 				"Login prompt on the serial console 40.0s after power-on"}},
 			{41 * time.Second, []string{"localhost login: "}, "localhost login: ", ssh, nil},
@@ -43,6 +43,10 @@ func TestProgressLines(t *testing.T) {
 		{"a silent console", []call{
 			{16 * time.Second, nil, "", []string{"TCP port 80", "HTTP http://localhost/ (guest port 80)"}, []string{
 				"Still booting, 16.0s after power-on: waiting for TCP port 80; HTTP http://localhost/ (guest port 80); nothing on the console yet"}},
+		}},
+		{"GRUB's padded menu line", []call{
+			{15 * time.Second, nil, "before booting or `c' for a command-line.          *Debian GNU/Linux   ", ssh, []string{
+				"Still booting, 15.0s after power-on: waiting for SSH as root (guest port 22); console: before booting or `c' for a command-line. *Debian GNU/Linux"}},
 		}},
 		{"a long console line", []call{
 			{15 * time.Second, nil, strings.Repeat("é", 120), ssh, []string{

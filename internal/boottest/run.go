@@ -58,7 +58,7 @@ func (t *run) setWait(w *wait, met bool, last string) {
 	defer t.mu.Unlock()
 	if met && w.met == 0 {
 		w.met = max(time.Since(t.start), time.Millisecond)
-		t.o.Log(fmt.Sprintf("%s: met %s after power-on", w.name, w.met.Round(time.Second)))
+		t.o.Log(fmt.Sprintf("%s: met %s after power-on", w.name, diskimage.FormatDuration(w.met)))
 	}
 	w.last = last
 }
@@ -308,7 +308,7 @@ func (t *run) waitAll(ctx context.Context) error {
 		if !settle.IsZero() && time.Now().After(settle) {
 			return t.fail("waiting for "+strings.Join(unmet, "; "),
 				fmt.Sprintf("not met %s after systemd reported the boot finished (%s, %s after power-on; settle_timeout)",
-					o.SettleTimeout, t.stateLine(), t.bootedAt.Round(time.Second)))
+					o.SettleTimeout, t.stateLine(), diskimage.FormatDuration(t.bootedAt)))
 		}
 		select {
 		case <-ctx.Done():
@@ -364,7 +364,7 @@ func (t *run) systemState(ctx context.Context) {
 	t.bootedAt = time.Since(t.start)
 	t.mu.Unlock()
 	if err == nil {
-		t.o.Log(fmt.Sprintf("systemd: the boot finished %s after power-on: %s", t.bootedAt.Round(time.Second), state))
+		t.o.Log(fmt.Sprintf("systemd: the boot finished %s after power-on: %s", diskimage.FormatDuration(t.bootedAt), state))
 	}
 	close(t.booted)
 }

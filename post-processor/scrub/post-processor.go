@@ -207,7 +207,7 @@ func rawView(ctx context.Context, ui packersdk.Ui, journal *cleanup.Journal, dis
 	}
 	exp, err := fuseexport.Open(ctx, disk, string(format), journal)
 	if err == nil {
-		ui.Say(fmt.Sprintf("Scrubbing the %s image in place through its raw view %s (qemu-storage-daemon, FUSE)", format, exp.Path))
+		ui.Say(fmt.Sprintf("Scrubbing the %s image %s in place, through a raw view of it (qemu-storage-daemon, FUSE)", format, disk))
 		return exp.Path, func(bool) error { return exp.Close() }, nil
 	}
 	if !errors.Is(err, fuseexport.ErrUnavailable) {
