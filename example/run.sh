@@ -98,7 +98,7 @@ stages() {
 		case $l in
 		*"Root tree made by debootstrap"* | *"Root tree found in the cache"* | "Working disk made in "* | "Provisioning with "* | \
 			"Provisioning done in "* | "Wrote the SBOM "* | "Image /"* | \
-			"Running post-processor"* | *"Every change is listed in"* | "Trimmed the free space in "* | *"Shrank the root filesystem"* | "Wrote "*" ("*") in "* | \
+			"Running post-processor"* | *"Every change is listed in"* | "Trimmed the free space in "* | "  partition "*": trimmed "* | *"Shrank the root filesystem"* | "Wrote "*" ("*") in "* | \
 			"The kernel started "* | "Still booting, "* | "Login prompt on the serial console "* | "SSH as "*": met "* | \
 			*"Boot test passed"* | *"Boot test failed"* | *"Build '"*"' errored"* | "Some builds didn't complete"*)
 			log "$l"
