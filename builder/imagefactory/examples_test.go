@@ -148,8 +148,10 @@ func TestAccExample(t *testing.T) {
 	// output (the tools' own output, qemu-img info's byte counts among it,
 	// stays in the full log).
 	build := regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAllString(string(buildLog), "")
-	for _, p := range outputProblems(string(out) + "\n" + build) {
-		t.Errorf("the example's output: %s", p)
+	for name, text := range map[string]string{"terminal": string(out), "build output": build} {
+		for _, p := range outputProblems(text) {
+			t.Errorf("the example's %s: %s", name, p)
+		}
 	}
 	for _, want := range []string{
 		"Trimmed the free space in ", "  partition 3 (ext4): trimmed ", // sparsify, once (outputProblems)
