@@ -93,10 +93,13 @@ stages() {
 	local l
 	while IFS= read -r l; do
 		printf '%s\n' "$l"
-		l=$(sed 's/\x1b\[[0-9;]*m//g; s/^==> [^:]*: //' <<<"$l")
+		# Packer's "Running post-processor:  (type X)" has an empty name.
+		l=$(sed 's/\x1b\[[0-9;]*m//g; s/^==> [^:]*: //; s/^Running post-processor: *(type \(.*\))$/Running post-processor \1/' <<<"$l")
 		case $l in
-		*"Root tree made by debootstrap"* | *"Root tree found in the cache"* | "Working disk "*" made in "* | "Provisioning with "* | \
-			"Running post-processor:"* | *"Every change is listed in"* | *"Shrank the root filesystem"* | "Wrote "*" ("*") in "* | \
+		*"Root tree made by debootstrap"* | *"Root tree found in the cache"* | "Working disk made in "* | "Provisioning with "* | \
+			"Provisioning done in "* | "Wrote the SBOM "* | "Image /"* | \
+			"Running post-processor"* | *"Every change is listed in"* | "Trimmed the free space in "* | "  partition "*": trimmed "* | *"Shrank the root filesystem"* | "Wrote "*" ("*") in "* | \
+			"The kernel started "* | "Still booting, "* | "Login prompt on the serial console "* | "SSH as "*": met "* | \
 			*"Boot test passed"* | *"Boot test failed"* | *"Build '"*"' errored"* | "Some builds didn't complete"*)
 			log "$l"
 			;;

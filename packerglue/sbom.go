@@ -12,6 +12,7 @@ import (
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/sbom"
 )
 
@@ -65,18 +66,25 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	return os.Rename(f.Name(), path)
 }
 
-// CopySBOM copies the SBOM from to SBOMName(image), atomically, and
-// returns the new file's name.
-func CopySBOM(from, image string) (string, error) {
+// CopySBOM writes the SBOM from beside image, as SBOMName(image),
+// atomically, named after image (sbom.Rename: its documentName and
+// documentNamespace, derived from src as the builder derives them). It
+// returns the new file's name and the hex sha256 of its bytes (the
+// sbom_sha256 label).
+func CopySBOM(from, image string, src *repro.Source) (to, sum string, err error) {
 	data, err := os.ReadFile(from)
 	if err != nil {
-		return "", fmt.Errorf("the input's SBOM: %w", err)
+		return "", "", fmt.Errorf("the input's SBOM: %w", err)
 	}
-	to := SBOMName(image)
+	if data, err = sbom.Rename(data, filepath.Base(image), src); err != nil {
+		return "", "", fmt.Errorf("the input's SBOM %s: %w", from, err)
+	}
+	to = SBOMName(image)
 	if err := WriteFileAtomic(to, data, 0o644); err != nil {
-		return "", fmt.Errorf("writing the SBOM %s: %w", to, err)
+		return "", "", fmt.Errorf("writing the SBOM %s: %w", to, err)
 	}
-	return to, nil
+	h := sha256.Sum256(data)
+	return to, hex.EncodeToString(h[:]), nil
 }
 
 // LabelsOf are the HCP Packer registry labels of the inventory inv whose

@@ -1,6 +1,8 @@
 package packerglue
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
 	sdkrpc "github.com/hashicorp/packer-plugin-sdk/rpc"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/sbom"
 )
 
@@ -128,26 +131,44 @@ func TestChangeLines(t *testing.T) {
 	}
 }
 
-// TestCopySBOM: the copy lands whole under <image>.spdx.json and leaves
-// no temporary file; a missing input names it.
+// TestCopySBOM: the copy lands whole under <image>.spdx.json, named after
+// its image (it kept the builder's "a.raw" in name and namespace), with its
+// sha256 returned, and leaves no temporary file; a missing input names it,
+// and so does one that is not an SPDX document.
 func TestCopySBOM(t *testing.T) {
 	dir := t.TempDir()
-	from := filepath.Join(dir, "a.raw.spdx.json")
-	if err := os.WriteFile(from, []byte(`{"spdxVersion":"SPDX-2.3"}`), 0o644); err != nil {
+	src := repro.New(1767225600, "web")
+	inv := &sbom.Inventory{OS: sbom.OS{ID: "debian", VersionID: "12", Name: "Debian GNU/Linux"}, Packages: []sbom.Package{{Name: "bash", Version: "5.2.15-2+b2", Arch: "amd64", Manager: sbom.Dpkg}}}
+	doc, err := inv.SPDX("a.raw", src)
+	if err != nil {
 		t.Fatal(err)
 	}
-	to, err := CopySBOM(from, filepath.Join(dir, "a.qcow2"))
+	from := filepath.Join(dir, "a.raw.spdx.json")
+	if err := os.WriteFile(from, doc, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	to, sum, err := CopySBOM(from, filepath.Join(dir, "a.qcow2"), repro.New(1767225600, "web"))
 	if err != nil || to != filepath.Join(dir, "a.qcow2.spdx.json") {
 		t.Fatalf("CopySBOM: %q, %v", to, err)
 	}
-	if b, _ := os.ReadFile(to); string(b) != `{"spdxVersion":"SPDX-2.3"}` {
-		t.Errorf("copy holds %q", b)
+	want, _ := inv.SPDX("a.qcow2", src)
+	got, _ := os.ReadFile(to)
+	if string(got) != string(want) {
+		t.Errorf("the copy is not the document of a.qcow2:\n%s", got)
+	}
+	if h := sha256.Sum256(got); sum != hex.EncodeToString(h[:]) {
+		t.Errorf("sum %s, the file's %x", sum, h)
 	}
 	if names, _ := filepath.Glob(filepath.Join(dir, ".*")); len(names) > 0 {
 		t.Errorf("temporary files left: %v", names)
 	}
-	if _, err := CopySBOM(filepath.Join(dir, "missing.spdx.json"), filepath.Join(dir, "b.qcow2")); err == nil || !strings.Contains(err.Error(), "missing.spdx.json") {
+	if _, _, err := CopySBOM(filepath.Join(dir, "missing.spdx.json"), filepath.Join(dir, "b.qcow2"), nil); err == nil || !strings.Contains(err.Error(), "missing.spdx.json") {
 		t.Errorf("missing input: %v", err)
+	}
+	bad := filepath.Join(dir, "bad.raw.spdx.json")
+	os.WriteFile(bad, []byte("{"), 0o644)
+	if _, _, err := CopySBOM(bad, filepath.Join(dir, "bad.qcow2"), nil); err == nil || !strings.Contains(err.Error(), bad) {
+		t.Errorf("broken input: %v", err)
 	}
 	if got := FindSBOM([]string{"x.raw", "x.raw.sha256", from}); got != from {
 		t.Errorf("FindSBOM: %q", got)

@@ -23,6 +23,7 @@ type Artifact struct {
 	// StateData carries the generated data and the HCP Packer registry
 	// metadata.
 	StateData map[string]interface{}
+	made      packerglue.Stamp // the image file as the build left it
 }
 
 func newArtifact(state multistep.StateBag, path string) (*Artifact, error) {
@@ -41,7 +42,7 @@ func newArtifact(state multistep.StateBag, path string) (*Artifact, error) {
 	if cfg.fromTree() {
 		source = describeSource(cfg)
 	}
-	a := &Artifact{Path: path, Format: cfg.Format, Size: size, BaseImage: source, StateData: map[string]interface{}{}}
+	a := &Artifact{Path: path, Format: cfg.Format, Size: size, BaseImage: source, StateData: map[string]interface{}{}, made: packerglue.StampOf(path)}
 	if gd, ok := state.GetOk("generated_data"); ok {
 		a.StateData["generated_data"] = gd
 	}
@@ -100,7 +101,7 @@ func (a *Artifact) Files() []string {
 func (a *Artifact) Id() string { return a.Path }
 
 func (a *Artifact) String() string {
-	return packerglue.ArtifactLine(a.Format+" disk image", a.Path, diskimage.FormatSize(a.Size))
+	return packerglue.ArtifactLineSince(a.Format+" disk image", a.Path, diskimage.FormatSize(a.Size), a.made)
 }
 
 // State returns generated data, registry metadata, and the image's format

@@ -77,7 +77,7 @@ func TestAccBtrfs(t *testing.T) {
 					t.Errorf("the build did not say %q:\n%s", want, res.Output)
 				}
 			}
-			if !regexp.MustCompile(`sparsify: partition \d+ \(/dev/loop\d+, btrfs[^)]*\): trimmed \d+ bytes`).MatchString(res.Output) {
+			if !regexp.MustCompile(`  partition \d+ \(btrfs\): trimmed [0-9.]+ [KMG]?i?B of free space`).MatchString(res.Output) {
 				t.Errorf("sparsify did not trim the btrfs:\n%s", res.Output)
 			}
 			if got := fixture.Sha256(t, disk.Path); got != baseSum {

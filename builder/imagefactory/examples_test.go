@@ -143,4 +143,77 @@ func TestAccExample(t *testing.T) {
 	if !strings.Contains(string(out), "the full log is "+full) {
 		t.Errorf("the terminal does not say where the full log is:\n%s", out)
 	}
+
+	// Issue 17's list, on what a person reads: the terminal and Packer's
+	// output (the tools' own output, qemu-img info's byte counts among it,
+	// stays in the full log).
+	build := regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAllString(string(buildLog), "")
+	for name, text := range map[string]string{"terminal": string(out), "build output": build} {
+		for _, p := range outputProblems(text) {
+			t.Errorf("the example's %s: %s", name, p)
+		}
+	}
+	for _, want := range []string{
+		"Trimmed the free space in ", "  partition 3 (ext4): trimmed ", // sparsify, once (outputProblems)
+		"The kernel started ", "Boot test passed", // the boot test's progress
+		"Provisioning done in ", "Wrote the SBOM ", "Working disk made in ",
+	} {
+		if !strings.Contains(build, want) {
+			t.Errorf("the example's build output lacks %q", want)
+		}
+	}
+	qcow2 := filepath.Join(fixture.RepoRoot(t), "example/output-debian-web/debian-12-web.qcow2")
+	if doc := readSBOM(t, qcow2+".spdx.json"); doc.DocumentName != "debian-12-web.qcow2" || !strings.Contains(doc.DocumentNamespace, "/debian-12-web.qcow2-") {
+		t.Errorf("the SBOM beside the example's qcow2: name %q, namespace %q", doc.DocumentName, doc.DocumentNamespace)
+	}
+
+	// A user's own template on the example's image, as the new user wrote
+	// one: the qcow2 used in place as base_image (no entry in Packer's
+	// cache), a provisioner, scrub, then sparsify qcow2 to qcow2 in place.
+	t.Run("user template on the example's image", func(t *testing.T) {
+		res := h.Build(t, fixture.RequiredPlugins+`
+variable "base" { type = string }
+source "imagefactory" "mine" {
+  base_image          = var.base
+  base_image_checksum = "file:${var.base}.sha256"
+  format              = "qcow2"
+  output_directory    = "out"
+  image_name          = "mine"
+}
+build {
+  sources = ["source.imagefactory.mine"]
+  provisioner "shell" { inline = ["echo mine > /etc/mine"] }
+  post-processors {
+    post-processor "imagefactory-scrub" {}
+    post-processor "imagefactory-sparsify" { format = "qcow2" }
+  }
+}
+`, map[string]string{"base": qcow2})
+		if res.ExitCode != 0 {
+			t.Fatalf("packer build: exit %d\n%s", res.ExitCode, res.Output)
+		}
+		for _, p := range outputProblems(res.Output) {
+			t.Errorf("the user's build: %s", p)
+		}
+		for _, want := range []string{"Base image " + qcow2 + " (a local file, used in place)", "Working disk: base_image " + qcow2 + " converted from qcow2 in ",
+			"Provisioning done in ", "Converted to qcow2: ", "Trimmed the free space in "} {
+			if !strings.Contains(res.Output, want) {
+				t.Errorf("the user's build does not say %q:\n%s", want, res.Output)
+			}
+		}
+		if cached, _ := filepath.Glob(filepath.Join(h.Base, "cache", "*")); len(cached) > 0 {
+			t.Errorf("Packer's cache holds %v for a local base image", cached)
+		}
+		out := filepath.Join(h.Dir, "out", "mine.qcow2")
+		named := 0
+		for _, l := range finalArtifacts(res.Output) {
+			named += strings.Count(l, "out/mine.qcow2 ")
+		}
+		if named != 1 {
+			t.Errorf("the artifact list names out/mine.qcow2 %d times, want once:\n%s", named, strings.Join(finalArtifacts(res.Output), "\n"))
+		}
+		if doc := readSBOM(t, out+".spdx.json"); doc.DocumentName != "mine.qcow2" {
+			t.Errorf("the SBOM beside mine.qcow2 is named %q", doc.DocumentName)
+		}
+	})
 }

@@ -49,9 +49,10 @@ const (
 	stateKernelModules = "kernel_modules" // kernelModules, for kernel
 
 	// the bill of materials
-	stateSBOMBase = "sbom_base" // *sbom.Inventory of the image before provisioning
-	stateSBOM     = "sbom"      // *sbom.Inventory of the image after provisioning
-	stateSBOMPath = "sbom_path" // string, the SPDX file beside the artifact
+	stateSBOMBase       = "sbom_base"       // *sbom.Inventory of the image before provisioning
+	stateSBOM           = "sbom"            // *sbom.Inventory of the image after provisioning
+	stateSBOMPath       = "sbom_path"       // string, the SPDX file beside the artifact
+	stateProvisionStart = "provision_start" // time.Time, when the provisioners started
 )
 
 // generatedDataKeys are exposed to provisioners as build.<Key> (HCL2) or

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	getter "github.com/hashicorp/go-getter/v2"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
@@ -42,6 +43,7 @@ func (s *stepBaseImage) Run(ctx context.Context, state multistep.StateBag) multi
 	// failure's cause, and the error is said again in one sentence.
 	ui := &downloadUI{Ui: uiOf(state), base: cfg.BaseImage}
 	state.Put("ui", packersdk.Ui(ui))
+	start := time.Now()
 	action := (&commonsteps.StepDownload{
 		Checksum:    cfg.BaseImageChecksum,
 		Description: "base image",
@@ -51,6 +53,9 @@ func (s *stepBaseImage) Run(ctx context.Context, state multistep.StateBag) multi
 	}).Run(ctx, state)
 	state.Put("ui", ui.Ui)
 	if action == multistep.ActionContinue {
+		if p, ok := state.Get(stateBaseImagePath).(string); ok {
+			ui.Ui.Say(doneLine("Downloaded base_image "+cfg.BaseImage, time.Since(start), fileSize(p)))
+		}
 		return action
 	}
 	if ctx.Err() != nil {

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -134,6 +135,10 @@ func TestBaseImageURL(t *testing.T) {
 		}
 		if strings.Contains(out, "archive=false") {
 			t.Errorf("the output shows the URL with archive=false:\n%s", out)
+		}
+		// One result line: the URL as given, the time, the size with its unit.
+		if !regexp.MustCompile(`Downloaded base_image ` + regexp.QuoteMeta(srv.URL+"/base.raw.xz") + ` in \d+\.\d+s: 5\.86 KiB\n`).MatchString(out) {
+			t.Errorf("no result line for the download:\n%s", out)
 		}
 		if n := cacheEntries(t, cache); len(n) != 2 { // the image and its lock file
 			t.Errorf("cache holds %v, want the download and its lock", n)

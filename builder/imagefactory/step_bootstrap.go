@@ -10,6 +10,7 @@ import (
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/arch"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/bootstrap"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 )
 
 // stepBootstrap makes the root tree with debootstrap, or finds it in the
@@ -43,7 +44,7 @@ func (s *stepBootstrap) Run(ctx context.Context, state multistep.StateBag) multi
 	if cached {
 		ui.Say("Root tree found in the cache")
 	} else {
-		ui.Say(fmt.Sprintf("Root tree made by %s in %s", b.Tool, time.Since(start).Round(time.Second)))
+		ui.Say(fmt.Sprintf("Root tree made by %s in %s", b.Tool, diskimage.FormatDuration(time.Since(start))))
 	}
 	state.Put(stateRootTree, tree)
 	return multistep.ActionContinue

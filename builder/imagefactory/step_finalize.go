@@ -45,12 +45,14 @@ func (s *stepFinalize) Run(ctx context.Context, state multistep.StateBag) multis
 		if err := diskimage.Overlay(ctx, work, base, baseFmt, final); err != nil {
 			return haltf(state, "use_backing_file: %v", err)
 		}
-		ui.Say(fmt.Sprintf("Overlay written in %s", time.Since(start).Round(time.Millisecond)))
+		ui.Say(doneLine("Overlay written: "+final, time.Since(start), fileSize(final)))
 		os.Remove(work)
 	case cfg.Format == "raw":
 		if err := os.Rename(work, final); err != nil {
 			return haltf(state, "naming the image %s: %v", final, err)
 		}
+		// A rename: a size, no time.
+		ui.Say("Image " + final + ": " + fileSize(final))
 	default:
 		ui.Say(fmt.Sprintf("Converting the image to %s...", cfg.Format))
 		start := time.Now()
@@ -61,7 +63,7 @@ func (s *stepFinalize) Run(ctx context.Context, state multistep.StateBag) multis
 		if err != nil {
 			return haltf(state, "converting the image to %s: %v", cfg.Format, err)
 		}
-		ui.Say(fmt.Sprintf("Converted to %s in %s", cfg.Format, time.Since(start).Round(time.Millisecond)))
+		ui.Say(doneLine(fmt.Sprintf("Converted to %s: %s", cfg.Format, final), time.Since(start), fileSize(final)))
 		os.Remove(work)
 	}
 	state.Put(stateArtifactPath, final)

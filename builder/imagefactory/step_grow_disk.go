@@ -3,6 +3,7 @@ package imagefactory
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
@@ -28,6 +29,7 @@ func (s *stepGrowDisk) Run(ctx context.Context, state multistep.StateBag) multis
 		uiOf(state).Say(fmt.Sprintf("disk_size %s is the base image's size already: nothing to grow", cfg.DiskSize))
 		return multistep.ActionContinue
 	}
+	start := time.Now()
 	table, err := partition.Read(disk)
 	if err != nil {
 		return haltf(state, "reading the partition table of the base image: %v", err)
@@ -50,7 +52,7 @@ func (s *stepGrowDisk) Run(ctx context.Context, state multistep.StateBag) multis
 		state.Put(stateGrown, &grown)
 		uiOf(state).Say(fmt.Sprintf("Grew partition %d, the one that ends last on the disk", grown.Number))
 	}
-	uiOf(state).Say(fmt.Sprintf("Grew the working disk to %s", diskimage.FormatSize(size)))
+	uiOf(state).Say(doneLine(fmt.Sprintf("Grew the working disk from %s to %s", diskimage.FormatSize(state.Get(stateBaseSize).(int64)), diskimage.FormatSize(size)), time.Since(start), fileSize(disk)))
 	return multistep.ActionContinue
 }
 

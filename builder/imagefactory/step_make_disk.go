@@ -85,9 +85,8 @@ func (s *stepMakeDisk) Run(ctx context.Context, state multistep.StateBag) multis
 	if o.Arch == bootdisk.Arm64 {
 		grub = "GRUB arm64-efi from the tree's modules (" + bootloader.EFIArm64.Loader + ")"
 	}
-	ui.Say(fmt.Sprintf("Working disk %s made in %s: %s, root %s of %s labelled %s (%s of files), %s",
-		o.Disk, time.Since(start).Round(time.Millisecond), diskimage.FormatSize(res.Size), cfg.RootFS,
-		diskimage.FormatSize(res.Root.Size), res.Label, diskimage.FormatSize(res.Usage.Bytes), grub))
+	ui.Say(doneLine("Working disk made", time.Since(start), fmt.Sprintf("%s, root %s of %s labelled %s (%s of files), %s",
+		fileSize(o.Disk), cfg.RootFS, diskimage.FormatSize(res.Root.Size), res.Label, diskimage.FormatSize(res.Usage.Bytes), grub)))
 
 	state.Put(stateRootUUID, res.RootUUID)
 	state.Put(stateRootLabel, res.Label)

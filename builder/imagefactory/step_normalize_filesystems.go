@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 )
 
 // stepNormalizeFilesystems, in a reproducible build, makes the filesystems
@@ -23,7 +25,7 @@ func (s *stepNormalizeFilesystems) Run(ctx context.Context, state multistep.Stat
 		return halt(state, err)
 	}
 	if configOf(state).repro.Enabled() {
-		uiOf(state).Say("Filesystems normalized for a reproducible build in " + time.Since(start).Round(time.Millisecond).String())
+		uiOf(state).Say("Filesystems normalized for a reproducible build in " + diskimage.FormatDuration(time.Since(start)))
 	}
 	return multistep.ActionContinue
 }

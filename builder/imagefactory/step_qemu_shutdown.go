@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 )
 
 // stepQemuShutdown powers the guest off once provisioning is over: with
@@ -72,7 +74,7 @@ func (s *stepQemuShutdown) Run(ctx context.Context, state multistep.StateBag) mu
 	if err := m.Kill(); err != nil { // releases the journal entry of the exited process
 		return haltf(state, "QEMU: %v", err)
 	}
-	ui.Say(fmt.Sprintf("The guest powered off in %s", time.Since(start).Round(time.Millisecond)))
+	ui.Say(fmt.Sprintf("The guest powered off in %s", diskimage.FormatDuration(time.Since(start))))
 	return multistep.ActionContinue
 }
 

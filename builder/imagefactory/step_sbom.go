@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/sbom"
 	"github.com/imagefactory/packer-plugin-imagefactory/packerglue"
 )
@@ -54,8 +55,8 @@ func (s *stepSBOM) Run(_ context.Context, state multistep.StateBag) multistep.St
 	}
 	state.Put(stateSBOM, inv)
 	state.Put(stateSBOMPath, path)
-	ui.Say(fmt.Sprintf("Wrote the SBOM %s: %s, kernel %s, %d packages, in %s", path,
-		orElse(inv.OS.PrettyName, "no os-release"), orElse(strings.Join(inv.Kernels, ", "), "none"), len(inv.Packages), time.Since(start).Round(time.Millisecond)))
+	ui.Say(doneLine("Wrote the SBOM "+path, time.Since(start), fmt.Sprintf("%s, %s, kernel %s, %d packages",
+		diskimage.FormatSize(int64(len(data))), orElse(inv.OS.PrettyName, "no os-release"), orElse(strings.Join(inv.Kernels, ", "), "none"), len(inv.Packages))))
 	if base, ok := state.Get(stateSBOMBase).(*sbom.Inventory); ok {
 		c := sbom.Diff(base, inv)
 		msg := fmt.Sprintf("Packages against the base: %d added, %d removed, %d upgraded", len(c.Added), len(c.Removed), len(c.Upgraded))

@@ -48,7 +48,7 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 		return haltf(state, "base_image %s: %v", cfg.BaseImage, err)
 	}
 	if compression != diskimage.NoCompression && cfg.UseBackingFile {
-		return haltf(state, "use_backing_file: base image %s is %s compressed; a backing file must be a disk image qemu can read in place (decompress it first)", src, compression)
+		return haltf(state, "use_backing_file: base_image %s is %s compressed; a backing file must be a disk image qemu can read in place (decompress it first)", cfg.BaseImage, compression)
 	}
 	// disk_size before anything is decompressed, copied or converted,
 	// when the size can be read from a header or index.
@@ -64,9 +64,11 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 		wrap := func(size int64, r io.ReadCloser) io.ReadCloser {
 			return ui.TrackProgress(filepath.Base(src), 0, size, r)
 		}
+		start := time.Now()
 		if err := diskimage.Decompress(ctx, src, plain, wrap); err != nil {
-			return haltf(state, "decompressing base image %s: %v", src, err)
+			return haltf(state, "decompressing base_image %s: %v", cfg.BaseImage, err)
 		}
+		ui.Say(doneLine(fmt.Sprintf("Decompressed the %s base image", compression), time.Since(start), fileSize(plain)))
 		src = plain
 	}
 
@@ -115,8 +117,7 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 		if err := os.Rename(src, s.work); err != nil {
 			return haltf(state, "decompressing base image %s: %v", cfg.BaseImage, err)
 		}
-		ui.Say(fmt.Sprintf("Working disk %s: decompressed from %s, %s (%s allocated)",
-			s.work, compression, diskimage.FormatSize(info.VirtualSize), diskimage.FormatSize(info.ActualSize)))
+		ui.Say(fmt.Sprintf("Working disk: the decompressed base image, %s", fileSize(s.work)))
 	} else if info.Format == diskimage.Raw {
 		bar := packerglue.NewProgressBar(ui, "working copy", info.ActualSize)
 		method, err := diskimage.Copy(ctx, src, s.work, bar.Add)
@@ -124,8 +125,7 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 		if err != nil {
 			return haltf(state, "copying base image %s: %v", cfg.BaseImage, err)
 		}
-		ui.Say(fmt.Sprintf("Working disk %s: %s of %s (%s allocated) in %s",
-			s.work, method, diskimage.FormatSize(info.VirtualSize), diskimage.FormatSize(info.ActualSize), time.Since(start).Round(time.Millisecond)))
+		ui.Say(doneLine(fmt.Sprintf("Working disk: %s of base_image %s", method, cfg.BaseImage), time.Since(start), fileSize(s.work)))
 	} else {
 		ui.Say(fmt.Sprintf("Converting the %s base image to a raw working disk...", info.Format))
 		bar := packerglue.NewPercentBar(ui, "conversion")
@@ -134,7 +134,7 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 		if err != nil {
 			return haltf(state, "converting base image %s from %s: %v", cfg.BaseImage, info.Format, err)
 		}
-		ui.Say(fmt.Sprintf("Working disk %s: converted from %s in %s", s.work, info.Format, time.Since(start).Round(time.Millisecond)))
+		ui.Say(doneLine(fmt.Sprintf("Working disk: base_image %s converted from %s", cfg.BaseImage, info.Format), time.Since(start), fileSize(s.work)))
 	}
 	state.Put(stateDiskPath, s.work)
 	putGenerated(state, "DiskPath", s.work)

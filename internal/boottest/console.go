@@ -38,7 +38,9 @@ var loginPrompt = regexp.MustCompile(`(?m)\blogin: *$`)
 type consoleScanner struct {
 	path    string
 	off     int64
-	partial string // the last line, not ended yet
+	partial string   // the last line, not ended yet
+	seen    []string // the lines the last scan read (the partial one last)
+	last    string   // the last line that is not blank, so far
 }
 
 func newConsoleScanner(path string) *consoleScanner { return &consoleScanner{path: path} }
@@ -55,6 +57,7 @@ func (s *consoleScanner) scan() (prompt bool, fatalLine string) {
 		return false, ""
 	}
 	b, err := io.ReadAll(io.LimitReader(f, 4<<20))
+	s.seen = nil
 	if err != nil || len(b) == 0 {
 		return false, ""
 	}
@@ -62,6 +65,12 @@ func (s *consoleScanner) scan() (prompt bool, fatalLine string) {
 	text := s.partial + strings.ReplaceAll(qemu.CleanConsole(b), "\r", "")
 	lines := strings.Split(text, "\n")
 	s.partial = lines[len(lines)-1]
+	s.seen = lines
+	for _, l := range lines {
+		if strings.TrimSpace(l) != "" {
+			s.last = l
+		}
+	}
 	for _, l := range lines {
 		for _, f := range fatal {
 			if f.re.MatchString(l) {

@@ -58,20 +58,21 @@ func (t *run) setWait(w *wait, met bool, last string) {
 	defer t.mu.Unlock()
 	if met && w.met == 0 {
 		w.met = max(time.Since(t.start), time.Millisecond)
-		t.o.Log(fmt.Sprintf("%s: met %s after power-on", w.name, w.met.Round(time.Second)))
+		t.o.Log(fmt.Sprintf("%s: met %s after power-on", w.name, diskimage.FormatDuration(w.met)))
 	}
 	w.last = last
 }
 
-// unmet lists the waits not met yet, with what each last saw.
-func (t *run) unmet() []string {
+// unmet lists the waits not met yet, each with what it last saw when
+// last is true.
+func (t *run) unmet(last bool) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []string
 	for _, w := range t.waits {
 		if w.met == 0 {
 			s := w.name
-			if w.last != "" {
+			if last && w.last != "" {
 				s += " (last: " + w.last + ")"
 			}
 			out = append(out, s)
@@ -281,6 +282,8 @@ func (t *run) waitAll(ctx context.Context) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var settle time.Time
+	// A login wait says "met" itself.
+	prog := progress{prompt: login != nil}
 	for {
 		if prompt, fatal := scan.scan(); fatal != "" {
 			return t.fail("boot", "the console shows the boot cannot succeed: "+fatal)
@@ -288,7 +291,10 @@ func (t *run) waitAll(ctx context.Context) error {
 			t.setWait(login, true, "")
 			stopWatch()
 		}
-		unmet := t.unmet()
+		for _, l := range prog.lines(time.Since(t.start), scan.seen, scan.last, t.unmet(false)) {
+			o.Log(l)
+		}
+		unmet := t.unmet(true)
 		if len(unmet) == 0 {
 			return nil
 		}
@@ -302,7 +308,7 @@ func (t *run) waitAll(ctx context.Context) error {
 		if !settle.IsZero() && time.Now().After(settle) {
 			return t.fail("waiting for "+strings.Join(unmet, "; "),
 				fmt.Sprintf("not met %s after systemd reported the boot finished (%s, %s after power-on; settle_timeout)",
-					o.SettleTimeout, t.stateLine(), t.bootedAt.Round(time.Second)))
+					o.SettleTimeout, t.stateLine(), diskimage.FormatDuration(t.bootedAt)))
 		}
 		select {
 		case <-ctx.Done():
@@ -311,7 +317,7 @@ func (t *run) waitAll(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return t.fail("waiting for "+strings.Join(t.unmet(), "; "), fmt.Sprintf("not met within boot_timeout (%s)", o.BootTimeout))
+			return t.fail("waiting for "+strings.Join(t.unmet(true), "; "), fmt.Sprintf("not met within boot_timeout (%s)", o.BootTimeout))
 		case err := <-watched:
 			if err != nil {
 				var ge *qemu.GuestError
@@ -358,7 +364,7 @@ func (t *run) systemState(ctx context.Context) {
 	t.bootedAt = time.Since(t.start)
 	t.mu.Unlock()
 	if err == nil {
-		t.o.Log(fmt.Sprintf("systemd: the boot finished %s after power-on: %s", t.bootedAt.Round(time.Second), state))
+		t.o.Log(fmt.Sprintf("systemd: the boot finished %s after power-on: %s", diskimage.FormatDuration(t.bootedAt), state))
 	}
 	close(t.booted)
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 )
@@ -446,7 +447,7 @@ func TestGrow(t *testing.T) {
 		t.Errorf("grow allocated %d bytes", a)
 	}
 	err := Grow(p, 1<<30)
-	if err == nil || !strings.Contains(err.Error(), "disk_size 1G is smaller than the image's 8G") {
+	if err == nil || !strings.Contains(err.Error(), "disk_size 1 GiB is smaller than the image's 8 GiB") {
 		t.Errorf("shrink: err = %v", err)
 	}
 	if err := Grow(p, 8<<30); err != nil {
@@ -495,9 +496,14 @@ func TestParseSize(t *testing.T) {
 			}
 		})
 	}
-	for n, want := range map[int64]string{4 << 30: "4G", 3 << 29: "1.50G", 512: "512 bytes", 0: "0 bytes", 1 << 20: "1M"} {
+	for n, want := range map[int64]string{4 << 30: "4 GiB", 3 << 29: "1.50 GiB", 512: "512 B", 0: "0 B", 1 << 20: "1 MiB", 1536: "1.50 KiB", 5 << 40: "5 TiB"} {
 		if got := FormatSize(n); got != want {
 			t.Errorf("FormatSize(%d) = %q, want %q", n, got, want)
+		}
+	}
+	for d, want := range map[time.Duration]string{62400 * time.Millisecond: "62.4s", 9 * time.Millisecond: "0.009s", time.Second: "1.0s", 75 * time.Second: "75.0s", 0: "0.000s"} {
+		if got := FormatDuration(d); got != want {
+			t.Errorf("FormatDuration(%v) = %q, want %q", d, got, want)
 		}
 	}
 }

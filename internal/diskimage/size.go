@@ -6,6 +6,7 @@ import (
 	"math/big"
 	"os"
 	"strings"
+	"time"
 )
 
 // binary units: K, M, G, T, P are powers of 1024 whether written "G", "GB"
@@ -46,23 +47,34 @@ func ParseSize(s string) (int64, error) {
 	return r.Num().Int64(), nil
 }
 
-// FormatSize writes a byte count the way a user would write it: "4G" when
-// exact, else the largest unit with two decimals ("1.50G"), "512 bytes"
-// below 1K: every size printed has a unit.
+// FormatSize writes a byte count for a person to read, with an IEC unit
+// always: "4 GiB" when exact, else the largest unit with two decimals
+// ("1.50 GiB"), "512 B" below 1 KiB. (Config values keep ParseSize's
+// short forms, "4G"; this is for messages.)
 func FormatSize(n int64) string {
 	units := []struct {
 		s string
 		v int64
-	}{{"P", 1 << 50}, {"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}}
+	}{{"PiB", 1 << 50}, {"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}}
 	for _, u := range units {
 		if n >= u.v || -n >= u.v {
 			if n%u.v == 0 {
-				return fmt.Sprintf("%d%s", n/u.v, u.s)
+				return fmt.Sprintf("%d %s", n/u.v, u.s)
 			}
-			return fmt.Sprintf("%.2f%s", float64(n)/float64(u.v), u.s)
+			return fmt.Sprintf("%.2f %s", float64(n)/float64(u.v), u.s)
 		}
 	}
-	return fmt.Sprintf("%d bytes", n)
+	return fmt.Sprintf("%d B", n)
+}
+
+// FormatDuration writes a duration for a person to read, in seconds
+// always, as the example's summary does: one decimal from 1 s ("62.4s",
+// "75.0s"), three below ("0.009s").
+func FormatDuration(d time.Duration) string {
+	if d >= time.Second || d <= -time.Second {
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	}
+	return fmt.Sprintf("%.3fs", d.Seconds())
 }
 
 // Grow enlarges a raw image file to newSize bytes. The new space is a hole:

@@ -203,11 +203,11 @@ func (p *guestProgress) short(deadline time.Duration, now time.Time) string {
 	if p.inLong.IsZero() {
 		return fmt.Sprintf("/dev/kvm opens but a test guest did not reach long mode in %s (%s)", round(deadline), p.stage())
 	}
-	rate := fmt.Sprintf("%.1fM loop iterations/s", float64(p.dots<<20)/now.Sub(p.inLong).Seconds()/1e6)
+	rate := fmt.Sprintf("%.1f million loop iterations/s", float64(p.dots<<20)/now.Sub(p.inLong).Seconds()/1e6)
 	if p.dots == 0 {
 		rate = fmt.Sprintf("less than 1Mi loop iterations in %s", round(now.Sub(p.inLong)))
 	}
-	return fmt.Sprintf("/dev/kvm opens but a test guest ran %s in long mode, far below hardware speed, and did not finish %dMi in %s", rate, guestLoops, round(deadline))
+	return fmt.Sprintf("/dev/kvm opens but a test guest ran %s in long mode, far below hardware speed, and did not finish its %d Mi iterations in %s", rate, guestLoops, round(deadline))
 }
 
 func (p *guestProgress) quote() string {

@@ -96,7 +96,7 @@ func TestProbeFake(t *testing.T) {
 		{name: "hangs before real mode", hangs: true, fake: &fakeVCPU{},
 			reason: "did not reach long mode in 200ms (it wrote nothing, not even in real mode)"},
 		{name: "crawls in long mode", hangs: true, fake: &fakeVCPU{exits: serial("RPL..")},
-			reason: "M loop iterations/s in long mode, far below hardware speed, and did not finish 256Mi in 200ms"},
+			reason: " million loop iterations/s in long mode, far below hardware speed, and did not finish its 256 Mi iterations in 200ms"},
 		{name: "hangs and KVM_RUN ignores the kick", hangs: true, fake: &fakeVCPU{exits: serial("R"), deaf: true},
 			reason: "/dev/kvm opens but a test guest did not finish in 200ms, and KVM_RUN did not return when interrupted"},
 		{name: "no device", failed: openFailed(syscall.ENOENT),

@@ -67,13 +67,38 @@ func (inv *Inventory) SPDX(name string, src *repro.Source) ([]byte, error) {
 	}
 	doc := inv.spdxDocument(name)
 	doc.CreationInfo.Created = src.Time().Format(time.RFC3339)
-	// The namespace is the one field left: hash the document without it.
+	return withNamespace(doc, src)
+}
+
+// Rename returns the SPDX document doc (as SPDX wrote it) under the name
+// name, for a copy beside another image file of the same packages (a
+// conversion's output): documentName is name and documentNamespace is
+// derived again as SPDX derives it, from src and the rest of the document
+// (random with a nil src: a new document needs a new namespace, SPDX 2.3
+// section 6.5); created and the rest are kept. With the epoch it was
+// written with, the result equals SPDX's for the same inventory and name.
+func Rename(doc []byte, name string, src *repro.Source) ([]byte, error) {
+	if name == "" {
+		return nil, fmt.Errorf("sbom: SPDX document needs a name")
+	}
+	d, err := spdxjson.Read(bytes.NewReader(doc))
+	if err != nil {
+		return nil, fmt.Errorf("sbom: reading the SPDX document: %w", err)
+	}
+	d.DocumentName, d.DocumentNamespace = name, ""
+	return withNamespace(d, src)
+}
+
+// withNamespace encodes doc, named and without a namespace, with its
+// documentNamespace: NamespacePrefix, the name, and a UUID from src and a
+// hash of the document without it (the one field left).
+func withNamespace(doc *v2_3.Document, src *repro.Source) ([]byte, error) {
 	body, err := encode(doc)
 	if err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(body)
-	doc.DocumentNamespace = NamespacePrefix + url.PathEscape(name) + "-" + src.UUID(namespaceSeed+hex.EncodeToString(sum[:])).String()
+	doc.DocumentNamespace = NamespacePrefix + url.PathEscape(doc.DocumentName) + "-" + src.UUID(namespaceSeed+hex.EncodeToString(sum[:])).String()
 	return encode(doc)
 }
 

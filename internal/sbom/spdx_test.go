@@ -190,6 +190,49 @@ func TestSPDXDeterministic(t *testing.T) {
 	}
 }
 
+// Rename, golden: the document renamed for a conversion's output is
+// byte for byte the one SPDX writes under that name, for the same epoch
+// (the copy beside sparsify's qcow2 kept the raw image's name and
+// namespace); with another epoch, or none, the namespace differs, and the
+// result stays valid SPDX 2.3.
+func TestRename(t *testing.T) {
+	src := repro.New(1767225600, "debian-web")
+	raw, err := sampleInventory.SPDX("debian-12-web.raw", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := sampleInventory.SPDX("debian-12-web.qcow2", repro.New(1767225600, "debian-web"))
+	for _, tt := range []struct {
+		name, to string
+		src      *repro.Source
+		equal    bool // to want
+	}{
+		{"same epoch", "debian-12-web.qcow2", repro.New(1767225600, "debian-web"), true},
+		{"another epoch", "debian-12-web.qcow2", repro.New(1767225601, "debian-web"), false},
+		{"no epoch", "debian-12-web.qcow2", nil, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Rename(raw, tt.to, tt.src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Equal(got, want) != tt.equal {
+				t.Errorf("equal to SPDX's under the new name: %v, want %v:\n%s", !tt.equal, tt.equal, got)
+			}
+			doc := readSPDX(t, got)
+			if doc.DocumentName != tt.to || !strings.HasPrefix(doc.DocumentNamespace, NamespacePrefix+tt.to+"-") {
+				t.Errorf("name %q, namespace %q; want %s", doc.DocumentName, doc.DocumentNamespace, tt.to)
+			}
+			if strings.Contains(string(got), "debian-12-web.raw") {
+				t.Error("the renamed document still names debian-12-web.raw")
+			}
+		})
+	}
+	if _, err := Rename([]byte("{"), "x", src); err == nil {
+		t.Error("Rename of a broken document: no error")
+	}
+}
+
 func TestSPDXIncomplete(t *testing.T) {
 	inv := *sampleInventory
 	inv.Incomplete = []string{"/var/lib/rpm/rpmdb.sqlite: file is not a database"}

@@ -39,10 +39,10 @@ func describeNoRoot(t *testing.T, s *Session, vfat bool) {
 	t.Log(msg)
 	wants := []string{
 		"no root filesystem found",
-		`partition 1 (/dev/loop`, `swap labelled "swap"): Linux swap, 8M: swap space; not usable as the root: swap holds no files`,
-		`partition 2 (/dev/loop`, `vfat labelled "EFI"): EFI System, 32M: a FAT filesystem, the EFI system partition; not usable as the root: FAT cannot hold a Linux root`,
-		`partition 3 (/dev/loop`, `LVM2_member): Linux LVM, 8M: an LVM physical volume; not usable as the root: its LVM metadata cannot be read`,
-		`partition 4 (/dev/loop`, `btrfs labelled "data"): Linux filesystem, 142M: a btrfs filesystem; not usable as the root: no /etc/fstab at its top level`,
+		`partition 1 (/dev/loop`, `swap labelled "swap"): Linux swap, 8 MiB: swap space; not usable as the root: swap holds no files`,
+		`partition 2 (/dev/loop`, `vfat labelled "EFI"): EFI System, 32 MiB: a FAT filesystem, the EFI system partition; not usable as the root: FAT cannot hold a Linux root`,
+		`partition 3 (/dev/loop`, `LVM2_member): Linux LVM, 8 MiB: an LVM physical volume; not usable as the root: its LVM metadata cannot be read`,
+		`partition 4 (/dev/loop`, `btrfs labelled "data"): Linux filesystem, 142 MiB: a btrfs filesystem; not usable as the root: no /etc/fstab at its top level`,
 		"set root_partition to the partition holding /",
 	}
 	const either = "this kernel cannot mount vfat either (its mount point in the image's fstab, such as /boot/efi, is skipped)"

@@ -35,9 +35,9 @@ func TestLVMSession(t *testing.T) {
 	}
 	desc := s.Describe()
 	for _, want := range []string{
-		"LVM2_member): Linux LVM, 460M: an LVM physical volume of volume group rhel; not usable as the root: a PV holds LVs, not files",
+		"LVM2_member): Linux LVM, 460 MiB: an LVM physical volume of volume group rhel; not usable as the root: a PV holds LVs, not files",
 		"\n      LVs var, var_log, home, tmp, root\n",
-		"LV rhel/root (/dev/loop", "xfs): LV of volume group rhel, 320M: an xfs filesystem",
+		"LV rhel/root (/dev/loop", "xfs): LV of volume group rhel, 320 MiB: an xfs filesystem",
 		"LV rhel/var_log (/dev/loop",
 	} {
 		if !strings.Contains(desc, want) {

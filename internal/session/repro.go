@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/ext4repro"
 )
 
@@ -60,7 +61,7 @@ func (s *Session) NormalizeWritten() (notes []string, err error) {
 			return notes, fmt.Errorf("reproducible build: partition %d: %w", p.Number, err)
 		}
 		s.logf("Normalized partition %d (%s) for a reproducible build in %s: %d inodes, %d generations, %d MiB of journal and %d MiB of free blocks zeroed",
-			p.Number, p.FS.Type, time.Since(start).Round(time.Millisecond), rep.Inodes, rep.Generations, rep.JournalBytes>>20, rep.FreeBytes>>20)
+			p.Number, p.FS.Type, diskimage.FormatDuration(time.Since(start)), rep.Inodes, rep.Generations, rep.JournalBytes>>20, rep.FreeBytes>>20)
 	}
 	return notes, nil
 }

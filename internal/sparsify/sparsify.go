@@ -26,7 +26,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
-	"github.com/imagefactory/packer-plugin-imagefactory/internal/diskimage"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/repro"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
 )
@@ -64,6 +63,10 @@ type PartResult struct {
 // Skipped tells whether the partition was left alone.
 func (p PartResult) Skipped() bool { return strings.HasPrefix(p.Action, skippedPrefix) }
 
+// partDone is called with each partition's result as Trim goes (a test
+// cancels Trim there, with every partition attached).
+var partDone = func(PartResult) {}
+
 // trimmable are the filesystems the kernel here mounts and trims.
 var trimmable = map[string]bool{"ext2": true, "ext3": true, "ext4": true, "xfs": true, "btrfs": true}
 
@@ -73,13 +76,9 @@ var trimmable = map[string]bool{"ext2": true, "ext3": true, "ext4": true, "xfs":
 // partition, where boot loaders live, nor a GPT's backup header). Every
 // loop device and mount goes through journal and is released before Trim
 // returns. With src enabled, the bytes Trim leaves are a function of the
-// image's (see settle). log may be nil.
+// image's (see settle). What it did is in the Result, for the caller to
+// print once; log (may be nil) gets the session's own messages.
 func Trim(ctx context.Context, disk string, journal *cleanup.Journal, src *repro.Source, log func(string)) (Result, error) {
-	logf := func(format string, a ...any) {
-		if log != nil {
-			log(fmt.Sprintf(format, a...))
-		}
-	}
 	var res Result
 	before, err := Allocated(disk)
 	if err != nil {
@@ -129,7 +128,6 @@ func Trim(ctx context.Context, disk string, journal *cleanup.Journal, src *repro
 						return fmt.Errorf("sparsify %s: %s: %w", disk, p, err)
 					}
 					pr.Action, pr.Trimmed = ActionTrimmed, n
-					logf("sparsify: %s: trimmed %d bytes", p, n)
 				}
 			case p.FS.Type == "swap":
 				if p.Size > SwapHeaderKeep {
@@ -142,10 +140,8 @@ func Trim(ctx context.Context, disk string, journal *cleanup.Journal, src *repro
 			default:
 				pr.Action = skippedPrefix + fmt.Sprintf("%s is not trimmed: only ext2/3/4, xfs and btrfs mount here, and swap", p.FS.Type)
 			}
-			if pr.Skipped() {
-				logf("sparsify: %s: %s", p, pr.Action)
-			}
 			res.Partitions = append(res.Partitions, pr)
+			partDone(pr)
 		}
 		return nil
 	}()
@@ -173,9 +169,6 @@ func Trim(ctx context.Context, disk string, journal *cleanup.Journal, src *repro
 	}
 	if err := punch(disk, append(swaps, gaps...)); err != nil {
 		return res, err
-	}
-	if res.Gaps > 0 {
-		logf("sparsify: punched %s outside the partitions", diskimage.FormatSize(res.Gaps))
 	}
 	if res.After, err = Allocated(disk); err != nil {
 		return res, err

@@ -316,6 +316,6 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		return nil, false, false, fmt.Errorf("imagefactory-boottest: %s failed its boot test: %w", disk, err)
 	}
 	ui.Say(fmt.Sprintf("Boot test passed in %s (%s; waits met %s after power-on); console in %s",
-		time.Since(start).Round(time.Second), res.Accelerator, res.Booted.Round(time.Second), console))
+		diskimage.FormatDuration(time.Since(start)), res.Accelerator, diskimage.FormatDuration(res.Booted), console))
 	return &Tested{Artifact: in, Console: console}, true, true, nil
 }

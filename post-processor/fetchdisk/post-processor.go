@@ -279,7 +279,7 @@ func (p *PostProcessor) postProcess(ctx context.Context, ui *redactingUi, in pac
 	if g, ok := api.(*cloudimport.Glance); ok {
 		where, _ = g.Endpoint(ctx)
 	}
-	ui.Say(fmt.Sprintf("Image %s imported into %s in %s (%s, compared in %s)", imp.ImageID, c.API, time.Since(start).Round(time.Second), spec.DiskFormat, compared.Type))
+	ui.Say(fmt.Sprintf("Image %s imported into %s in %s (%s, compared in %s)", imp.ImageID, c.API, diskimage.FormatDuration(time.Since(start)), spec.DiskFormat, compared.Type))
 	return &Artifact{
 		APIName: c.API, ImageID: imp.ImageID, Name: spec.Name, Endpoint: where, Region: c.Region,
 		DiskFormat: spec.DiskFormat, Checksum: compared.String(), Input: in, api: api,

@@ -24,6 +24,7 @@ type Artifact struct {
 	// connection to the input artifact when PostProcess returns, so Input
 	// answers nothing to the post-processors after this one.
 	Repro *repro.Source
+	made  packerglue.Stamp // the image file as the scrub left it
 }
 
 // BuilderId identifies the post-processor.
@@ -41,7 +42,7 @@ func (a *Artifact) Files() []string {
 func (a *Artifact) Id() string { return a.Path }
 
 func (a *Artifact) String() string {
-	return packerglue.ArtifactLine("scrubbed disk image", a.Path, "report "+a.Report)
+	return packerglue.ArtifactLineSince("scrubbed disk image", a.Path, "report "+a.Report, a.made)
 }
 
 // State passes the input's state on (format, registry metadata): the image

@@ -189,7 +189,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 	}
 	ui.Say(report.Summary())
 	ui.Say(fmt.Sprintf("Every change is listed in %s", reportPath))
-	a := &Artifact{Path: disk, Report: reportPath, SBOM: sbomFile, Input: in, Repro: src}
+	a := &Artifact{Path: disk, Report: reportPath, SBOM: sbomFile, Input: in, Repro: src, made: packerglue.StampOf(disk)}
 	if inv.rewrite() {
 		if a.SBOMLabels, err = rewriteSBOM(ui, sbomFile, inv, src); err != nil {
 			return nil, false, false, err
@@ -207,7 +207,7 @@ func rawView(ctx context.Context, ui packersdk.Ui, journal *cleanup.Journal, dis
 	}
 	exp, err := fuseexport.Open(ctx, disk, string(format), journal)
 	if err == nil {
-		ui.Say(fmt.Sprintf("Scrubbing the %s image in place through its raw view %s (qemu-storage-daemon, FUSE)", format, exp.Path))
+		ui.Say(fmt.Sprintf("Scrubbing the %s image %s in place, through a raw view of it (qemu-storage-daemon, FUSE)", format, disk))
 		return exp.Path, func(bool) error { return exp.Close() }, nil
 	}
 	if !errors.Is(err, fuseexport.ErrUnavailable) {

@@ -26,6 +26,9 @@ type Artifact struct {
 	// closes the connection to Input when PostProcess returns); nil: not
 	// reproducible.
 	Repro *repro.Source
+	// SBOMSHA256 is the sha256 of the SBOM copied beside Path (named after
+	// it), replacing the input's label; "" when none was copied.
+	SBOMSHA256 string
 }
 
 // BuilderId identifies the post-processor.
@@ -64,6 +67,9 @@ func (a *Artifact) State(name string) interface{} {
 	case registryimage.ArtifactStateURI:
 		labels := map[string]interface{}{"format": a.Format, "allocated": fmt.Sprint(a.After)}
 		packerglue.CarrySBOMLabels(a.Input, labels)
+		if a.SBOMSHA256 != "" {
+			labels["sbom_sha256"] = a.SBOMSHA256
+		}
 		img, err := registryimage.FromArtifact(a,
 			registryimage.WithProvider("imagefactory"),
 			registryimage.WithSourceID(a.Input.Id()),

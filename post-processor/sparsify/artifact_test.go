@@ -27,4 +27,9 @@ func TestArtifactCarriesSBOMLabels(t *testing.T) {
 			t.Errorf("label %s = %q, want %q (all: %v)", k, img.Labels[k], v, img.Labels)
 		}
 	}
+	// The SBOM copied beside the output is another file: its own sum.
+	a.SBOMSHA256 = "cd34"
+	if img := a.State(registryimage.ArtifactStateURI).(*registryimage.Image); img.Labels["sbom_sha256"] != "cd34" {
+		t.Errorf("label sbom_sha256 = %q, want the copy's cd34", img.Labels["sbom_sha256"])
+	}
 }

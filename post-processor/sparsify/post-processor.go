@@ -246,16 +246,13 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		defer view.close()
 	}
 
+	trimStart := time.Now()
 	res, err := sparsify.Trim(ctx, view.raw, journal, src, ui.Say)
 	if err != nil {
 		return nil, false, false, fmt.Errorf("sparsifying %s: %w", disk, err)
 	}
-	for _, pr := range res.Partitions {
-		if pr.LV != "" {
-			ui.Say(fmt.Sprintf("  LV %s (%s): %s", pr.LV, pr.FS, pr.Action))
-			continue
-		}
-		ui.Say(partitionLine(pr.Number, pr.FS, pr.Action))
+	for _, l := range trimLines(res, time.Since(trimStart)) {
+		ui.Say(l)
 	}
 	var shrunk *sparsify.ShrinkResult
 	if c.Shrink {
@@ -301,28 +298,54 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		files = append(files, sidecar)
 	}
 	// The packages are the input's: its SBOM goes on beside the output.
+	var sbomSum string
 	if from := packerglue.FindSBOM(in.Files()); from != "" {
 		to := packerglue.SBOMName(out)
 		if to != from {
-			if to, err = packerglue.CopySBOM(from, out); err != nil {
+			if to, sbomSum, err = packerglue.CopySBOM(from, out, src); err != nil {
 				return nil, false, false, err
 			}
-			ui.Say("Copied the SBOM to " + to)
+			ui.Say("Copied the SBOM to " + to + ", named after " + filepath.Base(out))
 		}
 		files = append(files, to)
 	}
-	art := &Artifact{Path: out, Format: c.Format, Files_: files, Before: before, After: after, Shrink: shrunk, Input: in, Repro: src}
+	art := &Artifact{Path: out, Format: c.Format, Files_: files, Before: before, After: after, Shrink: shrunk, Input: in, Repro: src, SBOMSHA256: sbomSum}
 	// In place: the input's file is the output; Packer must not delete it.
 	return art, inPlace, inPlace, nil
 }
 
-// partitionLine is the line the trim prints for one partition; one with
-// no filesystem (a BIOS boot partition, swap) has no parentheses.
-func partitionLine(number int, fs, action string) string {
-	if fs == "" {
-		return fmt.Sprintf("  partition %d: %s", number, action)
+// trimLines are what the trim did, each partition once: a heading with
+// the time taken, then a line per partition (an LV on its own line), and
+// the space punched outside the partitions.
+func trimLines(res sparsify.Result, took time.Duration) []string {
+	lines := []string{"Trimmed the free space in " + diskimage.FormatDuration(took) + ":"}
+	for _, pr := range res.Partitions {
+		lines = append(lines, partitionLine(pr))
 	}
-	return fmt.Sprintf("  partition %d (%s): %s", number, fs, action)
+	if res.Gaps > 0 {
+		lines = append(lines, "  outside the partitions: "+diskimage.FormatSize(res.Gaps)+" punched")
+	}
+	return lines
+}
+
+// partitionLine is the trim's line for one partition; one with no
+// filesystem (a BIOS boot partition) has no parentheses.
+func partitionLine(pr sparsify.PartResult) string {
+	what := fmt.Sprintf("partition %d", pr.Number)
+	if pr.LV != "" {
+		what = "LV " + pr.LV
+	}
+	if pr.FS != "" {
+		what += " (" + pr.FS + ")"
+	}
+	action := pr.Action
+	switch pr.Action {
+	case sparsify.ActionTrimmed:
+		action += " " + diskimage.FormatSize(pr.Trimmed) + " of free space"
+	case sparsify.ActionSwap:
+		action = "swap: " + diskimage.FormatSize(pr.Trimmed) + " punched past its header"
+	}
+	return "  " + what + ": " + action
 }
 
 // outputCompat is the qcow2 output's compat level: qcow2_compat, else the
@@ -381,7 +404,7 @@ func (p *PostProcessor) write(ctx context.Context, ui packersdk.Ui, src string, 
 		return fmt.Errorf("converting to %s: %w", c.Format, err)
 	}
 	fi, _ := os.Stat(out)
-	ui.Say(fmt.Sprintf("Wrote %s (%s) in %s", out, diskimage.FormatSize(fi.Size()), time.Since(start).Round(time.Millisecond)))
+	ui.Say(fmt.Sprintf("Wrote %s (%s) in %s", out, diskimage.FormatSize(fi.Size()), diskimage.FormatDuration(time.Since(start))))
 	return nil
 }
 
@@ -437,7 +460,7 @@ func openTrimView(ctx context.Context, ui packersdk.Ui, journal *cleanup.Journal
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("working copy of %s: %w", disk, err), journal.Release(h))
 	}
-	ui.Say(fmt.Sprintf("Working copy of %s in %s", disk, time.Since(start).Round(time.Millisecond)))
+	ui.Say(fmt.Sprintf("Working copy of %s in %s", disk, diskimage.FormatDuration(time.Since(start))))
 	return &trimView{raw: work, src: work, srcFmt: diskimage.Raw, close: func() error { return nil }}, nil
 }
 
