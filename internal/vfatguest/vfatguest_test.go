@@ -54,7 +54,7 @@ var want = []struct {
 // that fails there. It also asserts that the guest is the stock kernel it
 // was built from, that vfat was not in its /proc/filesystems before the
 // tests and is after (the kernel loaded it on demand for them), and each
-// outcome of want.
+// outcome of want; a skip not in want fails it too.
 func TestVFATKernel(t *testing.T) {
 	img := fixture.VFATGuest(t)
 	before := fixture.LeakSnapshot()
@@ -78,10 +78,22 @@ func TestVFATKernel(t *testing.T) {
 	for _, f := range r.Failed() {
 		t.Errorf("in the guest: %s", f)
 	}
+	wantSkip := map[string]bool{}
 	for _, w := range want {
 		action, out := r.Outcome(w.run, w.test)
 		if action != w.action || !strings.Contains(out, w.output) {
 			t.Errorf("in the guest, %s %s: %q, want %q with %q in its output:\n%s", w.run, w.test, action, w.action, w.output, out)
+		}
+		wantSkip[w.run+" "+w.test] = w.action == "skip"
+	}
+	// Any other skip (a tool missing in the guest, say) would hide a
+	// branch this test is for.
+	for _, gt := range guestTests {
+		for _, e := range r.Events[gt.Name] {
+			if e.Action == "skip" && !wantSkip[gt.Name+" "+e.Test] {
+				_, out := r.Outcome(gt.Name, e.Test)
+				t.Errorf("in the guest, %s %s was skipped:\n%s", gt.Name, e.Test, out)
+			}
 		}
 	}
 	if t.Failed() {
