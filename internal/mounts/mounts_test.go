@@ -542,6 +542,21 @@ func TestKernelMayMount(t *testing.T) {
 	}
 }
 
+// TestKernelMayMountVFAT: KernelMayMount's answer for vfat, asked before
+// anything in this test binary mounts a FAT, agrees with mount(2) of one
+// (fixture.KernelMountsVFAT): no on a kernel without vfat (this machine),
+// yes on a stock Debian kernel, which has not loaded vfat yet and says so
+// through its modules list (the vfat guest, internal/vfatguest, asserts
+// the log line).
+func TestKernelMayMountVFAT(t *testing.T) {
+	listed := KernelFilesystems()["vfat"]
+	yes, known := KernelMayMount("vfat")
+	if mounts := fixture.KernelMountsVFAT(t); !known || yes != mounts {
+		t.Errorf("KernelMayMount(vfat) = %v, %v; mount(2) of a FAT says %v", yes, known, mounts)
+	}
+	t.Logf("KernelMayMount(vfat) = %v (in /proc/filesystems before: %v)", yes, listed)
+}
+
 // TestFATMountData: a FAT the kernel mounts gets the owner and modes
 // fatstage gives the same fstab entry when it stages it (its defaults are
 // fatstage.DefaultPerms; TestFATStaged checks the outcome on the host).
