@@ -28,6 +28,7 @@ const sandboxProvisioners = `
       "cd /proc && for p in [0-9]*; do echo $p; done > /root/proc-pids",
       "tr '\\000' ' ' < /proc/1/cmdline > /root/proc-1",
       "ls -l /proc/self/fd",
+      "grep ' /dev/mqueue ' /proc/mounts > /root/mqueue || true",
       "mount -t tmpfs factory-inner /mnt && echo inner > /mnt/inner && echo FACTORY-INNER-MOUNTED",
       "i=0; while [ ! -e /home/host-marker ] && [ $i -lt 180 ]; do sleep 1; i=$((i+1)); done",
       "cat /home/host-marker > /root/seen-host-mount; echo FACTORY-SAW-HOST",
@@ -97,6 +98,13 @@ func TestAccSandboxProcesses(t *testing.T) {
 		}
 		if got := readOut(t, img, root, "/root/proc-1"); !strings.Contains(got, "sandbox-init "+mnt) {
 			t.Errorf("PID 1 in the chroot is %q, want the sandbox init", got)
+		}
+	})
+	t.Run("mqueue", func(t *testing.T) {
+		// The private /dev's mqueue directory, with the namespace's own
+		// message queues mounted by init.
+		if got := readOut(t, img, root, "/root/mqueue"); !strings.HasPrefix(got, "mqueue /dev/mqueue mqueue ") {
+			t.Errorf("/proc/mounts in the chroot has %q on /dev/mqueue, want the namespace's mqueue", got)
 		}
 	})
 	t.Run("fds", func(t *testing.T) {
