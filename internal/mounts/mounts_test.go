@@ -149,30 +149,13 @@ func (j *fakeJournal) balanced(t *testing.T) {
 	}
 }
 
-// guard checks, at the end of a test, that mountinfo is as it was.
+// guard checks, at the end of a test, that it left no mount, loop device
+// or process in its temporary directories: the shared leak checker, scoped
+// by path, so that other tests and builds on the machine do not count.
 func guard(t *testing.T) {
-	before := mountinfo(t)
-	t.Cleanup(func() {
-		after := mountinfo(t)
-		if !reflect.DeepEqual(before, after) {
-			t.Errorf("mountinfo changed:\nbefore %d lines, after %d:\n%s", len(before), len(after), diff(before, after))
-		}
-	})
-}
-
-func diff(a, b []string) string {
-	var out []string
-	for _, l := range b {
-		if !slices.Contains(a, l) {
-			out = append(out, "+ "+l)
-		}
-	}
-	for _, l := range a {
-		if !slices.Contains(b, l) {
-			out = append(out, "- "+l)
-		}
-	}
-	return strings.Join(out, "\n")
+	dir := filepath.Dir(t.TempDir())
+	before := fixture.LeakSnapshot()
+	t.Cleanup(func() { before.AssertNoLeaksIn(t, dir) })
 }
 
 func TestProbe(t *testing.T) {
