@@ -26,8 +26,7 @@ func reproSource(tarball string) string {
 // TestAccReproducibleTree runs the real Packer twice on the same cached
 // tree with the same epoch, without provisioners: the raw disks are equal
 // byte for byte (on a mismatch the test says where they differ: partition,
-// ext4 block group, inode and path). A third build at another epoch
-// differs. The UUIDs the disk's fstab and grub.cfg name are those blkid
+// ext4 block group, inode and path). The UUIDs the disk's fstab and grub.cfg name are those blkid
 // finds, and fsck.ext4 -fn finds the root clean. (Booting such a disk is
 // TestAccRootfsTarballChained's and the bootstrap tests' part.)
 func TestAccReproducibleTree(t *testing.T) {
@@ -48,11 +47,8 @@ variable "epoch" { type = string }
 	a.assertNoLeaksHere(t)
 	checkReproUUIDs(t, first)
 	fixture.RequireSameDisks(t, first, second)
-
-	other := build("other", "1767225601")
-	if len(fixture.DiffDisks(t, first, other)) == 0 {
-		t.Errorf("a build at another epoch gave the same disk")
-	}
+	// That another epoch gives other bytes is TestAccReproduciblePipeline's
+	// part (raw and qcow2): one build fewer here.
 }
 
 var reUUID = regexp.MustCompile(`UUID=([0-9a-f-]{36})|--set=root ([0-9a-f-]{36})`)
