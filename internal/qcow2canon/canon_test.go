@@ -118,11 +118,21 @@ func TestCanonicalizeRefuses(t *testing.T) {
 	qemuImg(t, "snapshot", "-c", "s1", snap)
 	notq := filepath.Join(dir, "disk.raw")
 	os.WriteFile(notq, make([]byte, 4096), 0o644)
+	// Cut short: its tables name clusters past the end (the input is
+	// mapped, so a read past it must be refused, not fault).
+	cut := filepath.Join(dir, "cut.qcow2")
+	raw := filepath.Join(dir, "data.raw")
+	writeDisk(t, raw)
+	qemuImg(t, "convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zstd", raw, cut)
+	if fi, err := os.Stat(cut); err != nil || os.Truncate(cut, fi.Size()/2) != nil {
+		t.Fatalf("cutting %s: %v", cut, err)
+	}
 	for in, want := range map[string]string{
 		over: "backing file",
 		v2:   "version 2",
 		snap: "snapshots",
 		notq: "not a qcow2",
+		cut:  "past the file's end",
 	} {
 		err := Canonicalize(in, filepath.Join(dir, "out.qcow2"))
 		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), in) {
