@@ -104,6 +104,40 @@ func Normalize(r Region, src *repro.Source) (Report, error) {
 	return rep, nil
 }
 
+// ClampTimes is Normalize for a filesystem that mke2fs -d has just made,
+// with its clock at the epoch (repro.Source.Env: E2FSPROGS_FAKE_TIME) and
+// a derived hash seed: the only times in it that are not the epoch are
+// those mke2fs copied from the tree (atime, mtime, and the ctime of the
+// tree's extraction), so it clamps the times of in-use inodes later than
+// the epoch and recomputes their checksums, and sets the superblock's
+// fields as Normalize does; it leaves the rest as mke2fs wrote it, which
+// depends on the tree and the Source alone: no journal to empty, no free
+// block written, generations 0, directories in the names' byte order
+// with no deleted entries. It reads only the used part of the inode
+// tables: about 5 ms for a Debian root of 14,000 inodes, against 25 to 70
+// ms for Normalize, whose directory pass reads every directory block.
+// Errors as Normalize's.
+func ClampTimes(r Region, src *repro.Source) (Report, error) {
+	var rep Report
+	if src == nil {
+		return rep, nil
+	}
+	f, err := os.OpenFile(r.Path, os.O_RDWR, 0)
+	if err != nil {
+		return rep, err
+	}
+	defer f.Close()
+	fs, err := open(f, r)
+	if err != nil {
+		return rep, err
+	}
+	fs.src, fs.epoch, fs.clampOnly = src, src.Epoch(), true
+	if err := fs.inodes(&rep); err != nil {
+		return rep, err
+	}
+	return rep, fs.superblock()
+}
+
 type filesystem struct {
 	f          *os.File
 	r          Region
@@ -123,6 +157,8 @@ type filesystem struct {
 	src        *repro.Source
 	epoch      int64
 	inodeCache map[uint32][]byte
+	// clampOnly: only in-use inodes' times (ClampTimes).
+	clampOnly bool
 
 	// punchMayKeep: f is a block device or a FUSE file, where a punched
 	// hole may keep its data (qemu-storage-daemon's FUSE export of a qcow2
