@@ -75,33 +75,7 @@ type Report struct {
 // bitmaps and the used part of the inode tables, and writes only what
 // changes; a few hundred milliseconds for a Debian root filesystem.
 func Normalize(r Region, src *repro.Source) (Report, error) {
-	var rep Report
-	if src == nil {
-		return rep, nil
-	}
-	f, err := os.OpenFile(r.Path, os.O_RDWR, 0)
-	if err != nil {
-		return rep, err
-	}
-	defer f.Close()
-	fs, err := open(f, r)
-	if err != nil {
-		return rep, err
-	}
-	fs.src, fs.epoch = src, src.Epoch()
-	if err := fs.inodes(&rep); err != nil {
-		return rep, err
-	}
-	if err := fs.journal(&rep); err != nil {
-		return rep, err
-	}
-	if err := fs.freeSpace(&rep); err != nil {
-		return rep, err
-	}
-	if err := fs.superblock(); err != nil {
-		return rep, err
-	}
-	return rep, nil
+	return normalize(r, src, false)
 }
 
 // ClampTimes is Normalize for a filesystem that mke2fs -d has just made,
@@ -114,10 +88,15 @@ func Normalize(r Region, src *repro.Source) (Report, error) {
 // depends on the tree and the Source alone: no journal to empty, no free
 // block written, generations 0, directories in the names' byte order
 // with no deleted entries. It reads only the used part of the inode
-// tables: about 5 ms for a Debian root of 14,000 inodes, against 25 to 70
-// ms for Normalize, whose directory pass reads every directory block.
+// tables: 8 to 10 ms for the example's Debian root of 13,660 inodes,
+// against 60 to 90 ms for Normalize, whose directory pass reads every
+// directory block.
 // Errors as Normalize's.
 func ClampTimes(r Region, src *repro.Source) (Report, error) {
+	return normalize(r, src, true)
+}
+
+func normalize(r Region, src *repro.Source, clampOnly bool) (Report, error) {
 	var rep Report
 	if src == nil {
 		return rep, nil
@@ -131,9 +110,17 @@ func ClampTimes(r Region, src *repro.Source) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	fs.src, fs.epoch, fs.clampOnly = src, src.Epoch(), true
+	fs.src, fs.epoch, fs.clampOnly = src, src.Epoch(), clampOnly
 	if err := fs.inodes(&rep); err != nil {
 		return rep, err
+	}
+	if !clampOnly {
+		if err := fs.journal(&rep); err != nil {
+			return rep, err
+		}
+		if err := fs.freeSpace(&rep); err != nil {
+			return rep, err
+		}
 	}
 	return rep, fs.superblock()
 }
