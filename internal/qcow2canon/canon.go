@@ -118,11 +118,17 @@ func Canonicalize(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	img.data, err = unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return fmt.Errorf("qcow2 %s: mapping it: %w", src, err)
+	img.data, err = mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err == nil {
+		defer unix.Munmap(img.data)
+	} else {
+		// A filesystem that cannot map files (9p without a cache, some
+		// FUSE): the file is read into memory instead.
+		img.data = make([]byte, fi.Size())
+		if _, err := f.ReadAt(img.data, 0); err != nil {
+			return fmt.Errorf("qcow2 %s: reading it: %w", src, err)
+		}
 	}
-	defer unix.Munmap(img.data)
 	if err := img.blobLengths(); err != nil {
 		return fmt.Errorf("qcow2 %s: %w", src, err)
 	}
@@ -136,6 +142,9 @@ func Canonicalize(src, dst string) error {
 	}
 	return out.Close()
 }
+
+// mmap is unix.Mmap; the tests replace it to take the read fallback.
+var mmap = unix.Mmap
 
 // span is the input's bytes of cluster e: its n bytes at srcOff, cut at
 // the file's end (a compressed cluster's last sector may lie past it), or

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -102,6 +103,31 @@ func TestCanonicalize(t *testing.T) {
 }
 
 // Images that cannot be laid out anew are refused with the input's name.
+// Where the input cannot be mapped, it is read, with the same result.
+func TestCanonicalizeUnmapped(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	dir := t.TempDir()
+	raw, in := filepath.Join(dir, "disk.raw"), filepath.Join(dir, "in.qcow2")
+	writeDisk(t, raw)
+	qemuImg(t, "convert", "-f", "raw", "-O", "qcow2", "-m", "8", "-W", "-c", "-o", "compression_type=zstd", raw, in)
+	mapped, read := filepath.Join(dir, "mapped.qcow2"), filepath.Join(dir, "read.qcow2")
+	if err := Canonicalize(in, mapped); err != nil {
+		t.Fatal(err)
+	}
+	defer func(m func(int, int64, int, int, int) ([]byte, error)) { mmap = m }(mmap)
+	mmap = func(int, int64, int, int, int) ([]byte, error) { return nil, syscall.ENODEV }
+	if err := Canonicalize(in, read); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(mapped)
+	b, _ := os.ReadFile(read)
+	if len(a) == 0 || !bytes.Equal(a, b) {
+		t.Errorf("read (%d bytes) and mapped (%d bytes) inputs gave other outputs", len(b), len(a))
+	}
+}
+
 func TestCanonicalizeRefuses(t *testing.T) {
 	if _, err := exec.LookPath("qemu-img"); err != nil {
 		t.Skip("qemu-img not installed")
