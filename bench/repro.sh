@@ -168,6 +168,20 @@ echo "  load average: $load0 at the start, $load1 at the end (2 cores)"
 printf '  %-28s %8s s wall  %8s s CPU   (wall: %s)\n' "normal build" "$mn" "$cn" "${normal[*]}"
 printf '  %-28s %8s s wall  %8s s CPU   (wall: %s)\n' "SOURCE_DATE_EPOCH=$EPOCH" "$mr" "$cr" "${repro[*]}"
 printf '  %-28s %8s s wall  %8s s CPU   (paired, repro - normal; wall: %s)\n' "difference, median of pairs" "$(med "${dwall[@]}")" "$(med "${dcpu[@]}")" "${dwall[*]}"
+# meanse DIFFS BASES: the mean paired difference and its standard error,
+# in percent of the normal builds' mean (N >= 2).
+meanse() {
+	awk -v d="$1" -v b="$2" 'BEGIN {
+		n = split(d, x, " "); split(b, y, " "); s = 0; t = 0
+		for (i = 1; i <= n; i++) { s += x[i]; t += y[i] }
+		m = s / n; v = 0
+		for (i = 1; i <= n; i++) v += (x[i] - m) ^ 2
+		se = n > 1 ? sqrt(v / (n - 1) / n) : 0
+		printf "%+.1f %% +- %.1f", m / (t / n) * 100, se / (t / n) * 100
+	}'
+}
+printf '  %-28s %8s wall   %s CPU (percent of the normal mean, +- one standard error)\n' "difference, mean of pairs" \
+	"$(meanse "${dwall[*]}" "${normal[*]}")" "$(meanse "${dcpu[*]}" "${ncpu[*]}")"
 printf '  %-28s %8s s normal %7s s repro\n' "step: working disk" "$(med "${ndisk[@]}")" "$(med "${rdisk[@]}")"
 printf '  %-28s %8s s normal %7s s repro\n' "step: zstd qcow2 conversion" "$(med "${nconv[@]}")" "$(med "${rconv[@]}")"
 awk -v n="$mn" -v r="$mr" -v pw="$(pct "$mn" "$mr")" -v pc="$(pct "$cn" "$cr")" 'BEGIN {
