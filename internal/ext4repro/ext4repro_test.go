@@ -309,3 +309,72 @@ func TestNormalizeErrors(t *testing.T) {
 		t.Error("an unclean filesystem was written")
 	}
 }
+
+// TestClampTimes: on what mke2fs -d made with its clock at the epoch,
+// ClampTimes clamps the tree's later times (an earlier mtime is kept), the
+// checksums stay right, and it leaves Normalize nothing to change but the
+// journal's sequence: what it skips (the journal's blocks, the free
+// blocks, directories, generations) needs nothing after mke2fs.
+func TestClampTimes(t *testing.T) {
+	needRoot(t)
+	tmp := t.TempDir()
+	tree := filepath.Join(tmp, "tree")
+	for i := 0; i < 40; i++ {
+		p := filepath.Join(tree, fmt.Sprintf("d%d", i%4), fmt.Sprintf("f%02d", i))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, bytes.Repeat([]byte{byte(i)}, 5000*i), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := filepath.Join(tree, "d0", "f00")
+	if err := os.Chtimes(old, time.Unix(mkfsTime, 0), time.Unix(mkfsTime, 0)); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(tmp, "img")
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, []string{fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", epoch)}, "mkfs.ext4", "-q", "-F", "-b", "4096",
+		"-O", "metadata_csum,64bit", "-U", fsUUID, "-E", "hash_seed="+fsUUID+",nodiscard", "-d", tree, img, "64M")
+
+	src := repro.New(epoch, "b")
+	rep, err := ClampTimes(Region{Path: img}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Inodes < 44 || rep.JournalBytes != 0 || rep.FreeBytes != 0 || rep.Generations != 0 {
+		t.Errorf("report %+v: want every file and directory of the tree clamped, nothing else", rep)
+	}
+	run(t, nil, "e2fsck", "-fn", img)
+	for path, mtime := range map[string]int64{"/d1/f01": epoch, "/d1": epoch, "/d0/f00": mkfsTime} {
+		st := run(t, nil, "debugfs", "-R", "stat "+path, img)
+		for _, want := range []string{fmt.Sprintf("ctime: 0x%08x:00000000", epoch), fmt.Sprintf("mtime: 0x%08x:00000000", mtime)} {
+			if !strings.Contains(st, want) {
+				t.Errorf("%s: no %q in\n%s", path, want, st)
+			}
+		}
+	}
+
+	clamped, _ := os.ReadFile(img)
+	norm := filepath.Join(tmp, "norm")
+	copyFile(t, img, norm)
+	if _, err := Normalize(Region{Path: norm}, src); err != nil {
+		t.Fatal(err)
+	}
+	normalized, _ := os.ReadFile(norm)
+	var jblk int64
+	out := strings.Fields(run(t, nil, "debugfs", "-R", "bmap <8> 0", img)) // after debugfs's banner
+	if len(out) == 0 {
+		t.Fatal("debugfs bmap printed nothing")
+	}
+	if _, err := fmt.Sscan(out[len(out)-1], &jblk); err != nil {
+		t.Fatalf("the journal's first block: %v", err)
+	}
+	for off := int64(0); off < int64(len(clamped)); off += 4096 {
+		if off/4096 != jblk && !bytes.Equal(clamped[off:off+4096], normalized[off:off+4096]) {
+			t.Errorf("Normalize after ClampTimes changed block %d (the journal superblock is %d)", off/4096, jblk)
+		}
+	}
+}

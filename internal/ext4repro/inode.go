@@ -52,6 +52,13 @@ func (fs *filesystem) inodes(rep *Report) error {
 					rep.ClearedInodes++
 					changed = true
 				}
+			} else if fs.clampOnly {
+				if changed = fs.clampTimes(raw); changed {
+					if fs.csum {
+						fs.inodeChecksum(ino, raw)
+					}
+					rep.Inodes++
+				}
 			} else {
 				created := fs.createdAfterEpoch(raw)
 				touched := fs.laterThanEpoch(raw)

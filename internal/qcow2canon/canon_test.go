@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -102,6 +103,31 @@ func TestCanonicalize(t *testing.T) {
 }
 
 // Images that cannot be laid out anew are refused with the input's name.
+// Where the input cannot be mapped, it is read, with the same result.
+func TestCanonicalizeUnmapped(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	dir := t.TempDir()
+	raw, in := filepath.Join(dir, "disk.raw"), filepath.Join(dir, "in.qcow2")
+	writeDisk(t, raw)
+	qemuImg(t, "convert", "-f", "raw", "-O", "qcow2", "-m", "8", "-W", "-c", "-o", "compression_type=zstd", raw, in)
+	mapped, read := filepath.Join(dir, "mapped.qcow2"), filepath.Join(dir, "read.qcow2")
+	if err := Canonicalize(in, mapped); err != nil {
+		t.Fatal(err)
+	}
+	defer func(m func(int, int64, int, int, int) ([]byte, error)) { mmap = m }(mmap)
+	mmap = func(int, int64, int, int, int) ([]byte, error) { return nil, syscall.ENODEV }
+	if err := Canonicalize(in, read); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(mapped)
+	b, _ := os.ReadFile(read)
+	if len(a) == 0 || !bytes.Equal(a, b) {
+		t.Errorf("read (%d bytes) and mapped (%d bytes) inputs gave other outputs", len(b), len(a))
+	}
+}
+
 func TestCanonicalizeRefuses(t *testing.T) {
 	if _, err := exec.LookPath("qemu-img"); err != nil {
 		t.Skip("qemu-img not installed")
@@ -118,11 +144,21 @@ func TestCanonicalizeRefuses(t *testing.T) {
 	qemuImg(t, "snapshot", "-c", "s1", snap)
 	notq := filepath.Join(dir, "disk.raw")
 	os.WriteFile(notq, make([]byte, 4096), 0o644)
+	// Cut short: its tables name clusters past the end (the input is
+	// mapped, so a read past it must be refused, not fault).
+	cut := filepath.Join(dir, "cut.qcow2")
+	raw := filepath.Join(dir, "data.raw")
+	writeDisk(t, raw)
+	qemuImg(t, "convert", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zstd", raw, cut)
+	if fi, err := os.Stat(cut); err != nil || os.Truncate(cut, fi.Size()/2) != nil {
+		t.Fatalf("cutting %s: %v", cut, err)
+	}
 	for in, want := range map[string]string{
 		over: "backing file",
 		v2:   "version 2",
 		snap: "snapshots",
 		notq: "not a qcow2",
+		cut:  "past the file's end",
 	} {
 		err := Canonicalize(in, filepath.Join(dir, "out.qcow2"))
 		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), in) {

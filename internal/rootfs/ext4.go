@@ -20,8 +20,8 @@ import (
 // crtime and times of the inodes mke2fs makes itself; lib/ext2fs
 // initialize.c, closefs.c and inode.c of e2fsprogs 1.47.0), and the times
 // mke2fs copies from the tree (atime, mtime, and the ctime of the tree's
-// extraction) are clamped to the epoch afterwards (ext4repro.Normalize,
-// which finds nothing else to change in what mke2fs made). The
+// extraction) are clamped to the epoch afterwards (ext4repro.ClampTimes:
+// Normalize found nothing else to change in what mke2fs made). The
 // order of the files needs nothing: mke2fs -d reads each directory with
 // scandir(3) and alphasort, and sets no LC_COLLATE, so the order is the
 // names' byte order (misc/create_inode.c and misc/mke2fs.c of 1.47.0).
@@ -53,7 +53,7 @@ func MakeExt4(ctx context.Context, disk string, offset, size int64, tree string,
 		return fmt.Errorf("making the ext4 root filesystem from %s: %w", tree, err)
 	}
 	if s.Repro.Enabled() {
-		if _, err := ext4repro.Normalize(ext4repro.Region{Path: disk, Offset: offset, Size: size}, s.Repro); err != nil {
+		if _, err := ext4repro.ClampTimes(ext4repro.Region{Path: disk, Offset: offset, Size: size}, s.Repro); err != nil {
 			return fmt.Errorf("normalizing the new ext4 root filesystem: %w", err)
 		}
 	}
