@@ -142,7 +142,7 @@ for ((i = 1; i <= N; i++)); do
 	for mode in "${order[@]}"; do
 		build "$mode" "$i"
 		disk=$(secs "made" "$LOGS/$mode-$i.log")
-		conv=$(secs "bench.qcow2 ([0-9.]*[KMG]\?)" "$LOGS/$mode-$i.log")
+		conv=$(secs "bench.qcow2 ([0-9.]* [KMGT]\?i\?B)" "$LOGS/$mode-$i.log")
 		log "$mode build $i: $SECS s, CPU $CPUS s (working disk $disk s, conversion $conv s)"
 		if [[ $mode == repro ]]; then
 			repro+=("$SECS") rcpu+=("$CPUS") rdisk+=("$disk") rconv+=("$conv")
