@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fstab"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -68,7 +68,7 @@ func mountPoints() ([]string, error) {
 		if len(fields) < 5 {
 			continue
 		}
-		out = append(out, unescapeMountinfo(fields[4]))
+		out = append(out, fstab.Unescape(fields[4]))
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("cleanup: reading /proc/self/mountinfo: %w", err)
@@ -116,25 +116,6 @@ func mountPointsUnder(path string) ([]string, error) {
 // under reports whether p is dir or inside it.
 func under(p, dir string) bool {
 	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space...).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // TakeMount journals a mount before it is made; it makes a Journal usable

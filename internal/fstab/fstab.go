@@ -49,12 +49,12 @@ func Parse(r io.Reader) ([]Entry, error) {
 		if len(fields) > 6 {
 			return nil, fmt.Errorf("fstab line %d: %q has %d fields, at most 6 expected", n, sc.Text(), len(fields))
 		}
-		e := Entry{Spec: unescape(fields[0]), File: unescape(fields[1]), VFSType: "auto", Options: []string{"defaults"}, Line: n}
+		e := Entry{Spec: Unescape(fields[0]), File: Unescape(fields[1]), VFSType: "auto", Options: []string{"defaults"}, Line: n}
 		if len(fields) > 2 {
-			e.VFSType = unescape(fields[2])
+			e.VFSType = Unescape(fields[2])
 		}
 		if len(fields) > 3 {
-			e.Options = strings.Split(unescape(fields[3]), ",")
+			e.Options = strings.Split(Unescape(fields[3]), ",")
 		}
 		for i, p := range []*int{&e.Freq, &e.Pass} {
 			if len(fields) > 4+i {
@@ -73,9 +73,11 @@ func Parse(r io.Reader) ([]Entry, error) {
 	return out, nil
 }
 
-// unescape decodes \NNN octal escapes (\040 space, \011 tab, \134
-// backslash); any other backslash is kept as is.
-func unescape(s string) string {
+// Unescape decodes \NNN octal escapes (\040 space, \011 tab, \134
+// backslash); any other backslash is kept as is. fstab(5) and the kernel's
+// /proc/PID/mountinfo (proc(5); fs/proc_namespace.c mangles space, tab,
+// newline and backslash) escape the same way.
+func Unescape(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
 	}

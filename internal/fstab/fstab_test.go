@@ -269,3 +269,13 @@ func TestElsewhere(t *testing.T) {
 		t.Errorf("Elsewhere = %v, want /mnt and /boot/efi", files)
 	}
 }
+
+// TestUnescape: fstab's and mountinfo's octal escapes; a backslash that
+// starts no whole escape stays.
+func TestUnescape(t *testing.T) {
+	for in, want := range map[string]string{`/a\040b`: "/a b", `/plain`: "/plain", `/x\134y`: `/x\y`, `/t\011`: "/t\t", `/end\04`: `/end\04`, `/no\9ab`: `/no\9ab`} {
+		if got := Unescape(in); got != want {
+			t.Errorf("Unescape(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fstab"
 	"io"
 	"math"
 	"os"
@@ -356,7 +357,7 @@ func mountInfoAt(dir string) (string, error) {
 	}
 	found := ""
 	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && unescape(f[4]) == dir {
+		if f := strings.Fields(l); len(f) > 4 && fstab.Unescape(f[4]) == dir {
 			found = l // later lines are mounted on top
 		}
 	}
@@ -364,23 +365,4 @@ func mountInfoAt(dir string) (string, error) {
 		return "", fmt.Errorf("sandbox: %s is not a mount point", dir)
 	}
 	return found, nil
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for a space).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -191,11 +191,3 @@ func TestSandboxOutsideNamespace(t *testing.T) {
 		t.Errorf("RunInit outside a new PID namespace: exit %d, %q", code, b.String())
 	}
 }
-
-func TestUnescape(t *testing.T) {
-	for in, want := range map[string]string{`/a\040b`: "/a b", `/plain`: "/plain", `/x\134y`: `/x\y`, `/end\04`: `/end\04`} {
-		if got := unescape(in); got != want {
-			t.Errorf("unescape(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
