@@ -106,6 +106,11 @@ func (c *Communicator) Start(ctx context.Context, rc *packersdk.RemoteCmd) error
 	cmd.Stdout = rc.Stdout
 	cmd.Stderr = rc.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A daemon started without redirecting its output holds the pipes
+	// after the command has ended; Packer would wait for them (for ever,
+	// as packer-plugin-amazon's chroot does). The command's end is its
+	// shell's exit: the pipes are closed outputWait after it.
+	cmd.WaitDelay = outputWait
 	log.Printf("chroot %s: %s", c.Root.Path(), rc.Command)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting a command in the chroot: %w", err)
@@ -128,6 +133,14 @@ func (c *Communicator) Start(ctx context.Context, rc *packersdk.RemoteCmd) error
 	go func() {
 		err := cmd.Wait()
 		close(waited)
+		if errors.Is(err, exec.ErrWaitDelay) {
+			err = nil // the shell exited 0; only the pipes were still held
+			if rc.Stderr != nil {
+				fmt.Fprintf(rc.Stderr, "Warning: a process the command started still holds its output %v after the command ended; "+
+					"what it prints from now on is not shown. It is stopped when provisioning ends; start daemons with their output redirected "+
+					"(cmd >/dev/null 2>&1 &).\n", outputWait)
+			}
+		}
 		status := 0
 		var exitErr *exec.ExitError
 		if errors.As(err, &exitErr) {
@@ -143,6 +156,11 @@ func (c *Communicator) Start(ctx context.Context, rc *packersdk.RemoteCmd) error
 	}()
 	return nil
 }
+
+// outputWait is how long a chroot command's output pipes are read after
+// its shell exited (exec.Cmd's WaitDelay): enough for what its last
+// processes still flush, short beside a build.
+const outputWait = 3 * time.Second
 
 // stopGroup asks a process group to end, then forces it.
 func stopGroup(pgid int, waited <-chan struct{}) {

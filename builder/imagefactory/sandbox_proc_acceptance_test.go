@@ -21,7 +21,7 @@ import (
 // mount table meanwhile and mounts a tmpfs on the image's /home from the
 // host (after the sandbox started); the chroot must see it come and go.
 // The last leaves a daemon that ignores SIGTERM and holds a file of the
-// image open.
+// image open, and one that keeps the provisioner's output pipes open.
 const sandboxProvisioners = `
   provisioner "shell" {
     inline = [
@@ -39,6 +39,7 @@ const sandboxProvisioners = `
   provisioner "shell" {
     inline = [
       "setsid sh -c 'trap \"\" TERM; exec 3>/root/daemon-held; while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &",
+      "(trap '' TERM; exec sleep 1001) &",
       "echo FACTORY-DAEMON-STARTED",
     ]
   }
@@ -138,6 +139,15 @@ func TestAccSandboxProcesses(t *testing.T) {
 		re := regexp.MustCompile(`Warning: stopping a process left in the chroot: PID (\d+) \(PID (\d+) in the chroot\): sh -c trap "" TERM; exec 3>/root/daemon-held; .*, ran \d`)
 		if !re.MatchString(res.Output) {
 			t.Errorf("the build does not name the daemon it stopped (PID, command, time):\n%s", res.Output)
+		}
+		// The second holds the provisioner's output pipes: the command
+		// still ends (after the communicator's outputWait), with a
+		// warning, and it is named and stopped like the first.
+		if !strings.Contains(res.Output, "still holds its output") {
+			t.Errorf("no warning about a process holding the command's output:\n%s", res.Output)
+		}
+		if !regexp.MustCompile(`Warning: stopping a process left in the chroot: PID \d+ \(PID \d+ in the chroot\): sleep 1001, ran \d`).MatchString(res.Output) {
+			t.Errorf("the build does not name the output-holding sleep it stopped:\n%s", res.Output)
 		}
 		for _, p := range rootedIn(mnt) {
 			t.Errorf("process left: %s", p)
