@@ -527,6 +527,9 @@ func TestAccBadInputs(t *testing.T) {
 			if !strings.Contains(res.Output, c.want) {
 				t.Errorf("the error does not say %q:\n%s", c.want, res.Output)
 			}
+			if strings.Contains(res.Output, base+": base image "+base) || strings.Contains(res.Output, base+": base_image "+base) {
+				t.Errorf("the error names the base image twice:\n%s", res.Output)
+			}
 			if sum != "" && fixture.Sha256(t, base) != sum {
 				t.Error("the base image changed")
 			}

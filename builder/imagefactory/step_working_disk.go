@@ -80,7 +80,7 @@ func (s *stepWorkingDisk) Run(ctx context.Context, state multistep.StateBag) mul
 	}
 	info, err := diskimage.Inspect(ctx, src)
 	if err != nil {
-		return haltf(state, "base image %s: %v", cfg.BaseImage, err)
+		return haltf(state, "base_image %s: %v", cfg.BaseImage, err)
 	}
 	state.Put(stateBaseFormat, info.Format)
 	state.Put(stateBaseSize, info.VirtualSize)

@@ -52,7 +52,7 @@ func (p *progress) lines(elapsed time.Duration, seen []string, last string, unme
 	line := fmt.Sprintf("Still booting, %s after power-on: waiting for %s", diskimage.FormatDuration(elapsed), strings.Join(unmet, "; "))
 	// GRUB's menu pads its lines with spaces.
 	if last = strings.Join(strings.Fields(last), " "); last != "" {
-		const max = 100
+		const max = 60 // the line stays readable in an 80-column terminal's two lines
 		if r := []rune(last); len(r) > max {
 			last = string(r[:max]) + "..."
 		}

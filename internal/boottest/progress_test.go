@@ -50,7 +50,7 @@ func TestProgressLines(t *testing.T) {
 		}},
 		{"a long console line", []call{
 			{15 * time.Second, nil, strings.Repeat("é", 120), ssh, []string{
-				"Still booting, 15.0s after power-on: waiting for SSH as root (guest port 22); console: " + strings.Repeat("é", 100) + "..."}},
+				"Still booting, 15.0s after power-on: waiting for SSH as root (guest port 22); console: " + strings.Repeat("é", 60) + "..."}},
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

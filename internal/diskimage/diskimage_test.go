@@ -314,8 +314,8 @@ func TestInspect(t *testing.T) {
 		{"raw", raw, Info{Format: Raw, VirtualSize: 64 << 20}, nil},
 		{"qcow2", good, Info{Format: QCOW2, VirtualSize: 64 << 20}, nil},
 		{"relative backing", withBacking, Info{Format: QCOW2, VirtualSize: 64 << 20, BackingFile: good, BackingFormat: QCOW2}, nil},
-		{"truncated qcow2", truncated, Info{}, []string{"base image " + truncated, "qcow2 is damaged"}},
-		{"missing backing file", overlay, Info{}, []string{"base image " + overlay, missing}},
+		{"truncated qcow2", truncated, Info{}, []string{"qcow2 is damaged", "download it again"}},
+		{"missing backing file", overlay, Info{}, []string{"its backing file", missing}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -53,7 +53,9 @@ type qemuImgCheck struct {
 // content (never guessed by qemu-img, which would let a raw image posing as
 // qcow2 name arbitrary host files as its backing file). For qcow2 it also
 // checks that the backing file exists and that the image is not damaged,
-// so a truncated download fails here and not deep inside a build.
+// so a truncated download fails here and not deep inside a build. Errors
+// do not name path (the caller names the user's input, which path may be a
+// working copy of) but for Detect's.
 func Inspect(ctx context.Context, path string) (Info, error) {
 	format, err := Detect(path)
 	if err != nil {
@@ -61,11 +63,11 @@ func Inspect(ctx context.Context, path string) (Info, error) {
 	}
 	out, err := runQemuImg(ctx, "info", "--output=json", "-f", string(format), path)
 	if err != nil {
-		return Info{}, fmt.Errorf("base image %s: %w", path, err)
+		return Info{}, err
 	}
 	var qi qemuImgInfo
 	if err := json.Unmarshal(out, &qi); err != nil {
-		return Info{}, fmt.Errorf("base image %s: parse qemu-img info output: %w", path, err)
+		return Info{}, fmt.Errorf("parse qemu-img info output: %w", err)
 	}
 	info := Info{
 		Path:          path,
@@ -82,11 +84,11 @@ func Inspect(ctx context.Context, path string) (Info, error) {
 		// json: and protocol backings (nbd:, http:) are not files to look for.
 		if !strings.Contains(info.BackingFile, ":") || strings.HasPrefix(info.BackingFile, "/") {
 			if _, err := os.Stat(info.BackingFile); errors.Is(err, fs.ErrNotExist) {
-				return info, fmt.Errorf("base image %s: its backing file %s (recorded in the %s image as %q) does not exist",
-					path, info.BackingFile, format, qi.BackingFilename)
+				return info, fmt.Errorf("its backing file %s (recorded in the %s image as %q) does not exist: give the image with its backing file, or flatten it (qemu-img convert -O qcow2)",
+					info.BackingFile, format, qi.BackingFilename)
 			} else if err != nil {
-				return info, fmt.Errorf("base image %s: its backing file %s (recorded in the %s image as %q) cannot be used: %w",
-					path, info.BackingFile, format, qi.BackingFilename, err)
+				return info, fmt.Errorf("its backing file %s (recorded in the %s image as %q) cannot be used: %w",
+					info.BackingFile, format, qi.BackingFilename, err)
 			}
 		}
 	}
@@ -109,7 +111,7 @@ func checkQCOW2(ctx context.Context, path string, clusterSize int64) error {
 	setProcessGroup(cmd)
 	runErr := cmd.Run()
 	if ctx.Err() != nil {
-		return fmt.Errorf("base image %s: qemu-img check: %w", path, ctx.Err())
+		return fmt.Errorf("qemu-img check: %w", ctx.Err())
 	}
 	var chk qemuImgCheck
 	_ = json.Unmarshal(stdout.Bytes(), &chk)
@@ -117,7 +119,7 @@ func checkQCOW2(ctx context.Context, path string, clusterSize int64) error {
 
 	var exit *exec.ExitError
 	if runErr != nil && !errors.As(runErr, &exit) {
-		return fmt.Errorf("base image %s: run qemu-img check: %w", path, runErr)
+		return fmt.Errorf("run qemu-img check: %w", runErr)
 	}
 	// Exit codes: 0 clean, 1 check could not finish, 2 corruptions,
 	// 3 leaked clusters only (harmless: space waste, not data loss).
@@ -129,15 +131,15 @@ func checkQCOW2(ctx context.Context, path string, clusterSize int64) error {
 		if first == "" {
 			first = fmt.Sprintf("%d corruptions, %d check errors", chk.Corruptions, chk.CheckErrors)
 		}
-		return fmt.Errorf("base image %s: qcow2 is damaged: %s", path, first)
+		return fmt.Errorf("the qcow2 is damaged (%s): download it again, or see qemu-img check", first)
 	}
 	if code != 0 && code != 3 {
-		return fmt.Errorf("base image %s: qemu-img check failed (exit %d): %s", path, code, first)
+		return fmt.Errorf("qemu-img check failed (exit %d): %s", code, first)
 	}
 	// The last cluster may legitimately be partly written, so compare whole clusters.
 	if st, err := os.Stat(path); err == nil && clusterSize > 0 && chk.ImageEndOffset > (st.Size()+clusterSize-1)/clusterSize*clusterSize {
-		return fmt.Errorf("base image %s: qcow2 is damaged: the file is %d bytes but its data reaches byte %d (truncated download?)",
-			path, st.Size(), chk.ImageEndOffset)
+		return fmt.Errorf("the qcow2 is damaged: the file is %d bytes but its data reaches byte %d (a truncated download?): download it again",
+			st.Size(), chk.ImageEndOffset)
 	}
 	return nil
 }

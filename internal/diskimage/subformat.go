@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // Subformats of vmdk and vpc output, as qemu-img's -o subformat= takes them.
@@ -51,7 +52,7 @@ func CheckSubformat(option string, f Format, sub string) error {
 	if len(Subformats[f]) == 0 {
 		return fmt.Errorf("%s %q: the %s format has no subformats", option, sub, f)
 	}
-	return fmt.Errorf("%s %q is not one of %v (the first is the default)", option, sub, Subformats[f])
+	return fmt.Errorf("%s %q is not one of %s (the first is the default)", option, sub, strings.Join(Subformats[f], ", "))
 }
 
 // MiB is the unit Azure's VHDs are sized in.

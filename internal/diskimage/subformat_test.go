@@ -17,9 +17,9 @@ func TestCheckSubformat(t *testing.T) {
 		{VMDK, "", ""},
 		{VMDK, VMDKStreamOptimized, ""},
 		{VMDK, VMDKMonolithicSparse, ""},
-		{VMDK, "monolithicFlat", `vmdk_subformat "monolithicFlat" is not one of [streamOptimized monolithicSparse]`},
+		{VMDK, "monolithicFlat", `vmdk_subformat "monolithicFlat" is not one of streamOptimized, monolithicSparse`},
 		{VPC, VPCFixed, ""},
-		{VPC, "Fixed", `vmdk_subformat "Fixed" is not one of [dynamic fixed]`},
+		{VPC, "Fixed", `vmdk_subformat "Fixed" is not one of dynamic, fixed`},
 		{QCOW2, "fixed", `the qcow2 format has no subformats`},
 	} {
 		err := CheckSubformat("vmdk_subformat", c.f, c.sub)

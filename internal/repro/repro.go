@@ -34,6 +34,11 @@ const StateKey = "source_date_epoch"
 // integer of seconds.
 var ErrBadEpoch = errors.New("not a SOURCE_DATE_EPOCH")
 
+// badEpoch is an ErrBadEpoch whose message says it all.
+type badEpoch struct{ error }
+
+func (badEpoch) Is(target error) bool { return target == ErrBadEpoch }
+
 // Source derives identifiers for one build.
 type Source struct {
 	epoch int64
@@ -56,8 +61,9 @@ func Parse(s string) (int64, error) {
 		return 0, fmt.Errorf("%w: %q: out of range", ErrBadEpoch, s)
 	}
 	if now := timeNow(); n > now.Unix() {
-		return 0, fmt.Errorf("%w: %q (%s) is later than this machine's clock (%s): times the build writes (a mount's, a new file's) are set back to the epoch, never forward, so two builds would differ; give the time of the sources' last change, e.g. git log -1 --format=%%ct",
-			ErrBadEpoch, s, time.Unix(n, 0).UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		err := fmt.Errorf("%q (%s) is later than this machine's clock (%s): times the build writes (a mount's, a new file's) are set back to the epoch, never forward, so two builds would differ; give the time of the sources' last change, e.g. git log -1 --format=%%ct",
+			s, time.Unix(n, 0).UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		return 0, badEpoch{err}
 	}
 	return n, nil
 }

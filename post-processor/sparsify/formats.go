@@ -101,7 +101,7 @@ func (c *Config) ovaMemory() int { return cmp.Or(c.OVAMemory, defaultOVAMemory) 
 func alignForAzure(ctx context.Context, ui packersdk.Ui, src string, srcFmt diskimage.Format) error {
 	info, err := diskimage.Inspect(ctx, src)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", src, err)
 	}
 	size, err := diskimage.AlignVirtualSize(ctx, src, srcFmt)
 	if err != nil {
@@ -163,7 +163,7 @@ func (p *PostProcessor) writeOVA(ctx context.Context, ui packersdk.Ui, journal *
 	}
 	info, err := diskimage.Inspect(ctx, vmdk)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", vmdk, err)
 	}
 	opts := ova.Options{}
 	if rs.Enabled() {
@@ -173,7 +173,11 @@ func (p *PostProcessor) writeOVA(ctx context.Context, ui packersdk.Ui, journal *
 	if err != nil {
 		return err
 	}
-	ui.Say(fmt.Sprintf("Packing the OVA (%s vmdk, %d CPU, %d MiB)...", diskimage.FormatSize(fi.Size()), vm.CPUs, vm.MemoryMiB))
+	cpus := "CPUs"
+	if vm.CPUs == 1 {
+		cpus = "CPU"
+	}
+	ui.Say(fmt.Sprintf("Packing the OVA (%s vmdk, %d %s, %d MiB of memory)...", diskimage.FormatSize(fi.Size()), vm.CPUs, cpus, vm.MemoryMiB))
 	pb := packerglue.NewProgressBar(ui, "OVA", fi.Size())
 	opts.Progress = func(done, _ int64) { pb.Set(done) }
 	err = ova.Write(ctx, out, vm, ova.Disk{Path: vmdk, Capacity: info.VirtualSize}, opts)
