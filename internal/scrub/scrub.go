@@ -109,7 +109,8 @@ func (r Report) MarshalJSON() ([]byte, error) {
 	return json.Marshal(p)
 }
 
-// Summary is a short, one-screen account: counts per operation.
+// Summary is a short, one-screen account: counts per operation, with no
+// trailing newline.
 func (r *Report) Summary() string {
 	type counts struct{ removed, changed, created int }
 	per := map[string]*counts{}
@@ -132,10 +133,13 @@ func (r *Report) Summary() string {
 	}
 	sort.Strings(names)
 	var b strings.Builder
-	fmt.Fprintf(&b, "scrub: %d change(s) by %d operation(s)\n", len(r.Changes), len(names))
+	if len(r.Changes) == 0 {
+		return "scrub: nothing to change: the image holds nothing the operations remove or reset"
+	}
+	fmt.Fprintf(&b, "scrub: %s by %s:", plural(len(r.Changes), "change"), plural(len(names), "operation"))
 	for _, name := range names {
 		n := per[name]
-		fmt.Fprintf(&b, "  %-24s %4d removed %4d changed %4d created\n", name, n.removed, n.changed, n.created)
+		fmt.Fprintf(&b, "\n  %-24s %4d removed %4d changed %4d created", name, n.removed, n.changed, n.created)
 	}
 	return b.String()
 }
@@ -291,4 +295,12 @@ func DocsTable() string {
 		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", op.Name, def, familiesCell(op.Families), strings.ReplaceAll(op.Description, "|", `\|`))
 	}
 	return b.String()
+}
+
+// plural is "1 change", "2 changes".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -629,6 +629,12 @@ func TestReportJSONAndSummary(t *testing.T) {
 		t.Errorf("first change %+v", c)
 	}
 	sum := rep.Summary()
+	if strings.HasSuffix(sum, "\n") {
+		t.Errorf("the summary ends with a newline (an empty line in Packer's output)")
+	}
+	if got := (&Report{}).Summary(); !strings.Contains(got, "nothing to change") {
+		t.Errorf("empty report's summary: %q", got)
+	}
 	if lines := strings.Count(sum, "\n"); lines > 60 {
 		t.Errorf("summary is %d lines", lines)
 	}
