@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/hashicorp/packer-plugin-sdk/communicator"
@@ -63,6 +64,11 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		return nil, err
 	}
 	state.Put(stateMountPath, mountPath)
+	if src := cfg.repro; src.Enabled() {
+		// As the post-processors say it: which epoch, and which build
+		// name keys the identifiers.
+		ui.Say(fmt.Sprintf("Reproducible: SOURCE_DATE_EPOCH %d (%s), build %q", src.Epoch(), src.Time().UTC().Format(time.RFC3339), cfg.PackerBuildName))
+	}
 
 	var steps []multistep.Step
 	if cfg.Strategy == StrategyQemu {

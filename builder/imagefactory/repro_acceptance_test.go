@@ -39,6 +39,9 @@ variable "epoch" { type = string }
 		t.Helper()
 		out := filepath.Join(a.Dir, name)
 		res := mustBuild(t, a, tmpl, map[string]string{"out": out, "epoch": epoch})
+		if want := "Reproducible: SOURCE_DATE_EPOCH " + epoch + " (2026-01-01T00:00:00Z), build "; !strings.Contains(res.Output, want) {
+			t.Errorf("the builder does not say %q:\n%s", want, res.Output)
+		}
 		t.Logf("build %s at epoch %s: %s", name, epoch, res.Duration)
 		return filepath.Join(out, "t.raw")
 	}
