@@ -20,7 +20,8 @@ func TestMain(m *testing.M) {
 // (fixture.KernelMountsVFAT, mounts.KernelMayMount, a FAT in an image's
 // fstab) or that must hold on any kernel with a type no kernel mounts
 // (fixture.NoFSType): those of internal/mounts and internal/session, and
-// the acceptance tests of builder/imagefactory with a FAT in fstab. The
+// the acceptance tests of builder/imagefactory with a FAT in fstab
+// (TestAccOptions' /boot/efi, TestAccFirmwarePartition's /boot/firmware). The
 // rest of those packages does not depend on the kernel's filesystems and
 // costs minutes under TCG (mkfs and mounts: about 80 times slower than
 // here).
@@ -31,6 +32,7 @@ var guestTests = []fixture.GuestTest{
 	// The acceptance test of a vfat /boot/efi from the image's fstab,
 	// built by the real Packer and plugin.
 	{Name: "acc-options", Pkg: "builder/imagefactory", Run: "^TestAccOptions$", Packer: true},
+	{Name: "acc-firmware", Pkg: "builder/imagefactory", Run: "^TestAccFirmwarePartition$", Packer: true},
 }
 
 // want is what must have happened in the guest, beyond "nothing failed":
@@ -52,6 +54,8 @@ var want = []struct {
 	{"session-esp", "TestMountFstab/required_ESP_of_a_type_the_kernel_cannot_mount", "pass", ""},
 	{"acc-options", "TestAccOptions", "pass", "the vfat /boot/efi was mounted by the kernel (KernelMountsVFAT = true)"},
 	{"acc-options", "TestAccOptions/required-unmountable-fails", "pass", ""},
+	{"acc-firmware", "TestAccFirmwarePartition/edit", "pass", "the FAT /boot/firmware was mounted by the kernel (KernelMountsVFAT = true)"},
+	{"acc-firmware", "TestAccFirmwarePartition/grow", "pass", ""},
 }
 
 // TestVFATKernel boots the vfat guest once (the cached bootable Debian
