@@ -73,6 +73,8 @@ func TestAccFirmwarePartition(t *testing.T) {
 		if vfat && strings.Contains(out, staged[0]) {
 			t.Errorf("a kernel that mounts vfat staged the FAT:\n%s", out)
 		}
+		// Says which branch ran (internal/vfatguest asserts it on a vfat kernel).
+		t.Logf("the FAT /boot/firmware was %s (KernelMountsVFAT = %v)", map[bool]string{true: "staged in a tmpfs", false: "mounted by the kernel"}[strings.Contains(out, staged[0])], vfat)
 		img := filepath.Join(a.out(), "t.raw")
 		fixture.FsckPartition(t, img, fw)
 		want := map[string]string{

@@ -19,7 +19,9 @@ func TestMain(m *testing.M) {
 // guestTests are the tests that branch on whether the kernel mounts vfat
 // (fixture.KernelMountsVFAT, mounts.KernelMayMount, a FAT in an image's
 // fstab) or that must hold on any kernel with a type no kernel mounts
-// (fixture.NoFSType): those of internal/mounts and internal/session. The
+// (fixture.NoFSType): those of internal/mounts and internal/session, and
+// the acceptance tests of builder/imagefactory with a FAT in fstab
+// (TestAccOptions' /boot/efi, TestAccFirmwarePartition's /boot/firmware). The
 // rest of those packages does not depend on the kernel's filesystems and
 // costs minutes under TCG (mkfs and mounts: about 80 times slower than
 // here).
@@ -27,6 +29,10 @@ var guestTests = []fixture.GuestTest{
 	{Name: "mounts", Pkg: "internal/mounts", Run: "^(TestKernelMayMountVFAT|TestNoFSTypeIsENODEV|TestStackRootFstabChroot|TestSkippedMountPlaceholder|TestMountFstabRequired|TestUnmountableServed)$"},
 	{Name: "session-fat", Pkg: "internal/session", Run: "^(TestFATStaged|TestFATStagedMovedAway)$"},
 	{Name: "session-esp", Pkg: "internal/session", Run: "^TestMountFstab$/ESP"},
+	// The acceptance test of a vfat /boot/efi from the image's fstab,
+	// built by the real Packer and plugin.
+	{Name: "acc-options", Pkg: "builder/imagefactory", Run: "^TestAccOptions$", Packer: true},
+	{Name: "acc-firmware", Pkg: "builder/imagefactory", Run: "^TestAccFirmwarePartition$", Packer: true},
 }
 
 // want is what must have happened in the guest, beyond "nothing failed":
@@ -46,11 +52,17 @@ var want = []struct {
 	{"session-fat", "TestFATStagedMovedAway", "skip", "this kernel mounts vfat"},
 	{"session-esp", "TestMountFstab/ESP_of_a_type_the_kernel_cannot_mount", "pass", ""},
 	{"session-esp", "TestMountFstab/required_ESP_of_a_type_the_kernel_cannot_mount", "pass", ""},
+	{"acc-options", "TestAccOptions", "pass", "the vfat /boot/efi was mounted by the kernel (KernelMountsVFAT = true)"},
+	{"acc-options", "TestAccOptions/required-unmountable-fails", "pass", ""},
+	{"acc-firmware", "TestAccFirmwarePartition/edit", "pass", "the FAT /boot/firmware was mounted by the kernel (KernelMountsVFAT = true)"},
+	{"acc-firmware", "TestAccFirmwarePartition/grow", "pass", ""},
 }
 
 // TestVFATKernel boots the vfat guest once (the cached bootable Debian
-// tree's kernel and initramfs, its root with dosfstools, mtools and
-// busybox added), runs guestTests in it as root, and fails on any test
+// tree's kernel and initramfs, its root with dosfstools, mtools,
+// busybox, qemu-utils and gdisk added; the real Packer and the plugin on
+// the payload for the acceptance tests), runs guestTests in it as root,
+// and fails on any test
 // that fails there. It also asserts that the guest is the stock kernel it
 // was built from, that vfat was not in its /proc/filesystems before the
 // tests and is after (the kernel loaded it on demand for them), and each
