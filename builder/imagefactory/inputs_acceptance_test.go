@@ -2,10 +2,8 @@ package imagefactory_test
 
 import (
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -83,19 +81,8 @@ func TestAccCompressedInputs(t *testing.T) {
 		a := newAcc(t)
 		mustBuild(t, a, template(`  format = "qcow2"
   qcow2_compat = "0.10"`, `provisioner "shell" { inline = ["true"] }`), map[string]string{"base": disk.Path})
-		out, err := exec.Command("qemu-img", "info", "--output=json", filepath.Join(a.out(), "t.qcow2")).Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var info struct {
-			Specific struct {
-				Data struct {
-					Compat string `json:"compat"`
-				} `json:"data"`
-			} `json:"format-specific"`
-		}
-		if err := json.Unmarshal(out, &info); err != nil || info.Specific.Data.Compat != "0.10" {
-			t.Errorf("qemu-img info: compat %q (%v), want 0.10:\n%s", info.Specific.Data.Compat, err, out)
+		if got := fixture.QCOW2Compat(t, filepath.Join(a.out(), "t.qcow2")); got != "0.10" {
+			t.Errorf("qemu-img info: compat %q, want 0.10", got)
 		}
 		a.assertNoLeaks(t)
 	})

@@ -2,7 +2,7 @@ package diskimage
 
 import (
 	"context"
-	"encoding/json"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -129,18 +129,8 @@ func TestConvertCompat(t *testing.T) {
 		if err := Convert(context.Background(), raw, Raw, out, QCOW2, ConvertOptions{Compat: compat, Compression: map[string]string{"0.10": "zlib", "1.1": "zstd"}[compat]}); err != nil {
 			t.Fatal(err)
 		}
-		var info struct {
-			Specific struct {
-				Data struct {
-					Compat string `json:"compat"`
-				} `json:"data"`
-			} `json:"format-specific"`
-		}
-		if err := json.Unmarshal([]byte(run(t, "qemu-img", "info", "--output=json", out)), &info); err != nil {
-			t.Fatal(err)
-		}
-		if info.Specific.Data.Compat != compat {
-			t.Errorf("qemu-img info says compat %q, want %q", info.Specific.Data.Compat, compat)
+		if got := fixture.QCOW2Compat(t, out); got != compat {
+			t.Errorf("qemu-img info says compat %q, want %q", got, compat)
 		}
 		run(t, "qemu-img", "compare", "-q", raw, out) // same content, or it fails
 	}

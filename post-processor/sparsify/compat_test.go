@@ -63,12 +63,8 @@ func TestQCOW2Compat(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			info, err := exec.Command("qemu-img", "info", "--output=json", out).Output()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !strings.Contains(string(info), `"compat": "`+tc.want+`"`) {
-				t.Errorf("qemu-img info of the output: want compat %s:\n%s", tc.want, info)
+			if got := fixture.QCOW2Compat(t, out); got != tc.want {
+				t.Errorf("qemu-img info of the output: compat %q, want %s", got, tc.want)
 			}
 			if got, err := diskimage.QCOW2CompatOf(out); err != nil || got != tc.want {
 				t.Errorf("QCOW2CompatOf = %q, %v; want %q", got, err, tc.want)
