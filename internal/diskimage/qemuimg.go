@@ -216,9 +216,13 @@ func Convert(ctx context.Context, src string, srcFmt Format, dst string, dstFmt 
 	// out anew (see repro.go).
 	canon := opts.Repro.Enabled() && dstFmt == QCOW2 && opts.Compression != ""
 	out := part
+	var sc *scratch
 	if canon {
-		out = dst + ".unordered.part"
-		defer os.Remove(out)
+		if sc, err = scratchFor(ctx, src, srcFmt, dst); err != nil {
+			return fmt.Errorf("convert %s: %w", src, err)
+		}
+		defer sc.close()
+		out = sc.arg
 	}
 	args := []string{"convert", "-p", "-f", string(srcFmt), "-O", string(dstFmt)}
 	args = append(args, convertWrites(opts.Repro, canon)...)
@@ -260,6 +264,9 @@ func Convert(ctx context.Context, src string, srcFmt Format, dst string, dstFmt 
 
 	cmd := exec.CommandContext(ctx, "qemu-img", args...)
 	setProcessGroup(cmd)
+	if sc != nil && sc.extra != nil {
+		cmd.ExtraFiles = []*os.File{sc.extra}
+	}
 	stderr := &headBuffer{limit: 8192}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
@@ -279,7 +286,7 @@ func Convert(ctx context.Context, src string, srcFmt Format, dst string, dstFmt 
 			src, srcFmt, dst, dstFmt, waitErr, strings.TrimSpace(stderr.String()))
 	}
 	if canon {
-		if err := qcow2canon.Canonicalize(out, part); err != nil {
+		if err := qcow2canon.Canonicalize(sc.path, part); err != nil {
 			return fmt.Errorf("convert %s to %s: laying out the qcow2: %w", src, dst, err)
 		}
 	}

@@ -24,7 +24,8 @@ import (
 //     finish in any order. Without -W, -m 8 still reads ahead in parallel
 //     but writes in order: byte-identical output, for zstd and zlib too,
 //     but one cluster compressed at a time. A compressed qcow2 is
-//     therefore written with -W and then laid out anew in guest order
+//     therefore written with -W into a scratch file (in memory: see
+//     scratch.go) and then laid out anew in guest order
 //     (internal/qcow2canon), which depends only on the compressed bytes.
 //   - the formats' own identifiers and times, drawn by qemu from
 //     randomness or the clock: vmdk's CID, vhdx's header GUIDs, sequence
