@@ -209,13 +209,13 @@ func reapJournal(path string, rep *Report, kept bool) error {
 }
 
 // reapOrder is the order in which the reaper releases entries (indexes):
-// the processes running in a chroot first, since a chroot is journaled
+// the processes running in a chroot (and in a sandbox's cgroup) first, since a chroot is journaled
 // before its mounts and a daemon holding /dev open would make its unmount
 // lazy; then everything newest first.
 func reapOrder(entries []held) []int {
 	var first, rest []int
 	for i := len(entries) - 1; i >= 0; i-- {
-		if entries[i].entry.Kind == KindChroot {
+		if k := entries[i].entry.Kind; k == KindChroot || k == KindCgroup {
 			first = append(first, i)
 		} else {
 			rest = append(rest, i)
