@@ -3,6 +3,7 @@ package session
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -14,10 +15,14 @@ import (
 // and SIGKILL.
 const stopGrace = 2 * time.Second
 
-// sandboxState is the session's running sandbox, if any.
+// sandboxState is the session's running sandbox, if any, and its device
+// cgroup with the journal's handle of it.
 type sandboxState struct {
-	mu  sync.Mutex
-	box *sandbox.Sandbox
+	mu     sync.Mutex
+	box    *sandbox.Sandbox
+	cg     *sandbox.Cgroup
+	cgH    cleanup.Handle
+	starts int // sandboxes started, for the cgroup's name
 }
 
 // Sandbox returns the chroot's sandbox (its own mount, PID and IPC
@@ -44,12 +49,54 @@ func (s *Session) Sandbox() (*sandbox.Sandbox, error) {
 		}
 		s.chroot, s.chrootTaken = h, true
 	}
-	box, err := sandbox.Start(s.MountPath(), "")
+	cg, err := s.deviceCgroup()
 	if err != nil {
 		return nil, err
 	}
+	box, err := sandbox.Start(s.MountPath(), "", cg)
+	if err != nil {
+		return nil, errors.Join(err, s.removeCgroup())
+	}
 	s.sandbox.box = box
 	return box, nil
+}
+
+// deviceCgroup makes the sandbox's cgroup, journaled first, whose device
+// filter allows the private /dev's nodes and this build's loop devices
+// only (sandbox.AllowedDevices). Where the host has no cgroup v2 or
+// refuses the BPF program (a container without CAP_SYS_ADMIN or CAP_BPF,
+// say), the sandbox runs without it and a warning says what that leaves
+// open: nil, nil. The caller holds s.sandbox.mu.
+func (s *Session) deviceCgroup() (*sandbox.Cgroup, error) {
+	s.sandbox.starts++
+	dir, err := cleanup.CgroupDir(fmt.Sprintf("%d-%d", os.Getpid(), s.sandbox.starts))
+	if err != nil {
+		s.warnf("the chroot runs without its device allow-list (%v): a root process in it can make and open a node of any host device", err)
+		return nil, nil
+	}
+	h, err := s.opts.Journal.Take(cleanup.CgroupEntry(dir))
+	if err != nil {
+		return nil, err
+	}
+	cg, err := sandbox.NewCgroup(dir, sandbox.AllowedDevices(s.stack.DevNodes))
+	if err != nil {
+		s.warnf("the chroot runs without its device allow-list (%v): a root process in it can make and open a node of any host device", err)
+		return nil, s.opts.Journal.Release(h)
+	}
+	s.sandbox.cg, s.sandbox.cgH = cg, h
+	return cg, nil
+}
+
+// removeCgroup kills what is left in the sandbox's cgroup and removes it,
+// through the journal. The caller holds s.sandbox.mu or owns the state.
+func (s *Session) removeCgroup() error {
+	cg := s.sandbox.cg
+	if cg == nil {
+		return nil
+	}
+	s.sandbox.cg = nil
+	cg.Close()
+	return s.opts.Journal.Release(s.sandbox.cgH)
 }
 
 // stopSandbox ends the sandbox, if one runs, after a warning naming each
@@ -57,19 +104,19 @@ func (s *Session) Sandbox() (*sandbox.Sandbox, error) {
 // line and how long it ran.
 func (s *Session) stopSandbox() error {
 	s.sandbox.mu.Lock()
+	defer s.sandbox.mu.Unlock()
 	box := s.sandbox.box
 	s.sandbox.box = nil
-	s.sandbox.mu.Unlock()
 	if box == nil {
-		return nil
+		return s.removeCgroup()
 	}
 	_, err := box.Stop(stopGrace, func(p sandbox.Process) {
 		s.warnf("stopping a process left in the chroot: %s", p)
 	})
 	if err != nil {
-		return fmt.Errorf("stopping the chroot's processes: %w", err)
+		err = fmt.Errorf("stopping the chroot's processes: %w", err)
 	}
-	return nil
+	return errors.Join(err, s.removeCgroup())
 }
 
 func (s *Session) warnf(format string, a ...any) {
