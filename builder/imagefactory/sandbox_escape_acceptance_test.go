@@ -60,19 +60,21 @@ int main(int argc, char **argv) {
 //     the test attached outside the build, cannot be made in the private
 //     /dev, nor opened (EPERM: the device cgroup); the host disk's node in
 //     a devtmpfs it mounts itself does not open either.
-//   - The build's own loop device still opens.
+//   - The build's own loop device still opens, and so does a host device
+//     chroot_mounts binds in on purpose (another loop device of the test's).
 //   - Afterwards no sandbox cgroup, process, mount or loop device is left.
 func TestAccSandboxEscape(t *testing.T) {
 	a := newAcc(t)
 	prog := buildStaticC(t, "escape", escapeProgram)
 	hostDiskName, hostDisk := fixture.HostDisk(t)
 	testLoop, testLoopRdev := fixture.AttachedLoop(t)
+	boundLoop, _ := fixture.AttachedLoop(t)
 	marker := filepath.Join(t.TempDir(), "host-only-marker")
 	if err := os.WriteFile(marker, []byte("host\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	disk := fixture.NewDisk(t, fixture.DiskOptions{})
-	res := mustBuild(t, a, template("", fmt.Sprintf(`
+	res := mustBuild(t, a, template(fmt.Sprintf(`  chroot_mounts = [["bind", %q, "/dev/bound-loop"]]`, boundLoop), fmt.Sprintf(`
   provisioner "file" {
     source      = %[1]q
     destination = "/root/escape"
@@ -86,6 +88,7 @@ func TestAccSandboxEscape(t *testing.T) {
       "mknod /dev/test-loop b %[5]d %[6]d && /root/escape open /dev/test-loop; rm -f /dev/test-loop",
       "mkdir /root/devtmpfs && mount -t devtmpfs devtmpfs /root/devtmpfs && /root/escape open /root/devtmpfs/%[7]s; umount /root/devtmpfs; rmdir /root/devtmpfs",
       "/root/escape open $(awk '$2 == \"/\" { print $1 }' /proc/mounts)",
+      "/root/escape open /dev/bound-loop",
       "rm -f /root/escape",
     ]
   }
@@ -111,6 +114,9 @@ func TestAccSandboxEscape(t *testing.T) {
 	refused("the host disk "+hostDiskName+" in a devtmpfs", "/root/devtmpfs/"+hostDiskName)
 	if !regexp.MustCompile(`OPENED /dev/loop\d+`).MatchString(out) {
 		t.Errorf("the build's own loop device did not open in the chroot:\n%s", out)
+	}
+	if !strings.Contains(out, "OPENED /dev/bound-loop") {
+		t.Errorf("the loop device %s bound in by chroot_mounts did not open in the chroot:\n%s", boundLoop, out)
 	}
 	a.assertNoLeaks(t)
 }
