@@ -137,7 +137,7 @@ func cgroupProcs(dir string) []int {
 	return out
 }
 
-// LeftCgroups lists the sandbox cgroups beside this process's (where
+// LeftCgroups lists the sandbox cgroups under this process's own (where
 // CgroupDir puts them) whose build process, the PID their name begins
 // with, no longer runs: what a build killed with -9 leaves until the
 // next build's reaper removes them. For tests' leak checks.
