@@ -104,7 +104,7 @@ func TestAccSandboxEscape(t *testing.T) {
 	// The mknod itself is refused (the filter sees mknod(2) too), or
 	// else the open.
 	refused := func(what, node string) {
-		m := regexp.MustCompile(`(?m)(mknod: |OPENED |REFUSED )` + regexp.QuoteMeta(node) + `(.*)$`).FindAllStringSubmatch(out, -1)
+		m := regexp.MustCompile(`(?m)(mknod: |OPENED |REFUSED )`+regexp.QuoteMeta(node)+`(.*)$`).FindAllStringSubmatch(out, -1)
 		if len(m) != 1 || m[0][1] == "OPENED " || !strings.Contains(m[0][2], "Operation not permitted") {
 			t.Errorf("%s's node %s in the chroot: %q, want refused with Operation not permitted:\n%s", what, node, m, out)
 		}
