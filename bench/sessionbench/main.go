@@ -113,14 +113,18 @@ func sessionCycle(ctx context.Context, disk, mount, state, rootLV, rootSubvol st
 	}
 	if err == nil {
 		argv := []string{"chroot", mount, "/bin/true"}
+		attr := &syscall.SysProcAttr{}
 		if inSandbox {
 			box, serr := s.Sandbox()
 			if serr != nil {
 				return 0, errors.Join(serr, s.Close(), j.Close())
 			}
 			argv = box.EnterArgs("/bin/true")
+			box.ProcAttr(attr)
 		}
-		out, cerr := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		cmd.SysProcAttr = attr
+		out, cerr := cmd.CombinedOutput()
 		if cerr != nil {
 			err = fmt.Errorf("%v: %v: %s", argv, cerr, out)
 		}

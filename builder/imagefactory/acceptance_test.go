@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 )
 
@@ -84,10 +85,14 @@ func newAcc(t *testing.T) *acc {
 func (a *acc) out() string { return filepath.Join(a.Dir, "out") }
 
 // assertNoLeaks checks that no loop device, mount or process of the build
-// is left, and that no journal is left in the state directory.
+// is left, no chroot sandbox's cgroup of a build that has exited, and that
+// no journal is left in the state directory.
 func (a *acc) assertNoLeaks(t *testing.T) {
 	t.Helper()
 	a.before.AssertNoLeaksUnder(t, a.Base, "/run/imagefactory/mnt")
+	if left, err := cleanup.LeftCgroups(); err == nil && len(left) > 0 {
+		t.Errorf("sandbox cgroups left by builds that have exited: %v", left)
+	}
 	journals, _ := filepath.Glob(filepath.Join(a.state, "*.journal"))
 	if len(journals) > 0 {
 		t.Errorf("journals left in %s: %v", a.state, journals)

@@ -82,8 +82,10 @@ func closeInherited() error {
 // it and everything it started.
 func (c *Communicator) Start(ctx context.Context, rc *packersdk.RemoteCmd) error {
 	inner := fmt.Sprintf("chroot %s %s -c %s", shellQuote(c.Root.Path()), chrootShell, shellQuote(rc.Command))
+	var box *sandbox.Sandbox
 	if c.Sandbox != nil {
-		box, err := c.Sandbox()
+		var err error
+		box, err = c.Sandbox()
 		if err != nil {
 			return fmt.Errorf("the chroot's sandbox: %w", err)
 		}
@@ -106,6 +108,11 @@ func (c *Communicator) Start(ctx context.Context, rc *packersdk.RemoteCmd) error
 	cmd.Stdout = rc.Stdout
 	cmd.Stderr = rc.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if box != nil {
+		// In the sandbox's device cgroup from the start: the shell,
+		// command_wrapper, nsenter and the command.
+		box.ProcAttr(cmd.SysProcAttr)
+	}
 	// A daemon started without redirecting its output holds the pipes
 	// after the command has ended; Packer would wait for them (for ever,
 	// as packer-plugin-amazon's chroot does). The command's end is its

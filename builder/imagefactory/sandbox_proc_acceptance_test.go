@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/fixture"
 )
 
@@ -162,7 +163,7 @@ func TestAccSandboxProcesses(t *testing.T) {
 // TestAccSandboxKilled: a kill -9 of the plugin during a provisioner's
 // sleep ends the chroot's namespaces with it (their init dies with its
 // parent, and the kernel kills the rest), before any reap; the next build
-// reaps the mounts.
+// reaps the mounts and the sandbox's cgroup, which nothing else removes.
 func TestAccSandboxKilled(t *testing.T) {
 	a := newAcc(t)
 	disk := fixture.NewDisk(t, fixture.DiskOptions{Tree: debianTree})
@@ -178,6 +179,9 @@ func TestAccSandboxKilled(t *testing.T) {
 	}
 	for _, p := range left {
 		t.Errorf("left running after the plugin's kill -9: %s", p)
+	}
+	if cgs, err := cleanup.LeftCgroups(); err != nil || len(cgs) == 0 {
+		t.Errorf("no sandbox cgroup left after the plugin's kill -9 (%v): the chroot ran without its device allow-list?", err)
 	}
 	res := a.Build(t, template(``, ``), map[string]string{"base": disk.Path})
 	if res.ExitCode != 0 {
@@ -196,9 +200,12 @@ func hostMountinfo(t *testing.T) string {
 }
 
 // rootedIn lists the processes on the host whose root is dir or below, or
-// that are the sandbox init of dir: "PID command".
+// dir itself seen from the sandbox's mount namespace (the same directory),
+// or that are the sandbox init of dir: "PID command".
 func rootedIn(dir string) []string {
 	var out []string
+	var dirSt unix.Stat_t
+	unix.Stat(dir, &dirSt)
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
@@ -207,7 +214,9 @@ func rootedIn(dir string) []string {
 		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 		cmd := strings.ReplaceAll(string(cmdline), "\x00", " ")
 		r, _ := os.Readlink(filepath.Join("/proc", e.Name(), "root"))
-		if r == dir || strings.HasPrefix(r, dir+"/") || strings.Contains(cmd, "sandbox-init "+dir) {
+		var st unix.Stat_t
+		same := unix.Stat(filepath.Join("/proc", e.Name(), "root"), &st) == nil && st.Dev == dirSt.Dev && st.Ino == dirSt.Ino
+		if r == dir || strings.HasPrefix(r, dir+"/") || same || strings.Contains(cmd, "sandbox-init "+dir) {
 			out = append(out, e.Name()+" "+cmd)
 		}
 	}

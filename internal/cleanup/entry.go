@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/loop"
@@ -21,6 +22,7 @@ const (
 	KindDir    Kind = "dir"     // a directory, removed once empty
 	KindProc   Kind = "process" // one process (a virtual machine), by pid and start time
 	KindMoved  Kind = "moved"   // a file of an image moved aside for the session
+	KindCgroup Kind = "cgroup"  // a sandbox's cgroup v2 cgroup (its device allow-list), with its processes
 	// KindBinfmt (binfmt.go): a share of a binfmt_misc registration
 )
 
@@ -72,6 +74,15 @@ func MountEntry(target, source, fstype string) Entry {
 // first one.
 func ChrootEntry(root string) Entry {
 	return Entry{Kind: KindChroot, Path: canonical(root)}
+}
+
+// CgroupEntry records a chroot sandbox's cgroup (dir, from
+// CgroupDir): releasing it kills the processes in it and removes
+// it (RemoveCgroup). Take it before making the cgroup: a build
+// killed with -9 leaves it, empty (the sandbox's init dies with the
+// build), for the next build's reaper.
+func CgroupEntry(dir string) Entry {
+	return Entry{Kind: KindCgroup, Path: canonical(dir)}
 }
 
 // FileEntry records a temporary file or directory to remove. A directory
@@ -151,6 +162,10 @@ func (e Entry) validate() error {
 		if e.PID == os.Getpid() {
 			return fmt.Errorf("cleanup: refusing a process entry for this process")
 		}
+	case KindCgroup:
+		if !strings.HasPrefix(filepath.Base(e.Path), CgroupPrefix) {
+			return fmt.Errorf("cleanup: refusing a cgroup entry for %s: not a sandbox's cgroup (%s...)", e.Path, CgroupPrefix)
+		}
 	case KindMoved:
 		return e.validateMoved()
 	case KindBinfmt:
@@ -181,6 +196,8 @@ func release(e Entry, dev *loop.Device) (string, error) {
 		return releaseProc(e)
 	case KindMoved:
 		return releaseMoved(e)
+	case KindCgroup:
+		return releaseCgroup(e)
 	case KindBinfmt:
 		return releaseBinfmt(e)
 	}
@@ -205,6 +222,17 @@ func releaseLoop(e Entry, dev *loop.Device) (string, error) {
 		return fmt.Sprintf("%s (backing %s) already free; it now belongs to %s, left alone", e.Path, e.Backing, s.Backing), nil
 	}
 	return fmt.Sprintf("%s (backing %s) is free: the kernel detached it when its last user went", e.Path, e.Backing), nil
+}
+
+func releaseCgroup(e Entry) (string, error) {
+	killed, err := RemoveCgroup(e.Path)
+	if err != nil {
+		return "", err
+	}
+	if killed > 0 {
+		return fmt.Sprintf("removed cgroup %s, killing %d process(es) in it", e.Path, killed), nil
+	}
+	return fmt.Sprintf("removed cgroup %s", e.Path), nil
 }
 
 func releaseFile(e Entry) (string, error) {

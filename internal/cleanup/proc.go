@@ -103,13 +103,19 @@ func killRooted(dir string, grace time.Duration) ([]int, error) {
 	return sortedKeys(signalled), nil
 }
 
-// rootedPids lists live processes whose /proc/PID/root is dir or below.
-// Zombies have no root link and are skipped: they hold nothing.
+// rootedPids lists live processes whose /proc/PID/root is dir or below,
+// or is dir's very directory seen from another mount namespace: a
+// sandbox's processes, whose root was moved there with pivot_root(2),
+// read as "/" in the link (the path in their namespace), so their root's
+// device and inode are compared too. Zombies have no root link and are
+// skipped: they hold nothing.
 func rootedPids(dir string) []int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
+	var dirSt unix.Stat_t
+	haveDir := unix.Stat(dir, &dirSt) == nil
 	self := os.Getpid()
 	var out []int
 	for _, e := range ents {
@@ -122,7 +128,8 @@ func rootedPids(dir string) []int {
 			continue
 		}
 		root = strings.TrimSuffix(root, " (deleted)")
-		if under(root, dir) {
+		var st unix.Stat_t
+		if under(root, dir) || haveDir && unix.Stat("/proc/"+e.Name()+"/root", &st) == nil && st.Dev == dirSt.Dev && st.Ino == dirSt.Ino {
 			out = append(out, pid)
 		}
 	}

@@ -211,17 +211,21 @@ func reapJournal(path string, rep *Report, kept bool) error {
 // reapOrder is the order in which the reaper releases entries (indexes):
 // the processes running in a chroot first, since a chroot is journaled
 // before its mounts and a daemon holding /dev open would make its unmount
-// lazy; then everything newest first.
+// lazy; then the sandboxes' cgroups, emptied by then (what is left in one
+// is killed); then everything newest first.
 func reapOrder(entries []held) []int {
-	var first, rest []int
+	var first, cgroups, rest []int
 	for i := len(entries) - 1; i >= 0; i-- {
-		if entries[i].entry.Kind == KindChroot {
+		switch entries[i].entry.Kind {
+		case KindChroot:
 			first = append(first, i)
-		} else {
+		case KindCgroup:
+			cgroups = append(cgroups, i)
+		default:
 			rest = append(rest, i)
 		}
 	}
-	return append(first, rest...)
+	return append(append(first, cgroups...), rest...)
 }
 
 // releaseChecked releases an entry read from the journal at path, once

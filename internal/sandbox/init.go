@@ -2,7 +2,8 @@ package sandbox
 
 // init.go: the sandbox's first process. The builder re-executes its own
 // binary with the hidden subcommand InitCommand in fresh mount, PID and IPC
-// namespaces (Start); RunInit is what that process does, as PID 1 of its
+// namespaces (Start), and a cgroup namespace rooted in its device cgroup
+// (devices.go); RunInit is what that process does, as PID 1 of its
 // namespace. What it follows: mkosi's sandbox (mkosi/sandbox.py: after
 // unshare, mount("", "/", MS_SLAVE|MS_REC) so that nothing propagates back
 // to the host, then a fresh proc); bubblewrap (bubblewrap.c: --die-with-parent
@@ -60,7 +61,8 @@ const (
 // RunInit is the sandbox's PID 1 (args: the image root, a host path). It
 // makes every mount of its new mount namespace a slave (mounts the host
 // makes later under the root still appear inside; nothing mounted inside
-// leaks out), chroots into the root, mounts a fresh proc on /proc (this PID
+// leaks out), makes the root the namespace's root (pivot_root) and
+// detaches the host's tree (setup), mounts a fresh proc on /proc (this PID
 // namespace's) and mqueue on /dev/mqueue (this IPC namespace's; where the
 // kernel has it and the directory exists), says "ready" on stdout, then
 // reaps orphans until its stdin closes. When it returns, the kernel kills
@@ -122,20 +124,47 @@ func runInitTo(out io.Writer, args []string) int {
 	return 0
 }
 
-// setup makes the mounts slaves, chroots into root and mounts proc and
-// mqueue there. The targets are resolved after the chroot: a symlink in
-// the image cannot send a mount to a host path.
+// setup makes the mounts slaves, moves the namespace's root to root with
+// pivot_root(2) and detaches the host's tree, then mounts proc and mqueue
+// there. The targets are resolved after the pivot: a symlink in the image
+// cannot send a mount to a host path.
+//
+// chroot(2) alone is no boundary for root (chroot(2), NOTES: a process
+// with CAP_SYS_CHROOT leaves it by chrooting into a subdirectory and
+// walking up with "cd .."): after the pivot and the detach, the
+// namespace holds no mount of the host's tree to walk up into. As runc
+// (libcontainer/rootfs_linux.go pivotRoot: pivot_root(".", "."), then
+// umount2(".", MNT_DETACH)), nspawn (mount_move_root) and bubblewrap do.
+// root must be a mount point (Start checks it); the namespace's mounts
+// are slaves, so the detach does not reach the host, and mounts the host
+// makes under root later still propagate to the new root.
 func setup(root string) error {
 	if err := unix.Mount("", "/", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("making the mounts slaves: %w", err)
 	}
-	if err := unix.Chroot(root); err != nil {
-		return fmt.Errorf("chroot %s: %w", root, err)
+	if err := unix.Chdir(root); err != nil {
+		return err
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root to %s: %w", root, err)
+	}
+	// The old root is now stacked on "." (pivot_root(2), "new_root and
+	// put_old may be the same directory").
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detaching the host's root: %w", err)
 	}
 	if err := unix.Chdir("/"); err != nil {
 		return err
 	}
 	if isDir("/proc") {
+		// The chroot mounts put the host's proc here (its PID namespace's
+		// /proc/1/root is the host's root): it goes, not just covered, so
+		// that an umount of the fresh one shows nothing of the host.
+		for range 8 {
+			if unix.Unmount("/proc", unix.MNT_DETACH) != nil {
+				break
+			}
+		}
 		if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 			return fmt.Errorf("mounting proc on %s/proc: %w", root, err)
 		}

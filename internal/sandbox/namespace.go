@@ -31,6 +31,7 @@ type Sandbox struct {
 	out   *bufio.Reader // init's stdout
 	pidNS string        // readlink of the init's /proc/PID/ns/pid
 	mntNS string        // and of its ns/mnt
+	cg    *Cgroup       // nil: no device allow-list
 	done  chan struct{}
 	kept  bool
 }
@@ -41,15 +42,17 @@ const userHZ = 100
 
 // Start starts the sandbox of root (a host directory holding the mounted
 // image, its chroot mounts already made): exe (the binary that calls
-// IsInit/RunInit; "" for this one) runs as PID 1 of new mount, PID and IPC
-// namespaces. Before, root and every mount beneath it are made shared on
+// IsInit/RunInit; "" for this one) runs as PID 1 of new mount, PID, IPC
+// and cgroup namespaces. With cg (may be nil), init starts in cg's
+// cgroup, which becomes the root of its cgroup namespace: it and the
+// commands started with ProcAttr can open only cg's devices. Before, root and every mount beneath it are made shared on
 // the host, so that mounts the host makes there later (the elements
 // provisioner's outside phases, post_mount_commands, a user's binds)
 // propagate into the namespace, which sees them as a slave. The
 // namespace dies with the build process, even after a SIGKILL: init ends
 // when its stdin closes, and Pdeathsig kills it when the thread that
 // started it ends.
-func Start(root, exe string) (*Sandbox, error) {
+func Start(root, exe string, cg *Cgroup) (*Sandbox, error) {
 	if exe == "" {
 		var err error
 		if exe, err = os.Executable(); err != nil {
@@ -78,12 +81,18 @@ func Start(root, exe string) (*Sandbox, error) {
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "GODEBUG=containermaxprocs=0,updatemaxprocs=0"}
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC,
+		// CLONE_NEWCGROUP with CLONE_INTO_CGROUP: the namespace's root
+		// is the cgroup the child starts in (kernel/cgroup/cgroup.c,
+		// cgroup_post_fork).
+		Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC | unix.CLONE_NEWCGROUP,
 		// Go's check after setting it (getppid() != the parent's pid:
 		// kill itself) sees 0 in a new PID namespace; PID 1 ignores that
 		// SIGKILL from itself, the kernel's own on the parent's death not.
 		Pdeathsig: syscall.SIGKILL,
 		Setpgid:   true, // a Ctrl-C to Packer's group does not reach it
+	}
+	if cg != nil {
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, cg.FD()
 	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -98,7 +107,7 @@ func Start(root, exe string) (*Sandbox, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("sandbox: starting %s %s: %w", exe, InitCommand, err)
 	}
-	s := &Sandbox{root: root, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), done: make(chan struct{})}
+	s := &Sandbox{root: root, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), cg: cg, done: make(chan struct{})}
 	line, _ := s.out.ReadString('\n')
 	if strings.TrimSpace(line) != readyLine {
 		stdin.Close()
@@ -128,14 +137,24 @@ func (s *Sandbox) InitPID() int { return s.cmd.Process.Pid }
 // Root is the image root the sandbox runs in (a host path).
 func (s *Sandbox) Root() string { return s.root }
 
+// ProcAttr sets attr (the SysProcAttr of the process that runs
+// EnterArgs, or of a shell or command_wrapper around it) to start in the
+// sandbox's device cgroup, if it has one. Every command must: nsenter
+// joins namespaces, not cgroups.
+func (s *Sandbox) ProcAttr(attr *syscall.SysProcAttr) {
+	if s.cg != nil {
+		attr.UseCgroupFD, attr.CgroupFD = true, s.cg.FD()
+	}
+}
+
 // EnterArgs is the command line that runs argv in the sandbox: in its
-// mount, PID and IPC namespaces, with its root (the image) and working
+// mount, PID, IPC and cgroup namespaces, with its root (the image) and working
 // directory (its /), through util-linux nsenter(1), which forks once in
 // the PID namespace and exits with the command's status. Go cannot do it
 // itself: setns(2) of a mount namespace refuses a multithreaded process.
 func (s *Sandbox) EnterArgs(argv ...string) []string {
 	return append([]string{"nsenter", "--target", strconv.Itoa(s.InitPID()),
-		"--mount", "--pid", "--ipc", "--root", "--wd", "--"}, argv...)
+		"--mount", "--pid", "--ipc", "--cgroup", "--root", "--wd", "--"}, argv...)
 }
 
 // Process is a process found in the sandbox.

@@ -1,11 +1,13 @@
 package sandbox
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +20,9 @@ func TestMain(m *testing.M) {
 	// Start re-executes this test binary as the sandbox's init.
 	if IsInit(os.Args) {
 		os.Exit(RunInit(os.Args[2:]))
+	}
+	if len(os.Args) == 3 && os.Args[1] == escapeCommand {
+		os.Exit(tryEscape(os.Args[2]))
 	}
 	os.Exit(m.Run())
 }
@@ -54,6 +59,8 @@ func in(t *testing.T, s *Sandbox, script string) string {
 	args := s.EnterArgs("/bin/sh", "-c", script)
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	s.ProcAttr(cmd.SysProcAttr)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%q in the sandbox: %v\n%s", script, err, out)
@@ -61,9 +68,58 @@ func in(t *testing.T, s *Sandbox, script string) string {
 	return string(out)
 }
 
+// escapeCommand makes this test binary, copied into a sandbox, try the
+// classic ways out of a chroot as root (tryEscape).
+const escapeCommand = "sandbox-escape-test"
+
+// tryEscape tries to leave the root as chroot(2)'s NOTES tell and says
+// whether it then sees the host file marker: it keeps a descriptor of
+// its root, chroots into a subdirectory (its root no longer being an
+// ancestor, ".." is not stopped), fchdirs back and walks up, then chroots
+// into where it got. Exit status 0: contained; 1: escaped; 2: broken.
+func tryEscape(marker string) int {
+	top, err := unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		fmt.Println("open /:", err)
+		return 2
+	}
+	os.Mkdir("/escape-dir", 0o700)
+	defer os.Remove("/escape-dir")
+	if err := unix.Chroot("/escape-dir"); err != nil {
+		fmt.Println("chroot:", err)
+		return 2
+	}
+	if err := unix.Fchdir(top); err != nil {
+		fmt.Println("fchdir:", err)
+		return 2
+	}
+	for range 64 {
+		unix.Chdir("..")
+	}
+	if err := unix.Chroot("."); err != nil {
+		fmt.Println("chroot .:", err)
+		return 2
+	}
+	if _, err := os.Stat(marker); err == nil {
+		fmt.Println("ESCAPED: sees", marker)
+		return 1
+	}
+	fmt.Println("CONTAINED")
+	return 0
+}
+
 func TestSandbox(t *testing.T) {
 	root := sandboxRoot(t)
-	s, err := Start(root, "")
+	// The host's proc, as the chroot mounts put it there.
+	hostProc := filepath.Join(root, "proc")
+	if err := os.MkdirAll(hostProc, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("proc", hostProc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(hostProc, unix.MNT_DETACH) })
+	s, err := Start(root, "", testCgroup(t, AllowedDevices(nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +199,51 @@ func TestSandbox(t *testing.T) {
 		os.WriteFile(filepath.Join(target, "outer"), []byte("from the host\n"), 0o644)
 		if got := in(t, s, "cat /mnt/outer"); got != "from the host\n" {
 			t.Errorf("the host's later mount on the image's /mnt, seen inside: %q", got)
+		}
+	})
+
+	t.Run("the chroot escape stays inside", func(t *testing.T) {
+		marker := filepath.Join(t.TempDir(), "host-only")
+		if err := os.WriteFile(marker, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		exe, err := os.ReadFile("/proc/self/exe")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "escape"), exe, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(filepath.Join(root, "escape"))
+		if got := in(t, s, "/escape "+escapeCommand+" "+marker); got != "CONTAINED\n" {
+			t.Errorf("the chroot escape in the sandbox: %q", got)
+		}
+		// The control: from a plain chroot (the host's mount namespace)
+		// the same program gets out.
+		cmd := exec.Command("chroot", root, "/escape", escapeCommand, marker)
+		if out, err := cmd.CombinedOutput(); !strings.HasPrefix(string(out), "ESCAPED") {
+			t.Errorf("the control, in a plain chroot: %v %q, want ESCAPED", err, out)
+		}
+	})
+
+	t.Run("the host's proc is not under the fresh one", func(t *testing.T) {
+		got := in(t, s, "umount -l /proc; ls /proc | wc -l; mount -t proc proc /proc")
+		if strings.TrimSpace(got) != "0" {
+			t.Errorf("/proc after an umount in the sandbox holds %s entries, want none", got)
+		}
+	})
+
+	t.Run("no host device opens", func(t *testing.T) {
+		var st unix.Stat_t
+		if err := unix.Stat("/", &st); err != nil {
+			t.Fatal(err)
+		}
+		disk := fmt.Sprintf("%d %d", unix.Major(st.Dev), unix.Minor(st.Dev))
+		got := in(t, s, "mknod /dev/host b "+disk+" 2>&1; head -c1 /dev/host >/dev/null 2>&1 && echo OPENED; rm -f /dev/host;"+
+			// Nor out of the cgroup: its namespace's root is all a cgroup2 mount shows.
+			" mkdir -p /cg && mount -t cgroup2 none /cg && echo $$ > /cg/../cgroup.procs; cat /proc/self/cgroup; umount /cg")
+		if strings.Contains(got, "OPENED") || !strings.Contains(got, "not permitted") || !strings.Contains(got, "0::/\n") {
+			t.Errorf("mknod and open of the host's disk %s in the sandbox, then a move out of the cgroup: %q", disk, got)
 		}
 	})
 

@@ -47,6 +47,9 @@ func (s *Session) MountChroot(extra [][]string) ([]string, error) {
 		return nil, err
 	}
 	s.stack.DevNodes = nodes
+	s.sandbox.mu.Lock()
+	s.sandbox.hostDevs, s.sandbox.allHost = boundDevices(list)
+	s.sandbox.mu.Unlock()
 	if err := s.stack.MountChroot(list); err != nil {
 		return nil, fmt.Errorf("chroot mounts: %w", err)
 	}
