@@ -7,6 +7,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/cleanup"
+	"github.com/imagefactory/packer-plugin-imagefactory/internal/sandbox"
 	"github.com/imagefactory/packer-plugin-imagefactory/internal/session"
 )
 
@@ -39,12 +40,18 @@ func keepForInspection(state multistep.StateBag) {
 	// The chroot's processes live on in their namespaces, not only in
 	// the journal: their init must not die with this plugin.
 	if sess, ok := state.Get(stateSession).(*session.Session); ok && sess != nil {
-		pid, err := sess.KeepSandbox()
+		pid, cgroup, err := sess.KeepSandbox()
 		if err != nil {
 			ui.Error(fmt.Sprintf("keeping the chroot's processes for inspection: %v", err))
 		}
 		if pid != 0 {
-			msg += fmt.Sprintf("\nThe chroot's processes run on in their own namespaces (init: PID %d); enter them with:\n  nsenter --target %d --mount --pid --ipc --root --wd /bin/sh", pid, pid)
+			enter := strings.Join(sandbox.EnterArgs(pid, "/bin/sh"), " ")
+			if cgroup != "" {
+				// The shell joins the cgroup first, so that the device
+				// filter holds for it as for the build's commands.
+				enter = fmt.Sprintf("sh -c 'echo $$ >%s/cgroup.procs && exec %s'", cgroup, enter)
+			}
+			msg += fmt.Sprintf("\nThe chroot's processes run on in their own namespaces (init: PID %d); enter them with:\n  %s", pid, enter)
 		}
 	}
 	ui.Say(msg)

@@ -28,6 +28,8 @@ var (
 	keptMountRe = regexp.MustCompile(`root filesystem is mounted at (\S+) \(look inside`)
 	// Packer prefixes each line of a message with "==> <build>: ".
 	reapCommandRe = regexp.MustCompile(`(?m)^==> [^:]+: {3}(\S.* reap --journal .*?)\s*$`)
+	// The command that enters the kept sandbox's namespaces.
+	enterRe = regexp.MustCompile(`(?m)^==> [^:]+: {3}(sh -c 'echo \$\$ >/sys/fs/cgroup/\S+/cgroup.procs && exec nsenter --target \d+ .*/bin/sh')\s*$`)
 )
 
 // TestAccAbort: packer build -on-error=abort with a failing provisioner
@@ -82,6 +84,19 @@ func TestAccAbort(t *testing.T) {
 		}
 		if !strings.Contains(kept, "root="+mnt+" sleep 600") {
 			t.Error("the provisioner's daemon is not kept running in the chroot")
+		}
+		// The printed command enters the sandbox: its root, its PID
+		// namespace (the daemon is there) and its cgroup namespace's root
+		// (the device filter's cgroup).
+		if e := enterRe.FindStringSubmatch(res.Output); e == nil {
+			t.Errorf("the aborted build does not print the command that enters its sandbox's namespaces and cgroup:\n%s", res.Output)
+		} else {
+			cmd := exec.Command("sh", "-c", e[1])
+			cmd.Stdin = strings.NewReader("cat /root/marker; ps -e 2>/dev/null || ls /proc; grep '^0::' /proc/self/cgroup\n")
+			out, err := cmd.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "inspect-me") || !strings.Contains(string(out), "0::/\n") {
+				t.Errorf("%s: %v:\n%s", e[1], err, out)
+			}
 		}
 		if js, _ := filepath.Glob(filepath.Join(a.state, "*.journal")); len(js) != 1 || !strings.Contains(command, js[0]) {
 			t.Errorf("journals %v; the command %q does not name the one kept", js, command)

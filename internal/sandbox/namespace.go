@@ -152,8 +152,12 @@ func (s *Sandbox) ProcAttr(attr *syscall.SysProcAttr) {
 // directory (its /), through util-linux nsenter(1), which forks once in
 // the PID namespace and exits with the command's status. Go cannot do it
 // itself: setns(2) of a mount namespace refuses a multithreaded process.
-func (s *Sandbox) EnterArgs(argv ...string) []string {
-	return append([]string{"nsenter", "--target", strconv.Itoa(s.InitPID()),
+func (s *Sandbox) EnterArgs(argv ...string) []string { return EnterArgs(s.InitPID(), argv...) }
+
+// EnterArgs is Sandbox.EnterArgs for the sandbox whose init is host PID
+// pid (one kept after its plugin exited, say).
+func EnterArgs(pid int, argv ...string) []string {
+	return append([]string{"nsenter", "--target", strconv.Itoa(pid),
 		"--mount", "--pid", "--ipc", "--cgroup", "--root", "--wd", "--"}, argv...)
 }
 

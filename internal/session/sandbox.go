@@ -174,17 +174,23 @@ func (s *Session) warnf(format string, a ...any) {
 // KeepSandbox leaves the sandbox running, processes and all, when the
 // build is kept for inspection: the journal's chroot entry (processes
 // rooted in the image, init among them) is what stops it then. It returns
-// the host PID of the sandbox's init, 0 when none runs.
-func (s *Session) KeepSandbox() (int, error) {
+// the host PID of the sandbox's init, 0 when none runs, and the cgroup its
+// processes live in under the device filter ("" without one): a process
+// entering the namespaces joins it by writing its PID to cgroup.procs
+// there (nsenter --cgroup enters the namespace, not the cgroup).
+func (s *Session) KeepSandbox() (pid int, cgroup string, err error) {
 	s.sandbox.mu.Lock()
 	defer s.sandbox.mu.Unlock()
 	box := s.sandbox.box
 	if box == nil {
-		return 0, nil
+		return 0, "", nil
 	}
 	if err := box.Keep(); err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	s.sandbox.kept = true
-	return box.InitPID(), nil
+	if s.sandbox.cg != nil {
+		cgroup = filepath.Join(s.sandbox.cg.Dir(), cleanup.CgroupInner)
+	}
+	return box.InitPID(), cgroup, nil
 }
