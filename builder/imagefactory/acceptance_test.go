@@ -84,10 +84,12 @@ func newAcc(t *testing.T) *acc {
 func (a *acc) out() string { return filepath.Join(a.Dir, "out") }
 
 // assertNoLeaks checks that no loop device, mount or process of the build
-// is left, and that no journal is left in the state directory.
+// is left, and that no journal is left in the state directory. Scoped to
+// the harness's directory and its builds' mount paths: other tests' builds
+// run beside it, mounted under the same /run/imagefactory/mnt.
 func (a *acc) assertNoLeaks(t *testing.T) {
 	t.Helper()
-	a.before.AssertNoLeaksUnder(t, a.Base, "/run/imagefactory/mnt")
+	a.before.AssertNoLeaksUnder(t, a.OwnDirs()...)
 	journals, _ := filepath.Glob(filepath.Join(a.state, "*.journal"))
 	if len(journals) > 0 {
 		t.Errorf("journals left in %s: %v", a.state, journals)
@@ -461,7 +463,7 @@ func TestAccFaults(t *testing.T) {
 
 		// The killed build really left its loop devices, mounts and the
 		// process in the chroot behind; otherwise this test proves nothing.
-		if leaks := fixture.LeakSnapshot().Leaks(a.before); len(leaks) == 0 {
+		if leaks := a.before.LeftIn(a.OwnDirs()...); len(leaks) == 0 {
 			t.Fatal("the killed build left nothing behind; the test cannot show the reaper works")
 		}
 
