@@ -70,6 +70,7 @@ const qemuProvisioners = `
 // Debian's own (baseline) with the least, qemu64.
 func TestAccQemu(t *testing.T) {
 	requireQemu(t)
+	t.Parallel() // boots under TCG (one core): two such tests run at once, after the sequential ones
 	for _, tc := range []struct {
 		name      string
 		opts      fixture.DebianOptions
@@ -157,6 +158,7 @@ func TestAccQemu(t *testing.T) {
 // journal, no output directory, and show the end of the serial console.
 func TestAccQemuFaults(t *testing.T) {
 	requireQemu(t)
+	t.Parallel() // boots under TCG (one core): two such tests run at once, after the sequential ones
 	t.Run("failing-provisioner", func(t *testing.T) {
 		a := newAcc(t)
 		disk := fixture.DebianDisk(t, fixture.DebianOptions{})

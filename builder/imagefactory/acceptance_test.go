@@ -86,10 +86,12 @@ func (a *acc) out() string { return filepath.Join(a.Dir, "out") }
 
 // assertNoLeaks checks that no loop device, mount or process of the build
 // is left, no chroot sandbox's cgroup of a build that has exited, and that
-// no journal is left in the state directory.
+// no journal is left in the state directory. Scoped to the harness's
+// directory and its builds' mount paths: other tests' builds run beside
+// it, mounted under the same /run/imagefactory/mnt.
 func (a *acc) assertNoLeaks(t *testing.T) {
 	t.Helper()
-	a.before.AssertNoLeaksUnder(t, a.Base, "/run/imagefactory/mnt")
+	a.before.AssertNoLeaksUnder(t, a.OwnDirs()...)
 	if left, err := cleanup.LeftCgroups(); err == nil && len(left) > 0 {
 		t.Errorf("sandbox cgroups left by builds that have exited: %v", left)
 	}
@@ -466,7 +468,7 @@ func TestAccFaults(t *testing.T) {
 
 		// The killed build really left its loop devices, mounts and the
 		// process in the chroot behind; otherwise this test proves nothing.
-		if leaks := fixture.LeakSnapshot().Leaks(a.before); len(leaks) == 0 {
+		if leaks := a.before.LeftIn(a.OwnDirs()...); len(leaks) == 0 {
 			t.Fatal("the killed build left nothing behind; the test cannot show the reaper works")
 		}
 

@@ -231,7 +231,7 @@ func TestAccBtrfsFaults(t *testing.T) {
 		disk := fixture.BtrfsDisk(t, fixture.BtrfsOptions{Layout: fixture.Fedora})
 		killMidBuild(t, a, template(a.ownMountPath(), `provisioner "shell" { inline = ["echo FACTORY-SLEEPING", "sleep 300"] }`),
 			map[string]string{"base": disk.Path, "out": "killed"})
-		leaks := fixture.LeakSnapshot().Leaks(a.before)
+		leaks := a.before.LeftIn(a.OwnDirs()...)
 		btrfsLeft := false
 		for _, l := range leaks {
 			btrfsLeft = btrfsLeft || strings.Contains(l, "type btrfs")
@@ -256,6 +256,7 @@ func TestAccBtrfsFaults(t *testing.T) {
 // each file in its own subvolume or filesystem.
 func TestAccBtrfsQemuBoot(t *testing.T) {
 	requireQemu(t)
+	t.Parallel() // boots under TCG (one core): two such tests run at once, after the sequential ones
 	a := newAcc(t)
 	disk := fixture.BtrfsDisk(t, fixture.BtrfsOptions{Layout: fixture.Fedora, Size: 3 << 30, Debian: true})
 	res := mustBuild(t, a, template(qemuSource, `

@@ -66,6 +66,7 @@ func TestAccExample(t *testing.T) {
 			t.Skipf("%s: %v", tool, err)
 		}
 	}
+	t.Parallel() // boots under TCG (one core): two such tests run at once, after the sequential ones
 	h := fixture.Packer(t)
 	plugins, _ := filepath.Glob(filepath.Join(h.PluginPath, "github.com/imagefactory/imagefactory/packer-plugin-imagefactory_*"))
 	plugins = slices.DeleteFunc(plugins, func(p string) bool { return strings.HasSuffix(p, "_SHA256SUM") })

@@ -24,6 +24,7 @@ import (
 // blkid, debugfs, e2fsck), the image file is unchanged, and the disk boots
 // to a login prompt.
 func TestAccRootfsFilesystemImage(t *testing.T) {
+	t.Parallel() // minutes of chroot and mkfs work: beside the boot tests, after the sequential ones
 	a := newAcc(t)
 	img := fixture.DebianFSImage(t)
 	kernel, initrd, modules, release := fixture.KernelFiles(t)

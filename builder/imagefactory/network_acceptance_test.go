@@ -55,6 +55,7 @@ func netManifest(t *testing.T, raw string) map[string]string {
 // file, and both are in the output byte for byte.
 func TestAccQemuNetwork(t *testing.T) {
 	requireQemu(t)
+	t.Parallel() // boots under TCG (one core): two such tests run at once, after the sequential ones
 	a := newAcc(t)
 	noNet := filepath.Join(a.Dir, "nonet")
 	res := mustBuild(t, a, treeTemplate(bootstrapSource, `

@@ -56,6 +56,7 @@ variable "epoch" {
 // fstab and grub.cfg name is its root filesystem's (checkReproUUIDs).
 func TestAccReproduciblePipeline(t *testing.T) {
 	requireQemu(t)
+	t.Parallel() // minutes of chroot and mkfs work: beside the boot tests, after the sequential ones
 	a := newAcc(t)
 	env := a.Env
 	// build runs the pipeline with the epoch in the environment, or in the

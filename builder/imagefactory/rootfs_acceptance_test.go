@@ -147,6 +147,7 @@ const networkd = `
 // holds nothing of the factory boot.
 func TestAccBootstrapBoots(t *testing.T) {
 	requireQemu(t)
+	t.Parallel() // boots under TCG (one core): two such tests run at once, after the sequential ones
 	a := newAcc(t)
 	res := mustBuild(t, a, treeTemplate(bootstrapSource, marker+networkd), nil)
 	img := filepath.Join(a.out(), "t.qcow2")
@@ -207,6 +208,7 @@ func TestAccBootstrapBoots(t *testing.T) {
 // the base, holds only the changes, and boots with SeaBIOS (GRUB's core in
 // the MBR gap) and OVMF (the EFI system partition beside the root).
 func TestAccRootfsTarballChained(t *testing.T) {
+	t.Parallel() // boots under TCG (one core): two such tests run at once, after the sequential ones
 	a := newAcc(t)
 	tarball := fixture.DebianRootfs(t, true)
 	res := mustBuild(t, a, treeTemplate(fmt.Sprintf(`
@@ -264,6 +266,7 @@ func TestAccRootfsTarballChained(t *testing.T) {
 // TestAccRootfsDirectoryXFS makes a GPT disk with an xfs root from a
 // directory (left untouched), fstab by UUID, and boots it with OVMF.
 func TestAccRootfsDirectoryXFS(t *testing.T) {
+	t.Parallel() // minutes of chroot and mkfs work: beside the boot tests, after the sequential ones
 	a := newAcc(t)
 	tree := fixture.ExtractTree(t, fixture.DebianRootfs(t, true))
 	fstabBefore, err := os.ReadFile(filepath.Join(tree, "etc/fstab"))

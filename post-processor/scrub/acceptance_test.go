@@ -129,7 +129,7 @@ build {
 				len(doc.Packages) == 0 || doc.Packages[0].Purpose != "OPERATING-SYSTEM" || doc.Packages[0].Name != "unknown" {
 				t.Errorf("the final SBOM still names the OS whose os-release the scrub removed (%v): %+v", err, doc.Packages)
 			}
-			before.AssertNoLeaksUnder(t, h.Base, "/run/imagefactory/mnt")
+			before.AssertNoLeaksUnder(t, h.OwnDirs()...)
 			if j, _ := filepath.Glob(filepath.Join(state, "*.journal")); len(j) > 0 {
 				t.Errorf("journals left: %v", j)
 			}

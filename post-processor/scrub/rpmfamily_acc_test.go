@@ -65,5 +65,5 @@ build {
 		}
 		fixture.AssertRPMFamilyScrubbed(t, dir, report)
 	})
-	before.AssertNoLeaksUnder(t, h.Base, "/run/imagefactory/mnt")
+	before.AssertNoLeaksUnder(t, h.OwnDirs()...)
 }

@@ -34,7 +34,7 @@ func TestScrubRPMFamilyDisk(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no scrub report: %v", err)
 	}
-	before.AssertNoLeaksIn(t, filepath.Dir(disk.Path), "/run/imagefactory/mnt")
+	before.AssertNoLeaksIn(t, filepath.Dir(disk.Path))
 	fixture.FsckPartition(t, disk.Path, disk.Root())
 	// Read-write: rpm recreates its lock and WAL index, as on a booted clone.
 	fixture.WithReadWriteMount(t, disk.Path, disk.Root(), func(dir string) {

@@ -154,7 +154,7 @@ build {
 			fixture.FsckPartition(t, raw, root)
 			boot, _ := disk.Find("/boot")
 			fixture.FsckPartition(t, raw, boot)
-			before.AssertNoLeaksUnder(t, h.Base, "/run/imagefactory/mnt")
+			before.AssertNoLeaksUnder(t, h.OwnDirs()...)
 			if j, _ := filepath.Glob(filepath.Join(state, "*.journal")); len(j) > 0 {
 				t.Errorf("journals left: %v", j)
 			}

@@ -8,8 +8,13 @@
 // skip only for a reason it names).
 //
 // Usage: go run ./scripts/testreport [-stream] [go test flags and packages]
-// (-stream also prints every test's output as it comes, for long runs
-// such as make testacc).
+// [-then go test flags and packages]... (-stream also prints every test's
+// output as it comes, for long runs such as make testacc). Each -then
+// starts another go test, run after the one before has ended, into the
+// same report: packages that must not run beside others (they compare
+// host-wide state, such as binfmt_misc) go in a group of their own. Every
+// group runs even if one before failed; the exit status is the first
+// failed group's.
 package main
 
 import (
@@ -194,27 +199,38 @@ func (r *report) summary() bool {
 
 const module = "github.com/imagefactory/packer-plugin-imagefactory"
 
-func main() {
-	args := os.Args[1:]
-	stream := len(args) > 0 && args[0] == "-stream"
-	if stream {
-		args = args[1:]
+// groups splits args at each -then into the arguments of one go test
+// each; empty groups are dropped (no arguments at all is one empty group).
+func groups(args []string) [][]string {
+	var out [][]string
+	cur := []string{}
+	for _, a := range append(args, "-then") {
+		if a != "-then" {
+			cur = append(cur, a)
+			continue
+		}
+		if len(cur) > 0 {
+			out = append(out, cur)
+		}
+		cur = []string{}
 	}
+	if len(out) == 0 {
+		out = [][]string{{}} // go test alone: the package here
+	}
+	return out
+}
+
+// run runs `go test -json args` into r and returns go test's error.
+func run(r *report, args []string) error {
 	cmd := exec.Command("go", append([]string{"test", "-json"}, args...)...)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "testreport:", err)
-		os.Exit(2)
+		return err
 	}
-	// Ctrl-C reaches go test through the process group; this process
-	// stays to print what ran.
-	signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
 	if err := cmd.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, "testreport:", err)
-		os.Exit(2)
+		return err
 	}
-	r := newReport(os.Stdout, stream)
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	for sc.Scan() {
@@ -223,7 +239,25 @@ func main() {
 	if err := sc.Err(); err != nil {
 		fmt.Fprintln(os.Stderr, "testreport: reading go test's output:", err)
 	}
-	err = cmd.Wait()
+	return cmd.Wait()
+}
+
+func main() {
+	args := os.Args[1:]
+	stream := len(args) > 0 && args[0] == "-stream"
+	if stream {
+		args = args[1:]
+	}
+	// Ctrl-C reaches go test through the process group; this process
+	// stays to print what ran.
+	signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
+	r := newReport(os.Stdout, stream)
+	var err error
+	for _, g := range groups(args) {
+		if gerr := run(r, g); err == nil {
+			err = gerr
+		}
+	}
 	named := r.summary()
 	var exit *exec.ExitError
 	switch {

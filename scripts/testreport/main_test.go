@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -96,14 +97,20 @@ func TestExitStatus(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	both := `func TestA(t *testing.T) { t.Fatal("broken") }
+func TestB(t *testing.T) { t.Skip("second group ran") }`
 	for _, tc := range []struct {
 		name, body, want string
 		code             int
+		args             []string
 	}{
-		{"pass", `func TestA(t *testing.T) {}`, "0 skipped, 0 failed", 0},
-		{"named skip", `func TestA(t *testing.T) { t.Skip("no widget here") }`, "TestA: no widget here", 0},
-		{"bare skip", `func TestA(t *testing.T) { t.SkipNow() }`, "NO REASON GIVEN", 1},
-		{"fail", `func TestA(t *testing.T) { t.Fatal("broken") }`, "x_test.go:4: broken", 1},
+		{"pass", `func TestA(t *testing.T) {}`, "0 skipped, 0 failed", 0, nil},
+		{"named skip", `func TestA(t *testing.T) { t.Skip("no widget here") }`, "TestA: no widget here", 0, nil},
+		{"bare skip", `func TestA(t *testing.T) { t.SkipNow() }`, "NO REASON GIVEN", 1, nil},
+		{"fail", `func TestA(t *testing.T) { t.Fatal("broken") }`, "x_test.go:4: broken", 1, nil},
+		// Two go tests, one report: the second runs after the first failed,
+		// and the first's failure is the exit status.
+		{"groups", both, "1 skipped, 1 failed", 1, []string{"-count=1", "-run", "TestA", "./...", "-then", "-count=1", "-run", "TestB", "./..."}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -114,7 +121,11 @@ func TestExitStatus(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "x_test.go"), []byte(src), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command(bin, "-count=1", "./...")
+			args := tc.args
+			if args == nil {
+				args = []string{"-count=1", "./..."}
+			}
+			cmd := exec.Command(bin, args...)
 			cmd.Dir = dir
 			cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local")
 			out, err := cmd.CombinedOutput()
@@ -128,5 +139,21 @@ func TestExitStatus(t *testing.T) {
 				t.Errorf("exit %d, want %d; output lacks %q?\n%s", code, tc.code, tc.want, out)
 			}
 		})
+	}
+}
+
+func TestGroups(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want [][]string
+	}{
+		{nil, [][]string{{}}},
+		{[]string{"-p", "2", "./..."}, [][]string{{"-p", "2", "./..."}}},
+		{[]string{"-p", "2", "./a", "-then", "-p", "1", "./b"}, [][]string{{"-p", "2", "./a"}, {"-p", "1", "./b"}}},
+		{[]string{"-then", "./a", "-then"}, [][]string{{"./a"}}},
+	} {
+		if got := groups(tc.args); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("groups(%q) = %q, want %q", tc.args, got, tc.want)
+		}
 	}
 }
