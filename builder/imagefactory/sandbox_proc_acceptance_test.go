@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -170,6 +171,7 @@ func TestAccSandboxKilled(t *testing.T) {
 	mnt := filepath.Join(a.Base, "mnt")
 	tmpl := template(fmt.Sprintf("  mount_path = %q\n", mnt),
 		`provisioner "shell" { inline = ["setsid sleep 300 </dev/null >/dev/null 2>&1 &", "echo FACTORY-SLEEPING", "sleep 300"] }`)
+	earlier, _ := cleanup.LeftCgroups() // other tests' killed builds'
 	killMidBuild(t, a, tmpl, map[string]string{"base": disk.Path, "out": "killed"})
 	deadline := time.Now().Add(10 * time.Second)
 	left := rootedIn(mnt)
@@ -180,12 +182,19 @@ func TestAccSandboxKilled(t *testing.T) {
 	for _, p := range left {
 		t.Errorf("left running after the plugin's kill -9: %s", p)
 	}
-	if cgs, err := cleanup.LeftCgroups(); err != nil || len(cgs) == 0 {
+	cgs, err := cleanup.LeftCgroups()
+	cgs = slices.DeleteFunc(cgs, func(c string) bool { return slices.Contains(earlier, c) })
+	if err != nil || len(cgs) == 0 {
 		t.Errorf("no sandbox cgroup left after the plugin's kill -9 (%v): the chroot ran without its device allow-list?", err)
 	}
 	res := a.Build(t, template(``, ``), map[string]string{"base": disk.Path})
 	if res.ExitCode != 0 {
 		t.Fatalf("the build after the kill failed:\n%s", res.Output)
+	}
+	for _, c := range cgs {
+		if _, err := os.Stat(c); err == nil {
+			t.Errorf("the killed build's sandbox cgroup %s is still there after the next build's reap", c)
+		}
 	}
 	a.assertNoLeaks(t)
 }
