@@ -198,13 +198,13 @@ allocated=$(($(stat -c %b "$artifact") * $(stat -c %B "$artifact")))
 	cat <<SUMMARY
 
 ==> example: summary
-  packer build  ${t_build}s  (log: $build_log)
-    debootstrap   ${t_debootstrap:-?}
-  offline checks ${t_check}s
-  boot test     ${boot:-failed} (in the packer build)
-  artifact      $artifact
-    qcow2 file    $((apparent >> 20)) MiB ($((allocated >> 20)) MiB allocated), virtual $((vsize >> 20)) MiB
-  total         $(since "$t_start")s, $failures check(s) failed
+  packer build     ${t_build}s  (log: $build_log)
+    debootstrap    ${t_debootstrap:-?}
+  offline checks   ${t_check}s
+  boot test        ${boot:-did not pass} (in the packer build)
+  artifact         $artifact
+    qcow2 file     $((apparent >> 20)) MiB ($((allocated >> 20)) MiB allocated), virtual $((vsize >> 20)) MiB
+  total            $(since "$t_start")s, $failures failed check(s)
 SUMMARY
 } | both
 grep '^  FAIL  ' "$full_log" >&3 || true

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 
 	"github.com/hashicorp/packer-plugin-sdk/packer"
 )
@@ -39,7 +40,11 @@ func checkInputFile(option, path string, dirOK bool) error {
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("%s %s does not exist (a relative path is relative to the directory packer runs in; an image another build of the same template makes must exist before packer starts: build them one at a time with -only)", option, path)
+		hint := "an image another build of the same template makes must exist before packer starts: build them one at a time with -only"
+		if !filepath.IsAbs(path) {
+			hint = "a relative path is relative to the directory packer runs in; " + hint
+		}
+		return fmt.Errorf("%s %s does not exist (%s)", option, path, hint)
 	case err != nil:
 		return fmt.Errorf("%s %s cannot be read: %v", option, path, errors.Unwrap(err))
 	case st.IsDir() && !dirOK:

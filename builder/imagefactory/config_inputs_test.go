@@ -39,12 +39,14 @@ func TestCheckInputs(t *testing.T) {
 		{"URL", Config{BaseImage: "https://example.com/nothing.img"}, ""},
 		{"tree", Config{SourceRootfs: dir}, ""},
 		{"missing base image", Config{BaseImage: missing},
-			"base_image " + missing + " does not exist (a relative path is relative to the directory packer runs in; an image another build of the same template makes must exist before packer starts: build them one at a time with -only)"},
+			"base_image " + missing + " does not exist (an image another build of the same template makes must exist before packer starts: build them one at a time with -only)"},
 		{"missing file URL", Config{BaseImage: "file://" + missing},
-			"base_image " + missing + " does not exist (a relative path is relative to the directory packer runs in; an image another build of the same template makes must exist before packer starts: build them one at a time with -only)"},
+			"base_image " + missing + " does not exist (an image another build of the same template makes must exist before packer starts: build them one at a time with -only)"},
+		{"missing relative base image", Config{BaseImage: "nothing-here.img"},
+			"base_image nothing-here.img does not exist (a relative path is relative to the directory packer runs in; an image another build of the same template makes must exist before packer starts: build them one at a time with -only)"},
 		{"base image a directory", Config{BaseImage: dir}, "base_image " + dir + " is a directory; give a disk image file"},
 		{"missing source_rootfs", Config{SourceRootfs: missing},
-			"source_rootfs " + missing + " does not exist (a relative path is relative to the directory packer runs in; an image another build of the same template makes must exist before packer starts: build them one at a time with -only)"},
+			"source_rootfs " + missing + " does not exist (an image another build of the same template makes must exist before packer starts: build them one at a time with -only)"},
 	}
 	if os.Geteuid() != 0 { // root reads anything
 		tests = append(tests, struct {

@@ -70,7 +70,7 @@ func TestOutputProblems(t *testing.T) {
 		{"--> t: qcow2 disk image: rewritten in place by a later post-processor, whose artifact below names the file", 0},
 		{"==> t: disk_size 100M is smaller than base_image x.xz, whose virtual size is 1 GiB (1073741824 bytes, from its xz index)", 2}, // a refusal quotes the user's disk_size and the exact figure: never in a successful build
 		{"    t: Get:1 http://deb.debian.org/debian bookworm/main amd64 libelf1 amd64 0.188-2.1 [174 kB]", 0},
-		{"==> t: Chroot mounts: [/proc /sys /dev /run /dev/pts]", 0},
+		{"==> t: Chroot mounts: /proc, /sys, /dev, /run, /dev/pts", 0},
 		{"==> t: Making a gpt disk (1: BIOS boot, 2: EFI system, 3: root) with a ext4 root from /var/cache/imagefactory/debootstrap-bookworm-minbase-16786442fc0c...", 0},
 	} {
 		got := outputProblems(tt.out)

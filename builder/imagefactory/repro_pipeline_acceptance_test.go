@@ -71,7 +71,7 @@ func TestAccReproduciblePipeline(t *testing.T) {
 		}
 		res := mustBuild(t, a, reproPipeline, vars)
 		t.Logf("build %s (epoch %s, in the template: %v): %s", name, epoch, inTemplate, res.Duration)
-		if !strings.Contains(res.Output, "(imagefactory-sparsify): Reproducible: SOURCE_DATE_EPOCH "+epoch+",") {
+		if !strings.Contains(res.Output, "(imagefactory-sparsify): Reproducible: SOURCE_DATE_EPOCH "+epoch+" (") {
 			t.Errorf("sparsify did not take the build's epoch:\n%s", res.Output)
 		}
 		return filepath.Join(out, "t.raw"), filepath.Join(out, "t.qcow2")

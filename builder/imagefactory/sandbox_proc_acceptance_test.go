@@ -138,7 +138,7 @@ func TestAccSandboxProcesses(t *testing.T) {
 		}
 	})
 	t.Run("daemon", func(t *testing.T) {
-		re := regexp.MustCompile(`Warning: stopping a process left in the chroot: PID (\d+) \(PID (\d+) in the chroot\): sh -c trap "" TERM; exec 3>/root/daemon-held; .*, ran \d`)
+		re := regexp.MustCompile(`Warning: stopping a process still running in the chroot: PID (\d+) \(PID (\d+) in the chroot\): sh -c trap "" TERM; exec 3>/root/daemon-held; .*, ran \d`)
 		if !re.MatchString(res.Output) {
 			t.Errorf("the build does not name the daemon it stopped (PID, command, time):\n%s", res.Output)
 		}
@@ -148,7 +148,7 @@ func TestAccSandboxProcesses(t *testing.T) {
 		if !strings.Contains(res.Output, "still holds its output") {
 			t.Errorf("no warning about a process holding the command's output:\n%s", res.Output)
 		}
-		if !regexp.MustCompile(`Warning: stopping a process left in the chroot: PID \d+ \(PID \d+ in the chroot\): sleep 1001, ran \d`).MatchString(res.Output) {
+		if !regexp.MustCompile(`Warning: stopping a process still running in the chroot: PID \d+ \(PID \d+ in the chroot\): sleep 1001, ran \d`).MatchString(res.Output) {
 			t.Errorf("the build does not name the output-holding sleep it stopped:\n%s", res.Output)
 		}
 		for _, p := range rootedIn(mnt) {

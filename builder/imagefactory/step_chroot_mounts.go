@@ -2,7 +2,7 @@ package imagefactory
 
 import (
 	"context"
-	"fmt"
+	"strings"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 )
@@ -24,7 +24,7 @@ func (s *stepChrootMounts) Run(ctx context.Context, state multistep.StateBag) mu
 		return halt(state, err)
 	}
 	state.Put(stateChrootMounts, mounted)
-	uiOf(state).Say(fmt.Sprintf("Chroot mounts: %v", mounted))
+	uiOf(state).Say("Chroot mounts: " + strings.Join(mounted, ", "))
 	return multistep.ActionContinue
 }
 

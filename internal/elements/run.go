@@ -508,7 +508,11 @@ func (r *Run) phase(ctx context.Context, ph Phase, hooks []hook) error {
 	if ph.Inside {
 		where = "in the image"
 	}
-	r.ui.Say(fmt.Sprintf("Phase %s (%d hooks, %s)", ph.Name, len(hooks), where))
+	noun := "hooks"
+	if len(hooks) == 1 {
+		noun = "hook"
+	}
+	r.ui.Say(fmt.Sprintf("Phase %s (%d %s, %s)", ph.Name, len(hooks), noun, where))
 	if len(r.envList) > 0 {
 		r.ui.Message(fmt.Sprintf("%s: sourcing environment.d: %s", ph.Name, strings.Join(r.envList, " ")))
 	}

@@ -60,8 +60,12 @@ func (s *Session) NormalizeWritten() (notes []string, err error) {
 		if err != nil {
 			return notes, fmt.Errorf("reproducible build: partition %d: %w", p.Number, err)
 		}
-		s.logf("Normalized partition %d (%s) for a reproducible build in %s: %d inodes, %d generations, %d MiB of journal and %d MiB of free blocks zeroed",
-			p.Number, p.FS.Type, diskimage.FormatDuration(time.Since(start)), rep.Inodes, rep.Generations, rep.JournalBytes>>20, rep.FreeBytes>>20)
+		gens := "generations"
+		if rep.Generations == 1 {
+			gens = "generation"
+		}
+		s.logf("Normalized partition %d (%s) for a reproducible build in %s: %d inodes, %d %s, %d MiB of journal and %d MiB of free blocks zeroed",
+			p.Number, p.FS.Type, diskimage.FormatDuration(time.Since(start)), rep.Inodes, rep.Generations, gens, rep.JournalBytes>>20, rep.FreeBytes>>20)
 	}
 	return notes, nil
 }

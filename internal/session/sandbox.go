@@ -155,7 +155,7 @@ func (s *Session) stopSandbox() error {
 		return s.removeCgroup()
 	}
 	_, err := box.Stop(stopGrace, func(p sandbox.Process) {
-		s.warnf("stopping a process left in the chroot: %s", p)
+		s.warnf("stopping a process still running in the chroot: %s", p)
 	})
 	if err != nil {
 		err = fmt.Errorf("stopping the chroot's processes: %w", err)

@@ -200,7 +200,7 @@ func (p *PostProcessor) PostProcess(ctx context.Context, ui packersdk.Ui, in pac
 		return nil, false, false, fmt.Errorf("imagefactory-sparsify: %w", err)
 	}
 	if src.Enabled() {
-		ui.Say(fmt.Sprintf("Reproducible: SOURCE_DATE_EPOCH %d, build %q", src.Epoch(), c.PackerBuildName))
+		ui.Say(fmt.Sprintf("Reproducible: SOURCE_DATE_EPOCH %d (%s), build %q", src.Epoch(), src.Time().UTC().Format(time.RFC3339), c.PackerBuildName))
 	}
 	compat, err := p.outputCompat(disk, format)
 	if err != nil {
