@@ -130,7 +130,7 @@ func TestAccAbort(t *testing.T) {
 			t.Fatalf("%s: %v", command, err)
 		}
 		// The daemon and the sandbox's init (issue 18), at least.
-		if !regexp.MustCompile(`^killed [2-9] process\(es\) rooted in ` + regexp.QuoteMeta(mnt)).MatchString(string(out)) {
+		if !regexp.MustCompile(`^killed [2-9] processes rooted in ` + regexp.QuoteMeta(mnt)).MatchString(string(out)) {
 			t.Errorf("the reap's output does not start with the daemon and the sandbox init killed")
 		}
 		for _, want := range []string{"unmounted " + mnt + "/dev\n", "unmounted " + mnt + "/boot", "removed " + a.out()} {

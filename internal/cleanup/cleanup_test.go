@@ -45,7 +45,7 @@ func TestTeardownReleasesInReverseOrder(t *testing.T) {
 		t.Fatalf("Teardown: %v", err)
 	}
 	want := [][]string{
-		{"killed 2 process(es) rooted in " + mnt},
+		{"killed 2 processes rooted in " + mnt},
 		{"unmounted " + mnt},
 		{"detached " + dev.Path(), img},
 	}

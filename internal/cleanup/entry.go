@@ -230,7 +230,7 @@ func releaseCgroup(e Entry) (string, error) {
 		return "", err
 	}
 	if killed > 0 {
-		return fmt.Sprintf("removed cgroup %s, killing %d process(es) in it", e.Path, killed), nil
+		return fmt.Sprintf("removed cgroup %s, killing %s in it", e.Path, processes(killed)), nil
 	}
 	return fmt.Sprintf("removed cgroup %s", e.Path), nil
 }

@@ -20,7 +20,7 @@ func releaseChroot(e Entry) (string, error) {
 	if len(killed) == 0 {
 		return fmt.Sprintf("no process left rooted in %s", e.Path), nil
 	}
-	return fmt.Sprintf("killed %d process(es) rooted in %s (pids %s)", len(killed), e.Path, joinInts(killed)), nil
+	return fmt.Sprintf("killed %s rooted in %s (pids %s)", processes(len(killed)), e.Path, joinInts(killed)), nil
 }
 
 // releaseProc ends the process the entry names, if it still runs: SIGTERM,
@@ -207,4 +207,12 @@ func CloseInheritedFDs() error {
 		}
 	}
 	return nil
+}
+
+// processes is "1 process", "2 processes".
+func processes(n int) string {
+	if n == 1 {
+		return "1 process"
+	}
+	return fmt.Sprintf("%d processes", n)
 }
