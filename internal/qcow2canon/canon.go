@@ -12,6 +12,7 @@ package qcow2canon
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"compress/flate"
 	"encoding/binary"
 	"errors"
@@ -559,7 +560,7 @@ func (img *image) write(out *os.File) error {
 		flush() error
 	} = &gather{fd: int(out.Fd())}
 	if img.mapped {
-		cw = &copier{src: int(img.f.Fd()), dst: int(out.Fd())}
+		cw = &copier{src: int(img.f.Fd()), dst: int(out.Fd()), data: img.data}
 	}
 	for _, es := range img.l2 {
 		for j := range es {
@@ -635,6 +636,9 @@ func (g *gather) flush() error {
 	return nil
 }
 
+// sendfile is unix.Sendfile; the tests replace it.
+var sendfile = unix.Sendfile
+
 // copier copies runs of the input file to the output file with
 // sendfile(2), which moves the bytes from one page cache to the other in
 // the kernel, across filesystems (copy_file_range(2) refuses a tmpfs
@@ -642,6 +646,7 @@ func (g *gather) flush() error {
 // both files go in one call.
 type copier struct {
 	src, dst int
+	data     []byte // the input's mapping: written from when sendfile is refused
 	srcOff   int64
 	dstOff   int64
 	n        int64
@@ -668,9 +673,20 @@ func (c *copier) flush() error {
 	}
 	src, left := c.srcOff, c.n
 	for left > 0 {
-		n, err := unix.Sendfile(c.dst, c.src, &src, int(min(left, 1<<30)))
+		n, err := sendfile(c.dst, c.src, &src, int(min(left, 1<<30)))
 		if err == unix.EINTR || err == unix.EAGAIN {
 			continue
+		}
+		if err == unix.EINVAL || err == unix.ENOSYS || err == unix.EOPNOTSUPP {
+			// A filesystem without splice: written from the mapping.
+			for left > 0 {
+				w, err := unix.Pwrite(c.dst, c.data[src:src+left], c.dstOff+(src-c.srcOff))
+				if err != nil || w == 0 {
+					return fmt.Errorf("writing %d bytes at byte %d: %v", left, c.dstOff+(src-c.srcOff), cmp.Or(err, io.ErrShortWrite))
+				}
+				src, left = src+int64(w), left-int64(w)
+			}
+			break
 		}
 		if err != nil {
 			return fmt.Errorf("copying %d bytes from byte %d to byte %d: %w", c.n, c.srcOff, c.dstOff, err)
