@@ -168,6 +168,10 @@ func NewCgroup(dir string, allow []Device) (c *Cgroup, err error) {
 // Dir is the cgroup's path (the one the filter is attached to).
 func (c *Cgroup) Dir() string { return c.dir }
 
+// InnerDir is the child cgroup the sandbox's processes live in, under the
+// filter: a process joins it by writing its PID to cgroup.procs there.
+func (c *Cgroup) InnerDir() string { return filepath.Join(c.dir, innerCgroup) }
+
 // FD is a descriptor of the cgroup the processes go to, for
 // syscall.SysProcAttr's CgroupFD (clone3 CLONE_INTO_CGROUP: the child
 // starts in it, with no window outside).

@@ -112,10 +112,13 @@ func (s *Session) deviceCgroup() (*sandbox.Cgroup, error) {
 		s.logf("the chroot's device allow-list is off: chroot_mounts binds the host's devices (%s)", s.sandbox.allHost)
 		return nil, nil
 	}
+	without := func(err error) {
+		s.warnf("the chroot runs without its device allow-list (%v): a root process in it can make and open a node of any host device", err)
+	}
 	s.sandbox.starts++
 	dir, err := cleanup.CgroupDir(fmt.Sprintf("%d-%d", os.Getpid(), s.sandbox.starts))
 	if err != nil {
-		s.warnf("the chroot runs without its device allow-list (%v): a root process in it can make and open a node of any host device", err)
+		without(err)
 		return nil, nil
 	}
 	h, err := s.opts.Journal.Take(cleanup.CgroupEntry(dir))
@@ -124,7 +127,7 @@ func (s *Session) deviceCgroup() (*sandbox.Cgroup, error) {
 	}
 	cg, err := sandbox.NewCgroup(dir, append(sandbox.AllowedDevices(s.stack.DevNodes), s.sandbox.hostDevs...))
 	if err != nil {
-		s.warnf("the chroot runs without its device allow-list (%v): a root process in it can make and open a node of any host device", err)
+		without(err)
 		return nil, s.opts.Journal.Release(h)
 	}
 	s.sandbox.cg, s.sandbox.cgH = cg, h
@@ -190,7 +193,7 @@ func (s *Session) KeepSandbox() (pid int, cgroup string, err error) {
 	}
 	s.sandbox.kept = true
 	if s.sandbox.cg != nil {
-		cgroup = filepath.Join(s.sandbox.cg.Dir(), cleanup.CgroupInner)
+		cgroup = s.sandbox.cg.InnerDir()
 	}
 	return box.InitPID(), cgroup, nil
 }
