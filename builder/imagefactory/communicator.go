@@ -169,14 +169,22 @@ func (c *Communicator) Start(ctx context.Context, rc *packersdk.RemoteCmd) error
 // processes still flush, short beside a build.
 const outputWait = 3 * time.Second
 
-// stopGroup asks a process group to end, then forces it.
+// stopGroup asks a process group to end, then forces it. The shell's
+// exit (waited) does not end the group: a process that ignores SIGTERM
+// stays in it, and keeps the group's ID from being reused (kill(2) with
+// signal 0 says whether any member is left).
 func stopGroup(pgid int, waited <-chan struct{}) {
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	grace := time.After(3 * time.Second)
 	select {
 	case <-waited:
-	case <-time.After(3 * time.Second):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		if syscall.Kill(-pgid, 0) != nil {
+			return
+		}
+		<-grace
+	case <-grace:
 	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
 // Upload writes r to dst in the image.
